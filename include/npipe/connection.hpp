@@ -1,0 +1,152 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+/// @file
+/// One end of a connected pipe, and the client entry points connect() and call().
+
+#include <npipe/error.hpp>
+#include <npipe/options.hpp>
+#include <npipe/pipe_name.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+namespace npipe {
+
+namespace detail {
+class connection_impl;
+}
+
+/// Who is at the other end (Win32 GetNamedPipeClientProcessId and friends).
+/// On Linux taken from SO_PEERCRED at connect time.
+struct peer_identity {
+  std::int64_t pid = -1;  ///< process id, -1 if unknown
+  std::int64_t uid = -1;  ///< user id (Linux), -1 if unknown
+  std::int64_t gid = -1;  ///< primary group id (Linux), -1 if unknown
+  std::string user;       ///< user name (Linux) or SID string (Windows), may be empty
+};
+
+/// Result of a partial read (Win32 ReadFile on a pipe).
+struct read_result {
+  std::size_t bytes = 0;  ///< bytes stored in the buffer
+  bool more_data = false; ///< message mode: the message goes on; read again for the rest
+};
+
+/// Result of peek() (Win32 PeekNamedPipe). Never blocks.
+struct peek_result {
+  std::size_t bytes_read = 0;         ///< bytes copied into the caller's buffer
+  std::size_t total_available = 0;    ///< payload bytes ready to read now
+  std::size_t left_this_message = 0;  ///< message mode: unread bytes of the current message
+};
+
+/// A connected pipe end, on the client or the server side.
+///
+/// Blocking calls come in three forms: `f(args, timeout, ec)`, `f(args, ec)`
+/// (waits forever) and `f(args, timeout = forever)` (throws
+/// std::system_error). A timed-out read keeps the connection usable; a write
+/// that times out after sending part of a message breaks the connection,
+/// since the peer would otherwise see a torn message.
+///
+/// Thread safety: one thread may read while another writes; two concurrent
+/// readers or two concurrent writers are not allowed. close() may be called
+/// from any thread to unblock the others.
+class connection {
+public:
+  connection() noexcept;
+  explicit connection(std::unique_ptr<detail::connection_impl> impl) noexcept;
+  connection(connection&&) noexcept;
+  connection& operator=(connection&&) noexcept;
+  ~connection();
+
+  /// True while open (it may still find the peer gone on the next call).
+  bool is_open() const noexcept;
+  explicit operator bool() const noexcept { return is_open(); }
+
+  /// The pipe's type as chosen by the server.
+  pipe_type type() const noexcept;
+  /// This end's read mode.
+  npipe::read_mode read_mode() const noexcept;
+  /// Switch this end's read mode (SetNamedPipeHandleState). Message read
+  /// mode on a byte pipe fails with invalid_argument.
+  void set_read_mode(npipe::read_mode m, std::error_code& ec) noexcept;
+  void set_read_mode(npipe::read_mode m);
+
+  /// Write all of `data` as one message (message pipe) or as bytes (byte
+  /// pipe). Returns when the data is handed to the kernel. A message larger
+  /// than the peer's limit fails with message_too_large and nothing is sent.
+  void write(std::span<const std::byte> data, timeout t, std::error_code& ec) noexcept;
+  void write(std::span<const std::byte> data, std::error_code& ec) noexcept { write(data, forever, ec); }
+  void write(std::span<const std::byte> data, timeout t = forever);
+  void write(std::string_view text, timeout t = forever) { write(std::as_bytes(std::span(text)), t); }
+  void write(std::string_view text, std::error_code& ec) noexcept { write(std::as_bytes(std::span(text)), forever, ec); }
+
+  /// Read into `buf` (ReadFile). Message read mode: returns at most one
+  /// message; if `buf` is too small it is filled, `more_data` is true and, in
+  /// the error_code form, `ec` is errc::more_data (like ERROR_MORE_DATA, this
+  /// is not a failure: the rest comes with the next read). Byte read mode:
+  /// returns what is available (at least one byte), ignoring boundaries.
+  read_result read(std::span<std::byte> buf, timeout t, std::error_code& ec) noexcept;
+  read_result read(std::span<std::byte> buf, std::error_code& ec) noexcept { return read(buf, forever, ec); }
+  read_result read(std::span<std::byte> buf, timeout t = forever);
+
+  /// Receive one whole message (message read mode) or the bytes available
+  /// (byte read mode). A message larger than this end's limit fails with
+  /// message_too_large before anything is allocated, and closes the connection.
+  std::vector<std::byte> receive(timeout t, std::error_code& ec);
+  std::vector<std::byte> receive(std::error_code& ec) { return receive(forever, ec); }
+  std::vector<std::byte> receive(timeout t = forever);
+  /// receive() as text.
+  std::string receive_string(timeout t, std::error_code& ec);
+  std::string receive_string(timeout t = forever);
+
+  /// Write `request` and receive the reply message (TransactNamedPipe).
+  /// Needs a message pipe in message read mode and nothing unread.
+  std::vector<std::byte> transact(std::span<const std::byte> request, timeout t, std::error_code& ec);
+  std::vector<std::byte> transact(std::span<const std::byte> request, timeout t = forever);
+  std::string transact(std::string_view request, timeout t = forever);
+
+  /// Look at what is waiting without consuming it (PeekNamedPipe). Copies up
+  /// to `buf.size()` bytes (message mode: from the current message only).
+  peek_result peek(std::span<std::byte> buf, std::error_code& ec) noexcept;
+  peek_result peek(std::span<std::byte> buf = {});
+
+  /// Wait until the peer has read everything written so far
+  /// (FlushFileBuffers). The peer's library acknowledges as its application
+  /// reads; a peer that closes first makes this fail with broken_pipe.
+  void flush(timeout t, std::error_code& ec) noexcept;
+  void flush(std::error_code& ec) noexcept { flush(forever, ec); }
+  void flush(timeout t = forever);
+
+  /// Close this end (on a server: DisconnectNamedPipe; the instance is free
+  /// for the next client). Idempotent; never throws.
+  void close() noexcept;
+
+  /// Who is at the other end.
+  const peer_identity& peer() const noexcept;
+  /// The pipe this connection belongs to.
+  const pipe_name& name() const noexcept;
+  /// Largest message the peer accepts (from the handshake).
+  std::size_t peer_max_message_size() const noexcept;
+
+private:
+  std::unique_ptr<detail::connection_impl> impl_;
+};
+
+/// Open a client end (CreateFile + WaitNamedPipe). If every instance is
+/// taken, waits up to `t` for one to free (no_wait: fail at once with
+/// pipe_busy). No server at all fails at once with not_found.
+connection connect(const pipe_name& name, const client_options& opts, timeout t, std::error_code& ec);
+connection connect(const pipe_name& name, const client_options& opts = {}, timeout t = defaults::connect_timeout);
+
+/// Connect, transact once, close (CallNamedPipe). `t` bounds the whole call.
+std::vector<std::byte> call(const pipe_name& name, std::span<const std::byte> request, timeout t,
+                            std::error_code& ec, const client_options& opts = {});
+std::string call(const pipe_name& name, std::string_view request, timeout t = defaults::connect_timeout,
+                 const client_options& opts = {});
+
+} // namespace npipe

@@ -1,0 +1,83 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+/// @file
+/// npipe error codes.
+///
+/// Every failing npipe call reports one `std::error_code` in the npipe
+/// category. Its value carries two things: the npipe condition (what went
+/// wrong, the same on every system) and, where the failure came from the
+/// operating system, the OS code (errno on Linux, `GetLastError()` on
+/// Windows). Compare against the condition; read the OS code for diagnostics:
+///
+/// @code
+/// std::error_code ec;
+/// auto c = npipe::connect(name, {}, std::chrono::seconds(1), ec);
+/// if (ec == npipe::errc::pipe_busy) { /* every instance is taken */ }
+/// else if (ec) std::cerr << ec.message() << " (OS code " << npipe::os_error(ec) << ")\n";
+/// @endcode
+///
+/// Errors that carry an OS code also compare equal to the matching generic
+/// condition (`ec == std::errc::connection_refused`).
+
+#include <string>
+#include <system_error>
+
+namespace npipe {
+
+/// What went wrong, independent of the operating system.
+enum class errc : int {
+  ok = 0,
+  not_found = 1,          ///< no server is listening on this name (Win32 ERROR_FILE_NOT_FOUND)
+  pipe_busy = 2,          ///< every instance of the pipe is taken (ERROR_PIPE_BUSY)
+  more_data = 3,          ///< the buffer held only part of the message; read again (ERROR_MORE_DATA)
+  timed_out = 4,          ///< the deadline passed (ERROR_SEM_TIMEOUT)
+  message_too_large = 5,  ///< a message exceeds the receiver's limit
+  name_in_use = 6,        ///< another live server owns this name
+  access_denied = 7,      ///< the access policy or file permissions refuse this peer
+  broken_pipe = 8,        ///< the peer closed the pipe (ERROR_BROKEN_PIPE)
+  protocol_error = 9,     ///< the peer sent bytes that are not npipe's protocol
+  invalid_name = 10,      ///< the pipe name is malformed or cannot be mapped
+  invalid_argument = 11,  ///< a parameter or option is out of range
+  not_connected = 12,     ///< the connection is closed or was never opened
+  operation_aborted = 13, ///< the server or connection was closed while waiting
+  invalid_state = 14,     ///< the call does not fit the connection's state (e.g. unread data)
+  unsafe_directory = 15,  ///< the pipe directory fails the safety checks
+  not_supported = 16,     ///< the operation is not available in this build or on this pipe
+  system_error = 17,      ///< an OS failure with no closer npipe meaning; see os_error()
+};
+
+/// The npipe error category ("npipe"). Codes of this category encode an
+/// npipe::errc plus an optional OS code.
+const std::error_category& category() noexcept;
+
+/// The condition category npipe::errc values belong to when compared.
+const std::error_category& condition_category() noexcept;
+
+/// Make an npipe error code, optionally keeping the OS code that caused it.
+std::error_code make_error_code(errc e, int os_code = 0) noexcept;
+
+/// Make the condition for comparisons: `ec == npipe::errc::pipe_busy`.
+std::error_condition make_error_condition(errc e) noexcept;
+
+/// The npipe condition of any error code (errc::system_error for codes of
+/// other categories, errc::ok for success).
+errc condition_of(const std::error_code& ec) noexcept;
+
+/// The OS code kept inside an npipe error code (0 if none). For codes of
+/// the system category, their value.
+int os_error(const std::error_code& ec) noexcept;
+
+/// The short stable name of a condition ("pipe_busy").
+const char* to_string(errc e) noexcept;
+
+} // namespace npipe
+
+template <>
+struct std::is_error_condition_enum<npipe::errc> : std::true_type {};
+
+namespace npipe {
+/// Specifics (paths, pids, uids, limits) about the most recent error npipe
+/// reported on this thread, e.g. "pipe directory /tmp/.npipe is owned by uid
+/// 1000". Empty if there are none. Throwing overloads include it in what().
+std::string last_error_detail();
+} // namespace npipe

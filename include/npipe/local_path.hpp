@@ -1,0 +1,39 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+/// @file
+/// Where local pipes live on Linux (socket files), for tools and diagnostics.
+
+#include <npipe/pipe_name.hpp>
+
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+namespace npipe {
+
+/// The machine-wide default pipe directory on Linux, shared like /tmp
+/// (mode 1777, created on first use).
+inline constexpr const char* default_pipe_directory = "/tmp/.npipe";
+
+/// The pipe directory in effect: `override_dir` if not empty, else
+/// $NPIPE_DIR if set, else default_pipe_directory.
+std::string pipe_directory(std::string_view override_dir = {});
+
+/// The socket file a local pipe name maps to (see README, "Names on Linux").
+/// On Windows: the `\\.\pipe\NAME` path.
+std::string local_path(const pipe_name& name, std::error_code& ec, std::string_view override_dir = {});
+
+/// One entry of list_local_pipes().
+struct local_pipe_info {
+  std::string file;      ///< file name in the pipe directory (the folded NAME, or "#hash" for hashed names)
+  std::string path;      ///< full socket path
+  long owner_uid = -1;   ///< owner of the socket file
+  bool live = false;     ///< a server accepted a probe connection
+};
+
+/// The pipes in a pipe directory (Linux; empty on Windows). Each socket is
+/// probed with a connection attempt that sends nothing.
+std::vector<local_pipe_info> list_local_pipes(std::error_code& ec, std::string_view override_dir = {});
+
+} // namespace npipe

@@ -1,0 +1,111 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+/// @file
+/// Pipe types, read modes, timeouts, access policies and the option structs
+/// for servers and clients.
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace npipe {
+
+/// How a pipe carries data, chosen by the server (Win32 PIPE_TYPE_*).
+enum class pipe_type : std::uint8_t {
+  byte = 0,    ///< a byte stream; write boundaries are not kept
+  message = 1, ///< every write is one message; boundaries are kept
+};
+
+/// How one end reads (Win32 PIPE_READMODE_*). Message read mode needs a
+/// message pipe; byte read mode works on both and ignores boundaries.
+enum class read_mode : std::uint8_t {
+  byte = 0,
+  message = 1,
+};
+
+/// A wait limit for a blocking call. `forever` never times out; a zero
+/// timeout tries once without waiting.
+using timeout = std::chrono::milliseconds;
+inline constexpr timeout forever{-1};
+inline constexpr timeout no_wait{0};
+
+/// Who may connect to a server.
+///
+/// On Linux this becomes the socket file's mode (and group) *and* a check of
+/// the client's credentials (SO_PEERCRED) at connect time; on Windows an
+/// explicit DACL. Root (Windows: SYSTEM) is always allowed, as is the user
+/// that runs the server.
+struct access_policy {
+  enum class kind : std::uint8_t {
+    current_user, ///< only the server's own user (the default)
+    group,        ///< members of `gid` (by the client's primary or the listed group)
+    everyone,     ///< any local user
+    list,         ///< exactly the users in `uids` and the groups in `gids`
+  };
+  kind who = kind::current_user;
+  std::uint32_t gid = 0;
+  std::vector<std::uint32_t> uids;
+  std::vector<std::uint32_t> gids;
+
+  static access_policy current_user() { return {}; }
+  static access_policy group(std::uint32_t g) { return {kind::group, g, {}, {}}; }
+  static access_policy everyone() { return {kind::everyone, 0, {}, {}}; }
+  static access_policy only(std::vector<std::uint32_t> users, std::vector<std::uint32_t> groups = {}) {
+    return {kind::list, 0, std::move(users), std::move(groups)};
+  }
+};
+
+/// Defaults shared by servers and clients.
+namespace defaults {
+inline constexpr std::size_t max_message_size = 32u << 20; ///< 32 MiB, as D-Bus
+inline constexpr std::size_t buffer_size = 64u << 10;      ///< 64 KiB
+inline constexpr unsigned max_instances = 255;             ///< Win32 PIPE_UNLIMITED_INSTANCES
+inline constexpr unsigned max_pending = 64;                ///< unfinished handshakes, as D-Bus
+inline constexpr unsigned max_waiting = 64;                ///< clients queued for a busy pipe
+inline constexpr timeout handshake_timeout{10'000};
+inline constexpr timeout connect_timeout{5'000};           ///< like NMPWAIT_USE_DEFAULT_WAIT
+} // namespace defaults
+
+/// Options for creating a server (Win32 CreateNamedPipe parameters and more).
+struct server_options {
+  pipe_type type = pipe_type::message;
+  /// The server end's read mode; defaults to the pipe type.
+  std::optional<npipe::read_mode> read_mode;
+  /// Most clients connected at once (1..255). Client N+1 gets pipe_busy, or
+  /// waits when it asked to.
+  unsigned max_instances = defaults::max_instances;
+  /// Kernel buffer sizes per direction (Win32 nInBufferSize/nOutBufferSize;
+  /// on Linux SO_RCVBUF/SO_SNDBUF). 0 keeps the system default.
+  std::size_t in_buffer_size = 0;
+  std::size_t out_buffer_size = 0;
+  /// Largest message this server accepts; larger ones are refused before
+  /// anything is allocated and the offending connection is closed.
+  std::size_t max_message_size = defaults::max_message_size;
+  access_policy access = access_policy::current_user();
+  /// A client must complete the handshake within this time.
+  timeout handshake_timeout = defaults::handshake_timeout;
+  /// Most connections still in their handshake at once; more are closed.
+  unsigned max_pending = defaults::max_pending;
+  /// Most clients waiting for a free instance; more get pipe_busy.
+  unsigned max_waiting = defaults::max_waiting;
+  /// Linux: directory holding the socket files (empty: $NPIPE_DIR, else
+  /// the machine-wide default, see README). Ignored on Windows.
+  std::string pipe_dir;
+};
+
+/// Options for opening a client end (Win32 CreateFile + SetNamedPipeHandleState).
+struct client_options {
+  /// Read mode; defaults to message for message pipes and byte for byte pipes.
+  std::optional<npipe::read_mode> read_mode;
+  /// Largest message this client accepts.
+  std::size_t max_message_size = defaults::max_message_size;
+  /// Refuse the server unless it runs as this user (Linux uid). Protects
+  /// against a squatter that took the name first.
+  std::optional<std::uint32_t> require_server_uid;
+  /// Linux: directory holding the socket files (as server_options::pipe_dir).
+  std::string pipe_dir;
+};
+
+} // namespace npipe

@@ -1,0 +1,70 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+/// @file
+/// The server end: creates a named pipe and accepts clients.
+
+#include <npipe/connection.hpp>
+#include <npipe/options.hpp>
+#include <npipe/pipe_name.hpp>
+
+#include <memory>
+#include <string>
+#include <system_error>
+
+namespace npipe {
+
+namespace detail {
+class server_impl;
+}
+
+/// A named pipe server (CreateNamedPipe + ConnectNamedPipe).
+///
+/// Once open, the name is live: clients can connect even before accept() is
+/// called, up to `max_instances` at once; later clients get pipe_busy or
+/// wait, as they asked. A background thread completes handshakes so a slow
+/// client never blocks accept() or another client.
+///
+/// Opening fails with name_in_use if a live server holds the name (the error
+/// message names its pid and uid). A socket file left behind by a dead server
+/// is reclaimed safely.
+///
+/// Thread safety: accept() may be called from several threads; close() from
+/// any thread, and it wakes accept() callers with operation_aborted.
+class server {
+public:
+  server() noexcept;
+  /// Open at once. @throws std::system_error
+  explicit server(const pipe_name& name, const server_options& opts = {});
+  server(server&&) noexcept;
+  server& operator=(server&&) noexcept;
+  ~server();
+
+  /// Create the pipe and start listening.
+  void open(const pipe_name& name, const server_options& opts, std::error_code& ec) noexcept;
+  void open(const pipe_name& name, const server_options& opts = {});
+
+  bool is_open() const noexcept;
+
+  /// Wait for the next client (ConnectNamedPipe).
+  connection accept(timeout t, std::error_code& ec);
+  connection accept(std::error_code& ec) { return accept(forever, ec); }
+  connection accept(timeout t = forever);
+
+  /// Stop listening, remove the name, and close clients not yet accepted.
+  /// Accepted connections stay open. Idempotent; never throws.
+  void close() noexcept;
+
+  const pipe_name& name() const noexcept;
+  const server_options& options() const noexcept;
+  /// Where the pipe lives: the socket file path on Linux, `\\.\pipe\NAME` on Windows.
+  std::string native_path() const;
+  /// Clients connected now (accepted or waiting to be accepted).
+  unsigned active_instances() const noexcept;
+
+private:
+  std::shared_ptr<detail::server_impl> impl_;
+  pipe_name name_;
+  server_options opts_;
+};
+
+} // namespace npipe

@@ -1,0 +1,90 @@
+// SPDX-License-Identifier: MIT
+#include "transport/transport.hpp"
+
+namespace npipe {
+
+using detail::deadline;
+
+namespace {
+const pipe_name empty_name;
+const server_options default_options;
+} // namespace
+
+server::server() noexcept = default;
+server::server(const pipe_name& name, const server_options& opts) { open(name, opts); }
+server::server(server&&) noexcept = default;
+server& server::operator=(server&& o) noexcept {
+  if (this != &o) {
+    close();
+    impl_ = std::move(o.impl_);
+    name_ = std::move(o.name_);
+    opts_ = std::move(o.opts_);
+  }
+  return *this;
+}
+server::~server() { close(); }
+
+void server::open(const pipe_name& name, const server_options& opts, std::error_code& ec) noexcept {
+  ec.clear();
+  detail::clear_error_detail();
+  if (impl_) {
+    detail::set_error_detail("this server object is already open");
+    ec = make_error_code(errc::invalid_state);
+    return;
+  }
+  if (name.empty()) {
+    ec = make_error_code(errc::invalid_name);
+    return;
+  }
+  if (!name.is_local()) {
+    detail::set_error_detail("a server creates a local name (\\\\.\\pipe\\NAME); remote clients reach it through the gateway");
+    ec = make_error_code(errc::invalid_name);
+    return;
+  }
+  try {
+    impl_ = detail::open_local_server(name, opts, ec);
+    if (impl_) {
+      name_ = name;
+      opts_ = opts;
+    }
+  } catch (const std::bad_alloc&) {
+    ec = make_error_code(errc::system_error, ENOMEM);
+  } catch (const std::system_error& e) { // std::thread
+    ec = e.code();
+  }
+}
+
+void server::open(const pipe_name& name, const server_options& opts) {
+  std::error_code ec;
+  open(name, opts, ec);
+  if (ec) detail::throw_error(ec, "cannot create pipe " + name.str());
+}
+
+bool server::is_open() const noexcept { return impl_ && impl_->is_open(); }
+
+connection server::accept(timeout t, std::error_code& ec) {
+  ec.clear();
+  if (!impl_) {
+    ec = make_error_code(errc::not_connected);
+    return {};
+  }
+  return connection(impl_->accept(deadline::after(t), ec));
+}
+
+connection server::accept(timeout t) {
+  std::error_code ec;
+  auto c = accept(t, ec);
+  if (ec) detail::throw_error(ec, "accept on " + name_.str() + " failed");
+  return c;
+}
+
+void server::close() noexcept {
+  if (impl_) impl_->close();
+}
+
+const pipe_name& server::name() const noexcept { return impl_ ? name_ : empty_name; }
+const server_options& server::options() const noexcept { return impl_ ? opts_ : default_options; }
+std::string server::native_path() const { return impl_ ? impl_->native_path() : std::string(); }
+unsigned server::active_instances() const noexcept { return impl_ ? impl_->active_instances() : 0; }
+
+} // namespace npipe

@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// A non-blocking, reliable byte stream (a Unix socket, a TCP socket, a TLS
+// session): what framed_connection needs to carry npipe frames.
+
+#include "transport/transport.hpp"
+
+#include <cstddef>
+#include <span>
+#include <system_error>
+
+namespace npipe::detail {
+
+enum class io_status { ok, would_block, eof, error };
+
+struct io_result {
+  std::size_t bytes = 0;
+  io_status status = io_status::ok;
+};
+
+class byte_stream {
+public:
+  virtual ~byte_stream() = default;
+  /// Read what is there without blocking.
+  virtual io_result read_some(std::span<std::byte> buf, std::error_code& ec) noexcept = 0;
+  /// Write (gathered) without blocking and without raising SIGPIPE.
+  virtual io_result write_some(std::span<const std::span<const std::byte>> bufs, std::error_code& ec) noexcept = 0;
+  /// Wait until readable (or writable). False on timeout; errors in ec.
+  virtual bool wait(bool for_write, deadline dl, std::error_code& ec) noexcept = 0;
+  /// Wake any waiter and make the peer see the end of the stream.
+  virtual void shutdown() noexcept = 0;
+};
+
+} // namespace npipe::detail

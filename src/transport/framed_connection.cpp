@@ -1,0 +1,578 @@
+// SPDX-License-Identifier: MIT
+#include "transport/framed_connection.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+namespace npipe::detail {
+namespace {
+
+constexpr std::size_t rx_chunk = 64u << 10;      // normal receive buffer
+constexpr std::size_t direct_read_min = 32u << 10; // read straight into the caller's buffer from here on
+constexpr std::size_t lookahead_limit = 4u << 20; // how far flush() and peek() may buffer ahead
+constexpr std::size_t byte_chunk = 1u << 20;      // byte pipes: largest frame we send
+
+std::error_code err(errc e) { return make_error_code(e); }
+
+} // namespace
+
+framed_connection::framed_connection(std::unique_ptr<byte_stream> stream, framed_params params)
+    : s_(std::move(stream)), p_(std::move(params)), mode_(p_.mode) {
+  rx_.resize(std::max(rx_chunk, p_.initial.size()));
+  std::copy(p_.initial.begin(), p_.initial.end(), rx_.begin());
+  rend_ = p_.initial.size();
+  p_.initial.clear();
+  p_.initial.shrink_to_fit();
+}
+
+framed_connection::~framed_connection() { close(); }
+
+void framed_connection::set_read_mode(npipe::read_mode m, std::error_code& ec) noexcept {
+  ec.clear();
+  if (m == npipe::read_mode::message && p_.type == pipe_type::byte) {
+    set_error_detail("message read mode needs a message pipe; this pipe was created as a byte pipe");
+    ec = err(errc::invalid_argument);
+    return;
+  }
+  mode_.store(m, std::memory_order_relaxed);
+}
+
+// ---------------------------------------------------------------- receiving
+
+std::size_t framed_connection::make_room(std::size_t limit) {
+  if (rpos_ == rend_) {
+    rx_base_ += rend_;
+    rpos_ = rend_ = 0;
+  }
+  if (rend_ == rx_.size() && rpos_ > 0) {
+    std::memmove(rx_.data(), rx_.data() + rpos_, rend_ - rpos_);
+    rx_base_ += rpos_;
+    rend_ -= rpos_;
+    rpos_ = 0;
+  }
+  if (rend_ == rx_.size() && rx_.size() < limit) rx_.resize(std::min(limit, rx_.size() * 2));
+  return rx_.size() - rend_;
+}
+
+bool framed_connection::fill(deadline dl, std::error_code& ec, std::size_t limit) {
+  if (rx_err_) {
+    ec = rx_err_;
+    return false;
+  }
+  if (eof_) {
+    ec = err(errc::broken_pipe);
+    return false;
+  }
+  std::size_t room = make_room(std::max(limit, rx_chunk));
+  if (room == 0) {
+    set_error_detail("more than " + std::to_string(rx_.size()) + " bytes are waiting unread; read them first");
+    ec = err(errc::invalid_state);
+    return false;
+  }
+  for (;;) {
+    auto r = s_->read_some(std::span(rx_.data() + rend_, room), ec);
+    switch (r.status) {
+    case io_status::ok: rend_ += r.bytes; return true;
+    case io_status::eof: eof_ = true; ec = err(is_open() ? errc::broken_pipe : errc::not_connected); return false;
+    case io_status::error: rx_err_ = ec; return false;
+    case io_status::would_block:
+      if (!s_->wait(false, dl, ec)) {
+        if (!ec) ec = err(errc::timed_out);
+        return false;
+      }
+      if (!is_open()) {
+        ec = err(errc::not_connected);
+        return false;
+      }
+    }
+  }
+}
+
+void framed_connection::fill_nonblocking(std::size_t limit) {
+  while (!eof_ && !rx_err_) {
+    std::size_t room = make_room(limit);
+    if (room == 0) return;
+    std::error_code ec;
+    auto r = s_->read_some(std::span(rx_.data() + rend_, room), ec);
+    if (r.status == io_status::ok) {
+      rend_ += r.bytes;
+      if (r.bytes < room) return;
+    } else if (r.status == io_status::eof) {
+      eof_ = true;
+    } else if (r.status == io_status::error) {
+      rx_err_ = ec;
+    } else {
+      return;
+    }
+  }
+}
+
+bool framed_connection::read_direct(std::byte* out, std::size_t want, deadline dl, std::size_t& n,
+                                    std::error_code& ec) {
+  // Precondition: nothing buffered, so the stream offset moves with rx_base_.
+  rx_base_ += rend_;
+  rpos_ = rend_ = 0;
+  for (;;) {
+    auto r = s_->read_some(std::span(out, want), ec);
+    switch (r.status) {
+    case io_status::ok: n = r.bytes; rx_base_ += r.bytes; return true;
+    case io_status::eof: eof_ = true; ec = err(is_open() ? errc::broken_pipe : errc::not_connected); return false;
+    case io_status::error: rx_err_ = ec; return false;
+    case io_status::would_block:
+      if (!s_->wait(false, dl, ec)) {
+        if (!ec) ec = err(errc::timed_out);
+        return false;
+      }
+      if (!is_open()) {
+        ec = err(errc::not_connected);
+        return false;
+      }
+    }
+  }
+}
+
+void framed_connection::count_ack() {
+  std::lock_guard lk(state_mu_);
+  ++acks_seen_;
+  state_cv_.notify_all();
+}
+
+// Consumes control frames at the head of the buffer; stops at a data frame
+// (whose header it consumes) or when no whole header is buffered.
+framed_connection::head_status framed_connection::head(deadline dl, std::error_code& ec, bool take_data) {
+  for (;;) {
+    if (rx_err_) {
+      ec = rx_err_;
+      return head_status::error;
+    }
+    if (buffered() < protocol::frame_header_size) return head_status::need_more;
+    protocol::frame_header h;
+    auto st = protocol::decode_frame_header(std::span(rx_.data() + rpos_, buffered()), p_.max_message, h, ec);
+    if (st == protocol::decode_status::error) {
+      if (ec == errc::message_too_large) {
+        set_error_detail("the peer sent a " + std::to_string(h.length ? h.length : 0) +
+                         "-byte frame header over this end's limit of " + std::to_string(p_.max_message) +
+                         " bytes; the connection is closed");
+      }
+      rx_err_ = ec;
+      s_->shutdown(); // the stream cannot be resynchronised; tell the peer
+      return head_status::error;
+    }
+    if (h.type == protocol::frame_type::data && !take_data) return head_status::data;
+    std::uint64_t at = abs(rpos_);
+    rpos_ += protocol::frame_header_size;
+    switch (h.type) {
+    case protocol::frame_type::data:
+      in_msg_ = true;
+      msg_left_ = h.length;
+      return head_status::data;
+    case protocol::frame_type::flush: {
+      std::error_code wec; // a peer that cannot take the ack is gone; its own calls will say so
+      send_frame(protocol::frame_type::flush_ack, {}, dl, wec);
+      break;
+    }
+    case protocol::frame_type::flush_ack:
+      if (at >= ack_scan_) count_ack();
+      break;
+    }
+  }
+}
+
+// Copies payload of the current frame: from the buffer, or straight from the
+// stream when the caller wants a lot and nothing is buffered.
+bool framed_connection::payload(std::byte* out, std::size_t want, deadline dl, std::size_t& n, std::error_code& ec) {
+  want = std::min<std::size_t>(want, msg_left_);
+  if (buffered() == 0) {
+    if (want >= direct_read_min) {
+      if (!read_direct(out, want, dl, n, ec)) return false;
+      msg_left_ -= static_cast<std::uint32_t>(n);
+      return true;
+    }
+    if (!fill(dl, ec)) return false;
+  }
+  n = std::min(want, buffered());
+  std::memcpy(out, rx_.data() + rpos_, n);
+  rpos_ += n;
+  msg_left_ -= static_cast<std::uint32_t>(n);
+  return true;
+}
+
+read_result framed_connection::read_locked(std::span<std::byte> buf, deadline dl, std::error_code& ec) {
+  const bool msg = mode_.load(std::memory_order_relaxed) == npipe::read_mode::message;
+  std::size_t got = 0;
+  if (!partial_.empty()) { // the head of the current message, left by a receive() that timed out
+    got = std::min(buf.size(), partial_.size());
+    std::memcpy(buf.data(), partial_.data(), got);
+    partial_.erase(partial_.begin(), partial_.begin() + static_cast<std::ptrdiff_t>(got));
+    if (msg && !partial_.empty()) {
+      ec = err(errc::more_data);
+      return {got, true};
+    }
+  }
+  bool started = got > 0;
+  for (;;) {
+    if (!in_msg_) {
+      if (msg && started) break;
+      auto st = head(dl, ec);
+      if (st == head_status::data) {
+        started = true;
+        continue;
+      }
+      if (st == head_status::error || (!msg && got > 0)) break;
+      if (!fill(dl, ec)) break;
+      continue;
+    }
+    if (msg_left_ == 0) {
+      in_msg_ = false;
+      continue;
+    }
+    if (got == buf.size()) break;
+    if (buffered() == 0 && !msg && got > 0) break;
+    std::size_t n = 0;
+    if (!payload(buf.data() + got, buf.size() - got, dl, n, ec)) break;
+    got += n;
+  }
+  if (ec && ec != errc::more_data) {
+    if (got == 0) return {0, false};
+    ec.clear(); // deliver what we have; the failure repeats on the next call
+  }
+  if (!in_msg_) { // acknowledge flushes the application has now satisfied
+    std::error_code ignore;
+    head(dl, ignore, false);
+  }
+  bool more = msg && in_msg_;
+  if (more) ec = err(errc::more_data);
+  else ec.clear();
+  return {got, more};
+}
+
+bool framed_connection::lock_rx(std::unique_lock<std::timed_mutex>& lk, deadline dl, std::error_code& ec) {
+  lk = std::unique_lock(rx_mu_, std::defer_lock);
+  if (dl.never()) lk.lock();
+  else if (!lk.try_lock_until(dl.at)) {
+    ec = err(errc::timed_out);
+    return false;
+  }
+  return true;
+}
+
+void framed_connection::rx_released() {
+  if (flush_waiters_.load(std::memory_order_acquire) == 0) return;
+  std::lock_guard lk(state_mu_);
+  ++rx_generation_;
+  state_cv_.notify_all();
+}
+
+read_result framed_connection::read(std::span<std::byte> buf, deadline dl, std::error_code& ec) noexcept {
+  ec.clear();
+  if (!is_open()) {
+    ec = err(errc::not_connected);
+    return {};
+  }
+  read_result r;
+  {
+    std::unique_lock<std::timed_mutex> lk;
+    if (!lock_rx(lk, dl, ec)) return {};
+    r = read_locked(buf, dl, ec);
+  }
+  rx_released();
+  return r;
+}
+
+std::vector<std::byte> framed_connection::receive(deadline dl, std::error_code& ec) {
+  ec.clear();
+  if (!is_open()) {
+    ec = err(errc::not_connected);
+    return {};
+  }
+  std::vector<std::byte> out;
+  {
+    std::unique_lock<std::timed_mutex> lk;
+    if (!lock_rx(lk, dl, ec)) return {};
+    if (mode_.load(std::memory_order_relaxed) == npipe::read_mode::byte) {
+      out.resize(rx_chunk);
+      auto r = read_locked(out, dl, ec);
+      out.resize(r.bytes);
+    } else {
+      bool have = in_msg_ || !partial_.empty();
+      while (!have) {
+        auto st = head(dl, ec);
+        if (st == head_status::data) have = true;
+        else if (st == head_status::error || !fill(dl, ec)) return {};
+      }
+      // The frame length was checked against max_message before we got here.
+      out = std::move(partial_);
+      partial_.clear();
+      std::size_t got = out.size();
+      out.resize(got + msg_left_);
+      while (msg_left_ > 0) {
+        std::size_t n = 0;
+        if (!payload(out.data() + got, out.size() - got, dl, n, ec)) {
+          out.resize(got);
+          partial_ = std::move(out); // keep it: a later receive() or read() continues the message
+          return {};
+        }
+        got += n;
+      }
+      in_msg_ = false;
+      std::error_code ignore;
+      head(dl, ignore, false);
+    }
+  }
+  rx_released();
+  return out;
+}
+
+bool framed_connection::data_pending() noexcept {
+  if (in_msg_ || !partial_.empty()) return true;
+  fill_nonblocking(rx_.size());
+  for (std::size_t pos = rpos_; pos + protocol::frame_header_size <= rend_;) {
+    protocol::frame_header h;
+    std::error_code ec;
+    if (protocol::decode_frame_header(std::span(rx_.data() + pos, rend_ - pos), p_.max_message, h, ec) !=
+        protocol::decode_status::done)
+      return true; // let the reader report it
+    if (h.type == protocol::frame_type::data) return true;
+    pos += protocol::frame_header_size;
+  }
+  return false;
+}
+
+std::vector<std::byte> framed_connection::transact(std::span<const std::byte> request, deadline dl,
+                                                   std::error_code& ec) {
+  ec.clear();
+  if (p_.type != pipe_type::message || read_mode() != npipe::read_mode::message) {
+    set_error_detail("transact needs a message pipe in message read mode");
+    ec = err(errc::invalid_state);
+    return {};
+  }
+  {
+    std::unique_lock<std::timed_mutex> lk;
+    if (!lock_rx(lk, dl, ec)) return {};
+    if (data_pending()) {
+      set_error_detail("the pipe holds an unread message; receive it before transact");
+      ec = err(errc::invalid_state);
+      return {};
+    }
+  }
+  write(request, dl, ec);
+  if (ec) return {};
+  return receive(dl, ec);
+}
+
+peek_result framed_connection::peek(std::span<std::byte> buf, std::error_code& ec) noexcept {
+  ec.clear();
+  if (!is_open()) {
+    ec = err(errc::not_connected);
+    return {};
+  }
+  std::unique_lock lk(rx_mu_, std::try_to_lock);
+  if (!lk.owns_lock()) {
+    set_error_detail("another thread is reading this pipe");
+    ec = err(errc::invalid_state);
+    return {};
+  }
+  fill_nonblocking(std::max(lookahead_limit, rx_chunk));
+  if (!in_msg_) head(deadline::after(no_wait), ec);
+  ec.clear();
+  const bool msg = mode_.load(std::memory_order_relaxed) == npipe::read_mode::message;
+  peek_result r;
+  auto take = [&](const std::byte* p, std::size_t n) {
+    r.total_available += n;
+    std::size_t c = std::min(n, buf.size() - r.bytes_read);
+    std::memcpy(buf.data() + r.bytes_read, p, c);
+    r.bytes_read += c;
+  };
+  take(partial_.data(), partial_.size());
+  std::size_t pos = rpos_;
+  bool whole = true; // every byte of the current frame is buffered
+  if (in_msg_) {
+    std::size_t n = std::min<std::size_t>(msg_left_, buffered());
+    take(rx_.data() + pos, n);
+    pos += n;
+    whole = n == msg_left_;
+    if (p_.type == pipe_type::message) r.left_this_message = partial_.size() + msg_left_;
+  }
+  if (msg) buf = buf.first(r.bytes_read); // message mode copies from the current message only
+  while (whole && pos + protocol::frame_header_size <= rend_) {
+    protocol::frame_header h;
+    std::error_code dec;
+    if (protocol::decode_frame_header(std::span(rx_.data() + pos, rend_ - pos), p_.max_message, h, dec) !=
+        protocol::decode_status::done)
+      break;
+    pos += protocol::frame_header_size;
+    std::size_t n = std::min<std::size_t>(h.length, rend_ - pos);
+    take(rx_.data() + pos, n);
+    pos += n;
+    whole = n == h.length;
+  }
+  if (r.total_available == 0 && !in_msg_) {
+    if (rx_err_) ec = rx_err_;
+    else if (eof_) ec = err(errc::broken_pipe);
+  }
+  return r;
+}
+
+// ------------------------------------------------------------------ sending
+
+void framed_connection::send_all(std::span<const std::span<const std::byte>> bufs, deadline dl, std::error_code& ec) {
+  std::span<const std::byte> parts[2];
+  std::size_t count = std::min<std::size_t>(bufs.size(), 2);
+  std::copy_n(bufs.begin(), count, parts);
+  std::size_t first = 0;
+  bool sent_any = false;
+  while (first < count) {
+    auto r = s_->write_some(std::span(parts + first, count - first), ec);
+    if (r.status == io_status::ok) {
+      sent_any = true;
+      std::size_t n = r.bytes;
+      while (first < count && n >= parts[first].size()) n -= parts[first++].size();
+      if (first < count) parts[first] = parts[first].subspan(n);
+      continue;
+    }
+    if (r.status == io_status::would_block) {
+      if (s_->wait(true, dl, ec)) continue;
+      if (!ec) ec = err(errc::timed_out);
+    }
+    if (!ec) ec = err(errc::broken_pipe);
+    if (sent_any || ec != errc::timed_out) {
+      // A torn frame would desynchronise the peer; this connection is done.
+      tx_broken_ = true;
+      s_->shutdown();
+    }
+    return;
+  }
+}
+
+void framed_connection::send_frame(protocol::frame_type t, std::span<const std::byte> payload, deadline dl,
+                                   std::error_code& ec) {
+  ec.clear();
+  std::lock_guard lk(tx_mu_);
+  if (tx_broken_) {
+    ec = err(errc::broken_pipe);
+    return;
+  }
+  auto hdr = protocol::encode_frame_header(t, static_cast<std::uint32_t>(payload.size()));
+  std::span<const std::byte> bufs[2] = {hdr, payload};
+  send_all(std::span(bufs, payload.empty() ? 1 : 2), dl, ec);
+}
+
+void framed_connection::write(std::span<const std::byte> data, deadline dl, std::error_code& ec) noexcept {
+  ec.clear();
+  if (!is_open()) {
+    ec = err(errc::not_connected);
+    return;
+  }
+  if (p_.type == pipe_type::message) {
+    if (data.size() > p_.peer_max_message || data.size() > std::numeric_limits<std::uint32_t>::max()) {
+      set_error_detail("a " + std::to_string(data.size()) + "-byte message exceeds the peer's limit of " +
+                       std::to_string(p_.peer_max_message) + " bytes; nothing was sent");
+      ec = err(errc::message_too_large);
+      return;
+    }
+    send_frame(protocol::frame_type::data, data, dl, ec);
+    return;
+  }
+  std::size_t chunk = std::max<std::size_t>(1, std::min(byte_chunk, p_.peer_max_message));
+  while (!data.empty() && !ec) {
+    auto n = std::min(chunk, data.size());
+    send_frame(protocol::frame_type::data, data.first(n), dl, ec);
+    data = data.subspan(n);
+  }
+}
+
+void framed_connection::scan_for_acks() {
+  std::uint64_t pos = std::max(abs(rpos_) + (in_msg_ ? msg_left_ : 0), ack_scan_);
+  while (pos + protocol::frame_header_size <= abs(rend_)) {
+    std::size_t i = static_cast<std::size_t>(pos - rx_base_);
+    protocol::frame_header h;
+    std::error_code ec;
+    if (protocol::decode_frame_header(std::span(rx_.data() + i, rend_ - i), std::numeric_limits<std::size_t>::max(),
+                                      h, ec) != protocol::decode_status::done)
+      break; // the reader will report it
+    if (h.type == protocol::frame_type::flush_ack) count_ack();
+    pos += protocol::frame_header_size + h.length;
+  }
+  ack_scan_ = std::max(ack_scan_, pos);
+}
+
+void framed_connection::flush(deadline dl, std::error_code& ec) noexcept {
+  ec.clear();
+  if (!is_open()) {
+    ec = err(errc::not_connected);
+    return;
+  }
+  std::uint64_t target;
+  {
+    std::lock_guard lk(state_mu_);
+    target = ++flushes_sent_;
+  }
+  send_frame(protocol::frame_type::flush, {}, dl, ec);
+  if (ec) return;
+  flush_waiters_.fetch_add(1, std::memory_order_acq_rel);
+  struct leave {
+    std::atomic<int>& n;
+    ~leave() { n.fetch_sub(1, std::memory_order_acq_rel); }
+  } guard{flush_waiters_};
+  for (;;) {
+    std::uint64_t gen;
+    {
+      std::lock_guard lk(state_mu_);
+      if (acks_seen_ >= target) return;
+      gen = rx_generation_;
+    }
+    if (!is_open()) {
+      ec = err(errc::not_connected);
+      return;
+    }
+    std::unique_lock rx(rx_mu_, std::try_to_lock);
+    if (rx.owns_lock()) {
+      scan_for_acks();
+      {
+        std::lock_guard lk(state_mu_);
+        if (acks_seen_ >= target) return;
+      }
+      if (!fill(dl, ec, lookahead_limit)) {
+        if (ec == errc::invalid_state)
+          set_error_detail("flush cannot see the peer's acknowledgement behind " + std::to_string(buffered()) +
+                           " unread bytes; read them first");
+        return;
+      }
+      continue;
+    }
+    // Another thread is reading; it counts acks as it meets them.
+    std::unique_lock lk(state_mu_);
+    auto ready = [&] { return acks_seen_ >= target || rx_generation_ != gen || !is_open(); };
+    if (dl.never()) state_cv_.wait(lk, ready);
+    else if (!state_cv_.wait_until(lk, dl.at, ready)) {
+      ec = err(errc::timed_out);
+      return;
+    }
+  }
+}
+
+void framed_connection::close() noexcept {
+  if (!open_.exchange(false, std::memory_order_acq_rel)) return;
+  // If our application has read everything the peer sent before a flush,
+  // acknowledge it now, so the peer's flush() succeeds instead of breaking.
+  if (std::unique_lock rx(rx_mu_, std::try_to_lock); rx.owns_lock()) {
+    fill_nonblocking(rx_.size());
+    if (!in_msg_ && partial_.empty()) {
+      std::error_code ignore;
+      head(deadline::after(timeout(100)), ignore, false);
+    }
+  }
+  s_->shutdown();
+  {
+    std::lock_guard lk(state_mu_);
+    state_cv_.notify_all();
+  }
+  if (p_.on_close) {
+    auto f = std::move(p_.on_close);
+    p_.on_close = nullptr;
+    f();
+  }
+}
+
+} // namespace npipe::detail

@@ -1,0 +1,99 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// npipe's framing over any byte stream (docs/protocol.md): message
+// boundaries, "more data" partial reads, peek, and flush acknowledgements.
+// Portable: used for Linux local pipes and for remote pipes.
+
+#include "core/protocol.hpp"
+#include "transport/byte_stream.hpp"
+#include "transport/transport.hpp"
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+
+namespace npipe::detail {
+
+struct framed_params {
+  pipe_name name;
+  pipe_type type = pipe_type::message;
+  npipe::read_mode mode = npipe::read_mode::message;
+  std::size_t max_message = defaults::max_message_size;      ///< what this end accepts
+  std::size_t peer_max_message = defaults::max_message_size; ///< what the peer accepts
+  peer_identity peer;
+  std::vector<std::byte> initial;                            ///< bytes already read past the handshake
+  std::function<void()> on_close;                            ///< e.g. free a server instance
+};
+
+class framed_connection final : public connection_impl {
+public:
+  framed_connection(std::unique_ptr<byte_stream> stream, framed_params params);
+  ~framed_connection() override;
+
+  bool is_open() const noexcept override { return open_.load(std::memory_order_acquire); }
+  pipe_type type() const noexcept override { return p_.type; }
+  npipe::read_mode read_mode() const noexcept override { return mode_.load(std::memory_order_relaxed); }
+  void set_read_mode(npipe::read_mode m, std::error_code& ec) noexcept override;
+  void write(std::span<const std::byte> data, deadline dl, std::error_code& ec) noexcept override;
+  read_result read(std::span<std::byte> buf, deadline dl, std::error_code& ec) noexcept override;
+  std::vector<std::byte> receive(deadline dl, std::error_code& ec) override;
+  std::vector<std::byte> transact(std::span<const std::byte> request, deadline dl, std::error_code& ec) override;
+  peek_result peek(std::span<std::byte> buf, std::error_code& ec) noexcept override;
+  void flush(deadline dl, std::error_code& ec) noexcept override;
+  void close() noexcept override;
+  const peer_identity& peer() const noexcept override { return p_.peer; }
+  const pipe_name& name() const noexcept override { return p_.name; }
+  std::size_t peer_max_message_size() const noexcept override { return p_.peer_max_message; }
+
+private:
+  // Receive side; all under rx_mu_.
+  std::size_t buffered() const noexcept { return rend_ - rpos_; }
+  std::uint64_t abs(std::size_t i) const noexcept { return rx_base_ + i; }
+  enum class head_status { data, need_more, error };
+  std::size_t make_room(std::size_t limit);
+  bool fill(deadline dl, std::error_code& ec, std::size_t limit = 0);
+  void fill_nonblocking(std::size_t limit);
+  bool read_direct(std::byte* out, std::size_t want, deadline dl, std::size_t& n, std::error_code& ec);
+  head_status head(deadline dl, std::error_code& ec, bool take_data = true);
+  bool payload(std::byte* out, std::size_t want, deadline dl, std::size_t& n, std::error_code& ec);
+  void scan_for_acks();
+  bool data_pending() noexcept;
+  read_result read_locked(std::span<std::byte> buf, deadline dl, std::error_code& ec);
+  bool lock_rx(std::unique_lock<std::timed_mutex>& lk, deadline dl, std::error_code& ec);
+  void rx_released();
+  void count_ack();
+
+  // Send side.
+  void send_frame(protocol::frame_type t, std::span<const std::byte> payload, deadline dl, std::error_code& ec);
+  void send_all(std::span<const std::span<const std::byte>> bufs, deadline dl, std::error_code& ec);
+
+  std::unique_ptr<byte_stream> s_;
+  framed_params p_;
+  std::atomic<npipe::read_mode> mode_;
+  std::atomic<bool> open_{true};
+
+  std::timed_mutex rx_mu_;
+  std::vector<std::byte> rx_;
+  std::size_t rpos_ = 0, rend_ = 0;
+  std::uint64_t rx_base_ = 0;      // stream offset of rx_[0]
+  bool in_msg_ = false;            // inside a data frame
+  std::uint32_t msg_left_ = 0;     // payload bytes of the current frame still in the stream
+  std::vector<std::byte> partial_; // current message bytes taken off the stream by a receive() that timed out
+  std::uint64_t ack_scan_ = 0;     // flush_acks before this stream offset are already counted
+  bool eof_ = false;
+  std::error_code rx_err_;         // sticky: protocol error, oversize frame, transport failure
+
+  std::mutex tx_mu_;
+  bool tx_broken_ = false;
+
+  std::mutex state_mu_;            // guards the two counters below and signals flushers
+  std::condition_variable state_cv_;
+  std::uint64_t flushes_sent_ = 0;
+  std::uint64_t acks_seen_ = 0;
+  std::uint64_t rx_generation_ = 0; // bumps whenever a reader releases rx_mu_ while flushers wait
+  std::atomic<int> flush_waiters_{0};
+};
+
+} // namespace npipe::detail

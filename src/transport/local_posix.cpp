@@ -1,0 +1,835 @@
+// SPDX-License-Identifier: MIT
+// Linux local pipes: Unix domain stream sockets carrying npipe frames.
+// See docs/semantics.md for how each Win32 behaviour is kept.
+
+#include "core/name_map.hpp"
+#include "core/protocol.hpp"
+#include "transport/framed_connection.hpp"
+#include "transport/posix_util.hpp"
+#include "transport/transport.hpp"
+
+#include <npipe/local_path.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <dirent.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <mutex>
+#include <poll.h>
+#include <pwd.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <thread>
+#include <unistd.h>
+
+namespace npipe {
+
+std::string pipe_directory(std::string_view override_dir) {
+  if (!override_dir.empty()) return std::string(override_dir);
+  if (const char* env = std::getenv("NPIPE_DIR"); env && *env) return env;
+  return default_pipe_directory;
+}
+
+std::string local_path(const pipe_name& name, std::error_code& ec, std::string_view override_dir) {
+  return detail::socket_path(pipe_directory(override_dir), name, ec);
+}
+
+} // namespace npipe
+
+namespace npipe::detail {
+namespace {
+
+std::string describe(const peer_identity& p) {
+  std::string s = "pid " + std::to_string(p.pid) + ", uid " + std::to_string(p.uid);
+  if (!p.user.empty()) s += " (" + p.user + ")";
+  return s;
+}
+
+bool make_sockaddr(const std::string& path, sockaddr_un& sa, socklen_t& len) {
+  if (path.size() > max_socket_path) return false;
+  std::memset(&sa, 0, sizeof sa);
+  sa.sun_family = AF_UNIX;
+  std::memcpy(sa.sun_path, path.data(), path.size());
+  len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1);
+  return true;
+}
+
+// ------------------------------------------------------------ the directory
+
+// Checks (and, when missing, creates) the pipe directory. Rules from
+// notes on Unix socket security: not a symlink, a directory, owned by root or
+// us, and if anyone may write to it, sticky.
+bool check_directory(const std::string& dir, bool shared_default, std::error_code& ec) {
+  struct stat st{};
+  if (::lstat(dir.c_str(), &st) != 0) {
+    if (errno != ENOENT) {
+      set_error_detail("cannot inspect pipe directory " + dir + ": " + std::strerror(errno));
+      ec = errno_error(errc::unsafe_directory, errno);
+      return false;
+    }
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+      set_error_detail("cannot create pipe directory " + dir + ": " + std::strerror(errno));
+      ec = errno_error(errno);
+      return false;
+    }
+    // The machine-wide default is shared like /tmp; a private one is searchable so
+    // socket permissions decide who connects.
+    if (errno != EEXIST) ::chmod(dir.c_str(), shared_default ? 01777 : 0755);
+    if (::lstat(dir.c_str(), &st) != 0) {
+      ec = errno_error(errno);
+      return false;
+    }
+  }
+  auto refuse = [&](const std::string& why) {
+    set_error_detail("pipe directory " + dir + " " + why);
+    ec = make_error_code(errc::unsafe_directory);
+    return false;
+  };
+  if (S_ISLNK(st.st_mode)) return refuse("is a symbolic link; use a real directory");
+  if (!S_ISDIR(st.st_mode)) return refuse("is not a directory");
+  if (st.st_uid != 0 && st.st_uid != ::geteuid())
+    return refuse("is owned by uid " + std::to_string(st.st_uid) +
+                  ", another user who could remove our socket; have root create it (install -d -m 1777 " + dir +
+                  ") or set NPIPE_DIR");
+  if ((st.st_mode & S_IWOTH) && !(st.st_mode & S_ISVTX))
+    return refuse("is world-writable without the sticky bit; anyone could replace our socket (chmod +t " + dir + ")");
+  return true;
+}
+
+// Serialises stale-socket reclaim in one directory. Bounded: a lock held by a
+// stuck process fails the open instead of hanging it.
+class dir_lock {
+public:
+  dir_lock(const std::string& dir, std::error_code& ec) {
+    fd_ = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd_ < 0) {
+      ec = errno_error(errno);
+      return;
+    }
+    auto until = clock::now() + std::chrono::seconds(3);
+    while (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      if (errno != EWOULDBLOCK || clock::now() >= until) {
+        set_error_detail("could not lock pipe directory " + dir + " to reclaim a stale socket");
+        ec = make_error_code(errc::timed_out, errno);
+        ::close(fd_);
+        fd_ = -1;
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+  ~dir_lock() {
+    if (fd_ >= 0) ::close(fd_); // releases the lock
+  }
+  dir_lock(const dir_lock&) = delete;
+  dir_lock& operator=(const dir_lock&) = delete;
+
+private:
+  int fd_ = -1;
+};
+
+enum class probe_result { live, stale, gone, unknown };
+
+// Is a server listening behind `path`? A connection attempt tells, without
+// sending anything; the live owner's credentials come with it.
+probe_result probe(const std::string& path, peer_identity& owner) {
+  sockaddr_un sa;
+  socklen_t len;
+  if (!make_sockaddr(path, sa, len)) return probe_result::unknown;
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return probe_result::unknown;
+  probe_result r = probe_result::unknown;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), len) == 0) {
+    owner = peer_of(fd);
+    r = probe_result::live;
+  } else if (errno == EAGAIN) {
+    r = probe_result::live; // backlog full: very much alive
+  } else if (errno == ECONNREFUSED) {
+    r = probe_result::stale;
+  } else if (errno == ENOENT) {
+    r = probe_result::gone;
+  }
+  ::close(fd);
+  return r;
+}
+
+mode_t socket_mode(const access_policy& a) {
+  switch (a.who) {
+  case access_policy::kind::current_user: return 0600;
+  case access_policy::kind::group: return 0660;
+  case access_policy::kind::everyone:
+  case access_policy::kind::list: return 0666; // the credential check narrows a list
+  }
+  return 0600;
+}
+
+struct listener {
+  int fd = -1;
+  dev_t dev = 0;
+  ino_t ino = 0;
+};
+
+// Binds in a private temporary directory (so the mode is right before anyone
+// can connect), then hard-links the socket to its name: link() never replaces
+// an existing file, so a live server's name cannot be hijacked.
+bool create_listener(const std::string& dir, const std::string& path, const pipe_name& name,
+                     const server_options& o, listener& out, std::error_code& ec) {
+  std::string tmpl = dir + "/.tXXXXXX";
+  if (tmpl.size() + 2 > max_socket_path) {
+    set_error_detail("pipe directory path " + dir + " is too long for a Unix socket path");
+    ec = make_error_code(errc::invalid_name);
+    return false;
+  }
+  std::vector<char> tbuf(tmpl.begin(), tmpl.end());
+  tbuf.push_back('\0');
+  if (!::mkdtemp(tbuf.data())) {
+    set_error_detail("cannot create a temporary directory in " + dir + ": " + std::strerror(errno));
+    ec = errno_error(errno);
+    return false;
+  }
+  std::string tmpdir = tbuf.data();
+  std::string tmp = tmpdir + "/s";
+  struct cleanup {
+    const std::string &t, &d;
+    ~cleanup() {
+      ::unlink(t.c_str());
+      ::rmdir(d.c_str());
+    }
+  } cleanup{tmp, tmpdir};
+
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    ec = errno_error(errno);
+    return false;
+  }
+  auto fail = [&](int e) {
+    ec = errno_error(e);
+    ::close(fd);
+    return false;
+  };
+  sockaddr_un sa;
+  socklen_t len;
+  make_sockaddr(tmp, sa, len);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&sa), len) != 0) return fail(errno);
+  if (::chmod(tmp.c_str(), socket_mode(o.access)) != 0) return fail(errno);
+  if (o.access.who == access_policy::kind::group && ::chown(tmp.c_str(), static_cast<uid_t>(-1), o.access.gid) != 0) {
+    set_error_detail("cannot give the socket to group " + std::to_string(o.access.gid) + ": " + std::strerror(errno));
+    return fail(errno);
+  }
+  if (::listen(fd, SOMAXCONN) != 0) return fail(errno);
+
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    if (::link(tmp.c_str(), path.c_str()) == 0) {
+      struct stat st{};
+      ::lstat(path.c_str(), &st);
+      out = {fd, st.st_dev, st.st_ino};
+      return true;
+    }
+    if (errno != EEXIST) {
+      set_error_detail("cannot create " + path + ": " + std::strerror(errno));
+      return fail(errno);
+    }
+    // The name exists. Live server, or a stale file a crash left behind?
+    dir_lock lock(dir, ec);
+    if (ec) return fail(os_error(ec));
+    peer_identity owner;
+    auto pr = probe(path, owner);
+    struct stat st{};
+    bool have_stat = ::lstat(path.c_str(), &st) == 0;
+    if (pr == probe_result::live || pr == probe_result::unknown) {
+      std::string who = pr == probe_result::live && owner.pid > 0 ? describe(owner)
+                        : have_stat ? "uid " + std::to_string(st.st_uid)
+                                    : "an unknown owner";
+      set_error_detail("pipe " + name.str() + " is in use by a live server (" + who + ") at " + path);
+      ec = make_error_code(errc::name_in_use);
+      ::close(fd);
+      return false;
+    }
+    if (pr == probe_result::stale) {
+      if (!have_stat || !S_ISSOCK(st.st_mode)) {
+        set_error_detail(path + " exists and is not a socket; remove it or choose another name");
+        ec = make_error_code(errc::name_in_use);
+        ::close(fd);
+        return false;
+      }
+      if (st.st_uid != ::geteuid() && ::geteuid() != 0) {
+        set_error_detail("stale socket " + path + " belongs to uid " + std::to_string(st.st_uid) +
+                         "; only that user or root can remove it");
+        ec = make_error_code(errc::name_in_use);
+        ::close(fd);
+        return false;
+      }
+      if (::unlink(path.c_str()) != 0 && errno != ENOENT) return fail(errno);
+    }
+    // gone or reclaimed: try the link again, still under the lock
+    if (::link(tmp.c_str(), path.c_str()) == 0) {
+      struct stat nst{};
+      ::lstat(path.c_str(), &nst);
+      out = {fd, nst.st_dev, nst.st_ino};
+      return true;
+    }
+    if (errno != EEXIST) return fail(errno);
+  }
+  set_error_detail("pipe " + name.str() + " keeps reappearing at " + path);
+  ec = make_error_code(errc::name_in_use);
+  ::close(fd);
+  return false;
+}
+
+bool in_group(const peer_identity& p, std::uint32_t gid) {
+  if (p.gid == static_cast<std::int64_t>(gid)) return true;
+  if (p.user.empty()) return false;
+  int n = 64;
+  std::vector<gid_t> groups(static_cast<std::size_t>(n));
+  if (::getgrouplist(p.user.c_str(), static_cast<gid_t>(p.gid), groups.data(), &n) < 0) {
+    groups.resize(static_cast<std::size_t>(n));
+    if (::getgrouplist(p.user.c_str(), static_cast<gid_t>(p.gid), groups.data(), &n) < 0) return false;
+  }
+  groups.resize(static_cast<std::size_t>(n));
+  return std::find(groups.begin(), groups.end(), static_cast<gid_t>(gid)) != groups.end();
+}
+
+bool allowed(const access_policy& a, const peer_identity& p) {
+  if (p.uid == 0 || p.uid == static_cast<std::int64_t>(::geteuid())) return true;
+  switch (a.who) {
+  case access_policy::kind::current_user: return false;
+  case access_policy::kind::everyone: return true;
+  case access_policy::kind::group: return in_group(p, a.gid);
+  case access_policy::kind::list:
+    if (std::find(a.uids.begin(), a.uids.end(), static_cast<std::uint32_t>(p.uid)) != a.uids.end()) return true;
+    for (auto g : a.gids)
+      if (in_group(p, g)) return true;
+    return false;
+  }
+  return false;
+}
+
+void send_reply(int fd, protocol::status s, const server_options& o) {
+  protocol::reply r;
+  r.status = s;
+  r.type = o.type;
+  r.max_message = static_cast<std::uint32_t>(std::min<std::size_t>(o.max_message_size, UINT32_MAX));
+  auto bytes = protocol::encode_reply(r);
+  // A fresh socket's buffer is empty: this small write does not block.
+  [[maybe_unused]] auto n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+// ----------------------------------------------------------------- server
+
+class posix_server final : public server_impl, public std::enable_shared_from_this<posix_server> {
+public:
+  posix_server(pipe_name name, server_options opts) : name_(std::move(name)), opts_(std::move(opts)) {}
+  ~posix_server() override { close(); }
+
+  bool open(std::error_code& ec) {
+    if (opts_.max_instances < 1 || opts_.max_instances > 255 || opts_.max_message_size == 0 ||
+        opts_.max_message_size > UINT32_MAX) {
+      set_error_detail("max_instances must be 1..255 and max_message_size 1..4294967295");
+      ec = make_error_code(errc::invalid_argument);
+      return false;
+    }
+    if (opts_.read_mode == read_mode::message && opts_.type == pipe_type::byte) {
+      set_error_detail("message read mode needs a message pipe");
+      ec = make_error_code(errc::invalid_argument);
+      return false;
+    }
+    bool shared_default = opts_.pipe_dir.empty() && !std::getenv("NPIPE_DIR");
+    dir_ = pipe_directory(opts_.pipe_dir);
+    if (!check_directory(dir_, shared_default, ec)) return false;
+    path_ = socket_path(dir_, name_, ec);
+    if (ec) {
+      set_error_detail("pipe directory path " + dir_ + " is too long for a Unix socket path");
+      return false;
+    }
+    listener l;
+    if (!create_listener(dir_, path_, name_, opts_, l, ec)) return false;
+    listen_ = l;
+    wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake_fd_ < 0) {
+      ec = errno_error(errno);
+      remove_name();
+      return false;
+    }
+    thread_ = std::thread([this] { run(); });
+    return true;
+  }
+
+  std::unique_ptr<connection_impl> accept(deadline dl, std::error_code& ec) override {
+    std::unique_lock lk(mu_);
+    auto ready = [&] { return !ready_.empty() || closed_; };
+    if (dl.never()) cv_.wait(lk, ready);
+    else if (!cv_.wait_until(lk, dl.at, ready)) {
+      ec = make_error_code(errc::timed_out);
+      return nullptr;
+    }
+    if (ready_.empty()) {
+      ec = make_error_code(errc::operation_aborted);
+      return nullptr;
+    }
+    auto c = std::move(ready_.front());
+    ready_.pop_front();
+    return c;
+  }
+
+  void close() noexcept override {
+    {
+      std::lock_guard lk(mu_);
+      if (closed_ && !thread_.joinable()) return;
+      closed_ = true;
+      cv_.notify_all();
+    }
+    wake();
+    if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
+    remove_name();
+    if (wake_fd_ >= 0) ::close(wake_fd_);
+    wake_fd_ = -1;
+    std::deque<std::unique_ptr<connection_impl>> unaccepted;
+    {
+      std::lock_guard lk(mu_);
+      unaccepted.swap(ready_);
+    }
+    unaccepted.clear(); // their release() takes mu_
+  }
+
+  bool is_open() const noexcept override {
+    std::lock_guard lk(mu_);
+    return !closed_;
+  }
+  std::string native_path() const override { return path_; }
+  unsigned active_instances() const noexcept override {
+    std::lock_guard lk(mu_);
+    return active_;
+  }
+
+private:
+  struct pending {
+    int fd;
+    clock::time_point until;
+    peer_identity peer;
+    std::vector<std::byte> buf;
+  };
+  struct waiter {
+    int fd;
+    clock::time_point until;
+    peer_identity peer;
+    protocol::hello hello;
+    std::vector<std::byte> extra;
+  };
+
+  void wake() noexcept {
+    if (wake_fd_ >= 0) {
+      std::uint64_t one = 1;
+      [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
+    }
+  }
+
+  void remove_name() noexcept {
+    if (listen_.fd < 0) return;
+    ::close(listen_.fd);
+    listen_.fd = -1;
+    // Remove the name only if it is still ours (not a successor's socket).
+    struct stat st{};
+    if (::lstat(path_.c_str(), &st) == 0 && st.st_dev == listen_.dev && st.st_ino == listen_.ino)
+      ::unlink(path_.c_str());
+  }
+
+  void release() {
+    {
+      std::lock_guard lk(mu_);
+      if (active_ > 0) --active_;
+    }
+    wake();
+  }
+
+  void run() {
+    std::vector<pollfd> fds;
+    clock::time_point accept_paused_until{};
+    for (;;) {
+      auto now = clock::now();
+      fds.clear();
+      fds.push_back({wake_fd_, POLLIN, 0});
+      bool poll_listen = pending_.size() < opts_.max_pending && now >= accept_paused_until;
+      fds.push_back({poll_listen ? listen_.fd : -1, POLLIN, 0});
+      auto wake_at = clock::time_point::max();
+      if (!poll_listen && now < accept_paused_until) wake_at = accept_paused_until;
+      for (auto& p : pending_) {
+        fds.push_back({p.fd, POLLIN, 0});
+        wake_at = std::min(wake_at, p.until);
+      }
+      for (auto& w : waiters_) {
+        fds.push_back({w.fd, POLLIN, 0});
+        wake_at = std::min(wake_at, w.until);
+      }
+      int ms = -1;
+      if (wake_at != clock::time_point::max())
+        ms = static_cast<int>(std::clamp<long long>(
+            std::chrono::ceil<std::chrono::milliseconds>(wake_at - now).count(), 0, INT_MAX));
+      int r = ::poll(fds.data(), fds.size(), ms);
+      if (r < 0 && errno != EINTR) break;
+      now = clock::now();
+      {
+        std::lock_guard lk(mu_);
+        if (closed_) break;
+      }
+      if (fds[0].revents) {
+        std::uint64_t v;
+        [[maybe_unused]] auto n = ::read(wake_fd_, &v, sizeof v);
+      }
+      // Indexes into fds for the pending and waiting lists, before they change.
+      std::size_t pbase = 2, wbase = 2 + pending_.size();
+      std::vector<short> prev(pending_.size()), wrev(waiters_.size());
+      for (std::size_t i = 0; i < pending_.size(); ++i) prev[i] = fds[pbase + i].revents;
+      for (std::size_t i = 0; i < waiters_.size(); ++i) wrev[i] = fds[wbase + i].revents;
+
+      // Waiters first: a freed instance goes to whoever waited longest.
+      serve_waiters(wrev, now);
+      if (fds[1].revents & POLLIN) accept_new(accept_paused_until);
+      serve_pending(prev, now);
+    }
+    for (auto& p : pending_) ::close(p.fd);
+    for (auto& w : waiters_) ::close(w.fd);
+    pending_.clear();
+    waiters_.clear();
+  }
+
+  void accept_new(clock::time_point& paused_until) {
+    while (pending_.size() < opts_.max_pending) {
+      int fd = ::accept4(listen_.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+          // Out of descriptors: back off instead of spinning on a readable listener.
+          paused_until = clock::now() + std::chrono::milliseconds(100);
+        }
+        return;
+      }
+      if (opts_.in_buffer_size) {
+        int v = static_cast<int>(std::min<std::size_t>(opts_.in_buffer_size, INT_MAX));
+        ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof v);
+      }
+      if (opts_.out_buffer_size) {
+        int v = static_cast<int>(std::min<std::size_t>(opts_.out_buffer_size, INT_MAX));
+        ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof v);
+      }
+      auto limit = opts_.handshake_timeout < timeout::zero() ? clock::time_point::max()
+                                                              : clock::now() + opts_.handshake_timeout;
+      pending_.push_back({fd, limit, peer_of(fd), {}});
+    }
+  }
+
+  void serve_pending(const std::vector<short>& revents, clock::time_point now) {
+    std::vector<pending> keep;
+    keep.reserve(pending_.size());
+    for (std::size_t i = 0; i < pending_.size(); ++i) {
+      auto& p = pending_[i];
+      if (i < revents.size() && revents[i]) {
+        std::byte tmp[2048];
+        ssize_t n = ::recv(p.fd, tmp, sizeof tmp, 0);
+        if (n <= 0) {
+          if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+            keep.push_back(std::move(p));
+            continue;
+          }
+          ::close(p.fd); // gave up, or a probe
+          continue;
+        }
+        p.buf.insert(p.buf.end(), tmp, tmp + n);
+        protocol::hello h;
+        std::size_t used = 0;
+        std::error_code ec;
+        auto st = protocol::decode_hello(p.buf, h, used, ec);
+        if (st == protocol::decode_status::error) {
+          send_reply(p.fd, protocol::status::protocol_error, opts_);
+          ::close(p.fd);
+          continue;
+        }
+        if (st == protocol::decode_status::done) {
+          std::vector<std::byte> extra(p.buf.begin() + static_cast<std::ptrdiff_t>(used), p.buf.end());
+          on_hello(p.fd, p.peer, std::move(h), std::move(extra), now);
+          continue;
+        }
+      }
+      if (now >= p.until) {
+        ::close(p.fd); // handshake timeout: slow or silent client
+        continue;
+      }
+      keep.push_back(std::move(p));
+    }
+    pending_.swap(keep);
+  }
+
+  void on_hello(int fd, peer_identity peer, protocol::hello h, std::vector<std::byte> extra, clock::time_point now) {
+    if (h.version != protocol::version) {
+      send_reply(fd, protocol::status::bad_version, opts_);
+      ::close(fd);
+      return;
+    }
+    std::error_code ec;
+    auto asked = pipe_name::parse(h.name, ec);
+    if (ec || !asked.is_local() || !(asked == name_)) {
+      send_reply(fd, protocol::status::not_found, opts_); // a hashed-name collision, or a confused client
+      ::close(fd);
+      return;
+    }
+    if (!allowed(opts_.access, peer)) {
+      send_reply(fd, protocol::status::access_denied, opts_);
+      ::close(fd);
+      return;
+    }
+    if (take_instance()) {
+      admit(fd, std::move(peer), h, std::move(extra));
+      return;
+    }
+    if (h.wait_ms > 0 && waiters_.size() < opts_.max_waiting) {
+      auto until = h.wait_ms == protocol::wait_forever ? clock::time_point::max()
+                                                       : now + std::chrono::milliseconds(h.wait_ms) + std::chrono::seconds(1);
+      waiters_.push_back({fd, until, std::move(peer), std::move(h), std::move(extra)});
+      return;
+    }
+    send_reply(fd, protocol::status::busy, opts_);
+    ::close(fd);
+  }
+
+  bool take_instance() {
+    std::lock_guard lk(mu_);
+    if (active_ >= opts_.max_instances) return false;
+    ++active_;
+    return true;
+  }
+
+  void serve_waiters(const std::vector<short>& revents, clock::time_point now) {
+    std::deque<waiter> keep;
+    for (std::size_t i = 0; i < waiters_.size(); ++i) {
+      auto& w = waiters_[i];
+      bool gone = now >= w.until;
+      if (!gone && i < revents.size() && revents[i]) {
+        // A waiting client says nothing; readable means it hung up (or misbehaves).
+        std::byte b;
+        ssize_t n = ::recv(w.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+        gone = n >= 0 || (errno != EAGAIN && errno != EINTR);
+      }
+      if (gone) {
+        ::close(w.fd);
+        continue;
+      }
+      keep.push_back(std::move(w));
+    }
+    waiters_.swap(keep);
+    while (!waiters_.empty() && take_instance()) {
+      auto w = std::move(waiters_.front());
+      waiters_.pop_front();
+      admit(w.fd, std::move(w.peer), w.hello, std::move(w.extra));
+    }
+  }
+
+  void admit(int fd, peer_identity peer, const protocol::hello& h, std::vector<std::byte> extra) {
+    send_reply(fd, protocol::status::ok, opts_);
+    framed_params p;
+    p.name = name_;
+    p.type = opts_.type;
+    p.mode = opts_.read_mode.value_or(opts_.type == pipe_type::message ? read_mode::message : read_mode::byte);
+    p.max_message = opts_.max_message_size;
+    p.peer_max_message = h.max_message;
+    p.peer = std::move(peer);
+    p.initial = std::move(extra);
+    p.on_close = [w = weak_from_this()] {
+      if (auto s = w.lock()) s->release();
+    };
+    auto c = std::make_unique<framed_connection>(std::make_unique<fd_stream>(fd), std::move(p));
+    std::lock_guard lk(mu_);
+    ready_.push_back(std::move(c));
+    cv_.notify_one();
+  }
+
+  pipe_name name_;
+  server_options opts_;
+  std::string dir_, path_;
+  listener listen_;
+  int wake_fd_ = -1;
+  std::thread thread_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::unique_ptr<connection_impl>> ready_;
+  unsigned active_ = 0;
+  bool closed_ = false;
+
+  // Owned by the acceptor thread.
+  std::vector<pending> pending_;
+  std::deque<waiter> waiters_;
+};
+
+} // namespace
+
+} // namespace npipe::detail
+
+namespace npipe {
+
+std::vector<local_pipe_info> list_local_pipes(std::error_code& ec, std::string_view override_dir) {
+  ec.clear();
+  std::vector<local_pipe_info> out;
+  std::string dir = pipe_directory(override_dir);
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) {
+    if (errno != ENOENT) ec = detail::errno_error(errno);
+    return out;
+  }
+  while (dirent* e = ::readdir(d)) {
+    std::string file = e->d_name;
+    if (file == "." || file == ".." || file.rfind(".t", 0) == 0) continue;
+    local_pipe_info info;
+    info.file = file;
+    info.path = dir + "/" + file;
+    struct stat st{};
+    if (::lstat(info.path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
+    info.owner_uid = static_cast<long>(st.st_uid);
+    peer_identity owner;
+    info.live = detail::probe(info.path, owner) == detail::probe_result::live;
+    out.push_back(std::move(info));
+  }
+  ::closedir(d);
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.file < b.file; });
+  return out;
+}
+
+} // namespace npipe
+
+namespace npipe::detail {
+
+std::shared_ptr<server_impl> open_local_server(const pipe_name& name, const server_options& opts,
+                                               std::error_code& ec) {
+  auto s = std::make_shared<posix_server>(name, opts);
+  if (!s->open(ec)) return nullptr;
+  return s;
+}
+
+std::unique_ptr<connection_impl> connect_local(const pipe_name& name, const client_options& opts, deadline dl,
+                                               std::error_code& ec) {
+  std::string dir = pipe_directory(opts.pipe_dir);
+  std::string path = socket_path(dir, name, ec);
+  if (ec) {
+    set_error_detail("pipe directory path " + dir + " is too long for a Unix socket path");
+    return nullptr;
+  }
+  sockaddr_un sa;
+  socklen_t len;
+  make_sockaddr(path, sa, len);
+  int fd = -1;
+  for (;;) {
+    fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      ec = errno_error(errno);
+      return nullptr;
+    }
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), len) == 0) break;
+    int e = errno;
+    ::close(fd);
+    if (e == EAGAIN && !dl.passed()) {
+      // The server's accept backlog is full: rare, and brief. Retry until the deadline.
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      if (!dl.passed()) continue;
+    }
+    if (e == ENOENT || e == ECONNREFUSED) set_error_detail("no server is listening at " + path);
+    else if (e == EACCES || e == EPERM) set_error_detail("permission denied on " + path + " (the server's access policy)");
+    ec = e == EAGAIN ? make_error_code(errc::pipe_busy, e) : errno_error(e);
+    return nullptr;
+  }
+  auto stream = std::make_unique<fd_stream>(fd);
+  peer_identity server = peer_of(fd);
+  if (opts.require_server_uid && server.uid != static_cast<std::int64_t>(*opts.require_server_uid)) {
+    set_error_detail("the server of " + name.str() + " runs as uid " + std::to_string(server.uid) + ", not uid " +
+                     std::to_string(*opts.require_server_uid) + "; refusing it (possible squatter)");
+    ec = make_error_code(errc::access_denied);
+    return nullptr;
+  }
+
+  protocol::hello h;
+  h.name = name.name();
+  auto left = dl.remaining();
+  h.wait_ms = left < timeout::zero() ? protocol::wait_forever
+                                     : static_cast<std::uint32_t>(std::min<long long>(left.count(), 0xFFFFFFFEll));
+  h.max_message = static_cast<std::uint32_t>(std::min<std::size_t>(opts.max_message_size, UINT32_MAX));
+  auto bytes = protocol::encode_hello(h);
+  std::span<const std::byte> out[1] = {std::as_bytes(std::span(bytes))};
+  while (!out[0].empty()) {
+    auto r = stream->write_some(out, ec);
+    if (r.status == io_status::ok) out[0] = out[0].subspan(r.bytes);
+    else if (r.status == io_status::would_block) {
+      if (!stream->wait(true, dl, ec)) {
+        if (!ec) ec = make_error_code(errc::timed_out);
+        return nullptr;
+      }
+    } else {
+      if (!ec) ec = make_error_code(errc::broken_pipe);
+      return nullptr;
+    }
+  }
+
+  std::vector<std::byte> in(protocol::reply_size + 4096);
+  std::size_t got = 0;
+  protocol::reply rep;
+  for (;;) {
+    auto st = protocol::decode_reply(std::span(in.data(), got), rep, ec);
+    if (st == protocol::decode_status::done) break;
+    if (st == protocol::decode_status::error) {
+      set_error_detail("the program listening at " + path + " does not speak npipe's protocol");
+      return nullptr;
+    }
+    auto r = stream->read_some(std::span(in.data() + got, in.size() - got), ec);
+    if (r.status == io_status::ok) {
+      got += r.bytes;
+    } else if (r.status == io_status::would_block) {
+      if (!stream->wait(false, dl, ec)) {
+        if (!ec) {
+          set_error_detail("no instance of " + name.str() + " became free in time");
+          ec = make_error_code(errc::timed_out);
+        }
+        return nullptr;
+      }
+    } else {
+      if (!ec) {
+        set_error_detail("the server of " + name.str() + " closed the connection during the handshake");
+        ec = make_error_code(errc::broken_pipe);
+      }
+      return nullptr;
+    }
+  }
+  if (rep.status != protocol::status::ok) {
+    ec = protocol::status_error(rep.status);
+    switch (rep.status) {
+    case protocol::status::busy: set_error_detail("all instances of " + name.str() + " are busy"); break;
+    case protocol::status::access_denied:
+      set_error_detail("the server of " + name.str() + " (" + describe(server) + ") refuses this user");
+      break;
+    case protocol::status::not_found:
+      set_error_detail("the server at " + path + " serves a different pipe name");
+      break;
+    default: break;
+    }
+    return nullptr;
+  }
+  framed_params p;
+  p.name = name;
+  p.type = rep.type;
+  p.mode = opts.read_mode.value_or(rep.type == pipe_type::message ? read_mode::message : read_mode::byte);
+  if (p.mode == read_mode::message && rep.type == pipe_type::byte) {
+    set_error_detail("message read mode needs a message pipe; " + name.str() + " is a byte pipe");
+    ec = make_error_code(errc::invalid_argument);
+    return nullptr;
+  }
+  p.max_message = opts.max_message_size;
+  p.peer_max_message = rep.max_message;
+  p.peer = std::move(server);
+  p.initial.assign(in.begin() + protocol::reply_size, in.begin() + static_cast<std::ptrdiff_t>(got));
+  return std::make_unique<framed_connection>(std::move(stream), std::move(p));
+}
+
+} // namespace npipe::detail

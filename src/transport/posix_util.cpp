@@ -1,0 +1,117 @@
+// SPDX-License-Identifier: MIT
+#include "transport/posix_util.hpp"
+
+#include <cerrno>
+#include <poll.h>
+#include <pwd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <vector>
+
+namespace npipe::detail {
+
+std::error_code errno_error(errc as, int e) { return make_error_code(as, e); }
+
+std::error_code errno_error(int e) {
+  switch (e) {
+  case EPIPE:
+  case ECONNRESET:
+  case ECONNABORTED: return make_error_code(errc::broken_pipe, e);
+  case ENOENT:
+  case ECONNREFUSED: return make_error_code(errc::not_found, e);
+  case EACCES:
+  case EPERM: return make_error_code(errc::access_denied, e);
+  case ETIMEDOUT: return make_error_code(errc::timed_out, e);
+  case EADDRINUSE: return make_error_code(errc::name_in_use, e);
+  case ENAMETOOLONG: return make_error_code(errc::invalid_name, e);
+  case ENOTCONN:
+  case EBADF: return make_error_code(errc::not_connected, e);
+  case EINVAL: return make_error_code(errc::invalid_argument, e);
+  default: return make_error_code(errc::system_error, e);
+  }
+}
+
+fd_stream::~fd_stream() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+io_result fd_stream::read_some(std::span<std::byte> buf, std::error_code& ec) noexcept {
+  for (;;) {
+    ssize_t n = ::recv(fd_, buf.data(), buf.size(), 0);
+    if (n > 0) return {static_cast<std::size_t>(n), io_status::ok};
+    if (n == 0) return {0, buf.empty() ? io_status::ok : io_status::eof};
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return {0, io_status::would_block};
+    if (errno == ECONNRESET) return {0, io_status::eof};
+    ec = errno_error(errno);
+    return {0, io_status::error};
+  }
+}
+
+io_result fd_stream::write_some(std::span<const std::span<const std::byte>> bufs, std::error_code& ec) noexcept {
+  iovec iov[8];
+  std::size_t n = 0;
+  for (auto b : bufs) {
+    if (n == 8) break;
+    iov[n].iov_base = const_cast<std::byte*>(b.data());
+    iov[n].iov_len = b.size();
+    ++n;
+  }
+  msghdr msg{};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = n;
+  for (;;) {
+    ssize_t w = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+    if (w >= 0) return {static_cast<std::size_t>(w), io_status::ok};
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return {0, io_status::would_block};
+    ec = errno_error(errno);
+    return {0, io_status::error};
+  }
+}
+
+bool wait_fd(int fd, short events, deadline dl, std::error_code& ec) noexcept {
+  for (;;) {
+    pollfd p{fd, events, 0};
+    int r = ::poll(&p, 1, dl.poll_ms());
+    if (r > 0) return true; // errors and hang-ups surface in the next read or write
+    if (r == 0) {
+      if (dl.passed()) return false;
+      continue;
+    }
+    if (errno == EINTR) continue;
+    ec = errno_error(errno);
+    return false;
+  }
+}
+
+bool fd_stream::wait(bool for_write, deadline dl, std::error_code& ec) noexcept {
+  return wait_fd(fd_, for_write ? POLLOUT : POLLIN, dl, ec);
+}
+
+void fd_stream::shutdown() noexcept { ::shutdown(fd_, SHUT_RDWR); }
+
+std::string user_name(long uid) {
+  if (uid < 0) return {};
+  std::vector<char> buf(4096);
+  passwd pw{};
+  passwd* out = nullptr;
+  if (::getpwuid_r(static_cast<uid_t>(uid), &pw, buf.data(), buf.size(), &out) != 0 || !out) return {};
+  return out->pw_name;
+}
+
+peer_identity peer_of(int fd) {
+  peer_identity id;
+  ucred c{};
+  socklen_t len = sizeof c;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c, &len) == 0) {
+    id.pid = c.pid;
+    id.uid = c.uid;
+    id.gid = c.gid;
+    id.user = user_name(c.uid);
+  }
+  return id;
+}
+
+} // namespace npipe::detail

@@ -1,0 +1,45 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// Small POSIX helpers shared by the Linux transports.
+
+#include "transport/byte_stream.hpp"
+
+#include <npipe/connection.hpp>
+
+#include <string>
+#include <system_error>
+
+namespace npipe::detail {
+
+/// An npipe error for errno `e`, keeping `e` as the OS code.
+std::error_code errno_error(int e);
+std::error_code errno_error(errc as, int e);
+
+/// A byte_stream over a non-blocking socket fd (owns the fd).
+class fd_stream final : public byte_stream {
+public:
+  explicit fd_stream(int fd) noexcept : fd_(fd) {}
+  ~fd_stream() override;
+  fd_stream(const fd_stream&) = delete;
+  fd_stream& operator=(const fd_stream&) = delete;
+
+  io_result read_some(std::span<std::byte> buf, std::error_code& ec) noexcept override;
+  io_result write_some(std::span<const std::span<const std::byte>> bufs, std::error_code& ec) noexcept override;
+  bool wait(bool for_write, deadline dl, std::error_code& ec) noexcept override;
+  void shutdown() noexcept override;
+  int fd() const noexcept { return fd_; }
+
+private:
+  int fd_;
+};
+
+/// poll() one fd until `events` or the deadline; false on timeout.
+bool wait_fd(int fd, short events, deadline dl, std::error_code& ec) noexcept;
+
+/// Credentials of a connected Unix socket's peer (SO_PEERCRED).
+peer_identity peer_of(int fd);
+
+/// The user name for a uid, or empty.
+std::string user_name(long uid);
+
+} // namespace npipe::detail

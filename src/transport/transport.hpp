@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// The transport seam. Every kind of pipe end (Linux local sockets, Win32
+// named pipes, TCP/TLS for remote pipes) implements connection_impl and
+// server_impl; the public classes only forward to them.
+
+#include <npipe/connection.hpp>
+#include <npipe/server.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <span>
+#include <string>
+#include <system_error>
+#include <vector>
+
+namespace npipe::detail {
+
+using clock = std::chrono::steady_clock;
+
+/// An absolute point in time after which a blocking call gives up.
+struct deadline {
+  clock::time_point at = clock::time_point::max();
+
+  static deadline after(timeout t) {
+    if (t < timeout::zero()) return {};
+    return {clock::now() + t};
+  }
+  bool never() const noexcept { return at == clock::time_point::max(); }
+  bool passed() const noexcept { return !never() && clock::now() >= at; }
+  /// Milliseconds left for poll(): -1 for never, rounded up, at least 0.
+  int poll_ms() const noexcept;
+  /// What is left as a timeout (forever for never).
+  timeout remaining() const noexcept;
+  friend deadline earlier(deadline a, deadline b) noexcept { return a.at < b.at ? a : b; }
+};
+
+/// Record specifics for npipe::last_error_detail() on this thread.
+void set_error_detail(std::string detail);
+void clear_error_detail();
+/// Throw std::system_error for `ec` with `what` and the recorded detail.
+[[noreturn]] void throw_error(const std::error_code& ec, const std::string& what);
+
+/// One connected pipe end.
+class connection_impl {
+public:
+  virtual ~connection_impl() = default;
+  virtual bool is_open() const noexcept = 0;
+  virtual pipe_type type() const noexcept = 0;
+  virtual npipe::read_mode read_mode() const noexcept = 0;
+  virtual void set_read_mode(npipe::read_mode m, std::error_code& ec) noexcept = 0;
+  virtual void write(std::span<const std::byte> data, deadline dl, std::error_code& ec) noexcept = 0;
+  virtual read_result read(std::span<std::byte> buf, deadline dl, std::error_code& ec) noexcept = 0;
+  virtual std::vector<std::byte> receive(deadline dl, std::error_code& ec) = 0;
+  virtual std::vector<std::byte> transact(std::span<const std::byte> request, deadline dl, std::error_code& ec) = 0;
+  virtual peek_result peek(std::span<std::byte> buf, std::error_code& ec) noexcept = 0;
+  virtual void flush(deadline dl, std::error_code& ec) noexcept = 0;
+  virtual void close() noexcept = 0;
+  virtual const peer_identity& peer() const noexcept = 0;
+  virtual const pipe_name& name() const noexcept = 0;
+  virtual std::size_t peer_max_message_size() const noexcept = 0;
+};
+
+/// One listening pipe name.
+class server_impl {
+public:
+  virtual ~server_impl() = default;
+  virtual std::unique_ptr<connection_impl> accept(deadline dl, std::error_code& ec) = 0;
+  virtual void close() noexcept = 0;
+  virtual bool is_open() const noexcept = 0;
+  virtual std::string native_path() const = 0;
+  virtual unsigned active_instances() const noexcept = 0;
+};
+
+/// Local pipes, implemented per system (local_posix.cpp, local_win32.cpp).
+std::shared_ptr<server_impl> open_local_server(const pipe_name& name, const server_options& opts,
+                                               std::error_code& ec);
+std::unique_ptr<connection_impl> connect_local(const pipe_name& name, const client_options& opts, deadline dl,
+                                               std::error_code& ec);
+
+} // namespace npipe::detail

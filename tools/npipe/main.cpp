@@ -1,0 +1,242 @@
+// SPDX-License-Identifier: MIT
+// npipe: the command-line tool. `serve` and `send` are the seed sample's
+// NamedPipeServer and NamedPipeClient.
+
+#include <npipe/npipe.hpp>
+
+#include <CLI/CLI.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <ctime>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <list>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#ifndef _WIN32
+#include <pthread.h>
+#include <signal.h>
+#endif
+
+namespace {
+
+std::mutex out_mu;
+
+int report(const std::error_code& ec, const std::string& what) {
+  std::lock_guard lk(out_mu);
+  std::cerr << "npipe: " << what << ": error " << static_cast<int>(npipe::condition_of(ec)) << " ("
+            << npipe::to_string(npipe::condition_of(ec)) << "): " << ec.message() << "\n";
+  if (auto d = npipe::last_error_detail(); !d.empty()) std::cerr << "npipe: " << d << "\n";
+  return 1;
+}
+
+std::string now_text() {
+  auto t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+#ifdef _WIN32
+  localtime_s(&tm, &t);
+#else
+  localtime_r(&t, &tm);
+#endif
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+  return buf;
+}
+
+std::string as_text(const std::vector<std::byte>& v) { return {reinterpret_cast<const char*>(v.data()), v.size()}; }
+
+npipe::pipe_name parse_name(const std::string& text) {
+  std::error_code ec;
+  auto n = npipe::pipe_name::parse(text, ec);
+  if (ec) {
+    std::cerr << "npipe: '" << text << "' is not a pipe name: " << ec.message() << "\n";
+    std::exit(2);
+  }
+  return n;
+}
+
+// ---------------------------------------------------------------- serve
+
+struct serve_args {
+  std::string name, type = "message", access = "user", dir;
+  unsigned max_instances = npipe::defaults::max_instances;
+  std::size_t max_message = npipe::defaults::max_message_size;
+  bool once = false, echo = false, verbose = false;
+};
+
+std::atomic<bool> stopping{false};
+
+void serve_client(npipe::connection c, const serve_args& a) {
+  if (a.verbose) {
+    std::lock_guard lk(out_mu);
+    std::cout << "client connected: pid " << c.peer().pid << ", uid " << c.peer().uid << std::endl;
+  }
+  for (;;) {
+    std::error_code ec;
+    auto msg = c.receive(ec);
+    if (ec) {
+      if (ec != npipe::errc::broken_pipe && ec != npipe::errc::not_connected) report(ec, "receive");
+      break;
+    }
+    {
+      std::lock_guard lk(out_mu);
+      std::cout << "Bytes received: " << msg.size() << std::endl;
+    }
+    std::string reply = a.echo ? as_text(msg) : std::string("npipe ") + npipe::version + " | " + now_text();
+    c.write(reply, ec);
+    if (ec) {
+      report(ec, "reply");
+      break;
+    }
+    if (a.once) break;
+  }
+  std::error_code ec;
+  c.flush(std::chrono::seconds(5), ec); // as the seed: flush, then disconnect
+  c.close();
+}
+
+int run_serve(const serve_args& a) {
+  npipe::server_options o;
+  o.type = a.type == "byte" ? npipe::pipe_type::byte : npipe::pipe_type::message;
+  o.max_instances = a.max_instances;
+  o.max_message_size = a.max_message;
+  o.pipe_dir = a.dir;
+  if (a.access == "everyone") o.access = npipe::access_policy::everyone();
+  else if (a.access.rfind("group:", 0) == 0) o.access = npipe::access_policy::group(std::stoul(a.access.substr(6)));
+  else if (a.access != "user") {
+    std::cerr << "npipe: --access takes user, everyone or group:GID\n";
+    return 2;
+  }
+#ifndef _WIN32
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr); // every thread inherits this; one thread waits for them
+#endif
+  auto name = parse_name(a.name);
+  npipe::server srv;
+  std::error_code ec;
+  srv.open(name, o, ec);
+  if (ec) return report(ec, "cannot serve " + name.str());
+  {
+    std::lock_guard lk(out_mu);
+    std::cout << "Listening on " << name.str() << " (" << srv.native_path() << ")" << std::endl;
+  }
+#ifndef _WIN32
+  std::thread sig([&] {
+    int s = 0;
+    sigwait(&sigs, &s);
+    stopping = true;
+    srv.close(); // wakes accept()
+  });
+  sig.detach();
+#endif
+  std::list<std::thread> workers;
+  for (;;) {
+    auto c = srv.accept(ec);
+    if (ec) {
+      if (!stopping && ec != npipe::errc::operation_aborted) report(ec, "accept");
+      break;
+    }
+    if (a.once) {
+      serve_client(std::move(c), a);
+      break;
+    }
+    workers.emplace_back(serve_client, std::move(c), std::cref(a));
+  }
+  srv.close();
+  for (auto& t : workers) t.join();
+  return 0;
+}
+
+// ----------------------------------------------------------------- send
+
+int run_send(const std::string& name_text, const std::string& text, const std::string& file, long timeout_ms,
+             const std::string& dir, bool raw) {
+  std::string message;
+  if (!file.empty()) {
+    std::ifstream in(file, std::ios::binary);
+    if (!in) {
+      std::cerr << "npipe: cannot read " << file << "\n";
+      return 2;
+    }
+    message.assign(std::istreambuf_iterator<char>(in), {});
+  } else if (text == "-" || text.empty()) {
+    message.assign(std::istreambuf_iterator<char>(std::cin), {});
+  } else {
+    message = text;
+  }
+  auto name = parse_name(name_text);
+  npipe::client_options o;
+  o.pipe_dir = dir;
+  std::error_code ec;
+  auto c = npipe::connect(name, o, npipe::timeout(timeout_ms), ec);
+  if (ec) return report(ec, "cannot open " + name.str());
+  c.write(message, ec);
+  if (ec) return report(ec, "write failed");
+  auto reply = c.receive(npipe::timeout(timeout_ms), ec);
+  if (ec) return report(ec, "no response");
+  if (raw) std::cout << as_text(reply) << std::flush;
+  else std::cout << "Response received: [" << as_text(reply) << "]" << std::endl;
+  return 0;
+}
+
+int run_list(const std::string& dir) {
+  std::error_code ec;
+  auto pipes = npipe::list_local_pipes(ec, dir);
+  if (ec) return report(ec, "cannot list " + npipe::pipe_directory(dir));
+  std::cout << "pipe directory: " << npipe::pipe_directory(dir) << "\n";
+  for (auto& p : pipes) std::cout << (p.live ? "live  " : "stale ") << "uid " << p.owner_uid << "  " << p.file << "\n";
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"npipe: named pipes with Win32 semantics on Linux and Windows"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("npipe ") + npipe::version);
+
+  serve_args sa;
+  auto* serve = app.add_subcommand("serve", "Create a pipe and answer each message (the seed's NamedPipeServer)");
+  serve->add_option("name", sa.name, "Pipe name, e.g. \\\\.\\pipe\\tpipe")->required();
+  serve->add_flag("--once", sa.once, "Serve one request from one client, then exit (as the seed does)");
+  serve->add_flag("--echo", sa.echo, "Reply with the request itself instead of the version and time");
+  serve->add_option("--type", sa.type, "Pipe type")->check(CLI::IsMember({"message", "byte"}))->capture_default_str();
+  serve->add_option("--max-instances", sa.max_instances, "Most clients at once (1-255)")
+      ->check(CLI::Range(1u, 255u))->capture_default_str();
+  serve->add_option("--max-message", sa.max_message, "Largest accepted message, bytes")->capture_default_str();
+  serve->add_option("--access", sa.access, "Who may connect: user, everyone, group:GID")->capture_default_str();
+  serve->add_option("--dir", sa.dir, "Pipe directory (Linux; default $NPIPE_DIR or /tmp/.npipe)");
+  serve->add_flag("-v,--verbose", sa.verbose, "Print a line per client");
+
+  std::string name, text, file, dir;
+  long timeout_ms = 5000;
+  auto add_client = [&](CLI::App* c) {
+    c->add_option("name", name, "Pipe name, e.g. \\\\.\\pipe\\tpipe")->required();
+    c->add_option("message", text, "Message text; '-' or none reads standard input");
+    c->add_option("-f,--file", file, "Send the contents of this file");
+    c->add_option("-t,--timeout", timeout_ms, "Milliseconds to wait for a free instance and for the reply")
+        ->capture_default_str();
+    c->add_option("--dir", dir, "Pipe directory (Linux; default $NPIPE_DIR or /tmp/.npipe)");
+  };
+  auto* send = app.add_subcommand("send", "Send a message and print the response (the seed's NamedPipeClient)");
+  add_client(send);
+  auto* call = app.add_subcommand("call", "Send a message and write the raw response to standard output");
+  add_client(call);
+  auto* list = app.add_subcommand("list", "List the pipes on this machine");
+  list->add_option("--dir", dir, "Pipe directory (Linux; default $NPIPE_DIR or /tmp/.npipe)");
+
+  CLI11_PARSE(app, argc, argv);
+  if (*serve) return run_serve(sa);
+  if (*send) return run_send(name, text, file, timeout_ms, dir, false);
+  if (*call) return run_send(name, text, file, timeout_ms, dir, true);
+  if (*list) return run_list(dir);
+  return 0;
+}
