@@ -19,7 +19,7 @@ const char* advice(errc e) noexcept {
   case errc::not_found: return "no server is listening on this pipe name; start the server or check the name";
   case errc::pipe_busy: return "all instances of the pipe are busy; wait with a timeout or raise the server's max instances";
   case errc::more_data: return "more data: the buffer held only part of the message; read again for the rest";
-  case errc::timed_out: return "the operation timed out; the peer did not respond in time";
+  case errc::timed_out: return "timed out: the deadline passed before the peer answered or an instance became free";
   case errc::message_too_large: return "the message is larger than the receiver's limit; raise max_message_size or split the message";
   case errc::name_in_use: return "another live server owns this pipe name; stop it or choose another name";
   case errc::access_denied: return "access denied: the server's access policy or file permissions refuse this user";

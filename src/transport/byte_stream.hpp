@@ -29,6 +29,9 @@ public:
   virtual bool wait(bool for_write, deadline dl, std::error_code& ec) noexcept = 0;
   /// Wake any waiter and make the peer see the end of the stream.
   virtual void shutdown() noexcept = 0;
+  /// True if the peer process has taken every byte written so far off the
+  /// stream (not merely its kernel or network). False when unknown.
+  virtual bool peer_took_everything() noexcept { return false; }
 };
 
 } // namespace npipe::detail

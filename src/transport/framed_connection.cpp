@@ -210,7 +210,7 @@ read_result framed_connection::read_locked(std::span<std::byte> buf, deadline dl
       return {got, true};
     }
   }
-  bool started = got > 0;
+  bool started = got > 0 || in_msg_; // a message already begun ends this read when it ends
   for (;;) {
     if (!in_msg_) {
       if (msg && started) break;
@@ -504,6 +504,15 @@ void framed_connection::flush(deadline dl, std::error_code& ec) noexcept {
     return;
   }
   std::uint64_t target;
+  {
+    std::lock_guard tx(tx_mu_);
+    if (tx_broken_) {
+      ec = err(errc::broken_pipe);
+      return;
+    }
+    // Fast path: the peer has already taken everything off the socket.
+    if (s_->peer_took_everything()) return;
+  }
   {
     std::lock_guard lk(state_mu_);
     target = ++flushes_sent_;

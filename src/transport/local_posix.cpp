@@ -48,6 +48,8 @@ std::string local_path(const pipe_name& name, std::error_code& ec, std::string_v
 namespace npipe::detail {
 namespace {
 
+constexpr auto handshake_slack = std::chrono::seconds(2);
+
 std::string describe(const peer_identity& p) {
   std::string s = "pid " + std::to_string(p.pid) + ", uid " + std::to_string(p.uid);
   if (!p.user.empty()) s += " (" + p.user + ")";
@@ -381,6 +383,7 @@ public:
   }
 
   void close() noexcept override {
+    std::lock_guard serial(close_mu_); // close() may race with itself (signal thread, destructor)
     {
       std::lock_guard lk(mu_);
       if (closed_ && !thread_.joinable()) return;
@@ -590,7 +593,7 @@ private:
     }
     if (h.wait_ms > 0 && waiters_.size() < opts_.max_waiting) {
       auto until = h.wait_ms == protocol::wait_forever ? clock::time_point::max()
-                                                       : now + std::chrono::milliseconds(h.wait_ms) + std::chrono::seconds(1);
+                                                       : now + std::chrono::milliseconds(h.wait_ms);
       waiters_.push_back({fd, until, std::move(peer), std::move(h), std::move(extra)});
       return;
     }
@@ -609,14 +612,19 @@ private:
     std::deque<waiter> keep;
     for (std::size_t i = 0; i < waiters_.size(); ++i) {
       auto& w = waiters_[i];
-      bool gone = now >= w.until;
-      if (!gone && i < revents.size() && revents[i]) {
+      bool gone = false;
+      if (i < revents.size() && revents[i]) {
         // A waiting client says nothing; readable means it hung up (or misbehaves).
         std::byte b;
         ssize_t n = ::recv(w.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
         gone = n >= 0 || (errno != EAGAIN && errno != EINTR);
       }
       if (gone) {
+        ::close(w.fd);
+        continue;
+      }
+      if (now >= w.until && active_instances() >= opts_.max_instances) {
+        send_reply(w.fd, protocol::status::busy, opts_); // its wait is over (WaitNamedPipe's timeout)
         ::close(w.fd);
         continue;
       }
@@ -656,6 +664,7 @@ private:
   int wake_fd_ = -1;
   std::thread thread_;
 
+  std::mutex close_mu_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::unique_ptr<connection_impl>> ready_;
@@ -751,10 +760,11 @@ std::unique_ptr<connection_impl> connect_local(const pipe_name& name, const clie
     return nullptr;
   }
 
+  deadline io_dl = dl.never() ? dl : deadline{dl.at + handshake_slack};
   protocol::hello h;
   h.name = name.name();
   auto left = dl.remaining();
-  h.wait_ms = left < timeout::zero() ? protocol::wait_forever
+  h.wait_ms = dl.never() ? protocol::wait_forever
                                      : static_cast<std::uint32_t>(std::min<long long>(left.count(), 0xFFFFFFFEll));
   h.max_message = static_cast<std::uint32_t>(std::min<std::size_t>(opts.max_message_size, UINT32_MAX));
   auto bytes = protocol::encode_hello(h);
@@ -763,7 +773,7 @@ std::unique_ptr<connection_impl> connect_local(const pipe_name& name, const clie
     auto r = stream->write_some(out, ec);
     if (r.status == io_status::ok) out[0] = out[0].subspan(r.bytes);
     else if (r.status == io_status::would_block) {
-      if (!stream->wait(true, dl, ec)) {
+      if (!stream->wait(true, io_dl, ec)) {
         if (!ec) ec = make_error_code(errc::timed_out);
         return nullptr;
       }
@@ -773,6 +783,9 @@ std::unique_ptr<connection_impl> connect_local(const pipe_name& name, const clie
     }
   }
 
+  // The server answers "busy" when the wait it was asked for ends; allow it a
+  // moment beyond our deadline to say so.
+  const deadline& reply_dl = io_dl;
   std::vector<std::byte> in(protocol::reply_size + 4096);
   std::size_t got = 0;
   protocol::reply rep;
@@ -787,9 +800,9 @@ std::unique_ptr<connection_impl> connect_local(const pipe_name& name, const clie
     if (r.status == io_status::ok) {
       got += r.bytes;
     } else if (r.status == io_status::would_block) {
-      if (!stream->wait(false, dl, ec)) {
+      if (!stream->wait(false, reply_dl, ec)) {
         if (!ec) {
-          set_error_detail("no instance of " + name.str() + " became free in time");
+          set_error_detail("the server of " + name.str() + " did not answer the handshake in time");
           ec = make_error_code(errc::timed_out);
         }
         return nullptr;
@@ -805,7 +818,14 @@ std::unique_ptr<connection_impl> connect_local(const pipe_name& name, const clie
   if (rep.status != protocol::status::ok) {
     ec = protocol::status_error(rep.status);
     switch (rep.status) {
-    case protocol::status::busy: set_error_detail("all instances of " + name.str() + " are busy"); break;
+    case protocol::status::busy:
+      if (h.wait_ms > 0) {
+        set_error_detail("no instance of " + name.str() + " became free within " + std::to_string(h.wait_ms) + " ms");
+        ec = make_error_code(errc::timed_out);
+      } else {
+        set_error_detail("all instances of " + name.str() + " are busy");
+      }
+      break;
     case protocol::status::access_denied:
       set_error_detail("the server of " + name.str() + " (" + describe(server) + ") refuses this user");
       break;

@@ -5,6 +5,8 @@
 #include <poll.h>
 #include <pwd.h>
 #include <sys/socket.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/uio.h>
 #include <unistd.h>
 #include <vector>
@@ -91,6 +93,13 @@ bool fd_stream::wait(bool for_write, deadline dl, std::error_code& ec) noexcept 
 }
 
 void fd_stream::shutdown() noexcept { ::shutdown(fd_, SHUT_RDWR); }
+
+bool fd_stream::peer_took_everything() noexcept {
+  // On a Unix stream socket, sent data stays charged to the sender until the
+  // receiver reads it, so SIOCOUTQ is 0 exactly when the peer has it all.
+  int n = -1;
+  return ::ioctl(fd_, SIOCOUTQ, &n) == 0 && n == 0;
+}
 
 std::string user_name(long uid) {
   if (uid < 0) return {};

@@ -27,6 +27,7 @@ public:
   io_result write_some(std::span<const std::span<const std::byte>> bufs, std::error_code& ec) noexcept override;
   bool wait(bool for_write, deadline dl, std::error_code& ec) noexcept override;
   void shutdown() noexcept override;
+  bool peer_took_everything() noexcept override;
   int fd() const noexcept { return fd_; }
 
 private:

@@ -1,0 +1,896 @@
+// SPDX-License-Identifier: MIT
+// Integration tests for local pipes: real processes, real sockets, random
+// names, a watchdog on each. One test (or group) per row of DESIGN §1.
+
+#include "alloc_probe.hpp"
+#include "test_support.hpp"
+
+#include <npipe/npipe.hpp>
+
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <cstring>
+#include <fcntl.h>
+#include <filesystem>
+#include <future>
+#include <pwd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <thread>
+#include <unistd.h>
+
+using namespace std::chrono_literals;
+using namespace npipe;
+using namespace npipe::test;
+
+namespace {
+
+using Local = local_test;
+
+// A child process serving `name`: echoes every message until the client goes.
+int echo_server(const pipe_name& name, signal_pipe& ready, server_options o = {}, int clients = 1) {
+  server srv(name, o);
+  ready.notify();
+  for (int i = 0; i < clients; ++i) {
+    auto c = srv.accept(30s);
+    for (;;) {
+      std::error_code ec;
+      auto m = c.receive(ec);
+      if (ec) break;
+      c.write(m);
+    }
+  }
+  return 0;
+}
+
+// ------------------------------------------------------------ message mode
+
+class MessageBoundaries : public Local, public ::testing::WithParamInterface<std::size_t> {};
+
+TEST_P(MessageBoundaries, EchoKeepsEveryBoundary) {
+  const std::size_t n = GetParam();
+  auto name = random_pipe();
+  signal_pipe ready;
+  child srv([&] { return echo_server(name, ready); });
+  ASSERT_TRUE(ready.wait());
+  auto c = connect(name);
+  // Three messages back to back while reading the echoes: boundaries must hold.
+  auto a = pattern(n, 1), b = pattern(1, 2), d = pattern(n, 3);
+  std::thread writer([&] {
+    c.write(a);
+    c.write(b);
+    c.write(d);
+  });
+  EXPECT_EQ(c.receive(), a);
+  EXPECT_EQ(c.receive(), b);
+  EXPECT_EQ(c.receive(), d);
+  writer.join();
+  c.close();
+  EXPECT_EQ(srv.wait(), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Sizes, MessageBoundaries, ::testing::Values(0, 1, 64 << 10, 16 << 20),
+                         [](const auto& info) { return "bytes_" + std::to_string(info.param); });
+
+TEST_F(Local, PartialReadsSayMoreDataAndReassembleIntact) {
+  auto name = random_pipe();
+  auto big = pattern(100'000, 7);
+  signal_pipe ready;
+  child srv([&] {
+    server s(name);
+    ready.notify();
+    auto c = s.accept(30s);
+    c.write(big);
+    c.write("next");
+    c.receive(); // wait for the client to finish
+    return 0;
+  });
+  ASSERT_TRUE(ready.wait());
+  auto c = connect(name);
+  std::vector<std::byte> got;
+  std::byte buf[4096];
+  int partials = 0;
+  for (;;) {
+    std::error_code ec;
+    auto r = c.read(buf, ec);
+    got.insert(got.end(), buf, buf + r.bytes);
+    if (!r.more_data) {
+      EXPECT_FALSE(ec);
+      break;
+    }
+    EXPECT_EQ(ec, errc::more_data) << "like ERROR_MORE_DATA";
+    EXPECT_EQ(r.bytes, sizeof buf) << "a partial read fills the buffer";
+    ++partials;
+  }
+  ASSERT_EQ(got.size(), big.size());
+  EXPECT_TRUE(got == big);
+  EXPECT_EQ(partials, 100'000 / 4096);
+  // The throwing form reports more_data without throwing; the next message is intact.
+  std::byte small[2];
+  auto r1 = c.read(small);
+  EXPECT_TRUE(r1.more_data);
+  EXPECT_EQ(r1.bytes, 2u);
+  auto r2 = c.read(small);
+  EXPECT_FALSE(r2.more_data);
+  EXPECT_EQ(text({small, small + 2}), "xt");
+  c.write("done");
+  EXPECT_EQ(srv.wait(), 0);
+}
+
+TEST_F(Local, ReceiveAfterPartialReadReturnsTheRest) {
+  auto name = random_pipe();
+  signal_pipe ready;
+  child srv([&] {
+    server s(name);
+    ready.notify();
+    auto c = s.accept(30s);
+    c.write("0123456789");
+    c.receive();
+    return 0;
+  });
+  ASSERT_TRUE(ready.wait());
+  auto c = connect(name);
+  std::byte head[4];
+  std::error_code ec;
+  auto r = c.read(head, ec);
+  EXPECT_EQ(ec, errc::more_data);
+  EXPECT_EQ(text({head, head + r.bytes}), "0123");
+  EXPECT_EQ(c.receive_string(), "456789");
+  c.write("done");
+  EXPECT_EQ(srv.wait(), 0);
+}
+
+// --------------------------------------------------------------- byte mode
+
+TEST_F(Local, BytePipeIsAStream) {
+  auto name = random_pipe();
+  signal_pipe ready, written;
+  child srv([&] {
+    server_options o;
+    o.type = pipe_type::byte;
+    server s(name, o);
+    ready.notify();
+    auto c = s.accept(30s);
+    EXPECT_EQ(c.type(), pipe_type::byte);
+    EXPECT_EQ(c.read_mode(), read_mode::byte);
+    c.write("abc");
+    c.write("def");
+    written.notify();
+    c.receive();
+    return 0;
+  });
+  ASSERT_TRUE(ready.wait());
+  auto c = connect(name);
+  EXPECT_EQ(c.type(), pipe_type::byte);
+  std::error_code ec;
+  c.set_read_mode(read_mode::message, ec);
+  EXPECT_EQ(ec, errc::invalid_argument) << "message read mode needs a message pipe";
+  ASSERT_TRUE(written.wait());
+  std::byte buf[64];
+  auto r = c.read(buf);
+  EXPECT_FALSE(r.more_data);
+  EXPECT_EQ(text({buf, buf + r.bytes}), "abcdef") << "byte mode ignores write boundaries";
+  c.write("x");
+  EXPECT_EQ(srv.wait(), 0);
+}
+
+TEST_F(Local, ByteReadModeOnMessagePipeJoinsMessages) {
+  auto name = random_pipe();
+  signal_pipe ready, written;
+  child srv([&] {
+    server s(name);
+    ready.notify();
+    auto c = s.accept(30s);
+    c.write("hello ");
+    c.write("world");
+    written.notify();
+    c.receive();
+    return 0;
+  });
+  ASSERT_TRUE(ready.wait());
+  client_options o;
+  o.read_mode = read_mode::byte;
+  auto c = connect(name, o);
+  EXPECT_EQ(c.type(), pipe_type::message);
+  ASSERT_TRUE(written.wait());
+  std::byte buf[64];
+  auto r = c.read(buf);
+  EXPECT_EQ(text({buf, buf + r.bytes}), "hello world");
+  c.write("x");
+  EXPECT_EQ(srv.wait(), 0);
+}
+
+// ------------------------------------------------- instances, busy, waiting
+
+TEST_F(Local, NoServerAndBusyAreDifferentErrors) {
+  auto name = random_pipe();
+  std::error_code ec;
+  auto t0 = std::chrono::steady_clock::now();
+  connect(name, {}, 5s, ec);
+  EXPECT_EQ(ec, errc::not_found) << ec.message();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 4s) << "no server fails at once, even with a wait";
+
+  server_options o;
+  o.max_instances = 1;
+  server s(name, o);
+  auto first = connect(name, {}, 5s);
+  connect(name, {}, no_wait, ec);
+  EXPECT_EQ(ec, errc::pipe_busy) << ec.message();
+  EXPECT_NE(ec, errc::not_found);
+}
+
+TEST_F(Local, WaitForInstanceTimesOut) {
+  auto name = random_pipe();
+  server_options o;
+  o.max_instances = 1;
+  server s(name, o);
+  auto first = connect(name);
+  std::error_code ec;
+  auto t0 = std::chrono::steady_clock::now();
+  connect(name, {}, 300ms, ec);
+  auto waited = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(ec, errc::timed_out) << ec.message();
+  EXPECT_GE(waited, 290ms) << "it waited for the deadline";
+}
+
+TEST_F(Local, WaiterWakesWhenAnInstanceFrees) {
+  auto name = random_pipe();
+  server_options o;
+  o.max_instances = 1;
+  server s(name, o);
+  signal_pipe ready;
+  child client([&] {
+    auto c1 = connect(name);
+    ready.notify();
+    std::this_thread::sleep_for(300ms);
+    return 0; // closes c1
+  });
+  ASSERT_TRUE(ready.wait());
+  auto served = s.accept(10s);
+  std::error_code ec;
+  connect(name, {}, no_wait, ec);
+  ASSERT_EQ(ec, errc::pipe_busy);
+  auto t0 = std::chrono::steady_clock::now();
+  auto waiting = std::async(std::launch::async, [&] { return connect(name, {}, 20s); });
+  served.receive(10s, ec);
+  EXPECT_EQ(ec, errc::broken_pipe) << "the first client went away";
+  served.close(); // as a Win32 server: DisconnectNamedPipe frees the instance
+  auto c2 = waiting.get();
+  EXPECT_TRUE(c2.is_open());
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 8s) << "woken by the free instance, not by the deadline";
+  auto second = s.accept(10s);
+  second.write("hi");
+  EXPECT_EQ(c2.receive_string(5s), "hi");
+  EXPECT_EQ(client.wait(), 0);
+}
+
+TEST_F(Local, DisconnectEndsOneClientAndServesTheNext) {
+  auto name = random_pipe();
+  server_options o;
+  o.max_instances = 1;
+  server s(name, o);
+  signal_pipe ready;
+  child clients([&] {
+    auto a = connect(name);
+    EXPECT_EQ(a.transact(std::string_view("from a")), "to a");
+    std::error_code ec;
+    a.receive(5s, ec);
+    EXPECT_EQ(ec, errc::broken_pipe) << "the server disconnected a: " << ec.message();
+    auto b = connect(name, {}, 10s);
+    EXPECT_EQ(b.transact(std::string_view("from b")), "to b");
+    return 0;
+  });
+  auto a = s.accept(10s);
+  EXPECT_EQ(a.receive_string(), "from a");
+  a.write("to a");
+  a.flush(5s);
+  a.close(); // DisconnectNamedPipe
+  auto b = s.accept(10s);
+  EXPECT_EQ(b.receive_string(), "from b");
+  b.write("to b");
+  EXPECT_EQ(clients.wait(), 0);
+}
+
+// ---------------------------------------------------- transact, call, peek
+
+TEST_F(Local, TransactAndCall) {
+  auto name = random_pipe();
+  signal_pipe ready;
+  child srv([&] {
+    server s(name);
+    ready.notify();
+    for (int i = 0; i < 2; ++i) {
+      auto c = s.accept(30s);
+      auto m = c.receive_string();
+      c.write("re: " + m);
+      std::error_code ec;
+      c.receive(ec); // until the client closes
+    }
+    return 0;
+  });
+  ASSERT_TRUE(ready.wait());
+  {
+    auto c = connect(name);
+    EXPECT_EQ(c.transact(std::string_view("ping")), "re: ping");
+  }
+  EXPECT_EQ(call(name, "pong", 10s), "re: pong");
+  EXPECT_EQ(srv.wait(), 0);
+  std::error_code ec;
+  call(name, bytes("x"), 1s, ec);
+  EXPECT_EQ(ec, errc::not_found);
+}
+
+TEST_F(Local, TransactRefusesWithUnreadDataOrWrongMode) {
+  auto name = random_pipe();
+  server s(name);
+  auto c = connect(name);
+  auto sc = s.accept(5s);
+  sc.write("unsolicited");
+  std::error_code ec;
+  c.transact(bytes("req"), 5s, ec);
+  EXPECT_EQ(ec, errc::invalid_state) << "TransactNamedPipe fails when the pipe holds unread data";
+  EXPECT_EQ(c.receive_string(), "unsolicited") << "and nothing was lost";
+  c.set_read_mode(read_mode::byte);
+  c.transact(bytes("req"), 5s, ec);
+  EXPECT_EQ(ec, errc::invalid_state);
+}
+
+TEST_F(Local, PeekShowsWithoutConsuming) {
+  auto name = random_pipe();
+  server s(name);
+  auto c = connect(name);
+  auto sc = s.accept(5s);
+  std::byte buf[100];
+  auto empty = c.peek(buf);
+  EXPECT_EQ(empty.total_available, 0u);
+  EXPECT_EQ(empty.bytes_read, 0u);
+  sc.write("hello");
+  sc.write("world!!");
+  auto p = c.peek(buf);
+  EXPECT_EQ(p.total_available, 12u);
+  EXPECT_EQ(p.left_this_message, 5u);
+  EXPECT_EQ(p.bytes_read, 5u) << "message mode copies from the current message only";
+  EXPECT_EQ(text({buf, buf + p.bytes_read}), "hello");
+  auto again = c.peek(buf);
+  EXPECT_EQ(again.total_available, 12u) << "peek consumed nothing";
+  std::byte two[2];
+  c.read(two);
+  auto mid = c.peek({});
+  EXPECT_EQ(mid.left_this_message, 3u);
+  EXPECT_EQ(mid.total_available, 10u);
+  EXPECT_EQ(c.receive_string(), "llo");
+  c.set_read_mode(read_mode::byte);
+  auto b = c.peek(buf);
+  EXPECT_EQ(text({buf, buf + b.bytes_read}), "world!!");
+  EXPECT_EQ(c.receive_string(), "world!!");
+  sc.close();
+  std::error_code ec;
+  c.peek(buf, ec);
+  EXPECT_EQ(ec, errc::broken_pipe);
+}
+
+// ------------------------------------------------------------------- flush
+
+TEST_F(Local, FlushWaitsUntilThePeerHasRead) {
+  auto name = random_pipe();
+  signal_pipe ready;
+  child client([&] {
+    auto c = connect(name);
+    ready.notify();
+    std::this_thread::sleep_for(400ms);
+    EXPECT_EQ(c.receive_string(), "payload");
+    c.receive(); // stay until the server closes
+    return 0;
+  });
+  server s(name);
+  auto c = s.accept(10s);
+  ASSERT_TRUE(ready.wait());
+  c.write("payload");
+  auto t0 = std::chrono::steady_clock::now();
+  c.flush(10s);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 300ms) << "flush returned before the client read";
+  c.close();
+  client.wait();
+}
+
+TEST_F(Local, FlushTimesOutWhenThePeerDoesNotRead) {
+  auto name = random_pipe();
+  server s(name);
+  auto cl = connect(name);
+  auto c = s.accept(5s);
+  c.write("unread");
+  std::error_code ec;
+  c.flush(200ms, ec);
+  EXPECT_EQ(ec, errc::timed_out);
+  EXPECT_EQ(cl.receive_string(), "unread");
+  c.flush(5s, ec);
+  EXPECT_FALSE(ec) << "the client has taken everything off the pipe: " << ec.message();
+}
+
+TEST_F(Local, FlushFailsWhenThePeerClosesWithoutReading) {
+  auto name = random_pipe();
+  server s(name);
+  auto cl = connect(name);
+  auto c = s.accept(5s);
+  c.write("never read");
+  std::thread closer([&] {
+    std::this_thread::sleep_for(200ms);
+    cl.close();
+  });
+  std::error_code ec;
+  c.flush(10s, ec);
+  closer.join();
+  EXPECT_EQ(ec, errc::broken_pipe) << ec.message();
+}
+
+TEST_F(Local, FlushSucceedsWhenThePeerReadAllThenClosed) {
+  auto name = random_pipe();
+  server s(name);
+  auto cl = connect(name);
+  auto c = s.accept(5s);
+  c.write("reply");
+  EXPECT_EQ(cl.receive_string(), "reply");
+  std::thread closer([&] {
+    std::this_thread::sleep_for(200ms);
+    cl.close(); // the seed's client: read the reply, close the handle
+  });
+  std::error_code ec;
+  c.flush(10s, ec);
+  closer.join();
+  EXPECT_FALSE(ec) << ec.message();
+}
+
+// ------------------------------------------------------------------ identity
+
+TEST_F(Local, PeerCredentialsOnBothEnds) {
+  auto name = random_pipe();
+  signal_pipe ready;
+  auto parent = ::getpid();
+  child srv([&] {
+    server s(name);
+    ready.notify();
+    auto c = s.accept(30s);
+    EXPECT_EQ(c.peer().pid, parent);
+    EXPECT_EQ(c.peer().uid, static_cast<std::int64_t>(::geteuid()));
+    EXPECT_EQ(c.peer().gid, static_cast<std::int64_t>(::getegid()));
+    c.write("ok");
+    c.receive();
+    return 0;
+  });
+  ASSERT_TRUE(ready.wait());
+  auto c = connect(name);
+  EXPECT_EQ(c.peer().pid, srv.pid());
+  EXPECT_EQ(c.peer().uid, static_cast<std::int64_t>(::geteuid()));
+  EXPECT_FALSE(c.peer().user.empty());
+  EXPECT_EQ(c.receive_string(), "ok");
+  c.write("bye");
+  EXPECT_EQ(srv.wait(), 0);
+}
+
+TEST_F(Local, ClientCanRequireTheServersUser) {
+  auto name = random_pipe();
+  server s(name);
+  client_options o;
+  o.require_server_uid = ::geteuid() + 4242;
+  std::error_code ec;
+  connect(name, o, 2s, ec);
+  EXPECT_EQ(ec, errc::access_denied);
+  EXPECT_NE(last_error_detail().find("squatter"), std::string::npos) << last_error_detail();
+  o.require_server_uid = ::geteuid();
+  EXPECT_TRUE(connect(name, o, 2s).is_open());
+}
+
+// ------------------------------------------------------ names and ownership
+
+TEST_F(Local, SecondServerOnALiveNameFailsAndTheFirstKeepsServing) {
+  auto name = random_pipe();
+  server first(name);
+  auto path = first.native_path();
+  signal_pipe done;
+  child second([&] {
+    std::error_code ec;
+    server s;
+    s.open(name, {}, ec);
+    EXPECT_EQ(ec, errc::name_in_use) << ec.message();
+    EXPECT_NE(last_error_detail().find("pid " + std::to_string(::getppid())), std::string::npos)
+        << "names the owner: " << last_error_detail();
+    return 0;
+  });
+  EXPECT_EQ(second.wait(), 0);
+  EXPECT_TRUE(std::filesystem::exists(path)) << "the loser did not remove our socket";
+  auto c = connect(name);
+  auto sc = first.accept(5s);
+  c.write("still here");
+  EXPECT_EQ(sc.receive_string(), "still here");
+}
+
+TEST_F(Local, StaleSocketFileIsReclaimed) {
+  auto name = random_pipe();
+  std::error_code ec;
+  auto path = local_path(name, ec);
+  ASSERT_FALSE(ec);
+  {
+    // What a crashed server leaves: a bound socket file with no listener.
+    int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::strcpy(sa.sun_path, path.c_str());
+    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+    ::close(fd);
+  }
+  connect(name, {}, 1s, ec);
+  EXPECT_EQ(ec, errc::not_found) << "a stale file is not a server";
+  server s(name);
+  auto c = connect(name);
+  auto sc = s.accept(5s);
+  EXPECT_TRUE(sc.is_open());
+}
+
+TEST_F(Local, NonSocketFileIsNeverDeleted) {
+  auto name = random_pipe();
+  std::error_code ec;
+  auto path = local_path(name, ec);
+  { std::FILE* f = std::fopen(path.c_str(), "w"); std::fputs("precious", f); std::fclose(f); }
+  server s;
+  s.open(name, {}, ec);
+  EXPECT_EQ(ec, errc::name_in_use);
+  EXPECT_TRUE(std::filesystem::exists(path));
+}
+
+TEST_F(Local, NamesAreCaseInsensitiveAndLongNamesWork) {
+  server s(pipe_name("\\\\.\\pipe\\MiXeD"));
+  EXPECT_TRUE(connect(pipe_name("\\\\.\\pipe\\mixed")).is_open());
+  std::string long_name = random_name() + std::string(180, 'x') + " with spaces";
+  server l(pipe_name{long_name});
+  EXPECT_NE(l.native_path().find('#'), std::string::npos) << "hashed, not truncated";
+  auto c = connect(pipe_name{long_name});
+  auto sc = l.accept(5s);
+  c.write("long");
+  EXPECT_EQ(sc.receive_string(), "long");
+  EXPECT_EQ(sc.name(), pipe_name{long_name});
+}
+
+TEST_F(Local, CloseRemovesTheNameAndAbortsAccept) {
+  auto name = random_pipe();
+  server s(name);
+  auto path = s.native_path();
+  EXPECT_TRUE(std::filesystem::exists(path));
+  auto waiter = std::async(std::launch::async, [&] {
+    std::error_code ec;
+    s.accept(30s, ec);
+    return ec;
+  });
+  std::this_thread::sleep_for(100ms);
+  s.close();
+  EXPECT_EQ(waiter.get(), errc::operation_aborted);
+  EXPECT_FALSE(std::filesystem::exists(path));
+  std::error_code ec;
+  connect(name, {}, 1s, ec);
+  EXPECT_EQ(ec, errc::not_found);
+}
+
+TEST_F(Local, UnsafeDirectoriesAreRefused) {
+  auto name = random_pipe();
+  server_options o;
+  std::error_code ec;
+  o.pipe_dir = dir_ + "/open";
+  ASSERT_EQ(::mkdir(o.pipe_dir.c_str(), 0777), 0);
+  ::chmod(o.pipe_dir.c_str(), 0777);
+  server s;
+  s.open(name, o, ec);
+  EXPECT_EQ(ec, errc::unsafe_directory) << "world-writable without sticky bit";
+  EXPECT_NE(last_error_detail().find("sticky"), std::string::npos) << last_error_detail();
+  ::chmod(o.pipe_dir.c_str(), 01777);
+  s.open(name, o, ec);
+  EXPECT_FALSE(ec) << "sticky is fine: " << ec.message();
+  s.close();
+
+  o.pipe_dir = dir_ + "/link";
+  ASSERT_EQ(::symlink((dir_ + "/open").c_str(), o.pipe_dir.c_str()), 0);
+  server s2;
+  s2.open(name, o, ec);
+  EXPECT_EQ(ec, errc::unsafe_directory) << "symlink";
+
+  if (::geteuid() == 0) {
+    o.pipe_dir = dir_ + "/theirs";
+    ASSERT_EQ(::mkdir(o.pipe_dir.c_str(), 0755), 0);
+    ASSERT_EQ(::chown(o.pipe_dir.c_str(), 65534, 65534), 0);
+    server s3;
+    s3.open(name, o, ec);
+    EXPECT_EQ(ec, errc::unsafe_directory) << "owned by another user";
+  }
+}
+
+// -------------------------------------------------------- access control
+
+int as_nobody(const std::function<int()>& fn) {
+  if (::setgid(65534) != 0 || ::setuid(65534) != 0) return 77;
+  return fn();
+}
+
+TEST_F(Local, OtherUsersAreRefusedByDefault) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run a client as nobody";
+  auto name = random_pipe();
+  server s(name);
+  child nobody([&] {
+    return as_nobody([&] {
+      std::error_code ec;
+      connect(name, {}, 2s, ec);
+      return ec == errc::access_denied ? 0 : 1;
+    });
+  });
+  EXPECT_EQ(nobody.wait(), 0) << "socket permissions refuse another uid";
+}
+
+TEST_F(Local, CredentialCheckRefusesUsersNotOnTheList) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run a client as nobody";
+  auto name = random_pipe();
+  server_options o;
+  o.access = access_policy::only({12345}); // socket mode 0666: only the credential check stands in the way
+  server s(name, o);
+  child nobody([&] {
+    return as_nobody([&] {
+      std::error_code ec;
+      connect(name, {}, 2s, ec);
+      return ec == errc::access_denied ? 0 : 1;
+    });
+  });
+  EXPECT_EQ(nobody.wait(), 0);
+  std::error_code ec;
+  s.accept(200ms, ec);
+  EXPECT_EQ(ec, errc::timed_out) << "the refused client never reached accept()";
+}
+
+TEST_F(Local, EveryoneAndListPoliciesAdmitExactlyWhomTheySay) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run a client as nobody";
+  for (auto policy : {access_policy::everyone(), access_policy::only({65534}), access_policy::group(65534)}) {
+    auto name = random_pipe();
+    server_options o;
+    o.access = policy;
+    server s(name, o);
+    child nobody([&] {
+      return as_nobody([&] {
+        auto c = connect(name, {}, 5s);
+        return c.transact(std::string_view("hi")) == "hello nobody" ? 0 : 1;
+      });
+    });
+    auto c = s.accept(10s);
+    EXPECT_EQ(c.peer().uid, 65534);
+    EXPECT_EQ(c.receive_string(), "hi");
+    c.write("hello nobody");
+    EXPECT_EQ(nobody.wait(), 0) << static_cast<int>(policy.who);
+  }
+}
+
+// ---------------------------------------------------------------- bad input
+
+// A raw Unix socket client that speaks the handshake and then misbehaves.
+int raw_connect(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::strcpy(sa.sun_path, path.c_str());
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) return -1;
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
+std::string raw_hello(const pipe_name& name) {
+  std::string h = "NPIP";
+  h += '\x01';
+  h += '\0';
+  h += static_cast<char>(name.name().size());
+  h += static_cast<char>(name.name().size() >> 8);
+  h += std::string(4, '\0');                  // wait_ms
+  h += std::string("\x00\x00\x00\x02", 4);   // max_message 32 MiB
+  h += name.name();
+  return h;
+}
+
+TEST_F(Local, HugeLengthPrefixIsRefusedWithoutAllocating) {
+  auto name = random_pipe();
+  server s(name);
+  int fd = raw_connect(s.native_path());
+  ASSERT_GE(fd, 0);
+  auto hello = raw_hello(name);
+  ASSERT_EQ(::send(fd, hello.data(), hello.size(), 0), static_cast<ssize_t>(hello.size()));
+  char reply[16];
+  ASSERT_EQ(::recv(fd, reply, 16, MSG_WAITALL), 16);
+  EXPECT_EQ(reply[5], 0) << "handshake ok";
+  const char frame[] = {1, '\xff', '\xff', '\xff', '\xff', 'x'};
+  ASSERT_EQ(::send(fd, frame, sizeof frame, 0), static_cast<ssize_t>(sizeof frame));
+  auto bad = s.accept(5s);
+
+  alloc_probe probe;
+  std::error_code ec;
+  auto m = bad.receive(5s, ec);
+  EXPECT_EQ(ec, errc::message_too_large) << ec.message();
+  EXPECT_LT(probe.largest(), 1u << 20) << "nothing near 4 GiB was allocated";
+  EXPECT_TRUE(m.empty());
+  bad.receive(1s, ec);
+  EXPECT_EQ(ec, errc::message_too_large) << "the connection stays failed; the stream cannot be resynchronised";
+  char c;
+  EXPECT_EQ(::recv(fd, &c, 1, 0), 0) << "the offender was disconnected";
+  ::close(fd);
+
+  auto good = connect(name);
+  auto sc = s.accept(5s);
+  good.write("fine");
+  EXPECT_EQ(sc.receive_string(), "fine") << "other clients are unaffected";
+}
+
+TEST_F(Local, GarbageAfterConnectIsRefusedAndOthersAreServed) {
+  auto name = random_pipe();
+  server s(name);
+  int fd = raw_connect(s.native_path());
+  ASSERT_GE(fd, 0);
+  std::string junk = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+  ::send(fd, junk.data(), junk.size(), MSG_NOSIGNAL);
+  char reply[16];
+  EXPECT_EQ(::recv(fd, reply, 16, MSG_WAITALL), 16);
+  EXPECT_EQ(reply[5], 5) << "status protocol_error";
+  char c;
+  EXPECT_EQ(::recv(fd, &c, 1, 0), 0) << "then closed";
+  ::close(fd);
+  auto good = connect(name);
+  auto sc = s.accept(5s);
+  EXPECT_EQ(sc.peer().pid, ::getpid()) << "the garbage client never became a connection";
+}
+
+TEST_F(Local, SilentClientIsDroppedAtTheHandshakeTimeout) {
+  auto name = random_pipe();
+  server_options o;
+  o.handshake_timeout = 200ms;
+  server s(name, o);
+  int fd = raw_connect(s.native_path());
+  ASSERT_GE(fd, 0);
+  char c;
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(::recv(fd, &c, 1, 0), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 8s);
+  ::close(fd);
+  EXPECT_TRUE(connect(name).is_open());
+}
+
+TEST_F(Local, WriteOverThePeersLimitSendsNothing) {
+  auto name = random_pipe();
+  server_options o;
+  o.max_message_size = 1024;
+  server s(name, o);
+  auto c = connect(name);
+  EXPECT_EQ(c.peer_max_message_size(), 1024u);
+  std::error_code ec;
+  c.write(pattern(1025, 1), ec);
+  EXPECT_EQ(ec, errc::message_too_large);
+  c.write(pattern(1024, 2));
+  auto sc = s.accept(5s);
+  EXPECT_EQ(sc.receive(), pattern(1024, 2)) << "the connection is intact and the refused message never arrived";
+}
+
+// ----------------------------------------------------- crashes and lifecycle
+
+TEST_F(Local, ServerKilledWhileClientWaitsGivesBrokenPipePromptly) {
+  auto name = random_pipe();
+  signal_pipe accepted;
+  child srv([&] {
+    server s(name);
+    auto c = s.accept(30s);
+    accepted.notify();
+    std::this_thread::sleep_for(60s);
+    return 0;
+  });
+  connection c;
+  for (int i = 0; i < 200 && !c; ++i) {
+    std::error_code ec;
+    c = connect(name, {}, 1s, ec);
+    if (!c) std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_TRUE(c.is_open());
+  ASSERT_TRUE(accepted.wait());
+  std::thread killer([&] {
+    std::this_thread::sleep_for(200ms);
+    srv.kill(SIGKILL);
+  });
+  std::error_code ec;
+  auto t0 = std::chrono::steady_clock::now();
+  c.receive(30s, ec);
+  killer.join();
+  EXPECT_EQ(ec, errc::broken_pipe) << ec.message();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+}
+
+TEST_F(Local, WritingToAClosedPeerIsAnErrorNotSigpipe) {
+  auto name = random_pipe();
+  std::signal(SIGPIPE, SIG_DFL); // a SIGPIPE would kill this test
+  server s(name);
+  auto c = connect(name);
+  s.accept(5s).close();
+  std::error_code ec;
+  auto chunk = pattern(64 << 10, 3);
+  for (int i = 0; i < 100 && !ec; ++i) c.write(chunk, 5s, ec);
+  EXPECT_EQ(ec, errc::broken_pipe) << ec.message();
+}
+
+TEST_F(Local, CloseFromAnotherThreadUnblocksAReader) {
+  auto name = random_pipe();
+  server s(name);
+  auto c = connect(name);
+  auto sc = s.accept(5s);
+  auto reader = std::async(std::launch::async, [&] {
+    std::error_code ec;
+    c.receive(30s, ec);
+    return ec;
+  });
+  std::this_thread::sleep_for(100ms);
+  c.close();
+  EXPECT_EQ(reader.get(), errc::not_connected);
+}
+
+TEST_F(Local, ReadTimeoutKeepsTheConnectionUsable) {
+  auto name = random_pipe();
+  server s(name);
+  auto c = connect(name);
+  auto sc = s.accept(5s);
+  std::error_code ec;
+  c.receive(100ms, ec);
+  EXPECT_EQ(ec, errc::timed_out);
+  sc.write("later");
+  EXPECT_EQ(c.receive_string(5s), "later");
+}
+
+TEST_F(Local, MaxInstancesIsValidated) {
+  server_options o;
+  o.max_instances = 0;
+  server s;
+  std::error_code ec;
+  s.open(random_pipe(), o, ec);
+  EXPECT_EQ(ec, errc::invalid_argument);
+  o.max_instances = 256;
+  s.open(random_pipe(), o, ec);
+  EXPECT_EQ(ec, errc::invalid_argument);
+}
+
+TEST_F(Local, RemoteNamesAreNotSupportedYetAndSaySo) {
+  std::error_code ec;
+  connect(pipe_name("\\\\127.0.0.1\\pipe\\x"), {}, 1s, ec);
+  EXPECT_EQ(ec, errc::not_supported);
+  server s;
+  s.open(pipe_name("\\\\host\\pipe\\x"), {}, ec);
+  EXPECT_EQ(ec, errc::invalid_name);
+}
+
+TEST_F(Local, ListShowsLiveAndStalePipes) {
+  auto name = random_pipe();
+  server s(name);
+  std::error_code ec;
+  auto pipes = list_local_pipes(ec);
+  ASSERT_FALSE(ec);
+  ASSERT_EQ(pipes.size(), 1u);
+  EXPECT_EQ(pipes[0].file, name.folded_name());
+  EXPECT_TRUE(pipes[0].live);
+  EXPECT_EQ(pipes[0].owner_uid, static_cast<long>(::geteuid()));
+}
+
+TEST(LocalDefaultDirectory, MachineWideDirectoryIsCreatedSafely) {
+  watchdog(60);
+  ::unsetenv("NPIPE_DIR");
+  EXPECT_EQ(pipe_directory(), std::string(default_pipe_directory));
+  auto name = random_pipe();
+  std::error_code ec;
+  server s;
+  s.open(name, {}, ec);
+  if (ec == errc::unsafe_directory) GTEST_SKIP() << last_error_detail();
+  ASSERT_FALSE(ec) << ec.message() << " " << last_error_detail();
+  struct stat st{};
+  ASSERT_EQ(::lstat(default_pipe_directory, &st), 0);
+  EXPECT_TRUE(S_ISDIR(st.st_mode));
+  EXPECT_TRUE((st.st_mode & S_IWOTH) == 0 || (st.st_mode & S_ISVTX)) << "shared means sticky";
+  EXPECT_EQ(s.native_path(), std::string(default_pipe_directory) + "/" + name.folded_name());
+  EXPECT_TRUE(connect(name).is_open());
+  ::alarm(0);
+}
+
+} // namespace

@@ -1,0 +1,80 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// Shared test helpers: random pipe names, a private pipe directory per test,
+// a watchdog, child processes, and byte patterns.
+
+#include <npipe/npipe.hpp>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace npipe::test {
+
+/// A pipe name no other test (or run) uses: npipe-test-<pid>-<random>.
+std::string random_name(std::string_view prefix = "t");
+inline pipe_name random_pipe(std::string_view prefix = "t") { return pipe_name(random_name(prefix)); }
+
+/// Deterministic pseudo-random bytes for `seed`.
+std::vector<std::byte> pattern(std::size_t n, std::uint32_t seed);
+
+/// A fresh pipe directory (mode 0755) set as $NPIPE_DIR for the test and
+/// any process it forks; removed afterwards. Also arms a watchdog: a test
+/// that hangs is killed with a message instead of stalling the run.
+class local_test : public ::testing::Test {
+protected:
+  void SetUp() override;
+  void TearDown() override;
+  std::string dir_;
+};
+
+/// Arm (or with 0, disarm) this process's watchdog.
+void watchdog(unsigned seconds);
+
+/// A one-byte signal between processes.
+class signal_pipe {
+public:
+  signal_pipe();
+  ~signal_pipe();
+  void notify();
+  /// True if notified within `t`.
+  bool wait(std::chrono::milliseconds t = std::chrono::seconds(20));
+
+private:
+  int fds_[2];
+};
+
+/// A forked child running `fn`; its exit code is fn's return value
+/// (exceptions and failed EXPECTs make it non-zero).
+class child {
+public:
+  explicit child(std::function<int()> fn);
+  ~child();
+  child(const child&) = delete;
+  child& operator=(const child&) = delete;
+  /// Wait for exit; returns the exit code, or 128+signal.
+  int wait();
+  void kill(int sig);
+  int pid() const { return pid_; }
+
+private:
+  int pid_ = -1;
+  int status_ = -1;
+};
+
+/// Run a program, optionally with input, collecting its output.
+struct run_result {
+  int exit_code = -1;
+  std::string out, err;
+};
+run_result run(const std::vector<std::string>& argv, const std::string& input = {},
+               std::chrono::milliseconds limit = std::chrono::seconds(30));
+
+inline std::span<const std::byte> bytes(std::string_view s) { return std::as_bytes(std::span(s)); }
+inline std::string text(const std::vector<std::byte>& v) { return {reinterpret_cast<const char*>(v.data()), v.size()}; }
+
+} // namespace npipe::test

@@ -1,0 +1,47 @@
+// SPDX-License-Identifier: MIT
+#include <npipe/error.hpp>
+
+#include <gtest/gtest.h>
+
+#include <cerrno>
+
+namespace {
+
+TEST(Error, ConditionsCompareRegardlessOfOsCode) {
+  auto plain = npipe::make_error_code(npipe::errc::not_found);
+  auto with_os = npipe::make_error_code(npipe::errc::not_found, ECONNREFUSED);
+  EXPECT_EQ(plain, npipe::errc::not_found);
+  EXPECT_EQ(with_os, npipe::errc::not_found);
+  EXPECT_NE(with_os, npipe::errc::pipe_busy);
+  EXPECT_EQ(npipe::os_error(with_os), ECONNREFUSED);
+  EXPECT_EQ(npipe::os_error(plain), 0);
+  EXPECT_EQ(npipe::condition_of(with_os), npipe::errc::not_found);
+}
+
+TEST(Error, OsCodeAlsoMatchesGenericConditions) {
+  auto ec = npipe::make_error_code(npipe::errc::not_found, ECONNREFUSED);
+  EXPECT_EQ(ec, std::errc::connection_refused);
+  EXPECT_NE(npipe::make_error_code(npipe::errc::not_found), std::errc::connection_refused);
+}
+
+TEST(Error, MessagesSayWhatToDo) {
+  auto ec = npipe::make_error_code(npipe::errc::pipe_busy);
+  EXPECT_NE(ec.message().find("busy"), std::string::npos);
+  EXPECT_NE(ec.message().find("wait"), std::string::npos);
+  auto os = npipe::make_error_code(npipe::errc::access_denied, EACCES);
+  EXPECT_NE(os.message().find("OS error 13"), std::string::npos) << os.message();
+  EXPECT_STREQ(ec.category().name(), "npipe");
+}
+
+TEST(Error, OkIsNoError) {
+  EXPECT_FALSE(npipe::make_error_code(npipe::errc::ok));
+  EXPECT_EQ(npipe::condition_of({}), npipe::errc::ok);
+}
+
+TEST(Error, NamesForEveryCondition) {
+  for (int i = 0; i <= static_cast<int>(npipe::errc::system_error); ++i)
+    EXPECT_STRNE(npipe::to_string(static_cast<npipe::errc>(i)), "unknown") << i;
+  EXPECT_STREQ(npipe::to_string(npipe::errc::more_data), "more_data");
+}
+
+} // namespace
