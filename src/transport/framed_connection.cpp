@@ -247,21 +247,31 @@ read_result framed_connection::read_locked(std::span<std::byte> buf, deadline dl
   return {got, more};
 }
 
-bool framed_connection::lock_rx(std::unique_lock<std::timed_mutex>& lk, deadline dl, std::error_code& ec) {
-  lk = std::unique_lock(rx_mu_, std::defer_lock);
-  if (dl.never()) lk.lock();
-  else if (!lk.try_lock_until(dl.at)) {
+bool framed_connection::rx_owner::acquire(deadline dl, std::error_code& ec) {
+  std::unique_lock lk(c_.state_mu_);
+  auto free = [&] { return !c_.rx_busy_; };
+  if (dl.never()) c_.state_cv_.wait(lk, free);
+  else if (!c_.state_cv_.wait_until(lk, dl.at, free)) {
     ec = err(errc::timed_out);
     return false;
   }
+  c_.rx_busy_ = owned_ = true;
   return true;
 }
 
-void framed_connection::rx_released() {
-  if (flush_waiters_.load(std::memory_order_acquire) == 0) return;
-  std::lock_guard lk(state_mu_);
-  ++rx_generation_;
-  state_cv_.notify_all();
+bool framed_connection::rx_owner::try_acquire() {
+  std::lock_guard lk(c_.state_mu_);
+  if (c_.rx_busy_) return false;
+  c_.rx_busy_ = owned_ = true;
+  return true;
+}
+
+void framed_connection::rx_owner::release() {
+  if (!owned_) return;
+  owned_ = false;
+  std::lock_guard lk(c_.state_mu_);
+  c_.rx_busy_ = false;
+  c_.state_cv_.notify_all();
 }
 
 read_result framed_connection::read(std::span<std::byte> buf, deadline dl, std::error_code& ec) noexcept {
@@ -270,14 +280,9 @@ read_result framed_connection::read(std::span<std::byte> buf, deadline dl, std::
     ec = err(errc::not_connected);
     return {};
   }
-  read_result r;
-  {
-    std::unique_lock<std::timed_mutex> lk;
-    if (!lock_rx(lk, dl, ec)) return {};
-    r = read_locked(buf, dl, ec);
-  }
-  rx_released();
-  return r;
+  rx_owner rx(*this);
+  if (!rx.acquire(dl, ec)) return {};
+  return read_locked(buf, dl, ec);
 }
 
 std::vector<std::byte> framed_connection::receive(deadline dl, std::error_code& ec) {
@@ -288,8 +293,8 @@ std::vector<std::byte> framed_connection::receive(deadline dl, std::error_code& 
   }
   std::vector<std::byte> out;
   {
-    std::unique_lock<std::timed_mutex> lk;
-    if (!lock_rx(lk, dl, ec)) return {};
+    rx_owner rx(*this);
+    if (!rx.acquire(dl, ec)) return {};
     if (mode_.load(std::memory_order_relaxed) == npipe::read_mode::byte) {
       out.resize(rx_chunk);
       auto r = read_locked(out, dl, ec);
@@ -320,7 +325,6 @@ std::vector<std::byte> framed_connection::receive(deadline dl, std::error_code& 
       head(dl, ignore, false);
     }
   }
-  rx_released();
   return out;
 }
 
@@ -348,8 +352,8 @@ std::vector<std::byte> framed_connection::transact(std::span<const std::byte> re
     return {};
   }
   {
-    std::unique_lock<std::timed_mutex> lk;
-    if (!lock_rx(lk, dl, ec)) return {};
+    rx_owner rx(*this);
+    if (!rx.acquire(dl, ec)) return {};
     if (data_pending()) {
       set_error_detail("the pipe holds an unread message; receive it before transact");
       ec = err(errc::invalid_state);
@@ -367,8 +371,8 @@ peek_result framed_connection::peek(std::span<std::byte> buf, std::error_code& e
     ec = err(errc::not_connected);
     return {};
   }
-  std::unique_lock lk(rx_mu_, std::try_to_lock);
-  if (!lk.owns_lock()) {
+  rx_owner rx(*this);
+  if (!rx.try_acquire()) {
     set_error_detail("another thread is reading this pipe");
     ec = err(errc::invalid_state);
     return {};
@@ -381,7 +385,7 @@ peek_result framed_connection::peek(std::span<std::byte> buf, std::error_code& e
   auto take = [&](const std::byte* p, std::size_t n) {
     r.total_available += n;
     std::size_t c = std::min(n, buf.size() - r.bytes_read);
-    std::memcpy(buf.data() + r.bytes_read, p, c);
+    if (c > 0) std::memcpy(buf.data() + r.bytes_read, p, c);
     r.bytes_read += c;
   };
   take(partial_.data(), partial_.size());
@@ -519,43 +523,33 @@ void framed_connection::flush(deadline dl, std::error_code& ec) noexcept {
   }
   send_frame(protocol::frame_type::flush, {}, dl, ec);
   if (ec) return;
-  flush_waiters_.fetch_add(1, std::memory_order_acq_rel);
-  struct leave {
-    std::atomic<int>& n;
-    ~leave() { n.fetch_sub(1, std::memory_order_acq_rel); }
-  } guard{flush_waiters_};
   for (;;) {
-    std::uint64_t gen;
+    rx_owner rx(*this);
+    {
+      std::unique_lock lk(state_mu_);
+      // Wait until our ack has been counted, or we may read the socket ourselves.
+      auto ready = [&] { return acks_seen_ >= target || !rx_busy_ || !is_open(); };
+      if (dl.never()) state_cv_.wait(lk, ready);
+      else if (!state_cv_.wait_until(lk, dl.at, ready)) {
+        ec = err(errc::timed_out);
+        return;
+      }
+      if (acks_seen_ >= target) return;
+      if (!is_open()) {
+        ec = err(errc::not_connected);
+        return;
+      }
+    }
+    if (!rx.try_acquire()) continue;
+    scan_for_acks();
     {
       std::lock_guard lk(state_mu_);
       if (acks_seen_ >= target) return;
-      gen = rx_generation_;
     }
-    if (!is_open()) {
-      ec = err(errc::not_connected);
-      return;
-    }
-    std::unique_lock rx(rx_mu_, std::try_to_lock);
-    if (rx.owns_lock()) {
-      scan_for_acks();
-      {
-        std::lock_guard lk(state_mu_);
-        if (acks_seen_ >= target) return;
-      }
-      if (!fill(dl, ec, lookahead_limit)) {
-        if (ec == errc::invalid_state)
-          set_error_detail("flush cannot see the peer's acknowledgement behind " + std::to_string(buffered()) +
-                           " unread bytes; read them first");
-        return;
-      }
-      continue;
-    }
-    // Another thread is reading; it counts acks as it meets them.
-    std::unique_lock lk(state_mu_);
-    auto ready = [&] { return acks_seen_ >= target || rx_generation_ != gen || !is_open(); };
-    if (dl.never()) state_cv_.wait(lk, ready);
-    else if (!state_cv_.wait_until(lk, dl.at, ready)) {
-      ec = err(errc::timed_out);
+    if (!fill(dl, ec, lookahead_limit)) {
+      if (ec == errc::invalid_state)
+        set_error_detail("flush cannot see the peer's acknowledgement behind " + std::to_string(buffered()) +
+                         " unread bytes; read them first");
       return;
     }
   }
@@ -565,7 +559,7 @@ void framed_connection::close() noexcept {
   if (!open_.exchange(false, std::memory_order_acq_rel)) return;
   // If our application has read everything the peer sent before a flush,
   // acknowledge it now, so the peer's flush() succeeds instead of breaking.
-  if (std::unique_lock rx(rx_mu_, std::try_to_lock); rx.owns_lock()) {
+  if (rx_owner rx(*this); rx.try_acquire()) {
     fill_nonblocking(rx_.size());
     if (!in_msg_ && partial_.empty()) {
       std::error_code ignore;

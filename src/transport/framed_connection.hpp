@@ -48,7 +48,7 @@ public:
   std::size_t peer_max_message_size() const noexcept override { return p_.peer_max_message; }
 
 private:
-  // Receive side; all under rx_mu_.
+  // Receive side; used only by the rx_owner.
   std::size_t buffered() const noexcept { return rend_ - rpos_; }
   std::uint64_t abs(std::size_t i) const noexcept { return rx_base_ + i; }
   enum class head_status { data, need_more, error };
@@ -61,8 +61,21 @@ private:
   void scan_for_acks();
   bool data_pending() noexcept;
   read_result read_locked(std::span<std::byte> buf, deadline dl, std::error_code& ec);
-  bool lock_rx(std::unique_lock<std::timed_mutex>& lk, deadline dl, std::error_code& ec);
-  void rx_released();
+  // The receive side is owned by one caller at a time: a flag under state_mu_
+  // (not a timed mutex, so waits honour deadlines and flushers can wait for
+  // acks and for the flag with one condition variable).
+  class rx_owner {
+  public:
+    rx_owner(framed_connection& c) : c_(c) {}
+    ~rx_owner() { release(); }
+    bool acquire(deadline dl, std::error_code& ec);
+    bool try_acquire();
+    void release();
+
+  private:
+    framed_connection& c_;
+    bool owned_ = false;
+  };
   void count_ack();
 
   // Send side.
@@ -74,7 +87,6 @@ private:
   std::atomic<npipe::read_mode> mode_;
   std::atomic<bool> open_{true};
 
-  std::timed_mutex rx_mu_;
   std::vector<std::byte> rx_;
   std::size_t rpos_ = 0, rend_ = 0;
   std::uint64_t rx_base_ = 0;      // stream offset of rx_[0]
@@ -88,12 +100,11 @@ private:
   std::mutex tx_mu_;
   bool tx_broken_ = false;
 
-  std::mutex state_mu_;            // guards the two counters below and signals flushers
+  std::mutex state_mu_;            // guards the fields below
   std::condition_variable state_cv_;
+  bool rx_busy_ = false;           // someone owns the receive side
   std::uint64_t flushes_sent_ = 0;
   std::uint64_t acks_seen_ = 0;
-  std::uint64_t rx_generation_ = 0; // bumps whenever a reader releases rx_mu_ while flushers wait
-  std::atomic<int> flush_waiters_{0};
 };
 
 } // namespace npipe::detail

@@ -376,15 +376,16 @@ TEST_F(Local, PeekShowsWithoutConsuming) {
 TEST_F(Local, FlushWaitsUntilThePeerHasRead) {
   auto name = random_pipe();
   signal_pipe ready;
+  server s(name);
   child client([&] {
     auto c = connect(name);
     ready.notify();
     std::this_thread::sleep_for(400ms);
     EXPECT_EQ(c.receive_string(), "payload");
-    c.receive(); // stay until the server closes
+    std::error_code ec;
+    c.receive(ec); // stay until the server closes
     return 0;
   });
-  server s(name);
   auto c = s.accept(10s);
   ASSERT_TRUE(ready.wait());
   c.write("payload");
@@ -392,7 +393,7 @@ TEST_F(Local, FlushWaitsUntilThePeerHasRead) {
   c.flush(10s);
   EXPECT_GE(std::chrono::steady_clock::now() - t0, 300ms) << "flush returned before the client read";
   c.close();
-  client.wait();
+  EXPECT_EQ(client.wait(), 0);
 }
 
 TEST_F(Local, FlushTimesOutWhenThePeerDoesNotRead) {
