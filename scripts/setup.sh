@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# Installs the Debian packages npipe needs (only the missing ones), as root
+# or through sudo. Sourced by demo.sh and test.sh; usable alone.
+set -euo pipefail
+
+npipe_packages_build=(g++ cmake ninja-build pkg-config libcli11-dev)
+npipe_packages_test=(libgtest-dev libgmock-dev)
+
+npipe_ensure_packages() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "npipe: installing ${missing[*]}" >&2
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  npipe_ensure_packages "${npipe_packages_build[@]}" "${npipe_packages_test[@]}"
+fi
