@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 npipe_ensure_packages "${npipe_packages_build[@]}"
 
-cmake --preset default -DNPIPE_BUILD_TESTS=OFF >/dev/null
-cmake --build --preset default --target npipe_cli >/dev/null
-bin=build/default/tools/npipe/npipe
+cmake --preset demo >/dev/null
+cmake --build --preset demo >/dev/null
+bin=build/demo/tools/npipe/npipe
 
 # A private pipe directory keeps the demo from colliding with anything else.
 if [ -z "${NPIPE_DIR:-}" ]; then
