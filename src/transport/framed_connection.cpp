@@ -9,7 +9,8 @@ namespace npipe::detail {
 namespace {
 
 constexpr std::size_t rx_chunk = 64u << 10;      // normal receive buffer
-constexpr std::size_t direct_read_min = 32u << 10; // read straight into the caller's buffer from here on
+constexpr std::size_t direct_read_min = 16u << 10; // read straight into the caller's buffer from here on
+constexpr std::size_t header_read = 16u << 10;     // a read that looks for a frame header asks for this much
 constexpr std::size_t lookahead_limit = 4u << 20; // how far flush() and peek() may buffer ahead
 constexpr std::size_t byte_chunk = 1u << 20;      // byte pipes: largest frame we send
 
@@ -19,11 +20,10 @@ std::error_code err(errc e) { return make_error_code(e); }
 
 framed_connection::framed_connection(std::unique_ptr<byte_stream> stream, framed_params params)
     : s_(std::move(stream)), p_(std::move(params)), mode_(p_.mode) {
-  rx_.resize(std::max(rx_chunk, p_.initial.size()));
-  std::copy(p_.initial.begin(), p_.initial.end(), rx_.begin());
+  // The receive buffer is allocated on first use, so idle connections stay small.
+  rx_.assign(p_.initial);
   rend_ = p_.initial.size();
-  p_.initial.clear();
-  p_.initial.shrink_to_fit();
+  p_.initial = {};
 }
 
 framed_connection::~framed_connection() { close(); }
@@ -41,6 +41,7 @@ void framed_connection::set_read_mode(npipe::read_mode m, std::error_code& ec) n
 // ---------------------------------------------------------------- receiving
 
 std::size_t framed_connection::make_room(std::size_t limit) {
+  if (rx_.size() < rx_chunk) rx_.resize(rx_chunk);
   if (rpos_ == rend_) {
     rx_base_ += rend_;
     rpos_ = rend_ = 0;
@@ -65,6 +66,9 @@ bool framed_connection::fill(deadline dl, std::error_code& ec, std::size_t limit
     return false;
   }
   std::size_t room = make_room(std::max(limit, rx_chunk));
+  // Looking for a header with nothing buffered: ask for a modest amount, so a
+  // large payload that follows goes straight into the caller's buffer.
+  if (!in_msg_ && rpos_ == rend_ && limit == 0) room = std::min(room, header_read);
   if (room == 0) {
     set_error_detail("more than " + std::to_string(rx_.size()) + " bytes are waiting unread; read them first");
     ec = err(errc::invalid_state);

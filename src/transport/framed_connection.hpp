@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -87,7 +88,29 @@ private:
   std::atomic<npipe::read_mode> mode_;
   std::atomic<bool> open_{true};
 
-  std::vector<std::byte> rx_;
+  // Like std::vector<std::byte> but grows without zero-filling, so pages the
+  // kernel never writes into stay out of the resident set.
+  class raw_buffer {
+  public:
+    std::byte* data() noexcept { return p_.get(); }
+    std::size_t size() const noexcept { return n_; }
+    void resize(std::size_t n) {
+      if (n <= n_) return;
+      std::unique_ptr<std::byte[]> q(new std::byte[n]);
+      if (n_) std::memcpy(q.get(), p_.get(), n_);
+      p_ = std::move(q);
+      n_ = n;
+    }
+    void assign(const std::vector<std::byte>& v) {
+      resize(v.size());
+      if (!v.empty()) std::memcpy(p_.get(), v.data(), v.size());
+    }
+
+  private:
+    std::unique_ptr<std::byte[]> p_;
+    std::size_t n_ = 0;
+  };
+  raw_buffer rx_;
   std::size_t rpos_ = 0, rend_ = 0;
   std::uint64_t rx_base_ = 0;      // stream offset of rx_[0]
   bool in_msg_ = false;            // inside a data frame

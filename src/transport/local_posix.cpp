@@ -145,7 +145,7 @@ enum class probe_result { live, stale, gone, unknown };
 // sending anything; the live owner's credentials come with it.
 probe_result probe(const std::string& path, peer_identity& owner) {
   sockaddr_un sa;
-  socklen_t len;
+  socklen_t len = 0;
   if (!make_sockaddr(path, sa, len)) return probe_result::unknown;
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return probe_result::unknown;
@@ -219,7 +219,7 @@ bool create_listener(const std::string& dir, const std::string& path, const pipe
     return false;
   };
   sockaddr_un sa;
-  socklen_t len;
+  socklen_t len = 0;
   make_sockaddr(tmp, sa, len);
   if (::bind(fd, reinterpret_cast<sockaddr*>(&sa), len) != 0) return fail(errno);
   if (::chmod(tmp.c_str(), socket_mode(o.access)) != 0) return fail(errno);
@@ -330,7 +330,10 @@ void send_reply(int fd, protocol::status s, const server_options& o) {
 class posix_server final : public server_impl, public std::enable_shared_from_this<posix_server> {
 public:
   posix_server(pipe_name name, server_options opts) : name_(std::move(name)), opts_(std::move(opts)) {}
-  ~posix_server() override { close(); }
+  ~posix_server() override {
+    close();
+    if (wake_fd_ >= 0) ::close(wake_fd_); // only now: release() may still wake us until the last reference goes
+  }
 
   bool open(std::error_code& ec) {
     if (opts_.max_instances < 1 || opts_.max_instances > 255 || opts_.max_message_size == 0 ||
@@ -393,8 +396,6 @@ public:
     wake();
     if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
     remove_name();
-    if (wake_fd_ >= 0) ::close(wake_fd_);
-    wake_fd_ = -1;
     std::deque<std::unique_ptr<connection_impl>> unaccepted;
     {
       std::lock_guard lk(mu_);
@@ -479,13 +480,15 @@ private:
       int r = ::poll(fds.data(), fds.size(), ms);
       if (r < 0 && errno != EINTR) break;
       now = clock::now();
-      {
-        std::lock_guard lk(mu_);
-        if (closed_) break;
-      }
+      // Drain the wake-up before looking at closed_: close() sets closed_ and
+      // then wakes us, so a wake-up consumed here has its closed_ visible.
       if (fds[0].revents) {
         std::uint64_t v;
         [[maybe_unused]] auto n = ::read(wake_fd_, &v, sizeof v);
+      }
+      {
+        std::lock_guard lk(mu_);
+        if (closed_) break;
       }
       // Indexes into fds for the pending and waiting lists, before they change.
       std::size_t pbase = 2, wbase = 2 + pending_.size();
@@ -729,7 +732,7 @@ std::unique_ptr<connection_impl> connect_local(const pipe_name& name, const clie
     return nullptr;
   }
   sockaddr_un sa;
-  socklen_t len;
+  socklen_t len = 0;
   make_sockaddr(path, sa, len);
   int fd = -1;
   for (;;) {

@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// The transports the benchmark compares. Each has a server (run in its own
+// process) and a client. The server answers every request: a request whose
+// first byte is 'A' gets a 1-byte ack (bulk transfer), any other is echoed.
+
+#include <cstddef>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace bench {
+
+class client {
+public:
+  virtual ~client() = default;
+  /// Send `req`, wait for the reply, store it in `reply`.
+  virtual void request(std::span<const std::byte> req, std::vector<std::byte>& reply) = 0;
+};
+
+struct transport {
+  std::string name;
+  /// Serve at `addr` forever (runs in a child process).
+  void (*serve)(const std::string& addr);
+  std::unique_ptr<client> (*connect)(const std::string& addr);
+  /// Largest message it can carry here (0 = unlimited).
+  std::size_t max_message = 0;
+};
+
+/// All transports; `dir` is a scratch directory for socket files.
+std::vector<transport> all_transports();
+
+} // namespace bench
