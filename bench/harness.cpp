@@ -132,8 +132,12 @@ void measure(const bench::transport& t, const std::string& addr, pid_t server, b
     int n = 0;
     auto t0 = clk::now();
     while (clk::now() - t0 < window) {
-      auto k = t.connect(addr);
-      k->request(req, reply);
+      if (t.one_shot) {
+        t.one_shot(addr, req, reply);
+      } else {
+        auto k = t.connect(addr);
+        k->request(req, reply);
+      }
       ++n;
     }
     r["connect_req_close_per_s"] = n / duration<double>(clk::now() - t0).count();

@@ -187,6 +187,14 @@ private:
   npipe::connection c_;
 };
 
+void npipe_call(const std::string& addr, std::span<const std::byte> req, std::vector<std::byte>& reply) {
+  npipe::client_options o;
+  o.pipe_dir = addr.substr(0, addr.rfind('/'));
+  std::error_code ec;
+  reply = npipe::call(npipe_name(addr), req, std::chrono::seconds(10), ec, o);
+  if (ec) throw std::system_error(ec, "npipe::call");
+}
+
 // Byte pipes carry a stream: the same 4-byte length framing as raw UDS.
 bool npipe_read_all(npipe::connection& c, std::byte* p, std::size_t n) {
   while (n) {
@@ -338,7 +346,7 @@ std::vector<transport> all_transports() {
   return {
       {"uds-stream", serve_stream, make<stream_client>},
       {"uds-seqpacket", serve_seqpacket, make<seqpacket_client>, 2 << 20},
-      {"npipe-message", serve_npipe_message, make<npipe_client>},
+      {"npipe-message", serve_npipe_message, make<npipe_client>, 0, npipe_call},
       {"npipe-byte", serve_npipe_byte, make<npipe_byte_client>},
       {"nng-reqrep", serve_nng, make<nng_client>},
       {"zmq-reqrep", serve_zmq, make<zmq_client>},

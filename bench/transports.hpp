@@ -26,6 +26,9 @@ struct transport {
   std::unique_ptr<client> (*connect)(const std::string& addr);
   /// Largest message it can carry here (0 = unlimited).
   std::size_t max_message = 0;
+  /// Connect, one request, close, the way the transport offers it (npipe:
+  /// call(), like CallNamedPipe). Null: connect() + request().
+  void (*one_shot)(const std::string& addr, std::span<const std::byte> req, std::vector<std::byte>& reply) = nullptr;
 };
 
 /// All transports; `dir` is a scratch directory for socket files.

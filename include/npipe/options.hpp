@@ -80,8 +80,8 @@ struct server_options {
   /// on Linux SO_RCVBUF/SO_SNDBUF). 0 keeps the system default.
   std::size_t in_buffer_size = 0;
   std::size_t out_buffer_size = 0;
-  /// Largest message this server accepts; larger ones are refused before
-  /// anything is allocated and the offending connection is closed.
+  /// Largest message this server accepts (at least 4096); larger ones are
+  /// refused before anything is allocated and the offending connection is closed.
   std::size_t max_message_size = defaults::max_message_size;
   access_policy access = access_policy::current_user();
   /// A client must complete the handshake within this time.

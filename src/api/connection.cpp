@@ -133,19 +133,26 @@ void connection::close() noexcept {
   if (impl_) impl_->close();
 }
 
-connection connect(const pipe_name& name, const client_options& opts, timeout t, std::error_code& ec) {
+namespace {
+std::unique_ptr<detail::connection_impl> open_client(const pipe_name& name, const client_options& opts, deadline dl,
+                                                     std::error_code& ec, std::span<const std::byte> first = {}) {
   ec.clear();
   detail::clear_error_detail();
   if (name.empty()) {
     ec = make_error_code(errc::invalid_name);
-    return {};
+    return nullptr;
   }
   if (!name.is_local()) {
     detail::set_error_detail("remote pipes (" + name.str() + ") need the remote transport, which this build lacks");
     ec = make_error_code(errc::not_supported);
-    return {};
+    return nullptr;
   }
-  return connection(detail::connect_local(name, opts, deadline::after(t), ec));
+  return detail::connect_local(name, opts, dl, ec, first);
+}
+} // namespace
+
+connection connect(const pipe_name& name, const client_options& opts, timeout t, std::error_code& ec) {
+  return connection(open_client(name, opts, deadline::after(t), ec));
 }
 
 connection connect(const pipe_name& name, const client_options& opts, timeout t) {
@@ -158,9 +165,11 @@ connection connect(const pipe_name& name, const client_options& opts, timeout t)
 std::vector<std::byte> call(const pipe_name& name, std::span<const std::byte> request, timeout t, std::error_code& ec,
                             const client_options& opts) {
   auto dl = deadline::after(t);
-  auto c = connect(name, opts, t, ec);
+  // A small request travels with the handshake: one round trip, as CallNamedPipe.
+  bool pipelined = request.size() <= detail::pipelined_request_max;
+  connection c(open_client(name, opts, dl, ec, pipelined ? request : std::span<const std::byte>{}));
   if (ec) return {};
-  auto reply = c.transact(request, dl.remaining(), ec);
+  auto reply = pipelined ? c.receive(dl.remaining(), ec) : c.transact(request, dl.remaining(), ec);
   c.close();
   return reply;
 }

@@ -336,9 +336,9 @@ public:
   }
 
   bool open(std::error_code& ec) {
-    if (opts_.max_instances < 1 || opts_.max_instances > 255 || opts_.max_message_size == 0 ||
+    if (opts_.max_instances < 1 || opts_.max_instances > 255 || opts_.max_message_size < pipelined_request_max ||
         opts_.max_message_size > UINT32_MAX) {
-      set_error_detail("max_instances must be 1..255 and max_message_size 1..4294967295");
+      set_error_detail("max_instances must be 1..255 and max_message_size 4096..4294967295");
       ec = make_error_code(errc::invalid_argument);
       return false;
     }
@@ -724,7 +724,7 @@ std::shared_ptr<server_impl> open_local_server(const pipe_name& name, const serv
 }
 
 std::unique_ptr<connection_impl> connect_local(const pipe_name& name, const client_options& opts, deadline dl,
-                                               std::error_code& ec) {
+                                               std::error_code& ec, std::span<const std::byte> first) {
   std::string dir = pipe_directory(opts.pipe_dir);
   std::string path = socket_path(dir, name, ec);
   if (ec) {
@@ -771,6 +771,11 @@ std::unique_ptr<connection_impl> connect_local(const pipe_name& name, const clie
                                      : static_cast<std::uint32_t>(std::min<long long>(left.count(), 0xFFFFFFFEll));
   h.max_message = static_cast<std::uint32_t>(std::min<std::size_t>(opts.max_message_size, UINT32_MAX));
   auto bytes = protocol::encode_hello(h);
+  if (!first.empty()) {
+    auto hdr = protocol::encode_frame_header(protocol::frame_type::data, static_cast<std::uint32_t>(first.size()));
+    bytes.append(reinterpret_cast<const char*>(hdr.data()), hdr.size());
+    bytes.append(reinterpret_cast<const char*>(first.data()), first.size());
+  }
   std::span<const std::byte> out[1] = {std::as_bytes(std::span(bytes))};
   while (!out[0].empty()) {
     auto r = stream->write_some(out, ec);

@@ -76,7 +76,11 @@ public:
 /// Local pipes, implemented per system (local_posix.cpp, local_win32.cpp).
 std::shared_ptr<server_impl> open_local_server(const pipe_name& name, const server_options& opts,
                                                std::error_code& ec);
+/// `first`, if not empty, is sent as the first message together with the
+/// handshake (CallNamedPipe saves a round trip this way); callers keep it
+/// within pipelined_request_max, which every server accepts.
 std::unique_ptr<connection_impl> connect_local(const pipe_name& name, const client_options& opts, deadline dl,
-                                               std::error_code& ec);
+                                               std::error_code& ec, std::span<const std::byte> first = {});
+inline constexpr std::size_t pipelined_request_max = 4096;
 
 } // namespace npipe::detail

@@ -96,13 +96,28 @@ TEST_F(Cli, BadNameIsAUsageError) {
 }
 
 TEST_F(Cli, HelpOnEverySubcommand) {
-  for (std::string sub : {"serve", "send", "call", "list"}) {
+  for (std::string sub : {"serve", "send", "call", "list", "bench"}) {
     auto r = run({npipe_bin, sub, "--help"});
     EXPECT_EQ(r.exit_code, 0) << sub;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << sub << ": " << r.out;
   }
   auto v = run({npipe_bin, "--version"});
   EXPECT_NE(v.out.find(npipe::version), std::string::npos);
+}
+
+TEST_F(Cli, BenchMeasuresARunningServer) {
+  auto name = random_name("cli");
+  child server([&] {
+    ::execl(npipe_bin.c_str(), npipe_bin.c_str(), "serve", "--echo", name.c_str(), nullptr);
+    return 127;
+  });
+  ASSERT_TRUE(wait_for_file(socket_of(name)));
+  auto r = run({npipe_bin, "bench", name, "--count", "200", "--seconds", "0.2", "--size", "65536"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(round trip 64 B p50 [0-9.]+ us, p99 [0-9.]+ us \(200 samples\); 65536-byte requests [0-9.]+ MiB/s)")))
+      << r.out;
+  server.kill(SIGINT);
+  EXPECT_EQ(server.wait(), 0);
 }
 
 TEST_F(Cli, SecondServeOnALiveNameFails) {

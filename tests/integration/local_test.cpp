@@ -759,16 +759,16 @@ TEST_F(Local, SilentClientIsDroppedAtTheHandshakeTimeout) {
 TEST_F(Local, WriteOverThePeersLimitSendsNothing) {
   auto name = random_pipe();
   server_options o;
-  o.max_message_size = 1024;
+  o.max_message_size = 4096;
   server s(name, o);
   auto c = connect(name);
-  EXPECT_EQ(c.peer_max_message_size(), 1024u);
+  EXPECT_EQ(c.peer_max_message_size(), 4096u);
   std::error_code ec;
-  c.write(pattern(1025, 1), ec);
+  c.write(pattern(4097, 1), ec);
   EXPECT_EQ(ec, errc::message_too_large);
-  c.write(pattern(1024, 2));
+  c.write(pattern(4096, 2));
   auto sc = s.accept(5s);
-  EXPECT_EQ(sc.receive(), pattern(1024, 2)) << "the connection is intact and the refused message never arrived";
+  EXPECT_EQ(sc.receive(), pattern(4096, 2)) << "the connection is intact and the refused message never arrived";
 }
 
 // ----------------------------------------------------- crashes and lifecycle
@@ -842,7 +842,7 @@ TEST_F(Local, ReadTimeoutKeepsTheConnectionUsable) {
   EXPECT_EQ(c.receive_string(5s), "later");
 }
 
-TEST_F(Local, MaxInstancesIsValidated) {
+TEST_F(Local, LimitsAreValidated) {
   server_options o;
   o.max_instances = 0;
   server s;
@@ -852,6 +852,29 @@ TEST_F(Local, MaxInstancesIsValidated) {
   o.max_instances = 256;
   s.open(random_pipe(), o, ec);
   EXPECT_EQ(ec, errc::invalid_argument);
+  o.max_instances = 1;
+  o.max_message_size = 4095;
+  s.open(random_pipe(), o, ec);
+  EXPECT_EQ(ec, errc::invalid_argument) << "a server takes at least 4 KiB, the size call() pipelines";
+}
+
+TEST_F(Local, CallPipelinesSmallRequestsAndTransactsLargeOnes) {
+  auto name = random_pipe();
+  server s(name);
+  std::thread srv([&] {
+    for (int i = 0; i < 2; ++i) {
+      auto c = s.accept(10s);
+      auto m = c.receive();
+      c.write(m);
+    }
+  });
+  auto small = pattern(4096, 1), large = pattern(100'000, 2);
+  std::error_code ec;
+  EXPECT_EQ(call(name, small, 10s, ec), small);
+  EXPECT_FALSE(ec);
+  EXPECT_EQ(call(name, large, 10s, ec), large);
+  EXPECT_FALSE(ec);
+  srv.join();
 }
 
 TEST_F(Local, RemoteNamesAreNotSupportedYetAndSaySo) {

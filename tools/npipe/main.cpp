@@ -6,9 +6,11 @@
 
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstdio>
 #include <ctime>
 #include <fstream>
 #include <iostream>
@@ -187,6 +189,44 @@ int run_send(const std::string& name_text, const std::string& text, const std::s
   return 0;
 }
 
+// A quick check against a running server: round-trip latency, then throughput.
+int run_bench(const std::vector<std::string>& names, std::size_t count, std::size_t size, double seconds,
+              const std::string& dir) {
+  for (auto& text : names) {
+    auto name = parse_name(text);
+    npipe::client_options o;
+    o.pipe_dir = dir;
+    std::error_code ec;
+    auto c = npipe::connect(name, o, npipe::defaults::connect_timeout, ec);
+    if (ec) return report(ec, "cannot open " + name.str());
+    std::vector<std::byte> small(64, std::byte{'x'});
+    std::vector<double> us;
+    us.reserve(count);
+    for (std::size_t i = 0; i < count + count / 10; ++i) {
+      auto t0 = std::chrono::steady_clock::now();
+      c.transact(small, npipe::defaults::connect_timeout, ec);
+      if (ec) return report(ec, "transact failed");
+      if (i >= count / 10) // the first tenth warms up
+        us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::sort(us.begin(), us.end());
+    std::vector<std::byte> big(size, std::byte{'A'});
+    std::size_t sent = 0;
+    auto t0 = std::chrono::steady_clock::now();
+    auto window = std::chrono::duration<double>(seconds);
+    while (std::chrono::steady_clock::now() - t0 < window) {
+      c.transact(big, npipe::defaults::connect_timeout, ec);
+      if (ec) return report(ec, "transact failed");
+      sent += size;
+    }
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("%s: round trip 64 B p50 %.1f us, p99 %.1f us (%zu samples); %zu-byte requests %.1f MiB/s\n",
+                name.str().c_str(), us[us.size() / 2], us[us.size() * 99 / 100], us.size(), size,
+                static_cast<double>(sent) / secs / (1 << 20));
+  }
+  return 0;
+}
+
 int run_list(const std::string& dir) {
   std::error_code ec;
   auto pipes = npipe::list_local_pipes(ec, dir);
@@ -233,7 +273,19 @@ int main(int argc, char** argv) {
   auto* list = app.add_subcommand("list", "List the pipes on this machine");
   list->add_option("--dir", dir, "Pipe directory (Linux; default $NPIPE_DIR or /tmp/.npipe)");
 
+  std::vector<std::string> bench_names;
+  std::size_t bench_count = 2000, bench_size = 64 << 10;
+  double bench_seconds = 1.0;
+  auto* bench = app.add_subcommand("bench", "Measure round trips and throughput against running servers");
+  bench->add_option("names", bench_names, "Pipe names")->required();
+  bench->add_option("-n,--count", bench_count, "Round trips to time")->check(CLI::Range(10ul, 10'000'000ul))
+      ->capture_default_str();
+  bench->add_option("-s,--size", bench_size, "Request size for the throughput run, bytes")->capture_default_str();
+  bench->add_option("--seconds", bench_seconds, "Length of the throughput run")->capture_default_str();
+  bench->add_option("--dir", dir, "Pipe directory (Linux; default $NPIPE_DIR or /tmp/.npipe)");
+
   CLI11_PARSE(app, argc, argv);
+  if (*bench) return run_bench(bench_names, bench_count, bench_size, bench_seconds, dir);
   if (*serve) return run_serve(sa);
   if (*send) return run_send(name, text, file, timeout_ms, dir, false);
   if (*call) return run_send(name, text, file, timeout_ms, dir, true);
