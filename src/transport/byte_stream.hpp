@@ -25,6 +25,23 @@ public:
   virtual io_result read_some(std::span<std::byte> buf, std::error_code& ec) noexcept = 0;
   /// Write (gathered) without blocking and without raising SIGPIPE.
   virtual io_result write_some(std::span<const std::span<const std::byte>> bufs, std::error_code& ec) noexcept = 0;
+  /// Read, sleeping until something arrives (never would_block). The default
+  /// waits, then reads; a blocking socket does it in one system call.
+  virtual io_result read_wait(std::span<std::byte> buf, std::error_code& ec) noexcept {
+    for (;;) {
+      auto r = read_some(buf, ec);
+      if (r.status != io_status::would_block) return r;
+      if (!wait(false, deadline{}, ec)) return {0, io_status::error};
+    }
+  }
+  /// Write, sleeping until at least some is taken (never would_block).
+  virtual io_result write_wait(std::span<const std::span<const std::byte>> bufs, std::error_code& ec) noexcept {
+    for (;;) {
+      auto r = write_some(bufs, ec);
+      if (r.status != io_status::would_block) return r;
+      if (!wait(true, deadline{}, ec)) return {0, io_status::error};
+    }
+  }
   /// Wait until readable (or writable). False on timeout; errors in ec.
   virtual bool wait(bool for_write, deadline dl, std::error_code& ec) noexcept = 0;
   /// Wake any waiter and make the peer see the end of the stream.

@@ -75,7 +75,8 @@ bool framed_connection::fill(deadline dl, std::error_code& ec, std::size_t limit
     return false;
   }
   for (;;) {
-    auto r = s_->read_some(std::span(rx_.data() + rend_, room), ec);
+    auto span = std::span(rx_.data() + rend_, room);
+    auto r = dl.never() ? s_->read_wait(span, ec) : s_->read_some(span, ec);
     switch (r.status) {
     case io_status::ok: rend_ += r.bytes; return true;
     case io_status::eof: eof_ = true; ec = err(is_open() ? errc::broken_pipe : errc::not_connected); return false;
@@ -118,7 +119,7 @@ bool framed_connection::read_direct(std::byte* out, std::size_t want, deadline d
   rx_base_ += rend_;
   rpos_ = rend_ = 0;
   for (;;) {
-    auto r = s_->read_some(std::span(out, want), ec);
+    auto r = dl.never() ? s_->read_wait(std::span(out, want), ec) : s_->read_some(std::span(out, want), ec);
     switch (r.status) {
     case io_status::ok: n = r.bytes; rx_base_ += r.bytes; return true;
     case io_status::eof: eof_ = true; ec = err(is_open() ? errc::broken_pipe : errc::not_connected); return false;
@@ -431,7 +432,8 @@ void framed_connection::send_all(std::span<const std::span<const std::byte>> buf
   std::size_t first = 0;
   bool sent_any = false;
   while (first < count) {
-    auto r = s_->write_some(std::span(parts + first, count - first), ec);
+    auto pending = std::span(parts + first, count - first);
+    auto r = dl.never() ? s_->write_wait(pending, ec) : s_->write_some(pending, ec);
     if (r.status == io_status::ok) {
       sent_any = true;
       std::size_t n = r.bytes;

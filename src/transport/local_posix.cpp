@@ -509,7 +509,9 @@ private:
 
   void accept_new(clock::time_point& paused_until) {
     while (pending_.size() < opts_.max_pending) {
-      int fd = ::accept4(listen_.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      // Blocking sockets: a read with no deadline is then one recv() that sleeps
+      // in the kernel. The acceptor itself only uses MSG_DONTWAIT on them.
+      int fd = ::accept4(listen_.fd, nullptr, nullptr, SOCK_CLOEXEC);
       if (fd < 0) {
         if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
           // Out of descriptors: back off instead of spinning on a readable listener.
@@ -538,7 +540,7 @@ private:
       auto& p = pending_[i];
       if (i < revents.size() && revents[i]) {
         std::byte tmp[2048];
-        ssize_t n = ::recv(p.fd, tmp, sizeof tmp, 0);
+        ssize_t n = ::recv(p.fd, tmp, sizeof tmp, MSG_DONTWAIT);
         if (n <= 0) {
           if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
             keep.push_back(std::move(p));
@@ -741,7 +743,12 @@ std::unique_ptr<connection_impl> connect_local(const pipe_name& name, const clie
       ec = errno_error(errno);
       return nullptr;
     }
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), len) == 0) break;
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), len) == 0) {
+      // Connected without waiting (a full backlog said EAGAIN instead); from
+      // here on blocking, as on the server side, with MSG_DONTWAIT where needed.
+      ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+      break;
+    }
     int e = errno;
     ::close(fd);
     if (e == EAGAIN && !dl.passed()) {

@@ -9,6 +9,8 @@
 #include <sys/ioctl.h>
 #include <sys/uio.h>
 #include <unistd.h>
+#include <map>
+#include <mutex>
 #include <vector>
 
 namespace npipe::detail {
@@ -38,9 +40,10 @@ fd_stream::~fd_stream() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-io_result fd_stream::read_some(std::span<std::byte> buf, std::error_code& ec) noexcept {
+namespace {
+io_result recv_result(int fd, std::span<std::byte> buf, int flags, std::error_code& ec) noexcept {
   for (;;) {
-    ssize_t n = ::recv(fd_, buf.data(), buf.size(), 0);
+    ssize_t n = ::recv(fd, buf.data(), buf.size(), flags);
     if (n > 0) return {static_cast<std::size_t>(n), io_status::ok};
     if (n == 0) return {0, buf.empty() ? io_status::ok : io_status::eof};
     if (errno == EINTR) continue;
@@ -50,8 +53,27 @@ io_result fd_stream::read_some(std::span<std::byte> buf, std::error_code& ec) no
     return {0, io_status::error};
   }
 }
+io_result send_result(int fd, std::span<const std::span<const std::byte>> bufs, int flags, std::error_code& ec) noexcept;
+} // namespace
+
+io_result fd_stream::read_some(std::span<std::byte> buf, std::error_code& ec) noexcept {
+  return recv_result(fd_, buf, MSG_DONTWAIT, ec);
+}
+
+io_result fd_stream::read_wait(std::span<std::byte> buf, std::error_code& ec) noexcept {
+  return recv_result(fd_, buf, 0, ec); // a non-blocking fd answers would_block; callers then wait
+}
 
 io_result fd_stream::write_some(std::span<const std::span<const std::byte>> bufs, std::error_code& ec) noexcept {
+  return send_result(fd_, bufs, MSG_DONTWAIT, ec);
+}
+
+io_result fd_stream::write_wait(std::span<const std::span<const std::byte>> bufs, std::error_code& ec) noexcept {
+  return send_result(fd_, bufs, 0, ec); // a blocking fd sleeps in sendmsg until all is taken
+}
+
+namespace {
+io_result send_result(int fd_, std::span<const std::span<const std::byte>> bufs, int flags, std::error_code& ec) noexcept {
   iovec iov[8];
   std::size_t n = 0;
   for (auto b : bufs) {
@@ -64,7 +86,7 @@ io_result fd_stream::write_some(std::span<const std::span<const std::byte>> bufs
   msg.msg_iov = iov;
   msg.msg_iovlen = n;
   for (;;) {
-    ssize_t w = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+    ssize_t w = ::sendmsg(fd_, &msg, MSG_NOSIGNAL | flags);
     if (w >= 0) return {static_cast<std::size_t>(w), io_status::ok};
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) return {0, io_status::would_block};
@@ -72,6 +94,7 @@ io_result fd_stream::write_some(std::span<const std::span<const std::byte>> bufs
     return {0, io_status::error};
   }
 }
+} // namespace
 
 bool wait_fd(int fd, short events, deadline dl, std::error_code& ec) noexcept {
   for (;;) {
@@ -103,11 +126,22 @@ bool fd_stream::peer_took_everything() noexcept {
 
 std::string user_name(long uid) {
   if (uid < 0) return {};
+  // getpwuid_r reads the user database (files, NSS) on every call; a server
+  // asks once per connection, so remember the answers for the process's life.
+  static std::mutex mu;
+  static std::map<long, std::string> cache;
+  {
+    std::lock_guard lk(mu);
+    if (auto it = cache.find(uid); it != cache.end()) return it->second;
+  }
   std::vector<char> buf(4096);
   passwd pw{};
   passwd* out = nullptr;
-  if (::getpwuid_r(static_cast<uid_t>(uid), &pw, buf.data(), buf.size(), &out) != 0 || !out) return {};
-  return out->pw_name;
+  std::string name;
+  if (::getpwuid_r(static_cast<uid_t>(uid), &pw, buf.data(), buf.size(), &out) == 0 && out) name = out->pw_name;
+  std::lock_guard lk(mu);
+  if (cache.size() < 4096) cache.emplace(uid, name);
+  return name;
 }
 
 peer_identity peer_of(int fd) {

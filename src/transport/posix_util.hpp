@@ -15,7 +15,8 @@ namespace npipe::detail {
 std::error_code errno_error(int e);
 std::error_code errno_error(errc as, int e);
 
-/// A byte_stream over a non-blocking socket fd (owns the fd).
+/// A byte_stream over a socket fd (owns the fd). The fd may be blocking:
+/// read_some and write_some never block (MSG_DONTWAIT), read_wait does.
 class fd_stream final : public byte_stream {
 public:
   explicit fd_stream(int fd) noexcept : fd_(fd) {}
@@ -24,7 +25,9 @@ public:
   fd_stream& operator=(const fd_stream&) = delete;
 
   io_result read_some(std::span<std::byte> buf, std::error_code& ec) noexcept override;
+  io_result read_wait(std::span<std::byte> buf, std::error_code& ec) noexcept override;
   io_result write_some(std::span<const std::span<const std::byte>> bufs, std::error_code& ec) noexcept override;
+  io_result write_wait(std::span<const std::span<const std::byte>> bufs, std::error_code& ec) noexcept override;
   bool wait(bool for_write, deadline dl, std::error_code& ec) noexcept override;
   void shutdown() noexcept override;
   bool peer_took_everything() noexcept override;
