@@ -308,6 +308,30 @@ int main(int argc, char** argv) {
     }
     md << "\n";
   }
+  // The targets from the benchmark issue, as ratios to raw UDS stream on the same core.
+  {
+    auto& same = all["same core"];
+    struct target {
+      const char* metric;
+      const char* text;
+      double min_ratio; // ratio as in the tables: >1 is better
+    };
+    const target targets[] = {
+        {"rtt_p50_64B", "round trip 64 B no worse than 1.15x raw", 1 / 1.15},
+        {"rtt_p50_4KiB", "round trip 4 KiB no worse than 1.15x raw", 1 / 1.15},
+        {"thr_MiBps_1MiB", "1 MiB throughput at least 0.9x raw", 0.9},
+        {"connect_req_close_per_s", "connect+request+close at least 0.8x raw", 0.8},
+        {"clients64_req_per_s", "64 clients at least 0.9x raw", 0.9},
+    };
+    md << "## Targets (npipe-message against uds-stream, same core)\n\n| target | ratio | met |\n|---|---|---|\n";
+    for (auto& t : targets) {
+      if (!same["npipe-message"].count(t.metric) || !same[base].count(t.metric)) continue;
+      double b = median(same[base][t.metric]), v = median(same["npipe-message"][t.metric]);
+      double ratio = lower_is_better(t.metric) ? b / v : v / b;
+      md << "| " << t.text << " | " << fmt(ratio) << "× | " << (ratio >= t.min_ratio ? "yes" : "**no**") << " |\n";
+    }
+    md << "\n";
+  }
   md << "![chart](benchmarks.png)\n";
   std::ofstream(o.out) << md.str();
 

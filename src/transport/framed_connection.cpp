@@ -74,6 +74,9 @@ bool framed_connection::fill(deadline dl, std::error_code& ec, std::size_t limit
     ec = err(errc::invalid_state);
     return false;
   }
+  // With a deadline, wait first: a reply we are waiting for is rarely there
+  // yet, and poll + recv beats recv (EAGAIN) + poll + recv.
+  if (!dl.never() && !wait_readable(dl, ec)) return false;
   for (;;) {
     auto span = std::span(rx_.data() + rend_, room);
     auto r = dl.never() ? s_->read_wait(span, ec) : s_->read_some(span, ec);
@@ -118,6 +121,7 @@ bool framed_connection::read_direct(std::byte* out, std::size_t want, deadline d
   // Precondition: nothing buffered, so the stream offset moves with rx_base_.
   rx_base_ += rend_;
   rpos_ = rend_ = 0;
+  if (!dl.never() && !wait_readable(dl, ec)) return false;
   for (;;) {
     auto r = dl.never() ? s_->read_wait(std::span(out, want), ec) : s_->read_some(std::span(out, want), ec);
     switch (r.status) {
@@ -135,6 +139,16 @@ bool framed_connection::read_direct(std::byte* out, std::size_t want, deadline d
       }
     }
   }
+}
+
+bool framed_connection::wait_readable(deadline dl, std::error_code& ec) {
+  if (s_->wait(false, dl, ec)) {
+    if (is_open()) return true;
+    ec = err(errc::not_connected);
+  } else if (!ec) {
+    ec = err(errc::timed_out);
+  }
+  return false;
 }
 
 void framed_connection::count_ack() {

@@ -804,6 +804,7 @@ std::unique_ptr<connection_impl> connect_local(const pipe_name& name, const clie
   std::vector<std::byte> in(protocol::reply_size + 4096);
   std::size_t got = 0;
   protocol::reply rep;
+  bool may_be_ready = false; // the answer takes the server a moment: wait before the first read
   for (;;) {
     auto st = protocol::decode_reply(std::span(in.data(), got), rep, ec);
     if (st == protocol::decode_status::done) break;
@@ -811,10 +812,19 @@ std::unique_ptr<connection_impl> connect_local(const pipe_name& name, const clie
       set_error_detail("the program listening at " + path + " does not speak npipe's protocol");
       return nullptr;
     }
+    if (!may_be_ready && !stream->wait(false, reply_dl, ec)) {
+      if (!ec) {
+        set_error_detail("the server of " + name.str() + " did not answer the handshake in time");
+        ec = make_error_code(errc::timed_out);
+      }
+      return nullptr;
+    }
+    may_be_ready = true;
     auto r = stream->read_some(std::span(in.data() + got, in.size() - got), ec);
     if (r.status == io_status::ok) {
       got += r.bytes;
     } else if (r.status == io_status::would_block) {
+      may_be_ready = true;
       if (!stream->wait(false, reply_dl, ec)) {
         if (!ec) {
           set_error_detail("the server of " + name.str() + " did not answer the handshake in time");
