@@ -61,10 +61,6 @@ bool framed_connection::fill(deadline dl, std::error_code& ec, std::size_t limit
     ec = rx_err_;
     return false;
   }
-  if (eof_) {
-    ec = err(errc::broken_pipe);
-    return false;
-  }
   std::size_t room = make_room(std::max(limit, rx_chunk));
   // Looking for a header with nothing buffered: ask for a modest amount, so a
   // large payload that follows goes straight into the caller's buffer.
@@ -74,25 +70,29 @@ bool framed_connection::fill(deadline dl, std::error_code& ec, std::size_t limit
     ec = err(errc::invalid_state);
     return false;
   }
+  std::size_t n = 0;
+  if (!read_into(std::span(rx_.data() + rend_, room), dl, n, ec)) return false;
+  rend_ += n;
+  return true;
+}
+
+bool framed_connection::read_into(std::span<std::byte> dst, deadline dl, std::size_t& n, std::error_code& ec) {
+  if (eof_) {
+    ec = err(is_open() ? errc::broken_pipe : errc::not_connected);
+    return false;
+  }
   // With a deadline, wait first: a reply we are waiting for is rarely there
-  // yet, and poll + recv beats recv (EAGAIN) + poll + recv.
+  // yet, and poll + recv beats recv (EAGAIN) + poll + recv. Without one, a
+  // blocking recv sleeps in the kernel: one system call.
   if (!dl.never() && !wait_readable(dl, ec)) return false;
   for (;;) {
-    auto span = std::span(rx_.data() + rend_, room);
-    auto r = dl.never() ? s_->read_wait(span, ec) : s_->read_some(span, ec);
+    auto r = dl.never() ? s_->read_wait(dst, ec) : s_->read_some(dst, ec);
     switch (r.status) {
-    case io_status::ok: rend_ += r.bytes; return true;
+    case io_status::ok: n = r.bytes; return true;
     case io_status::eof: eof_ = true; ec = err(is_open() ? errc::broken_pipe : errc::not_connected); return false;
     case io_status::error: rx_err_ = ec; return false;
     case io_status::would_block:
-      if (!s_->wait(false, dl, ec)) {
-        if (!ec) ec = err(errc::timed_out);
-        return false;
-      }
-      if (!is_open()) {
-        ec = err(errc::not_connected);
-        return false;
-      }
+      if (!wait_readable(dl, ec)) return false;
     }
   }
 }
@@ -121,24 +121,9 @@ bool framed_connection::read_direct(std::byte* out, std::size_t want, deadline d
   // Precondition: nothing buffered, so the stream offset moves with rx_base_.
   rx_base_ += rend_;
   rpos_ = rend_ = 0;
-  if (!dl.never() && !wait_readable(dl, ec)) return false;
-  for (;;) {
-    auto r = dl.never() ? s_->read_wait(std::span(out, want), ec) : s_->read_some(std::span(out, want), ec);
-    switch (r.status) {
-    case io_status::ok: n = r.bytes; rx_base_ += r.bytes; return true;
-    case io_status::eof: eof_ = true; ec = err(is_open() ? errc::broken_pipe : errc::not_connected); return false;
-    case io_status::error: rx_err_ = ec; return false;
-    case io_status::would_block:
-      if (!s_->wait(false, dl, ec)) {
-        if (!ec) ec = err(errc::timed_out);
-        return false;
-      }
-      if (!is_open()) {
-        ec = err(errc::not_connected);
-        return false;
-      }
-    }
-  }
+  if (!read_into(std::span(out, want), dl, n, ec)) return false;
+  rx_base_ += n;
+  return true;
 }
 
 bool framed_connection::wait_readable(deadline dl, std::error_code& ec) {

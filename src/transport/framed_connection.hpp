@@ -57,6 +57,7 @@ private:
   bool fill(deadline dl, std::error_code& ec, std::size_t limit = 0);
   void fill_nonblocking(std::size_t limit);
   bool wait_readable(deadline dl, std::error_code& ec);
+  bool read_into(std::span<std::byte> dst, deadline dl, std::size_t& n, std::error_code& ec);
   bool read_direct(std::byte* out, std::size_t want, deadline dl, std::size_t& n, std::error_code& ec);
   head_status head(deadline dl, std::error_code& ec, bool take_data = true);
   bool payload(std::byte* out, std::size_t want, deadline dl, std::size_t& n, std::error_code& ec);
