@@ -1,0 +1,241 @@
+// SPDX-License-Identifier: MIT
+// Hostile and broken peers against a local server: split and coalesced
+// frames, truncated messages, wrong versions, racing reclaimers, clients
+// killed mid-request.
+
+#include "test_support.hpp"
+
+#include <npipe/npipe.hpp>
+
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <cstring>
+#include <algorithm>
+#include <atomic>
+#include <dirent.h>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <thread>
+#include <unistd.h>
+
+using namespace std::chrono_literals;
+using namespace npipe;
+using namespace npipe::test;
+
+namespace {
+
+using Robust = local_test;
+
+int raw_connect(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::strncpy(sa.sun_path, path.c_str(), sizeof sa.sun_path - 1);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
+std::string hello(const pipe_name& name, char version = 1) {
+  std::string h = "NPIP";
+  h += version;
+  h += '\0';
+  h += static_cast<char>(name.name().size());
+  h += static_cast<char>(name.name().size() >> 8);
+  h += std::string(4, '\0');
+  h += std::string("\x00\x00\x00\x02", 4);
+  return h + name.name();
+}
+
+std::string frame(std::string_view payload) {
+  std::string f(1, '\x01');
+  std::uint32_t n = static_cast<std::uint32_t>(payload.size());
+  for (int i = 0; i < 4; ++i) f += static_cast<char>(n >> (8 * i));
+  return f + std::string(payload);
+}
+
+// Handshake on a raw socket; returns the fd or -1.
+int raw_session(const server& s) {
+  int fd = raw_connect(s.native_path());
+  if (fd < 0) return -1;
+  auto h = hello(s.name());
+  ::send(fd, h.data(), h.size(), MSG_NOSIGNAL);
+  char reply[16];
+  if (::recv(fd, reply, 16, MSG_WAITALL) != 16 || reply[5] != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+int open_fds() {
+  int n = 0;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    while (::readdir(d)) ++n;
+    ::closedir(d);
+  }
+  return n;
+}
+
+TEST_F(Robust, OneByteWritesAndManyFramesPerWriteKeepBoundaries) {
+  auto name = random_pipe();
+  server s(name);
+  int fd = raw_session(s);
+  ASSERT_GE(fd, 0);
+  auto c = s.accept(5s);
+  std::string dribble = frame("split into single bytes");
+  for (char ch : dribble) {
+    ASSERT_EQ(::send(fd, &ch, 1, MSG_NOSIGNAL), 1);
+    std::this_thread::sleep_for(1ms);
+  }
+  std::string burst = frame("one") + frame("") + frame("three") + frame(std::string(70'000, 'x'));
+  ASSERT_EQ(::send(fd, burst.data(), burst.size(), MSG_NOSIGNAL), static_cast<ssize_t>(burst.size()));
+  EXPECT_EQ(c.receive_string(5s), "split into single bytes");
+  EXPECT_EQ(c.receive_string(5s), "one");
+  EXPECT_EQ(c.receive_string(5s), "");
+  EXPECT_EQ(c.receive_string(5s), "three");
+  EXPECT_EQ(c.receive_string(5s), std::string(70'000, 'x'));
+  ::close(fd);
+}
+
+TEST_F(Robust, TruncatedMessageIsAnErrorNeverAWholeMessage) {
+  auto name = random_pipe();
+  server s(name);
+  int fd = raw_session(s);
+  ASSERT_GE(fd, 0);
+  auto c = s.accept(5s);
+  std::string f = frame(std::string(100, 'y'));
+  f.pop_back(); // N-1 bytes, then the peer goes away
+  ::send(fd, f.data(), f.size(), MSG_NOSIGNAL);
+  ::close(fd);
+  std::error_code ec;
+  auto m = c.receive(5s, ec);
+  EXPECT_EQ(ec, errc::broken_pipe) << ec.message();
+  EXPECT_TRUE(m.empty());
+
+  // The partial-read form hands out what came, says more_data, then fails.
+  int fd2 = raw_session(s);
+  ASSERT_GE(fd2, 0);
+  auto c2 = s.accept(5s);
+  ::send(fd2, f.data(), f.size(), MSG_NOSIGNAL);
+  ::close(fd2);
+  std::byte buf[200];
+  std::size_t got = 0;
+  for (;;) {
+    auto r = c2.read(buf, 5s, ec);
+    got += r.bytes;
+    if (ec != errc::more_data) break;
+  }
+  EXPECT_EQ(ec, errc::broken_pipe);
+  EXPECT_EQ(got, 99u);
+}
+
+TEST_F(Robust, WrongVersionAndWrongNameAreRefused) {
+  auto name = random_pipe();
+  server s(name);
+  int fd = raw_connect(s.native_path());
+  auto h = hello(name, 2);
+  ::send(fd, h.data(), h.size(), MSG_NOSIGNAL);
+  char reply[16];
+  ASSERT_EQ(::recv(fd, reply, 16, MSG_WAITALL), 16);
+  EXPECT_EQ(reply[5], 4) << "bad_version";
+  ::close(fd);
+  fd = raw_connect(s.native_path());
+  h = hello(pipe_name("someone-else"));
+  ::send(fd, h.data(), h.size(), MSG_NOSIGNAL);
+  ASSERT_EQ(::recv(fd, reply, 16, MSG_WAITALL), 16);
+  EXPECT_EQ(reply[5], 2) << "not_found: the hello names another pipe";
+  ::close(fd);
+  std::error_code ec;
+  s.accept(100ms, ec);
+  EXPECT_EQ(ec, errc::timed_out) << "neither reached accept()";
+}
+
+TEST_F(Robust, TwoServersRacingToReclaimAStaleSocketExactlyOneWins) {
+  for (int round = 0; round < 5; ++round) {
+    auto name = random_pipe();
+    std::error_code ec;
+    auto path = local_path(name, ec);
+    {
+      int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+      sockaddr_un sa{};
+      sa.sun_family = AF_UNIX;
+      std::strcpy(sa.sun_path, path.c_str());
+      ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+      ::close(fd); // stale
+    }
+    signal_pipe go, done1, done2;
+    auto contender = [&](signal_pipe& done) {
+      return [&, name] {
+        go.wait();
+        server s;
+        std::error_code e;
+        s.open(name, {}, e);
+        done.notify();
+        if (e) return e == errc::name_in_use ? 10 : 1;
+        std::this_thread::sleep_for(500ms); // stay alive while the loser and the test look
+        return 0;
+      };
+    };
+    child a(contender(done1)), b(contender(done2));
+    go.notify();
+    go.notify();
+    ASSERT_TRUE(done1.wait());
+    ASSERT_TRUE(done2.wait());
+    auto c = connect(name, {}, 2s, ec);
+    EXPECT_FALSE(ec) << "the winner's socket is live: " << ec.message();
+    int ra = a.wait(), rb = b.wait();
+    EXPECT_TRUE((ra == 0 && rb == 10) || (ra == 10 && rb == 0)) << ra << " " << rb;
+  }
+}
+
+TEST_F(Robust, ClientsKilledMidRequestLeaveNoDescriptorsBehind) {
+  auto name = random_pipe();
+  server s(name);
+  std::atomic<int> served{0};
+  std::thread loop([&] {
+    for (;;) {
+      std::error_code ec;
+      auto c = s.accept(ec);
+      if (ec) return;
+      c.receive(10s, ec); // the client dies mid-message: broken_pipe
+      ++served;
+    }
+  });
+  std::this_thread::sleep_for(50ms);
+  int baseline = open_fds();
+  constexpr int kills = 1000;
+  const std::string half = frame(std::string(1000, 'z')).substr(0, 500);
+  for (int i = 0; i < kills; ++i) {
+    signal_pipe sent;
+    child k([&] {
+      int fd = raw_session(s);
+      if (fd < 0) return 1;
+      ::send(fd, half.data(), half.size(), MSG_NOSIGNAL); // half a request, then death
+      sent.notify();
+      std::this_thread::sleep_for(10s);
+      return 0;
+    });
+    ASSERT_TRUE(sent.wait());
+    k.kill(SIGKILL);
+    k.wait();
+  }
+  for (int i = 0; i < 1000 && served < kills; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(served.load(), kills);
+  std::this_thread::sleep_for(100ms);
+  EXPECT_LE(open_fds(), baseline + 1) << "every dead client's descriptor was closed";
+  EXPECT_EQ(s.active_instances(), 0u) << "and every instance freed";
+  s.close();
+  loop.join();
+}
+
+} // namespace
