@@ -3,6 +3,7 @@
 // names, a watchdog on each. One test (or group) per row of DESIGN §1.
 
 #include "alloc_probe.hpp"
+#include "raw_peer.hpp"
 #include "test_support.hpp"
 
 #include <npipe/npipe.hpp>
@@ -666,30 +667,6 @@ TEST_F(Local, EveryoneAndListPoliciesAdmitExactlyWhomTheySay) {
 }
 
 // ---------------------------------------------------------------- bad input
-
-// A raw Unix socket client that speaks the handshake and then misbehaves.
-int raw_connect(const std::string& path) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  std::strcpy(sa.sun_path, path.c_str());
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) return -1;
-  timeval tv{10, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  return fd;
-}
-
-std::string raw_hello(const pipe_name& name) {
-  std::string h = "NPIP";
-  h += '\x01';
-  h += '\0';
-  h += static_cast<char>(name.name().size());
-  h += static_cast<char>(name.name().size() >> 8);
-  h += std::string(4, '\0');                  // wait_ms
-  h += std::string("\x00\x00\x00\x02", 4);   // max_message 32 MiB
-  h += name.name();
-  return h;
-}
 
 TEST_F(Local, HugeLengthPrefixIsRefusedWithoutAllocating) {
   auto name = random_pipe();

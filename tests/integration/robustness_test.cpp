@@ -3,6 +3,7 @@
 // frames, truncated messages, wrong versions, racing reclaimers, clients
 // killed mid-request, and a server out of file descriptors.
 
+#include "raw_peer.hpp"
 #include "test_support.hpp"
 
 #include <npipe/npipe.hpp>
@@ -31,52 +32,6 @@ namespace {
 
 using Robust = local_test;
 
-int raw_connect(const std::string& path) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  std::strncpy(sa.sun_path, path.c_str(), sizeof sa.sun_path - 1);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  timeval tv{10, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  return fd;
-}
-
-std::string hello(const pipe_name& name, char version = 1) {
-  std::string h = "NPIP";
-  h += version;
-  h += '\0';
-  h += static_cast<char>(name.name().size());
-  h += static_cast<char>(name.name().size() >> 8);
-  h += std::string(4, '\0');
-  h += std::string("\x00\x00\x00\x02", 4);
-  return h + name.name();
-}
-
-std::string frame(std::string_view payload) {
-  std::string f(1, '\x01');
-  std::uint32_t n = static_cast<std::uint32_t>(payload.size());
-  for (int i = 0; i < 4; ++i) f += static_cast<char>(n >> (8 * i));
-  return f + std::string(payload);
-}
-
-// Handshake on a raw socket; returns the fd or -1.
-int raw_session(const server& s) {
-  int fd = raw_connect(s.native_path());
-  if (fd < 0) return -1;
-  auto h = hello(s.name());
-  ::send(fd, h.data(), h.size(), MSG_NOSIGNAL);
-  char reply[16];
-  if (::recv(fd, reply, 16, MSG_WAITALL) != 16 || reply[5] != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 int open_fds() {
   int n = 0;
   if (DIR* d = ::opendir("/proc/self/fd")) {
@@ -92,12 +47,12 @@ TEST_F(Robust, OneByteWritesAndManyFramesPerWriteKeepBoundaries) {
   int fd = raw_session(s);
   ASSERT_GE(fd, 0);
   auto c = s.accept(5s);
-  std::string dribble = frame("split into single bytes");
+  std::string dribble = raw_frame("split into single bytes");
   for (char ch : dribble) {
     ASSERT_EQ(::send(fd, &ch, 1, MSG_NOSIGNAL), 1);
     std::this_thread::sleep_for(1ms);
   }
-  std::string burst = frame("one") + frame("") + frame("three") + frame(std::string(70'000, 'x'));
+  std::string burst = raw_frame("one") + raw_frame("") + raw_frame("three") + raw_frame(std::string(70'000, 'x'));
   ASSERT_EQ(::send(fd, burst.data(), burst.size(), MSG_NOSIGNAL), static_cast<ssize_t>(burst.size()));
   EXPECT_EQ(c.receive_string(5s), "split into single bytes");
   EXPECT_EQ(c.receive_string(5s), "one");
@@ -113,7 +68,7 @@ TEST_F(Robust, TruncatedMessageIsAnErrorNeverAWholeMessage) {
   int fd = raw_session(s);
   ASSERT_GE(fd, 0);
   auto c = s.accept(5s);
-  std::string f = frame(std::string(100, 'y'));
+  std::string f = raw_frame(std::string(100, 'y'));
   f.pop_back(); // N-1 bytes, then the peer goes away
   ::send(fd, f.data(), f.size(), MSG_NOSIGNAL);
   ::close(fd);
@@ -143,14 +98,14 @@ TEST_F(Robust, WrongVersionAndWrongNameAreRefused) {
   auto name = random_pipe();
   server s(name);
   int fd = raw_connect(s.native_path());
-  auto h = hello(name, 2);
+  auto h = raw_hello(name, 2);
   ::send(fd, h.data(), h.size(), MSG_NOSIGNAL);
   char reply[16];
   ASSERT_EQ(::recv(fd, reply, 16, MSG_WAITALL), 16);
   EXPECT_EQ(reply[5], 4) << "bad_version";
   ::close(fd);
   fd = raw_connect(s.native_path());
-  h = hello(pipe_name("someone-else"));
+  h = raw_hello(pipe_name("someone-else"));
   ::send(fd, h.data(), h.size(), MSG_NOSIGNAL);
   ASSERT_EQ(::recv(fd, reply, 16, MSG_WAITALL), 16);
   EXPECT_EQ(reply[5], 2) << "not_found: the hello names another pipe";
@@ -214,7 +169,7 @@ TEST_F(Robust, ClientsKilledMidRequestLeaveNoDescriptorsBehind) {
   std::this_thread::sleep_for(50ms);
   int baseline = open_fds();
   constexpr int kills = 1000;
-  const std::string half = frame(std::string(1000, 'z')).substr(0, 500);
+  const std::string half = raw_frame(std::string(1000, 'z')).substr(0, 500);
   for (int i = 0; i < kills; ++i) {
     signal_pipe sent;
     child k([&] {

@@ -1,0 +1,56 @@
+// SPDX-License-Identifier: MIT
+#include "raw_peer.hpp"
+
+#include <cstring>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+namespace npipe::test {
+
+int raw_connect(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::strncpy(sa.sun_path, path.c_str(), sizeof sa.sun_path - 1);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
+std::string raw_hello(const pipe_name& name, char version) {
+  std::string h = "NPIP";
+  h += version;
+  h += '\0';
+  h += static_cast<char>(name.name().size());
+  h += static_cast<char>(name.name().size() >> 8);
+  h += std::string(4, '\0');                 // wait_ms
+  h += std::string("\x00\x00\x00\x02", 4);  // max_message 32 MiB
+  return h + name.name();
+}
+
+std::string raw_frame(std::string_view payload) {
+  std::string f(1, '\x01');
+  auto n = static_cast<std::uint32_t>(payload.size());
+  for (int i = 0; i < 4; ++i) f += static_cast<char>(n >> (8 * i));
+  return f + std::string(payload);
+}
+
+int raw_session(const server& s) {
+  int fd = raw_connect(s.native_path());
+  if (fd < 0) return -1;
+  auto h = raw_hello(s.name());
+  ::send(fd, h.data(), h.size(), MSG_NOSIGNAL);
+  char reply[16];
+  if (::recv(fd, reply, 16, MSG_WAITALL) != 16 || reply[5] != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+} // namespace npipe::test

@@ -1,0 +1,22 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// A raw Unix-socket peer that speaks npipe's wire protocol by hand, for tests
+// that must misbehave in ways the library never would.
+
+#include <npipe/npipe.hpp>
+
+#include <string>
+#include <string_view>
+
+namespace npipe::test {
+
+/// Connect a plain Unix stream socket (10 s receive timeout); -1 on failure.
+int raw_connect(const std::string& path);
+/// The client's hello for `name`, with a chosen protocol version.
+std::string raw_hello(const pipe_name& name, char version = 1);
+/// A data frame carrying `payload`.
+std::string raw_frame(std::string_view payload);
+/// Connect and complete the handshake with server `s`; the fd, or -1.
+int raw_session(const server& s);
+
+} // namespace npipe::test
