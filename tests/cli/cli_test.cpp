@@ -22,6 +22,11 @@ const std::string npipe_bin = NPIPE_CLI_PATH;
 
 using Cli = local_test;
 
+void quiet() { // a serving child's per-request lines would flood the test log
+  int null = ::open("/dev/null", O_WRONLY);
+  ::dup2(null, 1);
+}
+
 bool wait_for_file(const std::string& path, std::chrono::milliseconds limit = 10s) {
   auto until = std::chrono::steady_clock::now() + limit;
   while (std::chrono::steady_clock::now() < until) {
@@ -108,6 +113,7 @@ TEST_F(Cli, HelpOnEverySubcommand) {
 TEST_F(Cli, BenchMeasuresARunningServer) {
   auto name = random_name("cli");
   child server([&] {
+    quiet();
     ::execl(npipe_bin.c_str(), npipe_bin.c_str(), "serve", "--echo", name.c_str(), nullptr);
     return 127;
   });
@@ -118,6 +124,27 @@ TEST_F(Cli, BenchMeasuresARunningServer) {
       << r.out;
   server.kill(SIGINT);
   EXPECT_EQ(server.wait(), 0);
+}
+
+TEST_F(Cli, CtrlCDisconnectsIdleClientsAndExits) {
+  auto name = random_name("cli");
+  child server([&] {
+    quiet();
+    ::execl(npipe_bin.c_str(), npipe_bin.c_str(), "serve", name.c_str(), nullptr);
+    return 127;
+  });
+  ASSERT_TRUE(wait_for_file(socket_of(name)));
+  std::vector<npipe::connection> idle;
+  for (int i = 0; i < 3; ++i) idle.push_back(npipe::connect(npipe::pipe_name(name)));
+  EXPECT_EQ(idle[0].transact(std::string_view("hi")).substr(0, 6), "npipe ");
+  std::this_thread::sleep_for(100ms);
+  auto t0 = std::chrono::steady_clock::now();
+  server.kill(SIGINT);
+  EXPECT_EQ(server.wait(), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s) << "idle clients do not hold the server up";
+  std::error_code ec;
+  idle[1].receive(2s, ec);
+  EXPECT_EQ(ec, npipe::errc::broken_pipe) << "and they learn the server is gone";
 }
 
 TEST_F(Cli, SecondServeOnALiveNameFails) {

@@ -15,7 +15,8 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
-#include <list>
+#include <condition_variable>
+#include <set>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -73,7 +74,32 @@ struct serve_args {
 
 std::atomic<bool> stopping{false};
 
-void serve_client(npipe::connection c, const serve_args& a) {
+// The connections being served, so a stop can close them (which wakes their
+// threads) and wait for every thread to finish.
+class sessions {
+public:
+  void add(npipe::connection* c) {
+    std::lock_guard lk(mu_);
+    live_.insert(c);
+  }
+  void remove(npipe::connection* c) {
+    std::lock_guard lk(mu_);
+    live_.erase(c);
+    cv_.notify_all();
+  }
+  void close_all_and_wait() {
+    std::unique_lock lk(mu_);
+    for (auto* c : live_) c->close();
+    cv_.wait(lk, [&] { return live_.empty(); });
+  }
+
+private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::set<npipe::connection*> live_;
+};
+
+void serve_client(npipe::connection& c, const serve_args& a) {
   if (a.verbose) {
     std::lock_guard lk(out_mu);
     std::cout << "client connected: pid " << c.peer().pid << ", uid " << c.peer().uid << std::endl;
@@ -139,7 +165,7 @@ int run_serve(const serve_args& a) {
   });
   sig.detach();
 #endif
-  std::list<std::thread> workers;
+  sessions live;
   for (;;) {
     auto c = srv.accept(ec);
     if (ec) {
@@ -147,13 +173,18 @@ int run_serve(const serve_args& a) {
       break;
     }
     if (a.once) {
-      serve_client(std::move(c), a);
+      serve_client(c, a);
       break;
     }
-    workers.emplace_back(serve_client, std::move(c), std::cref(a));
+    auto owned = std::make_unique<npipe::connection>(std::move(c));
+    live.add(owned.get());
+    std::thread([&live, &a, owned = std::move(owned)]() mutable {
+      serve_client(*owned, a);
+      live.remove(owned.get());
+    }).detach();
   }
   srv.close();
-  for (auto& t : workers) t.join();
+  live.close_all_and_wait(); // Ctrl-C: idle clients are disconnected, not waited for
   return 0;
 }
 
