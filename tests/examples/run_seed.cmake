@@ -1,0 +1,26 @@
+# SPDX-License-Identifier: MIT
+# Runs examples/seed_server.cpp and examples/seed_client.cpp against each
+# other in a private pipe directory and checks both outputs.
+string(RANDOM LENGTH 12 ALPHABET abcdefghijklmnopqrstuvwxyz0123456789 suffix) # file names are the folded pipe name
+set(dir /tmp/npipe-example-${suffix})
+file(MAKE_DIRECTORY ${dir})
+set(ENV{NPIPE_DIR} ${dir})
+set(name "example-${suffix}")
+# The client retries until the server's name exists, then both finish.
+execute_process(
+  COMMAND sh -c "\"${SERVER}\" '${name}' > '${dir}/server.out' 2>&1 & pid=$!; \
+    for i in $(seq 200); do [ -S '${dir}/${name}' ] && break; sleep 0.05; done; \
+    \"${CLIENT}\" '${name}' 'hello from the example'; rc=$?; wait $pid; exit $((rc + $?))"
+  RESULT_VARIABLE rc OUTPUT_VARIABLE client_out ERROR_VARIABLE client_err TIMEOUT 50)
+file(READ ${dir}/server.out server_out)
+file(REMOVE_RECURSE ${dir})
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "examples failed (${rc}): ${client_out} ${client_err} ${server_out}")
+endif()
+if(NOT server_out MATCHES "Bytes received: 22")
+  message(FATAL_ERROR "server printed: ${server_out}")
+endif()
+if(NOT client_out MATCHES "Response received: \\[npipe [0-9.]+ \\| ")
+  message(FATAL_ERROR "client printed: ${client_out}")
+endif()
+message(STATUS "${server_out}${client_out}")
