@@ -90,6 +90,9 @@ struct server_options {
   unsigned max_pending = defaults::max_pending;
   /// Most clients waiting for a free instance; more get pipe_busy.
   unsigned max_waiting = defaults::max_waiting;
+  /// Most connections from one user (uid) at once; more get pipe_busy at
+  /// once, so one user cannot take every instance. 0: only max_instances limits.
+  unsigned max_per_user = 0;
   /// Linux: directory holding the socket files (empty: $NPIPE_DIR, else
   /// the machine-wide default, see README). Ignored on Windows.
   std::string pipe_dir;

@@ -77,7 +77,7 @@ decode_status decode_reply(std::span<const std::byte> in, reply& out, std::error
   if (in.size() < reply_size) return decode_status::need_more;
   auto st = std::to_integer<std::uint8_t>(in[5]);
   auto type = std::to_integer<std::uint8_t>(in[6]);
-  if (st > static_cast<std::uint8_t>(status::shutting_down) || type > 1 || in[7] != std::byte{0})
+  if (st > static_cast<std::uint8_t>(status::user_limit) || type > 1 || in[7] != std::byte{0})
     return fail(ec, errc::protocol_error);
   out.version = std::to_integer<std::uint8_t>(in[4]);
   out.status = static_cast<status>(st);
@@ -122,6 +122,7 @@ std::error_code status_error(status s) noexcept {
   case status::not_found: return make_error_code(errc::not_found);
   case status::access_denied: return make_error_code(errc::access_denied);
   case status::shutting_down: return make_error_code(errc::not_found);
+  case status::user_limit: return make_error_code(errc::pipe_busy);
   case status::bad_version:
   case status::protocol_error: break;
   }

@@ -39,6 +39,7 @@ enum class status : std::uint8_t {
   bad_version = 4,
   protocol_error = 5,
   shutting_down = 6,
+  user_limit = 7, ///< this user has as many connections as the server allows one user
 };
 
 /// Server's answer to a hello.

@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -446,10 +447,11 @@ private:
       ::unlink(path_.c_str());
   }
 
-  void release() {
+  void release(std::int64_t uid) {
     {
       std::lock_guard lk(mu_);
       if (active_ > 0) --active_;
+      if (auto it = per_user_.find(uid); it != per_user_.end() && --it->second == 0) per_user_.erase(it);
     }
     wake();
   }
@@ -592,9 +594,13 @@ private:
       ::close(fd);
       return;
     }
-    if (take_instance()) {
-      admit(fd, std::move(peer), h, std::move(extra));
+    switch (take_instance(peer.uid)) {
+    case take::ok: admit(fd, std::move(peer), h, std::move(extra)); return;
+    case take::user_full:
+      send_reply(fd, protocol::status::user_limit, opts_);
+      ::close(fd);
       return;
+    case take::full: break;
     }
     if (h.wait_ms > 0 && waiters_.size() < opts_.max_waiting) {
       auto until = h.wait_ms == protocol::wait_forever ? clock::time_point::max()
@@ -606,11 +612,17 @@ private:
     ::close(fd);
   }
 
-  bool take_instance() {
+  enum class take { ok, full, user_full };
+  take take_instance(std::int64_t uid) {
     std::lock_guard lk(mu_);
-    if (active_ >= opts_.max_instances) return false;
+    if (opts_.max_per_user) {
+      auto it = per_user_.find(uid);
+      if (it != per_user_.end() && it->second >= opts_.max_per_user) return take::user_full;
+    }
+    if (active_ >= opts_.max_instances) return take::full;
     ++active_;
-    return true;
+    ++per_user_[uid];
+    return take::ok;
   }
 
   void serve_waiters(const std::vector<short>& revents, clock::time_point now) {
@@ -636,9 +648,16 @@ private:
       keep.push_back(std::move(w));
     }
     waiters_.swap(keep);
-    while (!waiters_.empty() && take_instance()) {
+    while (!waiters_.empty()) {
+      auto t = take_instance(waiters_.front().peer.uid);
+      if (t == take::full) break;
       auto w = std::move(waiters_.front());
       waiters_.pop_front();
+      if (t == take::user_full) {
+        send_reply(w.fd, protocol::status::user_limit, opts_);
+        ::close(w.fd);
+        continue;
+      }
       admit(w.fd, std::move(w.peer), w.hello, std::move(w.extra));
     }
   }
@@ -653,8 +672,8 @@ private:
     p.peer_max_message = h.max_message;
     p.peer = std::move(peer);
     p.initial = std::move(extra);
-    p.on_close = [w = weak_from_this()] {
-      if (auto s = w.lock()) s->release();
+    p.on_close = [w = weak_from_this(), uid = p.peer.uid] {
+      if (auto s = w.lock()) s->release(uid);
     };
     auto c = std::make_unique<framed_connection>(std::make_unique<fd_stream>(fd), std::move(p));
     std::lock_guard lk(mu_);
@@ -674,6 +693,7 @@ private:
   std::condition_variable cv_;
   std::deque<std::unique_ptr<connection_impl>> ready_;
   unsigned active_ = 0;
+  std::map<std::int64_t, unsigned> per_user_; // connections per uid
   bool closed_ = false;
 
   // Owned by the acceptor thread.
@@ -843,6 +863,9 @@ std::unique_ptr<connection_impl> connect_local(const pipe_name& name, const clie
   if (rep.status != protocol::status::ok) {
     ec = protocol::status_error(rep.status);
     switch (rep.status) {
+    case protocol::status::user_limit:
+      set_error_detail("this user already has as many connections to " + name.str() + " as the server allows");
+      break;
     case protocol::status::busy:
       if (h.wait_ms > 0) {
         set_error_detail("no instance of " + name.str() + " became free within " + std::to_string(h.wait_ms) + " ms");

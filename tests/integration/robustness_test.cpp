@@ -193,6 +193,82 @@ TEST_F(Robust, ClientsKilledMidRequestLeaveNoDescriptorsBehind) {
   loop.join();
 }
 
+TEST_F(Robust, PerUserCapRefusesTheExtraConnectionOnly) {
+  auto name = random_pipe();
+  server_options o;
+  o.max_per_user = 2;
+  server s(name, o);
+  auto a = connect(name), b = connect(name);
+  std::error_code ec;
+  auto t0 = std::chrono::steady_clock::now();
+  connect(name, {}, 5s, ec);
+  EXPECT_EQ(ec, errc::pipe_busy) << ec.message();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s) << "refused at once, not parked";
+  EXPECT_NE(last_error_detail().find("this user"), std::string::npos) << last_error_detail();
+  auto sa = s.accept(5s);
+  a.write("still served");
+  EXPECT_EQ(sa.receive_string(5s), "still served") << "existing sessions continue";
+  a.close();
+  sa.close(); // frees one of the user's two slots
+  EXPECT_TRUE(connect(name, {}, 5s).is_open());
+}
+
+TEST_F(Robust, SlowlorisIsDroppedAtTheHandshakeTimeoutWithoutDelayingOthers) {
+  auto name = random_pipe();
+  server_options o;
+  o.handshake_timeout = 500ms;
+  server s(name, o);
+  std::thread echo([&] {
+    for (int i = 0; i < 5; ++i) {
+      std::error_code ec;
+      auto c = s.accept(10s, ec);
+      if (ec) return;
+      c.write(c.receive(5s));
+    }
+  });
+  int slow = raw_connect(s.native_path());
+  ASSERT_GE(slow, 0);
+  auto hello = raw_hello(name);
+  std::atomic<bool> dropped{false};
+  std::thread dribble([&] {
+    for (char ch : hello) { // one byte every 100 ms: the hello would take seconds
+      if (::send(slow, &ch, 1, MSG_NOSIGNAL) != 1) break;
+      std::this_thread::sleep_for(100ms);
+    }
+    char c;
+    dropped = ::recv(slow, &c, 1, 0) == 0;
+  });
+  for (int i = 0; i < 5; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    EXPECT_EQ(call(name, "quick", 5s), "quick");
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s) << "the slow client does not slow the others";
+  }
+  dribble.join();
+  EXPECT_TRUE(dropped) << "closed at the handshake timeout";
+  ::close(slow);
+  echo.join();
+}
+
+TEST_F(Robust, SilentClientsFillOnlyThePendingCapAndTimeOut) {
+  auto name = random_pipe();
+  server_options o;
+  o.max_pending = 2;
+  o.handshake_timeout = 300ms;
+  server s(name, o);
+  std::vector<int> silent;
+  for (int i = 0; i < 4; ++i) silent.push_back(raw_connect(s.native_path()));
+  // Two are pending, two wait in the kernel's backlog; all are dropped in turn.
+  auto t0 = std::chrono::steady_clock::now();
+  auto c = connect(name, {}, 10s);
+  EXPECT_TRUE(c.is_open());
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+  for (int fd : silent) {
+    char ch;
+    EXPECT_EQ(::recv(fd, &ch, 1, 0), 0) << "every silent client is closed";
+    ::close(fd);
+  }
+}
+
 long cpu_ticks(int pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
   std::string s((std::istreambuf_iterator<char>(in)), {});

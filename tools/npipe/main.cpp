@@ -68,6 +68,7 @@ npipe::pipe_name parse_name(const std::string& text) {
 struct serve_args {
   std::string name, type = "message", access = "user", dir;
   unsigned max_instances = npipe::defaults::max_instances;
+  unsigned max_per_user = 0;
   std::size_t max_message = npipe::defaults::max_message_size;
   bool once = false, echo = false, verbose = false;
 };
@@ -132,6 +133,7 @@ int run_serve(const serve_args& a) {
   npipe::server_options o;
   o.type = a.type == "byte" ? npipe::pipe_type::byte : npipe::pipe_type::message;
   o.max_instances = a.max_instances;
+  o.max_per_user = a.max_per_user;
   o.max_message_size = a.max_message;
   o.pipe_dir = a.dir;
   if (a.access == "everyone") o.access = npipe::access_policy::everyone();
@@ -282,6 +284,8 @@ int main(int argc, char** argv) {
   serve->add_option("--type", sa.type, "Pipe type")->check(CLI::IsMember({"message", "byte"}))->capture_default_str();
   serve->add_option("--max-instances", sa.max_instances, "Most clients at once (1-255)")
       ->check(CLI::Range(1u, 255u))->capture_default_str();
+  serve->add_option("--max-per-user", sa.max_per_user, "Most clients from one user at once (0: no limit)")
+      ->capture_default_str();
   serve->add_option("--max-message", sa.max_message, "Largest accepted message, bytes")->capture_default_str();
   serve->add_option("--access", sa.access, "Who may connect: user, everyone, group:GID")->capture_default_str();
   serve->add_option("--dir", sa.dir, "Pipe directory (Linux; default $NPIPE_DIR or /tmp/.npipe)");
