@@ -269,6 +269,39 @@ TEST_F(Robust, SilentClientsFillOnlyThePendingCapAndTimeOut) {
   }
 }
 
+long rss_kib() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  return -1;
+}
+
+TEST_F(Robust, ClientThatNeverReadsGetsBackpressureNotUnboundedMemory) {
+  auto name = random_pipe();
+  server s(name);
+  auto lazy = connect(name); // never reads
+  auto good = connect(name);
+  auto to_lazy = s.accept(5s), to_good = s.accept(5s);
+  auto chunk = pattern(64 << 10, 9);
+  long before = rss_kib();
+  std::error_code ec;
+  std::size_t sent = 0;
+  for (int i = 0; i < 1000 && !ec; ++i) {
+    to_lazy.write(chunk, 500ms, ec);
+    if (!ec) sent += chunk.size();
+  }
+  EXPECT_EQ(ec, errc::timed_out) << "the kernel buffer filled and the write waited out its deadline";
+  EXPECT_LT(sent, 16u << 20) << "nothing queues beyond the socket buffer";
+  EXPECT_LT(rss_kib() - before, 8 * 1024) << "server memory stays bounded (KiB)";
+  good.write("still served");
+  EXPECT_EQ(to_good.receive_string(5s), "still served");
+  to_good.write("reply");
+  EXPECT_EQ(good.receive_string(5s), "reply") << "a lazy client never hurts another";
+  // What was delivered whole is intact when the lazy client finally reads.
+  EXPECT_EQ(lazy.receive(5s), chunk);
+}
+
 long cpu_ticks(int pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
   std::string s((std::istreambuf_iterator<char>(in)), {});
