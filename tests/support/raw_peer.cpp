@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "raw_peer.hpp"
 
+#include <cerrno>
 #include <cstring>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -51,6 +52,12 @@ int raw_session(const server& s) {
     return -1;
   }
   return fd;
+}
+
+bool closed_by_server(int fd) {
+  char c;
+  ssize_t n = ::recv(fd, &c, 1, 0);
+  return n == 0 || (n < 0 && errno == ECONNRESET);
 }
 
 } // namespace npipe::test
