@@ -8,6 +8,7 @@
 //   npipe_bench [--quick] [--out docs/benchmarks.md] [--data bench.dat]
 //   npipe_bench --serve TRANSPORT ADDR      (internal: the server process)
 
+#include "proc_stats.hpp"
 #include "transports.hpp"
 
 #include <npipe/version.hpp>
@@ -45,14 +46,6 @@ void pin(int cpu) {
   CPU_ZERO(&set);
   CPU_SET(cpu % std::max(1u, std::thread::hardware_concurrency()), &set);
   sched_setaffinity(0, sizeof set, &set);
-}
-
-long rss_kib(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
-  return -1;
 }
 
 struct server_proc {
@@ -170,11 +163,11 @@ void measure(const bench::transport& t, const std::string& addr, pid_t server, b
   if (memory) {
     constexpr int idle = 200;
     std::this_thread::sleep_for(100ms);
-    long before = rss_kib(server);
+    long before = bench::rss_kib(server);
     std::vector<std::unique_ptr<bench::client>> cs;
     for (int i = 0; i < idle; ++i) cs.push_back(connect_retry(t, addr));
     std::this_thread::sleep_for(200ms);
-    long after = rss_kib(server);
+    long after = bench::rss_kib(server);
     r["idle_conn_KiB"] = static_cast<double>(after - before) / idle;
   }
 }

@@ -4,6 +4,8 @@
 //
 //   npipe_soak [CYCLES=1000000] [CLIENT_THREADS=2]
 
+#include "proc_stats.hpp"
+
 #include <npipe/npipe.hpp>
 
 #include <atomic>
@@ -19,26 +21,8 @@
 #include <unistd.h>
 #include <vector>
 
-namespace {
-
-int count_fds(pid_t pid) {
-  int n = 0;
-  if (DIR* d = ::opendir(("/proc/" + std::to_string(pid) + "/fd").c_str())) {
-    while (dirent* e = ::readdir(d)) n += e->d_name[0] != '.';
-    ::closedir(d);
-  }
-  return n;
-}
-
-long rss_kib(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
-  return -1;
-}
-
-} // namespace
+using bench::count_fds;
+using bench::rss_kib;
 
 int main(int argc, char** argv) {
   const long cycles = argc > 1 ? std::atol(argv[1]) : 1'000'000;
