@@ -46,6 +46,29 @@ int echo_server(const pipe_name& name, signal_pipe& ready, server_options o = {}
   return 0;
 }
 
+// A child process that opens a server on `name`, serves one client with
+// `body`, then waits for the client's last message (a client that leaves
+// without one fails the child). Construct, then ASSERT_TRUE(srv.listening()).
+class one_client_server {
+public:
+  one_client_server(const pipe_name& name, std::function<void(connection&)> body, server_options o = {})
+      : child_([this, name, body = std::move(body), o] {
+          server s(name, o);
+          ready_.notify();
+          auto c = s.accept(30s);
+          body(c);
+          c.receive();
+          return 0;
+        }) {}
+  bool listening() { return ready_.wait(); }
+  int wait() { return child_.wait(); }
+  int pid() const { return child_.pid(); }
+
+private:
+  signal_pipe ready_; // declared first: the child uses it
+  child child_;
+};
+
 // ------------------------------------------------------------ message mode
 
 class MessageBoundaries : public Local, public ::testing::WithParamInterface<std::size_t> {};
@@ -78,17 +101,11 @@ INSTANTIATE_TEST_SUITE_P(Sizes, MessageBoundaries, ::testing::Values(0, 1, 64 <<
 TEST_F(Local, PartialReadsSayMoreDataAndReassembleIntact) {
   auto name = random_pipe();
   auto big = pattern(100'000, 7);
-  signal_pipe ready;
-  child srv([&] {
-    server s(name);
-    ready.notify();
-    auto c = s.accept(30s);
+  one_client_server srv(name, [&](connection& c) {
     c.write(big);
     c.write("next");
-    c.receive(); // wait for the client to finish
-    return 0;
   });
-  ASSERT_TRUE(ready.wait());
+  ASSERT_TRUE(srv.listening());
   auto c = connect(name);
   std::vector<std::byte> got;
   std::byte buf[4096];
@@ -122,16 +139,8 @@ TEST_F(Local, PartialReadsSayMoreDataAndReassembleIntact) {
 
 TEST_F(Local, ReceiveAfterPartialReadReturnsTheRest) {
   auto name = random_pipe();
-  signal_pipe ready;
-  child srv([&] {
-    server s(name);
-    ready.notify();
-    auto c = s.accept(30s);
-    c.write("0123456789");
-    c.receive();
-    return 0;
-  });
-  ASSERT_TRUE(ready.wait());
+  one_client_server srv(name, [](connection& c) { c.write("0123456789"); });
+  ASSERT_TRUE(srv.listening());
   auto c = connect(name);
   std::byte head[4];
   std::error_code ec;
@@ -147,22 +156,20 @@ TEST_F(Local, ReceiveAfterPartialReadReturnsTheRest) {
 
 TEST_F(Local, BytePipeIsAStream) {
   auto name = random_pipe();
-  signal_pipe ready, written;
-  child srv([&] {
-    server_options o;
-    o.type = pipe_type::byte;
-    server s(name, o);
-    ready.notify();
-    auto c = s.accept(30s);
-    EXPECT_EQ(c.type(), pipe_type::byte);
-    EXPECT_EQ(c.read_mode(), read_mode::byte);
-    c.write("abc");
-    c.write("def");
-    written.notify();
-    c.receive();
-    return 0;
-  });
-  ASSERT_TRUE(ready.wait());
+  signal_pipe written;
+  server_options o;
+  o.type = pipe_type::byte;
+  one_client_server srv(
+      name,
+      [&](connection& c) {
+        EXPECT_EQ(c.type(), pipe_type::byte);
+        EXPECT_EQ(c.read_mode(), read_mode::byte);
+        c.write("abc");
+        c.write("def");
+        written.notify();
+      },
+      o);
+  ASSERT_TRUE(srv.listening());
   auto c = connect(name);
   EXPECT_EQ(c.type(), pipe_type::byte);
   std::error_code ec;
@@ -179,18 +186,13 @@ TEST_F(Local, BytePipeIsAStream) {
 
 TEST_F(Local, ByteReadModeOnMessagePipeJoinsMessages) {
   auto name = random_pipe();
-  signal_pipe ready, written;
-  child srv([&] {
-    server s(name);
-    ready.notify();
-    auto c = s.accept(30s);
+  signal_pipe written;
+  one_client_server srv(name, [&](connection& c) {
     c.write("hello ");
     c.write("world");
     written.notify();
-    c.receive();
-    return 0;
   });
-  ASSERT_TRUE(ready.wait());
+  ASSERT_TRUE(srv.listening());
   client_options o;
   o.read_mode = read_mode::byte;
   auto c = connect(name, o);
@@ -448,20 +450,14 @@ TEST_F(Local, FlushSucceedsWhenThePeerReadAllThenClosed) {
 
 TEST_F(Local, PeerCredentialsOnBothEnds) {
   auto name = random_pipe();
-  signal_pipe ready;
   auto parent = ::getpid();
-  child srv([&] {
-    server s(name);
-    ready.notify();
-    auto c = s.accept(30s);
+  one_client_server srv(name, [&](connection& c) {
     EXPECT_EQ(c.peer().pid, parent);
     EXPECT_EQ(c.peer().uid, static_cast<std::int64_t>(::geteuid()));
     EXPECT_EQ(c.peer().gid, static_cast<std::int64_t>(::getegid()));
     c.write("ok");
-    c.receive();
-    return 0;
   });
-  ASSERT_TRUE(ready.wait());
+  ASSERT_TRUE(srv.listening());
   auto c = connect(name);
   EXPECT_EQ(c.peer().pid, srv.pid());
   EXPECT_EQ(c.peer().uid, static_cast<std::int64_t>(::geteuid()));
