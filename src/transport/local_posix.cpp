@@ -230,13 +230,15 @@ bool create_listener(const std::string& dir, const std::string& path, const pipe
   }
   if (::listen(fd, SOMAXCONN) != 0) return fail(errno);
 
+  // Took the name: remember which file is ours, so close() removes only it.
+  auto linked = [&] {
+    struct stat st{};
+    ::lstat(path.c_str(), &st);
+    out = {fd, st.st_dev, st.st_ino};
+    return true;
+  };
   for (int attempt = 0; attempt < 3; ++attempt) {
-    if (::link(tmp.c_str(), path.c_str()) == 0) {
-      struct stat st{};
-      ::lstat(path.c_str(), &st);
-      out = {fd, st.st_dev, st.st_ino};
-      return true;
-    }
+    if (::link(tmp.c_str(), path.c_str()) == 0) return linked();
     if (errno != EEXIST) {
       set_error_detail("cannot create " + path + ": " + std::strerror(errno));
       return fail(errno);
@@ -274,12 +276,7 @@ bool create_listener(const std::string& dir, const std::string& path, const pipe
       if (::unlink(path.c_str()) != 0 && errno != ENOENT) return fail(errno);
     }
     // gone or reclaimed: try the link again, still under the lock
-    if (::link(tmp.c_str(), path.c_str()) == 0) {
-      struct stat nst{};
-      ::lstat(path.c_str(), &nst);
-      out = {fd, nst.st_dev, nst.st_ino};
-      return true;
-    }
+    if (::link(tmp.c_str(), path.c_str()) == 0) return linked();
     if (errno != EEXIST) return fail(errno);
   }
   set_error_detail("pipe " + name.str() + " keeps reappearing at " + path);
