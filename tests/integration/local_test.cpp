@@ -242,14 +242,15 @@ TEST_F(Local, WaiterWakesWhenAnInstanceFrees) {
   auto name = random_pipe();
   server_options o;
   o.max_instances = 1;
-  server s(name, o);
   signal_pipe ready;
-  child client([&] {
+  gated_child client([&] {
     auto c1 = connect(name);
     ready.notify();
     std::this_thread::sleep_for(300ms);
     return 0; // closes c1
   });
+  server s(name, o);
+  client.start();
   ASSERT_TRUE(ready.wait());
   auto served = s.accept(10s);
   std::error_code ec;
@@ -273,9 +274,7 @@ TEST_F(Local, DisconnectEndsOneClientAndServesTheNext) {
   auto name = random_pipe();
   server_options o;
   o.max_instances = 1;
-  server s(name, o);
-  signal_pipe ready;
-  child clients([&] {
+  gated_child clients([&] {
     auto a = connect(name);
     EXPECT_EQ(a.transact(std::string_view("from a")), "to a");
     std::error_code ec;
@@ -285,6 +284,8 @@ TEST_F(Local, DisconnectEndsOneClientAndServesTheNext) {
     EXPECT_EQ(b.transact(std::string_view("from b")), "to b");
     return 0;
   });
+  server s(name, o);
+  clients.start();
   auto a = s.accept(10s);
   EXPECT_EQ(a.receive_string(), "from a");
   a.write("to a");
@@ -379,8 +380,7 @@ TEST_F(Local, PeekShowsWithoutConsuming) {
 TEST_F(Local, FlushWaitsUntilThePeerHasRead) {
   auto name = random_pipe();
   signal_pipe ready;
-  server s(name);
-  child client([&] {
+  gated_child client([&] {
     auto c = connect(name);
     ready.notify();
     std::this_thread::sleep_for(400ms);
@@ -389,6 +389,8 @@ TEST_F(Local, FlushWaitsUntilThePeerHasRead) {
     c.receive(ec); // stay until the server closes
     return 0;
   });
+  server s(name);
+  client.start();
   auto c = s.accept(10s);
   ASSERT_TRUE(ready.wait());
   c.write("payload");
@@ -484,10 +486,7 @@ TEST_F(Local, ClientCanRequireTheServersUser) {
 
 TEST_F(Local, SecondServerOnALiveNameFailsAndTheFirstKeepsServing) {
   auto name = random_pipe();
-  server first(name);
-  auto path = first.native_path();
-  signal_pipe done;
-  child second([&] {
+  gated_child second([&] {
     std::error_code ec;
     server s;
     s.open(name, {}, ec);
@@ -496,6 +495,9 @@ TEST_F(Local, SecondServerOnALiveNameFailsAndTheFirstKeepsServing) {
         << "names the owner: " << last_error_detail();
     return 0;
   });
+  server first(name);
+  auto path = first.native_path();
+  second.start();
   EXPECT_EQ(second.wait(), 0);
   EXPECT_TRUE(std::filesystem::exists(path)) << "the loser did not remove our socket";
   auto c = connect(name);
@@ -611,14 +613,15 @@ int as_nobody(const std::function<int()>& fn) {
 TEST_F(Local, OtherUsersAreRefusedByDefault) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to run a client as nobody";
   auto name = random_pipe();
-  server s(name);
-  child nobody([&] {
+  gated_child nobody([&] {
     return as_nobody([&] {
       std::error_code ec;
       connect(name, {}, 2s, ec);
       return ec == errc::access_denied ? 0 : 1;
     });
   });
+  server s(name);
+  nobody.start();
   EXPECT_EQ(nobody.wait(), 0) << "socket permissions refuse another uid";
 }
 
@@ -627,14 +630,15 @@ TEST_F(Local, CredentialCheckRefusesUsersNotOnTheList) {
   auto name = random_pipe();
   server_options o;
   o.access = access_policy::only({12345}); // socket mode 0666: only the credential check stands in the way
-  server s(name, o);
-  child nobody([&] {
+  gated_child nobody([&] {
     return as_nobody([&] {
       std::error_code ec;
       connect(name, {}, 2s, ec);
       return ec == errc::access_denied ? 0 : 1;
     });
   });
+  server s(name, o);
+  nobody.start();
   EXPECT_EQ(nobody.wait(), 0);
   std::error_code ec;
   s.accept(200ms, ec);
@@ -647,13 +651,14 @@ TEST_F(Local, EveryoneAndListPoliciesAdmitExactlyWhomTheySay) {
     auto name = random_pipe();
     server_options o;
     o.access = policy;
-    server s(name, o);
-    child nobody([&] {
+    gated_child nobody([&] {
       return as_nobody([&] {
         auto c = connect(name, {}, 5s);
         return c.transact(std::string_view("hi")) == "hello nobody" ? 0 : 1;
       });
     });
+    server s(name, o);
+    nobody.start();
     auto c = s.accept(10s);
     EXPECT_EQ(c.peer().uid, 65534);
     EXPECT_EQ(c.receive_string(), "hi");

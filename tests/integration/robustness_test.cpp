@@ -171,10 +171,13 @@ TEST_F(Robust, ClientsKilledMidRequestLeaveNoDescriptorsBehind) {
   int baseline = open_fds();
   constexpr int kills = 1000;
   const std::string half = raw_frame(std::string(1000, 'z')).substr(0, 500);
+  // Built up front: the children are forked while the accept loop runs, so
+  // they must not allocate (an allocator lock held at fork would hang them).
+  const std::string path = s.native_path(), hello = raw_hello(name);
   for (int i = 0; i < kills; ++i) {
     signal_pipe sent;
     child k([&] {
-      int fd = raw_session(s);
+      int fd = raw_session(path, hello);
       if (fd < 0) return 1;
       ::send(fd, half.data(), half.size(), MSG_NOSIGNAL); // half a request, then death
       sent.notify();

@@ -41,11 +41,12 @@ std::string raw_frame(std::string_view payload) {
   return f + std::string(payload);
 }
 
-int raw_session(const server& s) {
-  int fd = raw_connect(s.native_path());
+int raw_session(const server& s) { return raw_session(s.native_path(), raw_hello(s.name())); }
+
+int raw_session(const std::string& path, const std::string& hello) {
+  int fd = raw_connect(path);
   if (fd < 0) return -1;
-  auto h = raw_hello(s.name());
-  ::send(fd, h.data(), h.size(), MSG_NOSIGNAL);
+  ::send(fd, hello.data(), hello.size(), MSG_NOSIGNAL);
   char reply[16];
   if (::recv(fd, reply, 16, MSG_WAITALL) != 16 || reply[5] != 0) {
     ::close(fd);

@@ -18,6 +18,8 @@ std::string raw_hello(const pipe_name& name, char version = 1);
 std::string raw_frame(std::string_view payload);
 /// Connect and complete the handshake with server `s`; the fd, or -1.
 int raw_session(const server& s);
+/// The same with a prepared path and hello; allocates nothing.
+int raw_session(const std::string& path, const std::string& hello);
 /// Wait (up to the socket's receive timeout) until the server closes `fd`:
 /// end of stream, or ECONNRESET when it closed with our bytes unread.
 bool closed_by_server(int fd);

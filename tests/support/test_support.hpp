@@ -66,6 +66,24 @@ private:
   int status_ = -1;
 };
 
+/// A child forked at construction that runs `fn` only after start(). Tests
+/// fork first and open servers afterwards: forking a process whose threads
+/// may hold allocator locks (a server's acceptor) can hang the child under
+/// the sanitizers' allocators.
+class gated_child {
+public:
+  explicit gated_child(std::function<int()> fn)
+      : child_([this, fn = std::move(fn)] { return go_.wait(std::chrono::seconds(60)) ? fn() : 97; }) {}
+  void start() { go_.notify(); }
+  int wait() { return child_.wait(); }
+  void kill(int sig) { child_.kill(sig); }
+  int pid() const { return child_.pid(); }
+
+private:
+  signal_pipe go_; // declared first: the child uses it
+  child child_;
+};
+
 /// Run a program, optionally with input, collecting its output.
 struct run_result {
   int exit_code = -1;
