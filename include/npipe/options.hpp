@@ -57,11 +57,20 @@ struct access_policy {
   }
 };
 
+/// server_options::max_instances value meaning "no cap per name" (Win32
+/// PIPE_UNLIMITED_INSTANCES); max_connections still applies.
+inline constexpr unsigned unlimited_instances = 255;
+
 /// Defaults shared by servers and clients.
 namespace defaults {
 inline constexpr std::size_t max_message_size = 32u << 20; ///< 32 MiB, as D-Bus
 inline constexpr std::size_t buffer_size = 64u << 10;      ///< 64 KiB
-inline constexpr unsigned max_instances = 255;             ///< Win32 PIPE_UNLIMITED_INSTANCES
+inline constexpr unsigned max_instances = 255;             ///< unlimited_instances
+inline constexpr unsigned max_connections = 1024;          ///< total, whatever max_instances says
+inline constexpr std::size_t max_queued_bytes = 1u << 20;  ///< replies waiting for a slow reader, per connection
+inline constexpr unsigned max_in_flight = 16;              ///< requests a handler works on at once, per connection
+inline constexpr timeout idle_timeout{-1};                 ///< local pipes: never (sessions may be long-lived)
+inline constexpr timeout stop_grace{5'000};                ///< how long stop() lets in-flight requests finish
 inline constexpr unsigned max_pending = 64;                ///< unfinished handshakes, as D-Bus
 inline constexpr unsigned max_waiting = 64;                ///< clients queued for a busy pipe
 inline constexpr timeout handshake_timeout{10'000};
@@ -73,9 +82,13 @@ struct server_options {
   pipe_type type = pipe_type::message;
   /// The server end's read mode; defaults to the pipe type.
   std::optional<npipe::read_mode> read_mode;
-  /// Most clients connected at once (1..255). Client N+1 gets pipe_busy, or
-  /// waits when it asked to.
+  /// Most clients connected at once (1..254), or unlimited_instances (255,
+  /// Win32 PIPE_UNLIMITED_INSTANCES): then only max_connections limits.
+  /// Client N+1 gets pipe_busy, or waits when it asked to.
   unsigned max_instances = defaults::max_instances;
+  /// Hard cap on connected clients, whatever max_instances says (each one
+  /// costs a file descriptor). Raise it, and RLIMIT_NOFILE, for big servers.
+  unsigned max_connections = defaults::max_connections;
   /// Kernel buffer sizes per direction (Win32 nInBufferSize/nOutBufferSize;
   /// on Linux SO_RCVBUF/SO_SNDBUF). 0 keeps the system default.
   std::size_t in_buffer_size = 0;
@@ -96,6 +109,18 @@ struct server_options {
   /// Linux: directory holding the socket files (empty: $NPIPE_DIR, else
   /// the machine-wide default, see README). Ignored on Windows.
   std::string pipe_dir;
+
+  // The async server runtime (async_server) also honours these:
+  /// A connection that sends nothing and has no request in flight for this
+  /// long is closed. forever (the default) keeps idle sessions.
+  timeout idle_timeout = defaults::idle_timeout;
+  /// Reply bytes queued for one client that reads slowly; past this the
+  /// server stops reading that client's requests until it catches up
+  /// (backpressure), so memory stays bounded. One reply may exceed it.
+  std::size_t max_queued_bytes = defaults::max_queued_bytes;
+  /// Requests of one connection handed to the handler at once; a client that
+  /// pipelines more waits (the server stops reading) until replies go out.
+  unsigned max_in_flight = defaults::max_in_flight;
 };
 
 /// Options for opening a client end (Win32 CreateFile + SetNamedPipeHandleState).

@@ -17,16 +17,7 @@
 
 namespace npipe::detail {
 
-struct framed_params {
-  pipe_name name;
-  pipe_type type = pipe_type::message;
-  npipe::read_mode mode = npipe::read_mode::message;
-  std::size_t max_message = defaults::max_message_size;      ///< what this end accepts
-  std::size_t peer_max_message = defaults::max_message_size; ///< what the peer accepts
-  peer_identity peer;
-  std::vector<std::byte> initial;                            ///< bytes already read past the handshake
-  std::function<void()> on_close;                            ///< e.g. free a server instance
-};
+using framed_params = connection_params;
 
 class framed_connection final : public connection_impl {
 public:

@@ -5,6 +5,7 @@
 #include "core/name_map.hpp"
 #include "core/protocol.hpp"
 #include "transport/framed_connection.hpp"
+#include "transport/local_posix.hpp"
 #include "transport/posix_util.hpp"
 #include "transport/transport.hpp"
 
@@ -47,15 +48,14 @@ std::string local_path(const pipe_name& name, std::error_code& ec, std::string_v
 } // namespace npipe
 
 namespace npipe::detail {
-namespace {
-
-constexpr auto handshake_slack = std::chrono::seconds(2);
 
 std::string describe(const peer_identity& p) {
   std::string s = "pid " + std::to_string(p.pid) + ", uid " + std::to_string(p.uid);
   if (!p.user.empty()) s += " (" + p.user + ")";
   return s;
 }
+
+namespace {
 
 bool make_sockaddr(const std::string& path, sockaddr_un& sa, socklen_t& len) {
   if (path.size() > max_socket_path) return false;
@@ -327,16 +327,19 @@ void send_reply(int fd, protocol::status s, const server_options& o) {
 
 class posix_server final : public server_impl, public std::enable_shared_from_this<posix_server> {
 public:
-  posix_server(pipe_name name, server_options opts) : name_(std::move(name)), opts_(std::move(opts)) {}
+  posix_server(pipe_name name, server_options opts, admission_sink sink)
+      : name_(std::move(name)), opts_(std::move(opts)), sink_(std::move(sink)) {}
   ~posix_server() override {
     close();
     if (wake_fd_ >= 0) ::close(wake_fd_); // only now: release() may still wake us until the last reference goes
   }
 
   bool open(std::error_code& ec) {
-    if (opts_.max_instances < 1 || opts_.max_instances > 255 || opts_.max_message_size < pipelined_request_max ||
-        opts_.max_message_size > UINT32_MAX) {
-      set_error_detail("max_instances must be 1..255 and max_message_size 4096..4294967295");
+    if (opts_.max_instances < 1 || opts_.max_instances > unlimited_instances || opts_.max_connections < 1 ||
+        opts_.max_message_size < pipelined_request_max || opts_.max_message_size > UINT32_MAX ||
+        opts_.max_in_flight < 1) {
+      set_error_detail("max_instances must be 1..255, max_connections and max_in_flight at least 1, and "
+                       "max_message_size 4096..4294967295");
       ec = make_error_code(errc::invalid_argument);
       return false;
     }
@@ -609,6 +612,11 @@ private:
     ::close(fd);
   }
 
+  unsigned instance_cap() const noexcept {
+    return opts_.max_instances >= unlimited_instances ? opts_.max_connections
+                                                      : std::min(opts_.max_instances, opts_.max_connections);
+  }
+
   enum class take { ok, full, user_full };
   take take_instance(std::int64_t uid) {
     std::lock_guard lk(mu_);
@@ -616,7 +624,7 @@ private:
       auto it = per_user_.find(uid);
       if (it != per_user_.end() && it->second >= opts_.max_per_user) return take::user_full;
     }
-    if (active_ >= opts_.max_instances) return take::full;
+    if (active_ >= instance_cap()) return take::full;
     ++active_;
     ++per_user_[uid];
     return take::ok;
@@ -637,7 +645,7 @@ private:
         ::close(w.fd);
         continue;
       }
-      if (now >= w.until && active_instances() >= opts_.max_instances) {
+      if (now >= w.until && active_instances() >= instance_cap()) {
         send_reply(w.fd, protocol::status::busy, opts_); // its wait is over (WaitNamedPipe's timeout)
         ::close(w.fd);
         continue;
@@ -672,6 +680,10 @@ private:
     p.on_close = [w = weak_from_this(), uid = p.peer.uid] {
       if (auto s = w.lock()) s->release(uid);
     };
+    if (sink_) {
+      sink_(admitted_client{fd, std::move(p)});
+      return;
+    }
     auto c = std::make_unique<framed_connection>(std::make_unique<fd_stream>(fd), std::move(p));
     std::lock_guard lk(mu_);
     ready_.push_back(std::move(c));
@@ -680,6 +692,7 @@ private:
 
   pipe_name name_;
   server_options opts_;
+  admission_sink sink_;
   std::string dir_, path_;
   listener listen_;
   int wake_fd_ = -1;
@@ -736,20 +749,106 @@ std::vector<local_pipe_info> list_local_pipes(std::error_code& ec, std::string_v
 namespace npipe::detail {
 
 std::shared_ptr<server_impl> open_local_server(const pipe_name& name, const server_options& opts,
-                                               std::error_code& ec) {
-  auto s = std::make_shared<posix_server>(name, opts);
+                                               std::error_code& ec, admission_sink sink) {
+  auto s = std::make_shared<posix_server>(name, opts, std::move(sink));
   if (!s->open(ec)) return nullptr;
   return s;
 }
 
-std::unique_ptr<connection_impl> connect_local(const pipe_name& name, const client_options& opts, deadline dl,
-                                               std::error_code& ec, std::span<const std::byte> first) {
+bool client_path(const pipe_name& name, const client_options& opts, std::string& path, std::error_code& ec) {
   std::string dir = pipe_directory(opts.pipe_dir);
-  std::string path = socket_path(dir, name, ec);
+  path = socket_path(dir, name, ec);
   if (ec) {
     set_error_detail("pipe directory path " + dir + " is too long for a Unix socket path");
-    return nullptr;
+    return false;
   }
+  return true;
+}
+
+std::error_code connect_error(int e, const std::string& path) {
+  if (e == ENOENT || e == ECONNREFUSED) set_error_detail("no server is listening at " + path);
+  else if (e == EACCES || e == EPERM) set_error_detail("permission denied on " + path + " (the server's access policy)");
+  return e == EAGAIN ? make_error_code(errc::pipe_busy, e) : errno_error(e);
+}
+
+bool check_server(const pipe_name& name, const client_options& opts, const peer_identity& server,
+                  std::error_code& ec) {
+  if (opts.require_server_uid && server.uid != static_cast<std::int64_t>(*opts.require_server_uid)) {
+    set_error_detail("the server of " + name.str() + " runs as uid " + std::to_string(server.uid) + ", not uid " +
+                     std::to_string(*opts.require_server_uid) + "; refusing it (possible squatter)");
+    ec = make_error_code(errc::access_denied);
+    return false;
+  }
+  return true;
+}
+
+std::string client_hello(const pipe_name& name, const client_options& opts, deadline dl,
+                         std::span<const std::byte> first, std::uint32_t& wait_ms) {
+  protocol::hello h;
+  h.name = name.name();
+  auto left = dl.remaining();
+  h.wait_ms = dl.never() ? protocol::wait_forever
+                         : static_cast<std::uint32_t>(std::min<long long>(left.count(), 0xFFFFFFFEll));
+  h.max_message = static_cast<std::uint32_t>(std::min<std::size_t>(opts.max_message_size, UINT32_MAX));
+  wait_ms = h.wait_ms;
+  auto bytes = protocol::encode_hello(h);
+  if (!first.empty()) {
+    auto hdr = protocol::encode_frame_header(protocol::frame_type::data, static_cast<std::uint32_t>(first.size()));
+    bytes.append(reinterpret_cast<const char*>(hdr.data()), hdr.size());
+    bytes.append(reinterpret_cast<const char*>(first.data()), first.size());
+  }
+  return bytes;
+}
+
+bool client_accepts(const pipe_name& name, const client_options& opts, const protocol::reply& rep,
+                    std::uint32_t wait_ms, peer_identity server, const std::string& path,
+                    std::span<const std::byte> extra, connection_params& p, std::error_code& ec) {
+  if (rep.status != protocol::status::ok) {
+    ec = protocol::status_error(rep.status);
+    switch (rep.status) {
+    case protocol::status::user_limit:
+      set_error_detail("this user already has as many connections to " + name.str() + " as the server allows");
+      break;
+    case protocol::status::busy:
+      if (wait_ms > 0) {
+        set_error_detail("no instance of " + name.str() + " became free within " + std::to_string(wait_ms) + " ms");
+        ec = make_error_code(errc::timed_out);
+      } else {
+        set_error_detail("all instances of " + name.str() + " are busy");
+      }
+      break;
+    case protocol::status::access_denied:
+      set_error_detail("the server of " + name.str() + " (" + describe(server) + ") refuses this user");
+      break;
+    case protocol::status::not_found:
+      set_error_detail("the server at " + path + " serves a different pipe name");
+      break;
+    case protocol::status::shutting_down:
+      set_error_detail("the server of " + name.str() + " is shutting down");
+      break;
+    default: break;
+    }
+    return false;
+  }
+  p.name = name;
+  p.type = rep.type;
+  p.mode = opts.read_mode.value_or(rep.type == pipe_type::message ? read_mode::message : read_mode::byte);
+  if (p.mode == read_mode::message && rep.type == pipe_type::byte) {
+    set_error_detail("message read mode needs a message pipe; " + name.str() + " is a byte pipe");
+    ec = make_error_code(errc::invalid_argument);
+    return false;
+  }
+  p.max_message = opts.max_message_size;
+  p.peer_max_message = rep.max_message;
+  p.peer = std::move(server);
+  p.initial.assign(extra.begin(), extra.end());
+  return true;
+}
+
+std::unique_ptr<connection_impl> connect_local(const pipe_name& name, const client_options& opts, deadline dl,
+                                               std::error_code& ec, std::span<const std::byte> first) {
+  std::string path;
+  if (!client_path(name, opts, path, ec)) return nullptr;
   sockaddr_un sa;
   socklen_t len = 0;
   make_sockaddr(path, sa, len);
@@ -773,33 +872,16 @@ std::unique_ptr<connection_impl> connect_local(const pipe_name& name, const clie
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
       if (!dl.passed()) continue;
     }
-    if (e == ENOENT || e == ECONNREFUSED) set_error_detail("no server is listening at " + path);
-    else if (e == EACCES || e == EPERM) set_error_detail("permission denied on " + path + " (the server's access policy)");
-    ec = e == EAGAIN ? make_error_code(errc::pipe_busy, e) : errno_error(e);
+    ec = connect_error(e, path);
     return nullptr;
   }
   auto stream = std::make_unique<fd_stream>(fd);
   peer_identity server = peer_of(fd);
-  if (opts.require_server_uid && server.uid != static_cast<std::int64_t>(*opts.require_server_uid)) {
-    set_error_detail("the server of " + name.str() + " runs as uid " + std::to_string(server.uid) + ", not uid " +
-                     std::to_string(*opts.require_server_uid) + "; refusing it (possible squatter)");
-    ec = make_error_code(errc::access_denied);
-    return nullptr;
-  }
+  if (!check_server(name, opts, server, ec)) return nullptr;
 
   deadline io_dl = dl.never() ? dl : deadline{dl.at + handshake_slack};
-  protocol::hello h;
-  h.name = name.name();
-  auto left = dl.remaining();
-  h.wait_ms = dl.never() ? protocol::wait_forever
-                                     : static_cast<std::uint32_t>(std::min<long long>(left.count(), 0xFFFFFFFEll));
-  h.max_message = static_cast<std::uint32_t>(std::min<std::size_t>(opts.max_message_size, UINT32_MAX));
-  auto bytes = protocol::encode_hello(h);
-  if (!first.empty()) {
-    auto hdr = protocol::encode_frame_header(protocol::frame_type::data, static_cast<std::uint32_t>(first.size()));
-    bytes.append(reinterpret_cast<const char*>(hdr.data()), hdr.size());
-    bytes.append(reinterpret_cast<const char*>(first.data()), first.size());
-  }
+  std::uint32_t wait_ms = 0;
+  auto bytes = client_hello(name, opts, dl, first, wait_ms);
   std::span<const std::byte> out[1] = {std::as_bytes(std::span(bytes))};
   while (!out[0].empty()) {
     auto r = stream->write_some(out, ec);
@@ -841,7 +923,6 @@ std::unique_ptr<connection_impl> connect_local(const pipe_name& name, const clie
     if (r.status == io_status::ok) {
       got += r.bytes;
     } else if (r.status == io_status::would_block) {
-      may_be_ready = true;
       if (!stream->wait(false, reply_dl, ec)) {
         if (!ec) {
           set_error_detail("the server of " + name.str() + " did not answer the handshake in time");
@@ -857,43 +938,10 @@ std::unique_ptr<connection_impl> connect_local(const pipe_name& name, const clie
       return nullptr;
     }
   }
-  if (rep.status != protocol::status::ok) {
-    ec = protocol::status_error(rep.status);
-    switch (rep.status) {
-    case protocol::status::user_limit:
-      set_error_detail("this user already has as many connections to " + name.str() + " as the server allows");
-      break;
-    case protocol::status::busy:
-      if (h.wait_ms > 0) {
-        set_error_detail("no instance of " + name.str() + " became free within " + std::to_string(h.wait_ms) + " ms");
-        ec = make_error_code(errc::timed_out);
-      } else {
-        set_error_detail("all instances of " + name.str() + " are busy");
-      }
-      break;
-    case protocol::status::access_denied:
-      set_error_detail("the server of " + name.str() + " (" + describe(server) + ") refuses this user");
-      break;
-    case protocol::status::not_found:
-      set_error_detail("the server at " + path + " serves a different pipe name");
-      break;
-    default: break;
-    }
+  connection_params p;
+  if (!client_accepts(name, opts, rep, wait_ms, std::move(server), path,
+                      std::span(in.data() + protocol::reply_size, got - protocol::reply_size), p, ec))
     return nullptr;
-  }
-  framed_params p;
-  p.name = name;
-  p.type = rep.type;
-  p.mode = opts.read_mode.value_or(rep.type == pipe_type::message ? read_mode::message : read_mode::byte);
-  if (p.mode == read_mode::message && rep.type == pipe_type::byte) {
-    set_error_detail("message read mode needs a message pipe; " + name.str() + " is a byte pipe");
-    ec = make_error_code(errc::invalid_argument);
-    return nullptr;
-  }
-  p.max_message = opts.max_message_size;
-  p.peer_max_message = rep.max_message;
-  p.peer = std::move(server);
-  p.initial.assign(in.begin() + protocol::reply_size, in.begin() + static_cast<std::ptrdiff_t>(got));
   return std::make_unique<framed_connection>(std::move(stream), std::move(p));
 }
 

@@ -8,7 +8,9 @@
 #include <npipe/server.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -73,9 +75,32 @@ public:
   virtual unsigned active_instances() const noexcept = 0;
 };
 
+/// What the handshake settled for one connected end.
+struct connection_params {
+  pipe_name name;
+  pipe_type type = pipe_type::message;
+  npipe::read_mode mode = npipe::read_mode::message;
+  std::size_t max_message = defaults::max_message_size;      ///< what this end accepts
+  std::size_t peer_max_message = defaults::max_message_size; ///< what the peer accepts
+  peer_identity peer;
+  std::vector<std::byte> initial;                            ///< bytes already read past the handshake
+  std::function<void()> on_close;                            ///< e.g. free a server instance
+};
+
+/// A client the server admitted: its connected socket (or pipe handle) and
+/// the settled parameters. The receiver owns the handle.
+struct admitted_client {
+  std::intptr_t handle = -1;
+  connection_params params;
+};
+/// Where a server hands admitted clients when it is not accept()'s queue
+/// (the async runtime). Called on the server's admission thread.
+using admission_sink = std::function<void(admitted_client&&)>;
+
 /// Local pipes, implemented per system (local_posix.cpp, local_win32.cpp).
+/// With a sink, admitted clients go there and accept() is not used.
 std::shared_ptr<server_impl> open_local_server(const pipe_name& name, const server_options& opts,
-                                               std::error_code& ec);
+                                               std::error_code& ec, admission_sink sink = {});
 /// `first`, if not empty, is sent as the first message together with the
 /// handshake (CallNamedPipe saves a round trip this way); callers keep it
 /// within pipelined_request_max, which every server accepts.

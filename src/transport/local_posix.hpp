@@ -1,0 +1,40 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// Pieces of the Linux local-pipe client handshake that the blocking
+// connect (local_posix.cpp) and the async connect (runtime/) share, so both
+// say the same things and map the same errors.
+
+#include "core/protocol.hpp"
+#include "transport/transport.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <system_error>
+
+namespace npipe::detail {
+
+/// How long past the caller's deadline a client waits for the server to say
+/// "busy" (the server ends the wait it was asked for, then answers).
+inline constexpr auto handshake_slack = std::chrono::seconds(2);
+
+/// "pid P, uid U (user)".
+std::string describe(const peer_identity& p);
+/// The socket file for `name`; false (with detail) when the path is too long.
+bool client_path(const pipe_name& name, const client_options& opts, std::string& path, std::error_code& ec);
+/// The error (and detail) for a failed connect(2) to `path`.
+std::error_code connect_error(int err, const std::string& path);
+/// Applies client_options::require_server_uid.
+bool check_server(const pipe_name& name, const client_options& opts, const peer_identity& server,
+                  std::error_code& ec);
+/// The hello (plus `first` as a pipelined data frame); `wait_ms` is what it asks for.
+std::string client_hello(const pipe_name& name, const client_options& opts, deadline dl,
+                         std::span<const std::byte> first, std::uint32_t& wait_ms);
+/// Interprets the server's reply: on ok fills `p` (extra = bytes after the
+/// reply), else sets ec and a detail that says why.
+bool client_accepts(const pipe_name& name, const client_options& opts, const protocol::reply& rep,
+                    std::uint32_t wait_ms, peer_identity server, const std::string& path,
+                    std::span<const std::byte> extra, connection_params& p, std::error_code& ec);
+
+} // namespace npipe::detail
