@@ -4,7 +4,7 @@
 # or through sudo. Sourced by demo.sh and test.sh; usable alone.
 set -euo pipefail
 
-npipe_packages_build=(g++ cmake ninja-build pkg-config libcli11-dev)
+npipe_packages_build=(g++ cmake ninja-build pkg-config libcli11-dev libasio-dev)
 npipe_packages_test=(libgtest-dev libgmock-dev)
 
 npipe_ensure_packages() {

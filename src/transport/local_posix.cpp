@@ -329,10 +329,7 @@ class posix_server final : public server_impl, public std::enable_shared_from_th
 public:
   posix_server(pipe_name name, server_options opts, admission_sink sink)
       : name_(std::move(name)), opts_(std::move(opts)), sink_(std::move(sink)) {}
-  ~posix_server() override {
-    close();
-    if (wake_fd_ >= 0) ::close(wake_fd_); // only now: release() may still wake us until the last reference goes
-  }
+  ~posix_server() override { close(); }
 
   bool open(std::error_code& ec) {
     if (opts_.max_instances < 1 || opts_.max_instances > unlimited_instances || opts_.max_connections < 1 ||
@@ -396,6 +393,13 @@ public:
     }
     wake();
     if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
+    {
+      std::lock_guard lk(wake_mu_); // release() may still try to wake us
+      if (wake_fd_ >= 0 && !thread_.joinable()) {
+        ::close(wake_fd_);
+        wake_fd_ = -1;
+      }
+    }
     remove_name();
     std::deque<std::unique_ptr<connection_impl>> unaccepted;
     {
@@ -431,6 +435,7 @@ private:
   };
 
   void wake() noexcept {
+    std::lock_guard lk(wake_mu_);
     if (wake_fd_ >= 0) {
       std::uint64_t one = 1;
       [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
@@ -695,6 +700,7 @@ private:
   admission_sink sink_;
   std::string dir_, path_;
   listener listen_;
+  std::mutex wake_mu_; // guards wake_fd_ once the acceptor runs
   int wake_fd_ = -1;
   std::thread thread_;
 

@@ -117,12 +117,14 @@ bool fd_stream::wait(bool for_write, deadline dl, std::error_code& ec) noexcept 
 
 void fd_stream::shutdown() noexcept { ::shutdown(fd_, SHUT_RDWR); }
 
-bool fd_stream::peer_took_everything() noexcept {
+bool peer_took_everything(int fd) noexcept {
   // On a Unix stream socket, sent data stays charged to the sender until the
   // receiver reads it, so SIOCOUTQ is 0 exactly when the peer has it all.
   int n = -1;
-  return ::ioctl(fd_, SIOCOUTQ, &n) == 0 && n == 0;
+  return ::ioctl(fd, SIOCOUTQ, &n) == 0 && n == 0;
 }
+
+bool fd_stream::peer_took_everything() noexcept { return detail::peer_took_everything(fd_); }
 
 std::string user_name(long uid) {
   if (uid < 0) return {};

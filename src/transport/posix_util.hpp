@@ -37,6 +37,10 @@ private:
   int fd_;
 };
 
+/// True if the peer process has read every byte written to this Unix
+/// socket (SIOCOUTQ is 0): what makes a flush complete at once.
+bool peer_took_everything(int fd) noexcept;
+
 /// poll() one fd until `events` or the deadline; false on timeout.
 bool wait_fd(int fd, short events, deadline dl, std::error_code& ec) noexcept;
 

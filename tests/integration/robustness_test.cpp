@@ -33,15 +33,6 @@ namespace {
 
 using Robust = local_test;
 
-int open_fds() {
-  int n = 0;
-  if (DIR* d = ::opendir("/proc/self/fd")) {
-    while (::readdir(d)) ++n;
-    ::closedir(d);
-  }
-  return n;
-}
-
 TEST_F(Robust, OneByteWritesAndManyFramesPerWriteKeepBoundaries) {
   auto name = random_pipe();
   server s(name);

@@ -84,6 +84,11 @@ private:
   child child_;
 };
 
+/// Open file descriptors of this process (counted in /proc/self/fd).
+int open_fds();
+/// Threads of this process (counted in /proc/self/task).
+int thread_count();
+
 /// Run a program, optionally with input, collecting its output.
 struct run_result {
   int exit_code = -1;

@@ -1,0 +1,935 @@
+// SPDX-License-Identifier: MIT
+#include "runtime/async_pipe.hpp"
+
+#include "transport/local_posix.hpp"
+#include "transport/posix_util.hpp"
+
+#include <asio/read.hpp>
+#include <asio/write.hpp>
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+namespace npipe::detail {
+namespace {
+
+constexpr std::size_t scratch_size = 64u << 10;   // one read's worth; per thread, not per connection
+constexpr std::size_t big_frame = 16u << 10;      // larger frames are read straight into their message
+constexpr std::size_t lookahead_limit = 4u << 20; // how far a flush reads ahead for its acknowledgement
+constexpr std::size_t byte_receive = 64u << 10;   // byte read mode: most a receive returns
+constexpr std::size_t byte_chunk = 1u << 20;      // byte pipes: largest frame we send
+constexpr std::size_t max_batch = 64;             // sends gathered into one write
+
+std::error_code err(errc e) { return make_error_code(e); }
+
+std::byte* scratch() {
+  thread_local std::unique_ptr<std::byte[]> buf(new std::byte[scratch_size]);
+  return buf.get();
+}
+
+// An Asio error as an npipe error.
+std::error_code io_error(const std::error_code& ec) {
+  if (ec == asio::error::eof) return err(errc::broken_pipe);
+  if (ec == asio::error::operation_aborted) return err(errc::operation_aborted);
+  if (ec.category() == std::system_category()) return errno_error(ec.value());
+  return ec;
+}
+
+} // namespace
+
+struct async_pipe::op {
+  std::uint64_t id = 0;
+  std::unique_ptr<asio::steady_timer> timer;
+  // receivers
+  completion<std::vector<std::byte>> on_msg;
+  completion<read_result> on_some;
+  asio::mutable_buffer buf;
+  // senders
+  completion<std::size_t> on_sent;
+  std::array<std::byte, protocol::frame_header_size> hdr{};
+  asio::const_buffer payload;
+  std::vector<std::byte> owned;
+  bool started = false;
+  bool timed_out = false;
+  completion<std::vector<std::byte>> then_receive; // transact: the reply's receiver, queued once sent
+  timeout then_timeout = forever;
+  // flushers and connect
+  completion<> on_done;
+  std::uint64_t target = 0;
+};
+
+struct async_pipe::connecting {
+  pipe_name name;
+  client_options opts;
+  deadline dl;
+  std::unique_ptr<op> o;
+  std::string path;
+  std::string hello;
+  std::uint32_t wait_ms = 0;
+  peer_identity server;
+  std::vector<std::byte> in = std::vector<std::byte>(protocol::reply_size + 4096);
+  std::size_t got = 0;
+  asio::steady_timer timer;
+  bool replying = false;
+  explicit connecting(const asio::any_io_executor& ex) : timer(ex) {}
+};
+
+async_pipe::async_pipe(const asio::any_io_executor& ex) : strand_(asio::make_strand(ex)), socket_(strand_) { touch(); }
+
+async_pipe::~async_pipe() {
+  if (p_.on_close) p_.on_close(); // never closed on the strand (its executor stopped): free the instance anyway
+}
+
+// ---------------------------------------------------------------- operations
+
+std::unique_ptr<async_pipe::op> async_pipe::make_op(timeout t, asio::cancellation_slot& slot) {
+  auto o = std::make_unique<op>();
+  o->id = next_id_++;
+  arm(*o, t, slot);
+  return o;
+}
+
+void async_pipe::arm(op& o, timeout t, asio::cancellation_slot& slot) {
+  if (t >= timeout::zero()) {
+    o.timer = std::make_unique<asio::steady_timer>(strand_, t);
+    o.timer->async_wait([w = weak_from_this(), id = o.id](const std::error_code& ec) {
+      if (ec) return;
+      if (auto self = w.lock()) self->expire(id);
+    });
+  }
+  if (slot.is_connected()) {
+    slot.assign([w = weak_from_this(), id = o.id](asio::cancellation_type) {
+      if (auto self = w.lock()) asio::dispatch(self->strand_, [self, id] { self->abort(id); });
+    });
+  }
+}
+
+void async_pipe::finish(op& o, std::error_code ec, const std::string& detail) {
+  if (o.timer) o.timer->cancel();
+  if (ec) set_error_detail(detail);
+  if (o.on_msg) std::exchange(o.on_msg, nullptr)(ec, {});
+  else if (o.on_some) std::exchange(o.on_some, nullptr)(ec, read_result{});
+  else if (o.on_sent) std::exchange(o.on_sent, nullptr)(ec, 0);
+  else if (o.on_done) std::exchange(o.on_done, nullptr)(ec);
+  if (o.then_receive) std::exchange(o.then_receive, nullptr)(ec, {});
+}
+
+void async_pipe::expire(std::uint64_t id) {
+  auto drop = [&](std::vector<std::unique_ptr<op>>& q) {
+    for (auto it = q.begin(); it != q.end(); ++it) {
+      if ((*it)->id != id) continue;
+      auto o = std::move(*it);
+      q.erase(it);
+      finish(*o, err(errc::timed_out));
+      return true;
+    }
+    return false;
+  };
+  if (drop(readers_) || drop(flushers_)) return;
+  if (conn_ && conn_->o && conn_->o->id == id) return; // the connect has its own timer
+  for (std::size_t i = 0; i < writes_.size(); ++i) {
+    auto& o = *writes_[i];
+    if (o.id != id) continue;
+    if (!o.started) { // nothing of it was written: withdraw it
+      auto taken = std::move(writes_[i]);
+      writes_.erase(writes_.begin() + static_cast<std::ptrdiff_t>(i));
+      tx_bytes_ -= taken->hdr.size() + taken->payload.size();
+      finish(*taken, err(errc::timed_out));
+    } else { // in the write now: stop it; on_tx completes it
+      o.timed_out = true;
+      socket_.cancel();
+    }
+    return;
+  }
+}
+
+void async_pipe::abort(std::uint64_t id) {
+  auto drop = [&](std::vector<std::unique_ptr<op>>& q) {
+    for (auto it = q.begin(); it != q.end(); ++it) {
+      if ((*it)->id != id) continue;
+      auto o = std::move(*it);
+      q.erase(it);
+      finish(*o, err(errc::operation_aborted));
+      return true;
+    }
+    return false;
+  };
+  if (drop(readers_) || drop(flushers_)) return;
+  if (conn_ && conn_->o && conn_->o->id == id) {
+    fail_connect(err(errc::operation_aborted), "the connect was cancelled");
+    return;
+  }
+  for (std::size_t i = 0; i < writes_.size(); ++i) {
+    if (writes_[i]->id != id) continue;
+    if (!writes_[i]->started) {
+      auto taken = std::move(writes_[i]);
+      writes_.erase(writes_.begin() + static_cast<std::ptrdiff_t>(i));
+      tx_bytes_ -= taken->hdr.size() + taken->payload.size();
+      finish(*taken, err(errc::operation_aborted));
+    }
+    // A send already being written cannot be withdrawn without tearing the
+    // message; it completes when the kernel has it.
+    return;
+  }
+}
+
+void async_pipe::cancel() {
+  auto rs = std::move(readers_);
+  readers_.clear();
+  for (auto& o : rs) finish(*o, err(errc::operation_aborted));
+  auto fs = std::move(flushers_);
+  flushers_.clear();
+  for (auto& o : fs) finish(*o, err(errc::operation_aborted));
+  for (std::size_t i = 0; i < writes_.size();) {
+    if (writes_[i]->started) {
+      ++i;
+      continue;
+    }
+    auto taken = std::move(writes_[i]);
+    writes_.erase(writes_.begin() + static_cast<std::ptrdiff_t>(i));
+    tx_bytes_ -= taken->hdr.size() + taken->payload.size();
+    if (taken->on_sent || taken->then_receive) finish(*taken, err(errc::operation_aborted));
+  }
+  if (conn_) fail_connect(err(errc::operation_aborted), "the connect was cancelled");
+}
+
+bool async_pipe::quiet() const noexcept {
+  return writes_.empty() && inbox_head_ == inbox_.size() && !in_big_ && pend_.empty();
+}
+
+// ------------------------------------------------------------------- opening
+
+void async_pipe::init_open(connection_params p) {
+  p_ = std::move(p);
+  mode_.store(p_.mode, std::memory_order_relaxed);
+  std::error_code ignore;
+  socket_.non_blocking(true, ignore);
+  open_.store(true, std::memory_order_release);
+  touch();
+  if (!p_.initial.empty()) {
+    auto initial = std::move(p_.initial);
+    p_.initial = {};
+    parse(initial.data(), initial.size());
+  }
+  kick();
+}
+
+bool async_pipe::adopt(int fd, connection_params p, std::error_code& ec) {
+  int family = AF_UNIX;
+  socket_.assign(asio::generic::stream_protocol(family, 0), fd, ec);
+  if (ec) {
+    ::close(fd);
+    ec = io_error(ec);
+    if (p.on_close) p.on_close();
+    return false;
+  }
+  init_open(std::move(p));
+  return true;
+}
+
+void async_pipe::connect(pipe_name name, client_options opts, timeout t, asio::cancellation_slot slot,
+                         completion<> done) {
+  auto o = std::make_unique<op>();
+  o->id = next_id_++;
+  o->on_done = std::move(done);
+  if (open_ || conn_ || closed_) {
+    finish(*o, err(errc::invalid_state), closed_ ? "this connection object was closed; make a new one"
+                                                 : "this connection is already open or connecting");
+    return;
+  }
+  conn_ = std::make_unique<connecting>(asio::any_io_executor(strand_));
+  conn_->name = std::move(name);
+  conn_->opts = std::move(opts);
+  conn_->dl = deadline::after(t);
+  arm(*o, forever, slot);
+  conn_->o = std::move(o);
+  std::error_code ec;
+  if (!conn_->name.is_local()) {
+    fail_connect(err(errc::not_supported), "the async client reaches local pipes only, not " + conn_->name.str());
+    return;
+  }
+  if (!client_path(conn_->name, conn_->opts, conn_->path, ec)) {
+    fail_connect(ec, last_error_detail());
+    return;
+  }
+  // One timer for the whole handshake: the wait for a busy pipe is the
+  // server's, so allow it a moment past our deadline to answer "busy".
+  if (!conn_->dl.never()) {
+    conn_->timer.expires_at(conn_->dl.at + handshake_slack);
+    conn_->timer.async_wait([w = weak_from_this()](const std::error_code& ec2) {
+      if (ec2) return;
+      if (auto self = w.lock(); self && self->conn_) {
+        self->fail_connect(err(errc::timed_out), "the server of " + self->conn_->name.str() +
+                                                     (self->conn_->replying ? " did not answer the handshake in time"
+                                                                            : " could not be reached in time"));
+      }
+    });
+  }
+  connect_attempt();
+}
+
+void async_pipe::connect_attempt() {
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::memcpy(sa.sun_path, conn_->path.data(), conn_->path.size());
+  auto len = static_cast<std::size_t>(offsetof(sockaddr_un, sun_path) + conn_->path.size() + 1);
+  asio::generic::stream_protocol::endpoint ep(&sa, len);
+  std::error_code ec;
+  if (socket_.is_open()) socket_.close(ec);
+  socket_.open(ep.protocol(), ec);
+  if (ec) {
+    fail_connect(io_error(ec), "cannot create a socket: " + ec.message());
+    return;
+  }
+  socket_.async_connect(ep, [self = shared_from_this()](const std::error_code& e) { self->on_connect(e); });
+}
+
+void async_pipe::on_connect(const std::error_code& ec) {
+  if (!conn_) return; // cancelled or timed out meanwhile
+  if (ec == asio::error::try_again && !conn_->dl.passed()) {
+    // The server's accept backlog is full: rare and brief; try again shortly.
+    conn_->timer.expires_after(std::chrono::milliseconds(5));
+    conn_->timer.async_wait([self = shared_from_this()](const std::error_code& e) {
+      if (!e && self->conn_) self->connect_attempt();
+    });
+    return;
+  }
+  if (ec) {
+    auto e = connect_error(ec.value(), conn_->path);
+    fail_connect(e, last_error_detail());
+    return;
+  }
+  conn_->server = peer_of(socket_.native_handle());
+  std::error_code cec;
+  if (!check_server(conn_->name, conn_->opts, conn_->server, cec)) {
+    fail_connect(cec, last_error_detail());
+    return;
+  }
+  conn_->hello = client_hello(conn_->name, conn_->opts, conn_->dl, {}, conn_->wait_ms);
+  if (!conn_->dl.never()) { // re-arm: from now on the server answers, at the latest, when our wait ends
+    conn_->timer.expires_at(conn_->dl.at + handshake_slack);
+    conn_->timer.async_wait([w = weak_from_this()](const std::error_code& e) {
+      if (e) return;
+      if (auto self = w.lock(); self && self->conn_)
+        self->fail_connect(err(errc::timed_out),
+                           "the server of " + self->conn_->name.str() + " did not answer the handshake in time");
+    });
+  }
+  conn_->replying = true;
+  asio::async_write(socket_, asio::buffer(conn_->hello),
+                    [self = shared_from_this()](const std::error_code& e, std::size_t) {
+                      if (!self->conn_) return;
+                      if (e) {
+                        self->fail_connect(io_error(e), "the server of " + self->conn_->name.str() +
+                                                            " closed the connection during the handshake");
+                        return;
+                      }
+                      self->on_reply_bytes({}, 0);
+                    });
+}
+
+void async_pipe::on_reply_bytes(const std::error_code& ec, std::size_t n) {
+  if (!conn_) return;
+  auto& c = *conn_;
+  if (ec) {
+    fail_connect(ec == asio::error::eof ? err(errc::broken_pipe) : io_error(ec),
+                 "the server of " + c.name.str() + " closed the connection during the handshake");
+    return;
+  }
+  c.got += n;
+  protocol::reply rep;
+  std::error_code dec;
+  auto st = protocol::decode_reply(std::span(c.in.data(), c.got), rep, dec);
+  if (st == protocol::decode_status::error) {
+    fail_connect(dec, "the program listening at " + c.path + " does not speak npipe's protocol");
+    return;
+  }
+  if (st == protocol::decode_status::need_more) {
+    socket_.async_read_some(asio::buffer(c.in.data() + c.got, c.in.size() - c.got),
+                            [self = shared_from_this()](const std::error_code& e, std::size_t m) {
+                              self->on_reply_bytes(e, m);
+                            });
+    return;
+  }
+  connection_params p;
+  std::error_code aec;
+  if (!client_accepts(c.name, c.opts, rep, c.wait_ms, std::move(c.server), c.path,
+                      std::span(c.in.data() + protocol::reply_size, c.got - protocol::reply_size), p, aec)) {
+    fail_connect(aec, last_error_detail());
+    return;
+  }
+  auto done = std::move(conn_);
+  done->timer.cancel();
+  init_open(std::move(p));
+  finish(*done->o, {});
+}
+
+void async_pipe::fail_connect(std::error_code ec, std::string detail) {
+  auto c = std::move(conn_);
+  if (!c) return;
+  c->timer.cancel();
+  std::error_code ignore;
+  socket_.close(ignore);
+  finish(*c->o, ec, detail);
+}
+
+// ----------------------------------------------------------------- receiving
+
+bool async_pipe::inbox_has_data() const noexcept {
+  for (std::size_t i = inbox_head_; i < inbox_.size(); ++i)
+    if (!inbox_[i].flush) return true;
+  return false;
+}
+
+void async_pipe::pop_front_msg() {
+  inbox_bytes_ -= inbox_[inbox_head_].data.size();
+  inbox_[inbox_head_] = {};
+  if (++inbox_head_ == inbox_.size()) {
+    inbox_head_ = 0;
+    inbox_.clear();
+    if (inbox_.capacity() > 64) inbox_.shrink_to_fit();
+  }
+}
+
+void async_pipe::ack_leading_flushes() {
+  while (inbox_head_ < inbox_.size() && inbox_[inbox_head_].flush) {
+    pop_front_msg();
+    if (!tx_broken_ && !closed_) queue_frame(protocol::frame_type::flush_ack, nullptr);
+  }
+}
+
+std::vector<std::byte> async_pipe::take_message() {
+  auto& m = inbox_[inbox_head_];
+  std::vector<std::byte> out = std::move(m.data);
+  if (m.off) out.erase(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(m.off));
+  inbox_bytes_ -= m.off; // pop_front_msg subtracts the (now moved-out) size
+  inbox_bytes_ -= out.size();
+  m.data = {};
+  pop_front_msg();
+  return out;
+}
+
+std::size_t async_pipe::take_bytes(std::byte* out, std::size_t n, bool one_message, bool& more) {
+  std::size_t got = 0;
+  more = false;
+  while (inbox_head_ < inbox_.size()) {
+    auto& m = inbox_[inbox_head_];
+    if (m.flush) {
+      if (one_message && got > 0) break;
+      ack_leading_flushes();
+      continue;
+    }
+    std::size_t c = std::min(n - got, m.data.size() - m.off);
+    if (c) std::memcpy(out + got, m.data.data() + m.off, c);
+    got += c;
+    m.off += c;
+    if (m.off < m.data.size()) {
+      more = one_message;
+      break;
+    }
+    pop_front_msg();
+    if (one_message || got == n) break;
+  }
+  return got;
+}
+
+std::error_code async_pipe::rx_state_error(std::string& detail) const {
+  if (rx_err_) {
+    detail = rx_detail_;
+    return rx_err_;
+  }
+  if (eof_) {
+    detail = in_big_ || !pend_.empty() ? "the peer closed the pipe in the middle of a message"
+                                       : "the peer closed the pipe";
+    return err(errc::broken_pipe);
+  }
+  if (!is_open()) {
+    detail = "the pipe is closed";
+    return err(errc::not_connected);
+  }
+  return {};
+}
+
+// Satisfies the reader if it can; true when it completed (and was removed).
+bool async_pipe::serve_reader(op& o) {
+  ack_leading_flushes();
+  const bool msg_mode = mode() == npipe::read_mode::message;
+  if (!inbox_has_data()) {
+    std::string detail;
+    if (auto ec = rx_state_error(detail)) {
+      finish(o, ec, detail);
+      return true;
+    }
+    return false;
+  }
+  touch();
+  if (o.on_msg) {
+    std::vector<std::byte> out;
+    if (msg_mode) {
+      out = take_message();
+    } else {
+      out.resize(byte_receive);
+      bool more = false;
+      out.resize(take_bytes(out.data(), out.size(), false, more));
+    }
+    ack_leading_flushes();
+    if (o.timer) o.timer->cancel();
+    std::exchange(o.on_msg, nullptr)({}, std::move(out));
+    return true;
+  }
+  bool more = false;
+  read_result r;
+  r.bytes = take_bytes(static_cast<std::byte*>(o.buf.data()), o.buf.size(), msg_mode, more);
+  r.more_data = more;
+  if (!more) ack_leading_flushes();
+  if (o.timer) o.timer->cancel();
+  std::exchange(o.on_some, nullptr)({}, r);
+  return true;
+}
+
+void async_pipe::deliver() {
+  while (!readers_.empty()) {
+    auto o = std::move(readers_.front());
+    readers_.erase(readers_.begin());
+    if (!serve_reader(*o)) {
+      readers_.insert(readers_.begin(), std::move(o));
+      break;
+    }
+  }
+  ack_leading_flushes();
+  // Flushers whose acknowledgement has arrived; or that cannot get one.
+  for (std::size_t i = 0; i < flushers_.size();) {
+    auto& f = *flushers_[i];
+    std::error_code ec;
+    std::string detail;
+    if (acks_seen_ >= f.target) {
+    } else if ((ec = rx_state_error(detail))) {
+    } else if (inbox_bytes_ >= lookahead_limit) {
+      ec = err(errc::invalid_state);
+      detail = "flush cannot see the peer's acknowledgement behind " + std::to_string(inbox_bytes_) +
+               " unread bytes; receive them first";
+    } else {
+      ++i;
+      continue;
+    }
+    auto taken = std::move(flushers_[i]);
+    flushers_.erase(flushers_.begin() + static_cast<std::ptrdiff_t>(i));
+    finish(*taken, ec, detail);
+  }
+}
+
+void async_pipe::kick() {
+  if (in_kick_) {
+    kick_again_ = true;
+    return;
+  }
+  in_kick_ = true;
+  do {
+    kick_again_ = false;
+    deliver();
+    if (rx_wanted()) start_rx();
+  } while (kick_again_);
+  in_kick_ = false;
+}
+
+bool async_pipe::rx_wanted() const noexcept {
+  if (!is_open() || eof_ || rx_err_ || rx_active_) return false;
+  if (in_big_ || !inbox_has_data()) return true;
+  return !flushers_.empty() && inbox_bytes_ < lookahead_limit;
+}
+
+void async_pipe::start_rx() {
+  rx_active_ = true;
+  if (in_big_) {
+    socket_.async_read_some(asio::buffer(big_.data() + big_got_, big_.size() - big_got_),
+                            [self = shared_from_this()](const std::error_code& ec, std::size_t n) {
+                              self->on_big(ec, n);
+                            });
+    return;
+  }
+  socket_.async_wait(asio::socket_base::wait_read,
+                     [self = shared_from_this()](const std::error_code& ec) { self->on_readable(ec); });
+}
+
+void async_pipe::on_readable(const std::error_code& ec) {
+  rx_active_ = false;
+  if (closed_) return;
+  if (ec) {
+    if (ec != asio::error::operation_aborted) rx_fail(io_error(ec), "reading the pipe failed: " + ec.message());
+    kick();
+    return;
+  }
+  std::byte* buf = scratch();
+  for (int rounds = 0; rounds < 4 && !in_big_; ++rounds) {
+    std::error_code rec;
+    std::size_t n = socket_.read_some(asio::buffer(buf, scratch_size), rec);
+    if (rec == asio::error::would_block || rec == asio::error::try_again) break;
+    if (rec == asio::error::eof) {
+      eof_ = true;
+      break;
+    }
+    if (rec) {
+      rx_fail(io_error(rec), "reading the pipe failed: " + rec.message());
+      break;
+    }
+    touch();
+    parse(buf, n);
+    if (n < scratch_size || inbox_has_data()) break;
+  }
+  kick();
+}
+
+void async_pipe::on_big(const std::error_code& ec, std::size_t n) {
+  rx_active_ = false;
+  if (closed_) return;
+  if (ec) {
+    if (ec == asio::error::eof) eof_ = true;
+    else if (ec != asio::error::operation_aborted) rx_fail(io_error(ec), "reading the pipe failed: " + ec.message());
+    kick();
+    return;
+  }
+  touch();
+  big_got_ += n;
+  if (big_got_ == big_.size()) {
+    inbox_bytes_ += big_.size();
+    inbox_.push_back({std::move(big_), 0, false});
+    big_ = {};
+    big_got_ = 0;
+    in_big_ = false;
+  }
+  kick();
+}
+
+void async_pipe::parse(const std::byte* data, std::size_t n) {
+  std::size_t used = 0;
+  if (pend_.empty()) {
+    if (!parse_frames(data, n, used)) return;
+    pend_.assign(data + used, data + n);
+    return;
+  }
+  pend_.insert(pend_.end(), data, data + n);
+  std::vector<std::byte> buf = std::move(pend_);
+  pend_.clear();
+  if (!parse_frames(buf.data(), buf.size(), used)) return;
+  pend_.assign(buf.begin() + static_cast<std::ptrdiff_t>(used), buf.end());
+}
+
+// Takes whole frames off `data`; a large incomplete data frame moves into
+// big_. Returns false on a protocol error (the stream is then dead).
+bool async_pipe::parse_frames(const std::byte* data, std::size_t n, std::size_t& used) {
+  used = 0;
+  while (n - used >= protocol::frame_header_size) {
+    protocol::frame_header h;
+    std::error_code ec;
+    auto st = protocol::decode_frame_header(std::span(data + used, n - used), p_.max_message, h, ec);
+    if (st == protocol::decode_status::error) {
+      rx_fail(ec, ec == errc::message_too_large
+                      ? "the peer sent a " + std::to_string(h.length) + "-byte frame header over this end's limit of " +
+                            std::to_string(p_.max_message) + " bytes; the connection is closed"
+                      : "the peer sent a malformed frame; the connection is closed");
+      return false;
+    }
+    const std::byte* body = data + used + protocol::frame_header_size;
+    std::size_t avail = n - used - protocol::frame_header_size;
+    switch (h.type) {
+    case protocol::frame_type::flush_ack:
+      ++acks_seen_;
+      used += protocol::frame_header_size;
+      continue;
+    case protocol::frame_type::flush:
+      inbox_.push_back({{}, 0, true});
+      used += protocol::frame_header_size;
+      continue;
+    case protocol::frame_type::data: break;
+    }
+    if (avail >= h.length) {
+      inbox_.push_back({std::vector<std::byte>(body, body + h.length), 0, false});
+      inbox_bytes_ += h.length;
+      used += protocol::frame_header_size + h.length;
+      continue;
+    }
+    if (h.length >= big_frame) { // the length was checked against max_message above
+      big_.resize(h.length);
+      std::memcpy(big_.data(), body, avail);
+      big_got_ = avail;
+      in_big_ = true;
+      used = n;
+    }
+    return true;
+  }
+  return true;
+}
+
+void async_pipe::rx_fail(std::error_code ec, std::string detail) {
+  if (rx_err_) return;
+  rx_err_ = ec;
+  rx_detail_ = std::move(detail);
+  std::error_code ignore;
+  socket_.shutdown(asio::socket_base::shutdown_both, ignore); // the stream cannot be resynchronised; tell the peer
+}
+
+void async_pipe::receive(timeout t, asio::cancellation_slot slot, completion<std::vector<std::byte>> done) {
+  auto o = make_op(t, slot);
+  o->on_msg = std::move(done);
+  readers_.push_back(std::move(o));
+  kick();
+}
+
+void async_pipe::read_some(asio::mutable_buffer buf, timeout t, asio::cancellation_slot slot,
+                           completion<read_result> done) {
+  auto o = make_op(t, slot);
+  o->on_some = std::move(done);
+  o->buf = buf;
+  readers_.push_back(std::move(o));
+  kick();
+}
+
+// ------------------------------------------------------------------- sending
+
+void async_pipe::queue_frame(protocol::frame_type t, std::unique_ptr<op> o) {
+  if (!o) {
+    o = std::make_unique<op>();
+    o->id = next_id_++;
+  }
+  std::size_t len = o->payload.size(); // `owned`, if used, is what payload points into
+  o->hdr = protocol::encode_frame_header(t, static_cast<std::uint32_t>(len));
+  tx_bytes_ += o->hdr.size() + len;
+  writes_.push_back(std::move(o));
+  start_tx();
+}
+
+void async_pipe::start_tx() {
+  if (tx_active_ || writes_.empty() || closed_) return;
+  txbufs_.clear();
+  tx_batch_ = std::min(writes_.size(), max_batch);
+  for (std::size_t i = 0; i < tx_batch_; ++i) {
+    auto& o = *writes_[i];
+    o.started = true;
+    txbufs_.push_back(asio::buffer(o.hdr));
+    if (o.payload.size()) txbufs_.push_back(o.payload);
+  }
+  tx_active_ = true;
+  asio::async_write(socket_, txbufs_, [self = shared_from_this()](const std::error_code& ec, std::size_t n) {
+    self->on_tx(ec, n);
+  });
+}
+
+void async_pipe::on_tx(const std::error_code& ec, std::size_t n) {
+  tx_active_ = false;
+  std::vector<std::unique_ptr<op>> batch(std::make_move_iterator(writes_.begin()),
+                                         std::make_move_iterator(writes_.begin() + static_cast<std::ptrdiff_t>(tx_batch_)));
+  writes_.erase(writes_.begin(), writes_.begin() + static_cast<std::ptrdiff_t>(tx_batch_));
+  for (auto& o : batch) tx_bytes_ -= o->hdr.size() + o->payload.size();
+  if (ec && n == 0 && !closed_ && ec == asio::error::operation_aborted) {
+    // A timed-out send stopped the write before any byte went: nothing is
+    // torn. Complete the timed-out ones; put the rest back.
+    std::vector<std::unique_ptr<op>> back;
+    for (auto& o : batch) {
+      if (o->timed_out) finish(*o, err(errc::timed_out));
+      else {
+        o->started = false;
+        tx_bytes_ += o->hdr.size() + o->payload.size();
+        back.push_back(std::move(o));
+      }
+    }
+    writes_.insert(writes_.begin(), std::make_move_iterator(back.begin()), std::make_move_iterator(back.end()));
+    start_tx();
+    return;
+  }
+  if (ec) {
+    // Part of a message may have gone: the stream is torn, this end is done sending.
+    auto e = closed_ ? err(errc::operation_aborted) : io_error(ec);
+    std::string detail = closed_ ? "the pipe was closed" : "writing to the pipe failed: " + ec.message();
+    tx_broken_ = true;
+    for (auto& o : batch) finish(*o, o->timed_out ? err(errc::timed_out) : e, detail);
+    fail_writes(e, detail);
+    if (!closed_) {
+      std::error_code ignore;
+      socket_.shutdown(asio::socket_base::shutdown_send, ignore);
+    }
+    kick();
+    return;
+  }
+  touch();
+  for (auto& o : batch) {
+    if (o->timer) o->timer->cancel();
+    if (o->then_receive) { // transact: the request is out; now its reply
+      auto r = std::make_unique<op>();
+      r->id = o->id;
+      r->timer = std::move(o->timer);
+      r->on_msg = std::move(o->then_receive);
+      if (r->timer) {
+        // the transact's deadline goes on; re-arm what is left of it
+        auto left = r->timer->expiry();
+        r->timer = std::make_unique<asio::steady_timer>(strand_, left);
+        r->timer->async_wait([w = weak_from_this(), id = r->id](const std::error_code& e) {
+          if (e) return;
+          if (auto self = w.lock()) self->expire(id);
+        });
+      }
+      readers_.push_back(std::move(r));
+    } else if (o->on_sent) {
+      std::exchange(o->on_sent, nullptr)({}, o->payload.size());
+    }
+  }
+  start_tx();
+  kick();
+}
+
+void async_pipe::fail_writes(std::error_code ec, const std::string& detail) {
+  auto rest = std::move(writes_);
+  writes_.clear();
+  tx_bytes_ = 0;
+  for (auto& o : rest) finish(*o, ec, detail);
+  auto fs = std::move(flushers_);
+  flushers_.clear();
+  for (auto& o : fs) finish(*o, ec, detail);
+}
+
+void async_pipe::send(asio::const_buffer msg, std::vector<std::byte> owned, timeout t, asio::cancellation_slot slot,
+                      completion<std::size_t> done) {
+  auto o = make_op(t, slot);
+  o->on_sent = std::move(done);
+  std::size_t size = owned.empty() ? msg.size() : owned.size();
+  if (!is_open() || tx_broken_) {
+    finish(*o, err(is_open() ? errc::broken_pipe : errc::not_connected),
+           is_open() ? "an earlier send failed part-way; this connection cannot send any more" : "the pipe is not open");
+    return;
+  }
+  if (p_.type == pipe_type::message) {
+    if (size > p_.peer_max_message || size > std::numeric_limits<std::uint32_t>::max()) {
+      finish(*o, err(errc::message_too_large),
+             "a " + std::to_string(size) + "-byte message exceeds the peer's limit of " +
+                 std::to_string(p_.peer_max_message) + " bytes; nothing was sent");
+      return;
+    }
+    o->owned = std::move(owned);
+    o->payload = o->owned.empty() ? msg : asio::buffer(o->owned);
+    queue_frame(protocol::frame_type::data, std::move(o));
+    return;
+  }
+  // Byte pipe: frames of at most byte_chunk (and the peer's limit); the last
+  // one carries the completion.
+  const std::byte* base = owned.empty() ? static_cast<const std::byte*>(msg.data()) : owned.data();
+  std::size_t chunk = std::max<std::size_t>(1, std::min(byte_chunk, p_.peer_max_message));
+  std::size_t off = 0;
+  do {
+    std::size_t len = std::min(chunk, size - off);
+    bool last = off + len == size;
+    std::unique_ptr<op> part;
+    if (last) part = std::move(o);
+    else {
+      part = std::make_unique<op>();
+      part->id = next_id_++;
+    }
+    // The last part keeps `owned` alive; moving a vector keeps its storage,
+    // so the earlier parts (written first) still point into it.
+    if (last) part->owned = std::move(owned);
+    part->payload = asio::buffer(base + off, len);
+    queue_frame(protocol::frame_type::data, std::move(part));
+    off += len;
+  } while (off < size);
+}
+
+void async_pipe::transact(std::vector<std::byte> request, timeout t, asio::cancellation_slot slot,
+                          completion<std::vector<std::byte>> done) {
+  auto o = make_op(t, slot);
+  if (!is_open()) {
+    o->on_msg = std::move(done);
+    finish(*o, err(errc::not_connected), "the pipe is not open");
+    return;
+  }
+  if (p_.type != pipe_type::message || mode() != npipe::read_mode::message) {
+    o->on_msg = std::move(done);
+    finish(*o, err(errc::invalid_state), "transact needs a message pipe in message read mode");
+    return;
+  }
+  if (inbox_has_data() || in_big_ || !pend_.empty() || !readers_.empty()) {
+    o->on_msg = std::move(done);
+    finish(*o, err(errc::invalid_state), "the pipe holds an unread message; receive it before transact");
+    return;
+  }
+  if (tx_broken_ || request.size() > p_.peer_max_message) {
+    o->on_msg = std::move(done);
+    finish(*o, err(tx_broken_ ? errc::broken_pipe : errc::message_too_large),
+           tx_broken_ ? "an earlier send failed part-way; this connection cannot send any more"
+                      : "a " + std::to_string(request.size()) + "-byte request exceeds the peer's limit of " +
+                            std::to_string(p_.peer_max_message) + " bytes; nothing was sent");
+    return;
+  }
+  o->then_receive = std::move(done);
+  o->owned = std::move(request);
+  o->payload = asio::buffer(o->owned);
+  queue_frame(protocol::frame_type::data, std::move(o));
+}
+
+void async_pipe::flush(timeout t, asio::cancellation_slot slot, completion<> done) {
+  auto o = make_op(t, slot);
+  o->on_done = std::move(done);
+  if (!is_open() || tx_broken_) {
+    finish(*o, err(is_open() ? errc::broken_pipe : errc::not_connected), "the pipe cannot send");
+    return;
+  }
+  if (writes_.empty() && peer_took_everything(socket_.native_handle())) {
+    finish(*o, {});
+    return;
+  }
+  o->target = ++flushes_sent_;
+  flushers_.push_back(std::move(o));
+  queue_frame(protocol::frame_type::flush, nullptr);
+  kick();
+}
+
+// ------------------------------------------------------------------- closing
+
+void async_pipe::close(std::error_code why, std::string detail) {
+  if (closed_) return;
+  if (conn_) fail_connect(why, detail.empty() ? "the connection was closed" : detail);
+  if (is_open() && writes_.empty() && !in_big_ && !tx_broken_) {
+    // Acknowledge flushes the application has satisfied, so the peer's
+    // flush() succeeds instead of breaking (as the blocking end does).
+    if (!rx_active_ && !eof_ && !rx_err_ && !inbox_has_data()) {
+      std::error_code rec;
+      std::size_t n = socket_.read_some(asio::buffer(scratch(), scratch_size), rec);
+      if (!rec) parse(scratch(), n);
+    }
+    std::size_t acks = 0;
+    for (std::size_t i = inbox_head_; i < inbox_.size() && inbox_[i].flush; ++i) ++acks;
+    auto ack = protocol::encode_frame_header(protocol::frame_type::flush_ack, 0);
+    for (std::size_t i = 0; i < acks; ++i)
+      ::send(socket_.native_handle(), ack.data(), ack.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  }
+  closed_ = true;
+  open_.store(false, std::memory_order_release);
+  if (detail.empty()) detail = "the pipe was closed";
+  auto rs = std::move(readers_);
+  readers_.clear();
+  for (auto& o : rs) finish(*o, why, detail);
+  auto fs = std::move(flushers_);
+  flushers_.clear();
+  for (auto& o : fs) finish(*o, why, detail);
+  // Sends not yet started end now; the one being written ends in on_tx.
+  for (std::size_t i = 0; i < writes_.size();) {
+    if (writes_[i]->started) {
+      ++i;
+      continue;
+    }
+    auto o = std::move(writes_[i]);
+    writes_.erase(writes_.begin() + static_cast<std::ptrdiff_t>(i));
+    finish(*o, why, detail);
+  }
+  std::error_code ignore;
+  socket_.shutdown(asio::socket_base::shutdown_both, ignore);
+  socket_.close(ignore);
+  inbox_.clear();
+  inbox_.shrink_to_fit();
+  pend_ = {};
+  big_ = {};
+  if (p_.on_close) std::exchange(p_.on_close, nullptr)();
+  if (on_closed) std::exchange(on_closed, nullptr)();
+}
+
+} // namespace npipe::detail

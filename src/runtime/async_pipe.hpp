@@ -1,0 +1,165 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// One pipe end driven by Asio: npipe framing (docs/protocol.md) over a
+// stream socket, with queued sends, queued receives, flush acknowledgements,
+// per-operation timeouts and cancellation. Everything runs on the end's
+// strand; the entry points in async_ops post there.
+//
+// Receiving reads ahead by at most one message (plus what one 64 KiB read
+// brings), so a consumer that stops receiving stops the reading: the
+// sender's kernel buffer fills and it blocks (backpressure). An idle end
+// holds no buffer, only a readiness wait.
+
+#include "core/protocol.hpp"
+#include "transport/transport.hpp"
+
+#include <npipe/async.hpp>
+
+#include <asio/generic/stream_protocol.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/strand.hpp>
+
+#include <array>
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace npipe::detail {
+
+class async_pipe : public std::enable_shared_from_this<async_pipe> {
+public:
+  using strand_type = asio::strand<asio::any_io_executor>;
+
+  explicit async_pipe(const asio::any_io_executor& ex);
+  ~async_pipe();
+  async_pipe(const async_pipe&) = delete;
+  async_pipe& operator=(const async_pipe&) = delete;
+
+  strand_type& strand() noexcept { return strand_; }
+
+  // Thread-safe.
+  bool is_open() const noexcept { return open_.load(std::memory_order_acquire); }
+  /// Fixed once connected (or adopted); read it after that.
+  const connection_params& params() const noexcept { return p_; }
+  npipe::read_mode mode() const noexcept { return mode_.load(std::memory_order_relaxed); }
+  clock::time_point last_activity() const noexcept {
+    return clock::time_point(clock::duration(activity_.load(std::memory_order_relaxed)));
+  }
+
+  // The rest runs on strand() only.
+
+  /// Take over a connected socket the server admitted.
+  bool adopt(int fd, connection_params p, std::error_code& ec);
+  void connect(pipe_name name, client_options opts, timeout t, asio::cancellation_slot slot, completion<> done);
+  /// `owned`, if not empty, is the payload (and msg is ignored).
+  void send(asio::const_buffer msg, std::vector<std::byte> owned, timeout t, asio::cancellation_slot slot,
+            completion<std::size_t> done);
+  void receive(timeout t, asio::cancellation_slot slot, completion<std::vector<std::byte>> done);
+  void read_some(asio::mutable_buffer buf, timeout t, asio::cancellation_slot slot, completion<read_result> done);
+  void transact(std::vector<std::byte> request, timeout t, asio::cancellation_slot slot,
+                completion<std::vector<std::byte>> done);
+  void flush(timeout t, asio::cancellation_slot slot, completion<> done);
+  /// Complete every pending operation with operation_aborted.
+  void cancel();
+  /// Close; pending operations complete with `why` (and `detail`).
+  void close(std::error_code why = make_error_code(errc::operation_aborted), std::string detail = {});
+  /// Nothing received, nothing queued to send.
+  bool quiet() const noexcept;
+  /// Bytes queued to send and not yet taken by the kernel.
+  std::size_t queued_bytes() const noexcept { return tx_bytes_; }
+
+  /// Called once on the strand when the end closes (the server's registry).
+  std::function<void()> on_closed;
+
+private:
+  struct op;
+  struct inbox_msg {
+    std::vector<std::byte> data;
+    std::size_t off = 0;
+    bool flush = false; // a flush marker: acknowledge once everything before it is read
+  };
+
+  std::unique_ptr<op> make_op(timeout t, asio::cancellation_slot& slot);
+  void arm(op& o, timeout t, asio::cancellation_slot& slot);
+  void expire(std::uint64_t id);
+  void abort(std::uint64_t id);
+  void finish(op& o, std::error_code ec, const std::string& detail = {});
+
+  // receiving
+  void kick();
+  void deliver();
+  bool serve_reader(op& o);
+  bool inbox_has_data() const noexcept;
+  std::vector<std::byte> take_message();
+  std::size_t take_bytes(std::byte* out, std::size_t n, bool one_message, bool& more);
+  void pop_front_msg();
+  void ack_leading_flushes();
+  bool rx_wanted() const noexcept;
+  void start_rx();
+  void on_readable(const std::error_code& ec);
+  void on_big(const std::error_code& ec, std::size_t n);
+  void parse(const std::byte* data, std::size_t n);
+  bool parse_frames(const std::byte* data, std::size_t n, std::size_t& used);
+  void rx_fail(std::error_code ec, std::string detail);
+  std::error_code rx_state_error(std::string& detail) const;
+
+  // sending
+  void queue_frame(protocol::frame_type t, std::unique_ptr<op> o);
+  void start_tx();
+  void on_tx(const std::error_code& ec, std::size_t n);
+  void fail_writes(std::error_code ec, const std::string& detail);
+
+  // connecting
+  void connect_attempt();
+  void on_connect(const std::error_code& ec);
+  void on_reply_bytes(const std::error_code& ec, std::size_t n);
+  void fail_connect(std::error_code ec, std::string detail);
+  void init_open(connection_params p);
+
+  void touch() noexcept {
+    activity_.store(clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+  }
+
+  strand_type strand_;
+  asio::generic::stream_protocol::socket socket_;
+  connection_params p_;
+  std::atomic<npipe::read_mode> mode_{npipe::read_mode::message};
+  std::atomic<bool> open_{false};
+  std::atomic<clock::rep> activity_{0};
+  bool closed_ = false;
+  std::uint64_t next_id_ = 1;
+
+  // receive side
+  std::vector<std::unique_ptr<op>> readers_;
+  std::vector<inbox_msg> inbox_;
+  std::size_t inbox_head_ = 0;
+  std::size_t inbox_bytes_ = 0;
+  std::vector<std::byte> pend_;  // an incomplete small frame
+  std::vector<std::byte> big_;   // a large frame being read straight into place
+  std::size_t big_got_ = 0;
+  bool in_big_ = false;
+  bool rx_active_ = false;
+  bool eof_ = false;
+  std::error_code rx_err_;
+  std::string rx_detail_;
+  bool in_kick_ = false, kick_again_ = false;
+
+  // send side
+  std::vector<std::unique_ptr<op>> writes_;
+  std::vector<asio::const_buffer> txbufs_;
+  std::size_t tx_batch_ = 0;
+  std::size_t tx_bytes_ = 0;
+  bool tx_active_ = false;
+  bool tx_broken_ = false;
+
+  // flush
+  std::vector<std::unique_ptr<op>> flushers_;
+  std::uint64_t flushes_sent_ = 0, acks_seen_ = 0;
+
+  // connect
+  struct connecting;
+  std::unique_ptr<connecting> conn_;
+};
+
+} // namespace npipe::detail

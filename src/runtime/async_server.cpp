@@ -1,0 +1,442 @@
+// SPDX-License-Identifier: MIT
+// The async server runtime: admitted clients (from the platform's admission,
+// see transport.hpp) become async_pipes on the executor; serve() runs a
+// session per connection with the in-flight and queued-bytes limits.
+
+#include "runtime/async_pipe.hpp"
+#include "runtime/async_server.hpp"
+
+#include <asio/dispatch.hpp>
+
+#include <algorithm>
+#include <map>
+
+namespace npipe::detail {
+
+// ------------------------------------------------------------------ session
+
+class session : public std::enable_shared_from_this<session> {
+public:
+  session(std::shared_ptr<async_pipe> p, std::shared_ptr<async_server_impl> srv, std::shared_ptr<request_handler> h,
+          std::uint64_t id)
+      : pipe_(std::move(p)), srv_(srv), h_(std::move(h)), id_(id), max_in_flight_(srv->options().max_in_flight),
+        max_queued_(srv->options().max_queued_bytes) {}
+
+  std::uint64_t id() const noexcept { return id_; }
+  const peer_identity& peer() const noexcept { return pipe_->params().peer; }
+  asio::any_io_executor executor() { return pipe_->strand(); }
+
+  // On the strand.
+  void start() {
+    if (auto s = srv_.lock()) s->event(client_event{client_event::kind::connected, id_, peer(), 0, {}, {}});
+    pump();
+  }
+  void begin_stop() {
+    stopping_ = true;
+    if (in_flight_ == 0) end({}, "the server is stopping");
+  }
+  void idle_check(timeout idle) {
+    if (ended_ || in_flight_ > 0 || !pipe_->quiet()) return;
+    if (clock::now() - pipe_->last_activity() >= idle)
+      end(make_error_code(errc::timed_out),
+          "closed after " + std::to_string(idle.count()) + " ms without a request (idle_timeout)");
+  }
+
+  // Any thread.
+  void reply_ready(std::uint64_t seq, std::vector<std::byte> bytes) {
+    asio::dispatch(pipe_->strand(), [self = shared_from_this(), seq, b = std::move(bytes)]() mutable {
+      if (self->ended_) return;
+      self->done_.emplace(seq, std::move(b));
+      self->send_ready();
+    });
+  }
+  void drop(std::string why) {
+    asio::dispatch(pipe_->strand(), [self = shared_from_this(), why = std::move(why)]() mutable {
+      self->end(make_error_code(errc::operation_aborted),
+                why.empty() ? "the handler dropped the request without a reply" : std::move(why));
+    });
+  }
+
+private:
+  void pump() {
+    if (reading_ || stopping_ || ended_ || in_flight_ >= max_in_flight_ || pipe_->queued_bytes() >= max_queued_)
+      return;
+    reading_ = true;
+    pipe_->receive(forever, {}, [self = shared_from_this()](std::error_code ec, std::vector<std::byte> msg) {
+      self->on_request(ec, std::move(msg));
+    });
+  }
+
+  void on_request(std::error_code ec, std::vector<std::byte> msg) {
+    reading_ = false;
+    if (ended_) return;
+    if (ec) {
+      // A client that hangs up between requests ends normally.
+      bool normal = ec == errc::broken_pipe && in_flight_ == 0;
+      end(normal ? std::error_code() : ec, normal ? std::string() : last_error_detail());
+      return;
+    }
+    ++in_flight_;
+    ++requests_;
+    auto srv = srv_.lock();
+    if (srv) srv->count_request(+1);
+    std::uint64_t seq = next_seq_++;
+    try {
+      (*h_)(request(std::move(msg), shared_from_this()), reply(shared_from_this(), seq));
+    } catch (const std::exception& e) {
+      end(make_error_code(errc::operation_aborted), std::string("the handler threw: ") + e.what());
+      return;
+    } catch (...) {
+      end(make_error_code(errc::operation_aborted), "the handler threw");
+      return;
+    }
+    pump();
+  }
+
+  void send_ready() {
+    for (auto it = done_.find(send_seq_); it != done_.end(); it = done_.find(send_seq_)) {
+      auto bytes = std::move(it->second);
+      done_.erase(it);
+      ++send_seq_;
+      if (auto s = srv_.lock()) s->count_queued(static_cast<std::ptrdiff_t>(bytes.size()));
+      std::size_t n = bytes.size();
+      pipe_->send(asio::const_buffer(), std::move(bytes), forever, {},
+                  [self = shared_from_this(), n](std::error_code ec, std::size_t) { self->on_sent(ec, n); });
+    }
+  }
+
+  void on_sent(std::error_code ec, std::size_t n) {
+    --in_flight_;
+    if (auto s = srv_.lock()) {
+      s->count_request(-1);
+      s->count_queued(-static_cast<std::ptrdiff_t>(n));
+    }
+    if (ended_) return;
+    if (ec) {
+      end(ec, last_error_detail());
+      return;
+    }
+    if (stopping_ && in_flight_ == 0) {
+      end({}, "the server is stopping");
+      return;
+    }
+    pump();
+  }
+
+  void end(std::error_code why, std::string detail) {
+    if (ended_) return;
+    ended_ = true;
+    auto srv = srv_.lock();
+    if (srv) {
+      // Requests whose replies will never go out are no longer in flight.
+      srv->count_request(-static_cast<std::ptrdiff_t>(in_flight_));
+      srv->event(client_event{client_event::kind::disconnected, id_, peer(), requests_, why, detail});
+    }
+    in_flight_ = 0;
+    done_.clear();
+    pipe_->close(why ? why : make_error_code(errc::operation_aborted), detail);
+  }
+
+  std::shared_ptr<async_pipe> pipe_;
+  std::weak_ptr<async_server_impl> srv_;
+  std::shared_ptr<request_handler> h_;
+  std::uint64_t id_;
+  unsigned max_in_flight_;
+  std::size_t max_queued_;
+  unsigned in_flight_ = 0;
+  bool reading_ = false, stopping_ = false, ended_ = false;
+  std::uint64_t next_seq_ = 0, send_seq_ = 0, requests_ = 0;
+  std::map<std::uint64_t, std::vector<std::byte>> done_; // replies waiting for earlier ones
+};
+
+// ------------------------------------------------------------------- server
+
+async_server_impl::async_server_impl(const asio::any_io_executor& ex)
+    : ex_(ex), sweep_strand_(asio::make_strand(ex)), sweep_(sweep_strand_) {}
+
+async_server_impl::~async_server_impl() {
+  if (admission_) admission_->close();
+}
+
+bool async_server_impl::open(const pipe_name& name, const server_options& opts, std::error_code& ec) {
+  name_ = name;
+  opts_ = opts;
+  std::weak_ptr<async_server_impl> w = weak_from_this();
+  admission_ = open_local_server(name, opts, ec, [w](admitted_client&& a) {
+    if (auto s = w.lock()) s->admitted(std::move(a));
+    else ::close(static_cast<int>(a.handle));
+  });
+  if (!admission_) return false;
+  if (opts_.idle_timeout > timeout::zero()) asio::dispatch(sweep_strand_, [self = shared_from_this()] { self->arm_sweep(); });
+  return true;
+}
+
+void async_server_impl::arm_sweep() {
+  auto every = std::clamp(opts_.idle_timeout / 4, timeout(10), timeout(1000));
+  sweep_.expires_after(every);
+  sweep_.async_wait([w = weak_from_this()](const std::error_code& ec) {
+    if (ec) return;
+    if (auto s = w.lock()) s->sweep();
+  });
+}
+
+void async_server_impl::sweep() {
+  std::vector<std::shared_ptr<async_pipe>> idle;
+  std::vector<std::shared_ptr<session>> sessions;
+  {
+    std::lock_guard lk(mu_);
+    if (stopping_) return;
+    auto limit = clock::now() - opts_.idle_timeout;
+    for (auto& [id, e] : live_) {
+      auto p = e.pipe.lock();
+      if (!p || p->last_activity() > limit) continue;
+      if (auto s = e.sess.lock()) sessions.push_back(std::move(s));
+      else idle.push_back(std::move(p));
+    }
+  }
+  for (auto& s : sessions)
+    asio::dispatch(s->executor(), [s, t = opts_.idle_timeout] { s->idle_check(t); });
+  for (auto& p : idle)
+    asio::dispatch(p->strand(), [p, t = opts_.idle_timeout] {
+      if (p->quiet() && clock::now() - p->last_activity() >= t)
+        p->close(make_error_code(errc::timed_out), "closed by the server's idle timeout");
+    });
+  arm_sweep();
+}
+
+// Runs on the admission thread.
+void async_server_impl::admitted(admitted_client&& a) {
+  auto p = std::make_shared<async_pipe>(ex_);
+  std::uint64_t id;
+  {
+    std::lock_guard lk(mu_);
+    id = ++next_id_;
+    ++admitted_count_;
+    live_[id].pipe = p;
+  }
+  asio::post(p->strand(), [self = shared_from_this(), p, id, fd = static_cast<int>(a.handle),
+                           params = std::move(a.params)]() mutable {
+    p->on_closed = [w = std::weak_ptr<async_server_impl>(self), id] {
+      if (auto s = w.lock()) s->closed(id);
+    };
+    std::error_code ec;
+    if (!p->adopt(fd, std::move(params), ec)) {
+      self->closed(id);
+      return;
+    }
+    self->place(p, id);
+  });
+}
+
+// On the new pipe's strand: hand it to serve(), to an accept, or to the queue.
+void async_server_impl::place(const std::shared_ptr<async_pipe>& p, std::uint64_t id) {
+  std::unique_lock lk(mu_);
+  if (stopping_) {
+    lk.unlock();
+    p->close(make_error_code(errc::operation_aborted), "the server is stopping");
+    return;
+  }
+  if (handler_) {
+    auto s = std::make_shared<session>(p, shared_from_this(), handler_, id);
+    live_[id].sess = s;
+    lk.unlock();
+    s->start();
+    return;
+  }
+  if (!accepts_.empty()) {
+    auto a = std::move(accepts_.front());
+    accepts_.pop_front();
+    lk.unlock();
+    a.done({}, async_connection(ex_, p));
+    return;
+  }
+  ready_.push_back(p);
+}
+
+void async_server_impl::accept(asio::cancellation_slot slot, completion<async_connection> done) {
+  std::unique_lock lk(mu_);
+  if (stopping_ || !admission_) {
+    lk.unlock();
+    set_error_detail(admission_ ? "the server is stopping" : "the server is not open");
+    done(make_error_code(admission_ ? errc::operation_aborted : errc::not_connected), async_connection(ex_));
+    return;
+  }
+  if (handler_) {
+    lk.unlock();
+    set_error_detail("this server runs serve(); it does not hand out connections");
+    done(make_error_code(errc::invalid_state), async_connection(ex_));
+    return;
+  }
+  if (!ready_.empty()) {
+    auto p = std::move(ready_.front());
+    ready_.pop_front();
+    lk.unlock();
+    done({}, async_connection(ex_, std::move(p)));
+    return;
+  }
+  std::uint64_t id = ++next_accept_;
+  if (slot.is_connected()) {
+    slot.assign([w = weak_from_this(), id](asio::cancellation_type) {
+      if (auto s = w.lock()) s->abort_accept(id);
+    });
+  }
+  accepts_.push_back({id, std::move(done)});
+}
+
+void async_server_impl::abort_accept(std::uint64_t id) {
+  std::unique_lock lk(mu_);
+  for (auto it = accepts_.begin(); it != accepts_.end(); ++it) {
+    if (it->id != id) continue;
+    auto a = std::move(*it);
+    accepts_.erase(it);
+    lk.unlock();
+    set_error_detail("the accept was cancelled");
+    a.done(make_error_code(errc::operation_aborted), async_connection(ex_));
+    return;
+  }
+}
+
+void async_server_impl::serve(request_handler h) {
+  std::deque<std::shared_ptr<async_pipe>> queued;
+  {
+    std::lock_guard lk(mu_);
+    handler_ = std::make_shared<request_handler>(std::move(h));
+    queued.swap(ready_);
+  }
+  for (auto& p : queued) {
+    std::uint64_t id = 0;
+    {
+      std::lock_guard lk(mu_);
+      for (auto& [i, e] : live_)
+        if (e.pipe.lock() == p) id = i;
+    }
+    asio::dispatch(p->strand(), [self = shared_from_this(), p, id] { self->place(p, id); });
+  }
+}
+
+void async_server_impl::closed(std::uint64_t id) {
+  std::lock_guard lk(mu_);
+  live_.erase(id);
+  cv_.notify_all();
+}
+
+void async_server_impl::event(const client_event& e) {
+  std::function<void(const client_event&)> obs;
+  {
+    std::lock_guard lk(mu_);
+    obs = observer_;
+  }
+  if (obs) obs(e);
+}
+
+void async_server_impl::set_observer(std::function<void(const client_event&)> f) {
+  std::lock_guard lk(mu_);
+  observer_ = std::move(f);
+}
+
+void async_server_impl::stop(timeout grace, bool wait) {
+  std::shared_ptr<server_impl> admission;
+  std::deque<accept_op> accepts;
+  std::deque<std::shared_ptr<async_pipe>> ready;
+  std::vector<std::shared_ptr<session>> sessions;
+  {
+    std::lock_guard lk(mu_);
+    stopping_ = true;
+    admission = admission_;
+    accepts.swap(accepts_);
+    ready.swap(ready_);
+    for (auto& [id, e] : live_)
+      if (auto s = e.sess.lock()) sessions.push_back(std::move(s));
+  }
+  asio::dispatch(sweep_strand_, [self = shared_from_this()] { self->sweep_.cancel(); });
+  // Stop accepting and remove the name; clients in their handshake or
+  // waiting for an instance are closed by the admission.
+  if (admission) admission->close();
+  for (auto& a : accepts) {
+    set_error_detail("the server is stopping");
+    a.done(make_error_code(errc::operation_aborted), async_connection(ex_));
+  }
+  for (auto& p : ready)
+    asio::dispatch(p->strand(), [p] { p->close(make_error_code(errc::operation_aborted), "the server is stopping"); });
+  for (auto& s : sessions) asio::dispatch(s->executor(), [s] { s->begin_stop(); });
+
+  auto force_close = [&] {
+    std::vector<std::shared_ptr<async_pipe>> all;
+    {
+      std::lock_guard lk(mu_);
+      for (auto& [id, e] : live_)
+        if (auto p = e.pipe.lock()) all.push_back(std::move(p));
+    }
+    for (auto& p : all)
+      asio::dispatch(p->strand(), [p] { p->close(make_error_code(errc::operation_aborted), "the server stopped"); });
+  };
+  if (!wait) {
+    force_close();
+    return;
+  }
+  std::unique_lock lk(mu_);
+  auto until = clock::now() + std::max(grace, timeout::zero());
+  if (!cv_.wait_until(lk, until, [&] { return live_.empty(); })) {
+    lk.unlock();
+    force_close();
+    lk.lock();
+    // Closing is quick; bounded in case the executor is not running.
+    cv_.wait_for(lk, std::chrono::seconds(2), [&] { return live_.empty(); });
+  }
+}
+
+server_stats async_server_impl::stats() const {
+  std::lock_guard lk(mu_);
+  server_stats s;
+  s.connections = live_.size();
+  s.admitted = admitted_count_;
+  s.requests = requests_.load(std::memory_order_relaxed);
+  s.in_flight = static_cast<std::size_t>(std::max<std::ptrdiff_t>(0, in_flight_.load(std::memory_order_relaxed)));
+  s.queued_bytes = static_cast<std::size_t>(std::max<std::ptrdiff_t>(0, queued_.load(std::memory_order_relaxed)));
+  return s;
+}
+
+void async_server_impl::count_request(std::ptrdiff_t d) {
+  if (d > 0) requests_.fetch_add(static_cast<std::uint64_t>(d), std::memory_order_relaxed);
+  in_flight_.fetch_add(d, std::memory_order_relaxed);
+}
+
+void async_server_impl::count_queued(std::ptrdiff_t d) { queued_.fetch_add(d, std::memory_order_relaxed); }
+
+bool async_server_impl::is_open() const noexcept {
+  std::lock_guard lk(mu_);
+  return admission_ && !stopping_;
+}
+
+std::string async_server_impl::native_path() const { return admission_ ? admission_->native_path() : std::string(); }
+
+} // namespace npipe::detail
+
+namespace npipe {
+
+const peer_identity& request::peer() const noexcept { return s_->peer(); }
+std::uint64_t request::connection_id() const noexcept { return s_->id(); }
+
+reply::reply(reply&&) noexcept = default;
+reply& reply::operator=(reply&& o) noexcept {
+  if (this != &o) {
+    if (s_) s_->drop({});
+    s_ = std::move(o.s_);
+    seq_ = o.seq_;
+  }
+  return *this;
+}
+reply::~reply() {
+  if (s_) s_->drop({});
+}
+void reply::send(std::vector<std::byte> bytes) {
+  if (!s_) return;
+  std::exchange(s_, nullptr)->reply_ready(seq_, std::move(bytes));
+}
+void reply::close_connection(std::string why) noexcept {
+  if (!s_) return;
+  std::exchange(s_, nullptr)->drop(std::move(why));
+}
+asio::any_io_executor reply::get_executor() const { return s_->executor(); }
+
+} // namespace npipe

@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// The async server runtime behind npipe::async_server.
+
+#include "transport/transport.hpp"
+
+#include <npipe/async.hpp>
+
+#include <asio/steady_timer.hpp>
+#include <asio/strand.hpp>
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+
+namespace npipe::detail {
+
+class async_pipe;
+class session;
+
+class async_server_impl : public std::enable_shared_from_this<async_server_impl> {
+public:
+  explicit async_server_impl(const asio::any_io_executor& ex);
+  ~async_server_impl();
+
+  bool open(const pipe_name& name, const server_options& opts, std::error_code& ec);
+  void accept(asio::cancellation_slot slot, completion<async_connection> done);
+  void serve(request_handler h);
+  void set_observer(std::function<void(const client_event&)> f);
+  /// Graceful when `wait`; otherwise closes everything without waiting.
+  void stop(timeout grace, bool wait);
+  server_stats stats() const;
+  bool is_open() const noexcept;
+  std::string native_path() const;
+  const pipe_name& name() const noexcept { return name_; }
+  const server_options& options() const noexcept { return opts_; }
+
+  // For sessions.
+  void event(const client_event& e);
+  void count_request(std::ptrdiff_t d);
+  void count_queued(std::ptrdiff_t d);
+
+private:
+  struct accept_op {
+    std::uint64_t id;
+    completion<async_connection> done;
+  };
+  struct entry {
+    std::weak_ptr<async_pipe> pipe;
+    std::weak_ptr<session> sess;
+  };
+
+  void admitted(admitted_client&& a);
+  void place(const std::shared_ptr<async_pipe>& p, std::uint64_t id);
+  void closed(std::uint64_t id);
+  void abort_accept(std::uint64_t id);
+  void arm_sweep();
+  void sweep();
+
+  asio::any_io_executor ex_;
+  pipe_name name_;
+  server_options opts_;
+  std::shared_ptr<server_impl> admission_;
+  asio::strand<asio::any_io_executor> sweep_strand_;
+  asio::steady_timer sweep_; // on sweep_strand_
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::uint64_t next_id_ = 0, next_accept_ = 0, admitted_count_ = 0;
+  std::map<std::uint64_t, entry> live_; // every admitted connection until it closes
+  std::deque<std::shared_ptr<async_pipe>> ready_;
+  std::deque<accept_op> accepts_;
+  std::shared_ptr<request_handler> handler_;
+  std::function<void(const client_event&)> observer_;
+  std::atomic<std::uint64_t> requests_{0};
+  std::atomic<std::ptrdiff_t> in_flight_{0};
+  std::atomic<std::ptrdiff_t> queued_{0};
+};
+
+} // namespace npipe::detail

@@ -1,0 +1,665 @@
+// SPDX-License-Identifier: MIT
+// The async server runtime and the async client API: the integration rows
+// run against every server style (function, coroutine, reply-later,
+// per-connection), plus the limits, graceful stop and the async client.
+
+#include "raw_peer.hpp"
+#include "test_support.hpp"
+
+#include <npipe/async.hpp>
+#include <npipe/npipe.hpp>
+
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/use_future.hpp>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <filesystem>
+#include <future>
+#include <optional>
+#include <random>
+#include <sys/socket.h>
+#include <thread>
+#include <unistd.h>
+
+using namespace std::chrono_literals;
+using namespace npipe;
+using namespace npipe::test;
+
+namespace {
+
+// An io_context run by `n` threads for the test's duration.
+class Async : public local_test {
+protected:
+  void run_threads(unsigned n = 2) {
+    work_.emplace(ctx_.get_executor());
+    for (unsigned i = 0; i < n; ++i) threads_.emplace_back([this] { ctx_.run(); });
+  }
+  void TearDown() override {
+    work_.reset();
+    ctx_.stop();
+    for (auto& t : threads_) t.join();
+    local_test::TearDown();
+  }
+  asio::io_context ctx_;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
+  std::vector<std::thread> threads_;
+};
+
+enum class style { function, coroutine, reply_later, per_connection };
+
+std::string style_name(style s) {
+  switch (s) {
+  case style::function: return "function";
+  case style::coroutine: return "coroutine";
+  case style::reply_later: return "reply_later";
+  case style::per_connection: return "per_connection";
+  }
+  return "?";
+}
+
+asio::awaitable<void> echo_connection(async_connection c) {
+  try {
+    for (;;) {
+      auto m = co_await c.async_receive(asio::use_awaitable);
+      co_await c.async_send(asio::buffer(m), asio::use_awaitable);
+    }
+  } catch (const std::system_error&) {
+    // the client went away
+  }
+}
+
+asio::awaitable<void> accept_loop(async_server& srv) {
+  for (;;) {
+    auto [ec, c] = co_await srv.async_accept(asio::experimental::as_tuple(asio::use_awaitable));
+    if (ec) co_return;
+    auto ex = c.get_executor(); // before c is moved (argument order is unspecified)
+    asio::co_spawn(ex, echo_connection(std::move(c)), asio::detached);
+  }
+}
+
+// Starts an echo service on `srv` written in style `s`.
+void serve_echo(async_server& srv, style s) {
+  switch (s) {
+  case style::function: srv.serve([](request r) { return r.take(); }); break;
+  case style::coroutine:
+    srv.serve([](request r) -> asio::awaitable<std::vector<std::byte>> {
+      // awaits other work before answering
+      asio::steady_timer t(co_await asio::this_coro::executor, 1ms);
+      co_await t.async_wait(asio::use_awaitable);
+      co_return r.take();
+    });
+    break;
+  case style::reply_later:
+    srv.serve([](request r, reply rp) {
+      std::thread([r = std::move(r), rp = std::move(rp)]() mutable { rp.send(r.take()); }).detach();
+    });
+    break;
+  case style::per_connection:
+    asio::co_spawn(srv.get_executor(), accept_loop(srv), asio::detached);
+    break;
+  }
+}
+
+class Styles : public Async, public ::testing::WithParamInterface<style> {};
+
+TEST_P(Styles, EchoKeepsEveryBoundaryFromEmptyTo16MiB) {
+  run_threads();
+  auto name = random_pipe();
+  async_server srv(ctx_, name);
+  serve_echo(srv, GetParam());
+  auto c = connect(name);
+  for (std::size_t n : {std::size_t(0), std::size_t(1), std::size_t(64 << 10), std::size_t(16 << 20)}) {
+    auto a = pattern(n, 1), b = pattern(1, 2), d = pattern(n, 3);
+    std::thread writer([&] {
+      c.write(a);
+      c.write(b);
+      c.write(d);
+    });
+    EXPECT_EQ(c.receive(10s), a) << n;
+    EXPECT_EQ(c.receive(10s), b) << n;
+    EXPECT_EQ(c.receive(10s), d) << n;
+    writer.join();
+  }
+}
+
+TEST_P(Styles, PartialReadsSayMoreDataAndTransactAndCallWork) {
+  run_threads();
+  auto name = random_pipe();
+  async_server srv(ctx_, name);
+  serve_echo(srv, GetParam());
+  auto c = connect(name);
+  auto big = pattern(100'000, 7);
+  c.write(big);
+  std::vector<std::byte> got;
+  std::byte buf[4096];
+  for (;;) {
+    std::error_code ec;
+    auto r = c.read(buf, 10s, ec);
+    ASSERT_TRUE(!ec || ec == errc::more_data) << ec.message();
+    got.insert(got.end(), buf, buf + r.bytes);
+    if (!r.more_data) break;
+  }
+  EXPECT_TRUE(got == big);
+  EXPECT_EQ(text(c.transact(bytes("ping"), 10s)), "ping");
+  EXPECT_EQ(call(name, "called", 10s), "called");
+}
+
+TEST_P(Styles, ManyConcurrentClientsGetTheirOwnRepliesInOrder) {
+  run_threads();
+  auto name = random_pipe();
+  async_server srv(ctx_, name);
+  serve_echo(srv, GetParam());
+  constexpr int clients = 24, rounds = 40;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> ts;
+  for (int i = 0; i < clients; ++i) {
+    ts.emplace_back([&, i] {
+      try {
+        auto c = connect(name, {}, 10s);
+        std::mt19937 rng(static_cast<unsigned>(i));
+        for (int k = 0; k < rounds; ++k) {
+          // Pipeline two requests, then read both replies: order and content must hold.
+          auto a = pattern(rng() % 70'000, static_cast<std::uint32_t>(i * 1000 + k));
+          auto b = pattern(rng() % 300, static_cast<std::uint32_t>(i * 1000 + k + 500));
+          c.write(a);
+          c.write(b);
+          if (c.receive(10s) != a || c.receive(10s) != b) ++failures;
+        }
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << e.what();
+        ++failures;
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  if (GetParam() != style::per_connection) EXPECT_EQ(srv.stats().requests, std::uint64_t(clients * rounds * 2));
+}
+
+TEST_P(Styles, BusyWaitAndPeerIdentity) {
+  run_threads();
+  auto name = random_pipe();
+  server_options o;
+  o.max_instances = 1;
+  async_server srv(ctx_, name, o);
+  serve_echo(srv, GetParam());
+  auto first = connect(name);
+  EXPECT_EQ(text(first.transact(bytes("one"), 10s)), "one");
+  std::error_code ec;
+  connect(name, {}, no_wait, ec);
+  EXPECT_EQ(ec, errc::pipe_busy);
+  auto waiter = std::async(std::launch::async, [&] { return connect(name, {}, 10s); });
+  std::this_thread::sleep_for(50ms);
+  first.close();
+  auto second = waiter.get();
+  EXPECT_EQ(text(second.transact(bytes("two"), 10s)), "two");
+  EXPECT_EQ(second.peer().pid, ::getpid()) << "the server's identity, seen by the client";
+}
+
+TEST_P(Styles, OversizedFrameClosesOnlyThatClient) {
+  run_threads();
+  auto name = random_pipe();
+  server_options o;
+  o.max_message_size = 64 << 10;
+  async_server srv(ctx_, name, o);
+  serve_echo(srv, GetParam());
+  auto good = connect(name);
+  int fd = raw_session(srv.native_path(), raw_hello(name));
+  ASSERT_GE(fd, 0);
+  const char huge[] = {1, '\xff', '\xff', '\xff', '\xff'}; // a data frame of 4 GiB - 1
+  ASSERT_EQ(::send(fd, huge, sizeof huge, MSG_NOSIGNAL), ssize_t(sizeof huge));
+  EXPECT_TRUE(closed_by_server(fd));
+  ::close(fd);
+  EXPECT_EQ(text(good.transact(bytes("still here"), 10s)), "still here");
+}
+
+INSTANTIATE_TEST_SUITE_P(Server, Styles,
+                         ::testing::Values(style::function, style::coroutine, style::reply_later,
+                                           style::per_connection),
+                         [](const auto& info) { return style_name(info.param); });
+
+// ----------------------------------------------------------------- limits
+
+TEST_F(Async, InFlightCapHoldsAgainstAPipeliningClient) {
+  run_threads();
+  auto name = random_pipe();
+  server_options o;
+  o.max_in_flight = 3;
+  async_server srv(ctx_, name, o);
+  std::mutex mu;
+  std::vector<reply> held;
+  std::vector<std::string> seen;
+  srv.serve([&](request r, reply rp) {
+    std::lock_guard lk(mu);
+    seen.emplace_back(r.text());
+    held.push_back(std::move(rp));
+  });
+  auto c = connect(name);
+  for (int i = 0; i < 20; ++i) c.write(std::to_string(i));
+  std::this_thread::sleep_for(200ms);
+  {
+    std::lock_guard lk(mu);
+    EXPECT_EQ(held.size(), 3u) << "only max_in_flight requests reach the handler";
+  }
+  // Answer in reverse order: replies still leave in request order.
+  for (int round = 0; round < 20;) {
+    std::vector<reply> batch;
+    {
+      std::lock_guard lk(mu);
+      batch.swap(held);
+    }
+    for (auto it = batch.rbegin(); it != batch.rend(); ++it) it->send(std::string("r"));
+    for (std::size_t k = 0; k < batch.size(); ++k, ++round) EXPECT_EQ(text(c.receive(10s)), "r");
+    if (batch.empty()) std::this_thread::sleep_for(5ms);
+  }
+  std::lock_guard lk(mu);
+  ASSERT_EQ(seen.size(), 20u);
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(seen[static_cast<std::size_t>(i)], std::to_string(i));
+}
+
+TEST_F(Async, RepliesLeaveInRequestOrderWhateverOrderTheyFinish) {
+  run_threads();
+  auto name = random_pipe();
+  async_server srv(ctx_, name);
+  srv.serve([](request r, reply rp) {
+    int delay = 30 - std::stoi(std::string(r.text())) * 3; // later requests finish first
+    std::thread([delay, rp = std::move(rp), t = std::string(r.text())]() mutable {
+      std::this_thread::sleep_for(std::chrono::milliseconds(delay));
+      rp.send(t);
+    }).detach();
+  });
+  auto c = connect(name);
+  for (int i = 0; i < 10; ++i) c.write(std::to_string(i));
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(text(c.receive(10s)), std::to_string(i));
+}
+
+TEST_F(Async, ClientThatNeverReadsMeetsBackpressureAndServerMemoryStaysBounded) {
+  run_threads();
+  auto name = random_pipe();
+  server_options o;
+  o.max_queued_bytes = 256 << 10;
+  o.out_buffer_size = 64 << 10;
+  o.in_buffer_size = 64 << 10;
+  async_server srv(ctx_, name, o);
+  std::atomic<int> handled{0};
+  const std::vector<std::byte> answer(64 << 10, std::byte{'r'});
+  srv.serve([&](request) {
+    ++handled;
+    return answer;
+  });
+  auto c = connect(name);
+  // Write small requests without ever reading the 64 KiB replies.
+  int sent = 0;
+  std::error_code ec;
+  while (sent < 100'000) {
+    c.write(bytes("q"), 500ms, ec);
+    if (ec) break;
+    ++sent;
+  }
+  EXPECT_EQ(ec, errc::timed_out) << "the server stopped reading: the client's writes block";
+  auto s = srv.stats();
+  EXPECT_LE(s.queued_bytes, o.max_queued_bytes + answer.size() + 64) << "queued reply bytes stay near the cap";
+  EXPECT_LT(handled.load(), 64) << "the handler is not fed requests whose replies cannot go out";
+  // The other clients do not notice.
+  auto other = connect(name);
+  EXPECT_EQ(other.transact(bytes("x"), 10s).size(), answer.size());
+  // Reading the replies releases the backpressure: every request is answered.
+  int received = 0;
+  std::thread drain([&] {
+    std::error_code rec;
+    while (received < sent) {
+      c.receive(10s, rec);
+      if (rec) break;
+      ++received;
+    }
+  });
+  drain.join();
+  EXPECT_EQ(received, sent);
+}
+
+TEST_F(Async, IdleConnectionsCloseAtTheIdleTimeoutAndBusyOnesStay) {
+  run_threads();
+  auto name = random_pipe();
+  server_options o;
+  o.idle_timeout = 300ms;
+  async_server srv(ctx_, name, o);
+  std::vector<client_event> events;
+  std::mutex mu;
+  srv.on_client_event([&](const client_event& e) {
+    std::lock_guard lk(mu);
+    events.push_back(e);
+  });
+  srv.serve([](request r) { return r.take(); });
+  auto idle = connect(name);
+  auto busy = connect(name);
+  auto until = std::chrono::steady_clock::now() + 900ms;
+  while (std::chrono::steady_clock::now() < until) {
+    EXPECT_EQ(text(busy.transact(bytes("x"), 5s)), "x");
+    std::this_thread::sleep_for(50ms);
+  }
+  std::error_code ec;
+  idle.receive(5s, ec);
+  EXPECT_EQ(ec, errc::broken_pipe) << "the idle client was disconnected";
+  EXPECT_EQ(text(busy.transact(bytes("y"), 5s)), "y");
+  std::lock_guard lk(mu);
+  bool saw_timeout = false;
+  for (auto& e : events)
+    if (e.what == client_event::kind::disconnected && e.reason == errc::timed_out) saw_timeout = true;
+  EXPECT_TRUE(saw_timeout);
+}
+
+TEST_F(Async, ConnectionCapsTotalAndPerUserRefuseFastAndKeepSessions) {
+  run_threads();
+  auto name = random_pipe();
+  server_options o;
+  o.max_connections = 3;
+  async_server srv(ctx_, name, o);
+  srv.serve([](request r) { return r.take(); });
+  std::vector<connection> cs;
+  for (int i = 0; i < 3; ++i) cs.push_back(connect(name));
+  std::error_code ec;
+  auto t0 = std::chrono::steady_clock::now();
+  connect(name, {}, no_wait, ec);
+  EXPECT_EQ(ec, errc::pipe_busy);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s) << "refused fast";
+  for (auto& c : cs) EXPECT_EQ(text(c.transact(bytes("ok"), 5s)), "ok");
+  srv.close();
+
+  auto name2 = random_pipe();
+  server_options u;
+  u.max_per_user = 2;
+  async_server srv2(ctx_, name2, u);
+  srv2.serve([](request r) { return r.take(); });
+  auto a = connect(name2), b = connect(name2);
+  connect(name2, {}, 2s, ec);
+  EXPECT_EQ(ec, errc::pipe_busy) << "the per-user cap says busy, with a detail";
+  EXPECT_NE(last_error_detail().find("as many connections"), std::string::npos) << last_error_detail();
+  EXPECT_EQ(text(a.transact(bytes("a"), 5s)), "a");
+}
+
+TEST_F(Async, SilentClientIsDroppedAtTheHandshakeTimeout) {
+  run_threads();
+  auto name = random_pipe();
+  server_options o;
+  o.handshake_timeout = 200ms;
+  async_server srv(ctx_, name, o);
+  srv.serve([](request r) { return r.take(); });
+  int fd = raw_connect(srv.native_path());
+  ASSERT_GE(fd, 0);
+  EXPECT_TRUE(closed_by_server(fd));
+  ::close(fd);
+  EXPECT_EQ(call(name, "fine", 5s), "fine");
+}
+
+TEST_F(Async, HandlerExceptionsAndDroppedRepliesCloseOnlyThatClient) {
+  run_threads();
+  auto name = random_pipe();
+  async_server srv(ctx_, name);
+  srv.serve([](request r, reply rp) {
+    if (r.text() == "throw") throw std::runtime_error("boom");
+    if (r.text() == "drop") return; // rp destroyed unsent
+    rp.send(r.take());
+  });
+  auto good = connect(name);
+  for (const char* bad : {"throw", "drop"}) {
+    auto c = connect(name);
+    std::error_code ec;
+    c.transact(bytes(bad), 5s, ec);
+    EXPECT_EQ(ec, errc::broken_pipe) << bad << ": the client learns at once, it does not hang";
+  }
+  EXPECT_EQ(text(good.transact(bytes("fine"), 5s)), "fine");
+}
+
+TEST_F(Async, GracefulStopFinishesInFlightRemovesTheNameAndLeaksNoDescriptor) {
+  run_threads();
+  {
+    // Warm up: Asio creates its reactor's descriptors (epoll, eventfd,
+    // timerfd) on first use; they belong to the io_context, not to a server.
+    async_server warm(ctx_, random_pipe());
+    warm.serve([](request r) { return r.take(); });
+    EXPECT_EQ(call(warm.name(), "warm", 5s), "warm");
+    warm.stop(1s);
+  }
+  int fds_before = open_fds();
+  int threads_before = thread_count();
+  auto name = random_pipe();
+  std::string path;
+  {
+    async_server srv(ctx_, name);
+    path = srv.native_path();
+    std::atomic<int> started{0};
+    srv.serve([&](request r) -> asio::awaitable<std::vector<std::byte>> {
+      ++started;
+      asio::steady_timer t(co_await asio::this_coro::executor, 300ms);
+      co_await t.async_wait(asio::use_awaitable);
+      co_return r.take();
+    });
+    std::vector<connection> cs;
+    for (int i = 0; i < 5; ++i) cs.push_back(connect(name));
+    std::vector<std::future<std::vector<std::byte>>> replies;
+    for (auto& c : cs) replies.push_back(std::async(std::launch::async, [&c] { return c.transact(bytes("slow"), 10s); }));
+    while (started.load() < 5) std::this_thread::sleep_for(5ms);
+    auto t0 = std::chrono::steady_clock::now();
+    srv.stop(5s);
+    auto took = std::chrono::steady_clock::now() - t0;
+    EXPECT_LT(took, 3s) << "stop() returns once in-flight requests are answered";
+    EXPECT_FALSE(std::filesystem::exists(path)) << "the socket file is removed";
+    for (auto& r : replies) EXPECT_EQ(text(r.get()), "slow") << "in-flight requests finished";
+    std::error_code ec;
+    connect(name, {}, no_wait, ec);
+    EXPECT_EQ(ec, errc::not_found);
+    for (auto& c : cs) {
+      c.receive(2s, ec);
+      EXPECT_EQ(ec, errc::broken_pipe) << "then the connections close";
+    }
+  }
+  EXPECT_EQ(open_fds(), fds_before) << "no descriptor outlives the server and its clients";
+  // The test's own helper threads (std::async) may still be exiting.
+  for (int i = 0; i < 200 && thread_count() != threads_before; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(thread_count(), threads_before) << "the server's admission thread is gone";
+}
+
+TEST_F(Async, StopBoundsRequestsThatNeverFinish) {
+  run_threads();
+  auto name = random_pipe();
+  async_server srv(ctx_, name);
+  std::vector<reply> never;
+  std::mutex mu;
+  srv.serve([&](request, reply rp) {
+    std::lock_guard lk(mu);
+    never.push_back(std::move(rp));
+  });
+  auto c = connect(name);
+  c.write("stuck");
+  while (srv.stats().in_flight == 0) std::this_thread::sleep_for(5ms);
+  auto t0 = std::chrono::steady_clock::now();
+  srv.stop(200ms);
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(took, 190ms);
+  EXPECT_LT(took, 2s) << "stop() keeps its bound";
+  std::error_code ec;
+  c.receive(2s, ec);
+  EXPECT_EQ(ec, errc::broken_pipe) << "the client gets a clear error, not a hang";
+  std::lock_guard lk(mu);
+  never.clear(); // replying after the stop is harmless
+}
+
+// ------------------------------------------------------------ async client
+
+TEST_F(Async, AsyncClientWithCallbacksFuturesAndCoroutines) {
+  run_threads();
+  auto name = random_pipe();
+  async_server srv(ctx_, name);
+  srv.serve([](request r) { return r.take(); });
+
+  // Callbacks.
+  async_connection c(ctx_);
+  std::promise<std::string> done;
+  std::string msg = "callback";
+  c.async_connect(name, client_options{}, 5s, [&](std::error_code ec) {
+    if (ec) return done.set_value("connect: " + ec.message());
+    c.async_transact(asio::buffer(msg), [&](std::error_code ec2, std::vector<std::byte> r) {
+      done.set_value(ec2 ? "transact: " + ec2.message() : text(r));
+    });
+  });
+  EXPECT_EQ(done.get_future().get(), "callback");
+
+  // Futures.
+  async_connection f(ctx_);
+  f.async_connect(name, asio::use_future).get();
+  std::string m2 = "future";
+  EXPECT_EQ(f.async_send(asio::buffer(m2), asio::use_future).get(), m2.size());
+  EXPECT_EQ(text(f.async_receive(asio::use_future).get()), "future");
+  EXPECT_EQ(f.peer().pid, ::getpid());
+
+  // Coroutines, with a partial read that says "more data".
+  auto coro = asio::co_spawn(
+      ctx_,
+      [&]() -> asio::awaitable<std::string> {
+        async_connection k(co_await asio::this_coro::executor);
+        co_await k.async_connect(name, asio::use_awaitable);
+        std::string m = "coroutine-partial";
+        co_await k.async_send(asio::buffer(m), asio::use_awaitable);
+        std::array<char, 9> head{};
+        auto r1 = co_await k.async_read_some(asio::buffer(head), asio::use_awaitable);
+        EXPECT_TRUE(r1.more_data);
+        EXPECT_EQ(r1.bytes, head.size());
+        std::array<char, 64> rest{};
+        auto r2 = co_await k.async_read_some(asio::buffer(rest), asio::use_awaitable);
+        EXPECT_FALSE(r2.more_data);
+        co_await k.async_flush(asio::use_awaitable);
+        co_return std::string(head.data(), r1.bytes) + std::string(rest.data(), r2.bytes);
+      },
+      asio::use_future);
+  EXPECT_EQ(coro.get(), "coroutine-partial");
+}
+
+TEST_F(Async, ReceiveTimeoutLosesNothingAndCancelAborts) {
+  run_threads();
+  auto name = random_pipe();
+  server srv(name); // the blocking server: the async client works with both
+  std::thread peer([&] {
+    auto c = srv.accept(10s);
+    auto m = c.receive(10s);
+    std::this_thread::sleep_for(300ms);
+    c.write(m);
+    std::error_code ec;
+    c.receive(10s, ec); // until the client goes
+  });
+  async_connection c(ctx_);
+  c.async_connect(name, asio::use_future).get();
+  std::string m = "late";
+  c.async_send(asio::buffer(m), asio::use_future).get();
+  try {
+    c.async_receive(50ms, asio::use_future).get();
+    ADD_FAILURE() << "expected timed_out";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), errc::timed_out);
+  }
+  EXPECT_EQ(text(c.async_receive(5s, asio::use_future).get()), "late") << "the timed-out receive lost nothing";
+
+  auto pending = c.async_receive(asio::use_future);
+  std::this_thread::sleep_for(50ms);
+  c.cancel();
+  try {
+    pending.get();
+    ADD_FAILURE() << "expected operation_aborted";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), errc::operation_aborted);
+  }
+  EXPECT_TRUE(c.is_open()) << "cancel() leaves the connection usable";
+  c.close();
+  peer.join();
+}
+
+TEST_F(Async, CancellationSlotsWorkWithAwaitableOperators) {
+  run_threads();
+  auto name = random_pipe();
+  async_server srv(ctx_, name);
+  srv.serve([](request, reply rp) { rp.close_connection(); });
+  using namespace asio::experimental::awaitable_operators;
+  auto r = asio::co_spawn(
+      ctx_,
+      [&]() -> asio::awaitable<int> {
+        async_connection k(co_await asio::this_coro::executor);
+        co_await k.async_connect(name, asio::use_awaitable);
+        asio::steady_timer t(co_await asio::this_coro::executor, 100ms);
+        // The receive never completes by itself; the timer wins and cancels it.
+        auto v = co_await (k.async_receive(asio::use_awaitable) || t.async_wait(asio::use_awaitable));
+        co_return static_cast<int>(v.index());
+      },
+      asio::use_future);
+  EXPECT_EQ(r.get(), 1);
+}
+
+TEST_F(Async, AsyncConnectErrorsMatchTheBlockingOnes) {
+  run_threads();
+  auto name = random_pipe();
+  async_connection c(ctx_);
+  try {
+    c.async_connect(name, client_options{}, 200ms, asio::use_future).get();
+    ADD_FAILURE() << "expected not_found";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), errc::not_found);
+  }
+  server_options o;
+  o.max_instances = 1;
+  async_server srv(ctx_, name, o);
+  srv.serve([](request r) { return r.take(); });
+  auto holder = connect(name);
+  async_connection busy(ctx_);
+  auto t0 = std::chrono::steady_clock::now();
+  try {
+    busy.async_connect(name, client_options{}, 200ms, asio::use_future).get();
+    ADD_FAILURE() << "expected timed_out";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), errc::timed_out);
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s);
+  async_connection wrong(ctx_);
+  client_options strict;
+  strict.require_server_uid = ::geteuid() + 1;
+  holder.close();
+  try {
+    wrong.async_connect(name, strict, 2s, asio::use_future).get();
+    ADD_FAILURE() << "expected access_denied";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), errc::access_denied);
+  }
+}
+
+TEST_F(Async, AsyncFlushWaitsUntilThePeerHasReadEverything) {
+  run_threads();
+  auto name = random_pipe();
+  server srv(name);
+  signal_pipe read_now;
+  std::atomic<bool> peer_read{false};
+  std::thread peer([&] {
+    auto c = srv.accept(10s);
+    read_now.wait();
+    c.receive(10s);
+    peer_read = true;
+    std::error_code ec;
+    c.receive(10s, ec);
+  });
+  async_connection c(ctx_);
+  c.async_connect(name, asio::use_future).get();
+  auto small = pattern(1000, 3); // fits in the socket buffer: sent before the peer reads
+  c.async_send(asio::buffer(small), asio::use_future).get();
+  auto flushed = c.async_flush(10s, asio::use_future);
+  EXPECT_EQ(flushed.wait_for(200ms), std::future_status::timeout) << "the peer has not read yet";
+  read_now.notify();
+  flushed.get();
+  EXPECT_TRUE(peer_read.load());
+  c.close();
+  peer.join();
+}
+
+} // namespace
