@@ -383,7 +383,9 @@ public:
   }
 
   /// Called for each client that connects and disconnects (serve() only);
-  /// set before serve(). Runs on the connection's strand: keep it short.
+  /// set before serve(). Runs on the connection's strand: keep it short,
+  /// and do not call stop() or close() from it. No call happens after
+  /// stop() or close() has returned.
   void on_client_event(std::function<void(const client_event&)> observer);
 
   /// Graceful stop: stop accepting and remove the name, stop reading new

@@ -321,17 +321,18 @@ void async_server_impl::closed(std::uint64_t id) {
 }
 
 void async_server_impl::event(const client_event& e) {
-  std::function<void(const client_event&)> obs;
-  {
-    std::lock_guard lk(mu_);
-    obs = observer_;
-  }
-  if (obs) obs(e);
+  std::shared_lock lk(obs_mu_); // stop() and close() wait for observers running now
+  if (observer_) observer_(e);
 }
 
 void async_server_impl::set_observer(std::function<void(const client_event&)> f) {
-  std::lock_guard lk(mu_);
+  std::unique_lock lk(obs_mu_);
   observer_ = std::move(f);
+}
+
+void async_server_impl::drop_observer() {
+  std::unique_lock lk(obs_mu_);
+  observer_ = nullptr;
 }
 
 void async_server_impl::stop(timeout grace, bool wait) {
@@ -371,6 +372,7 @@ void async_server_impl::stop(timeout grace, bool wait) {
       asio::dispatch(p->strand(), [p] { p->close(make_error_code(errc::operation_aborted), "the server stopped"); });
   };
   if (!wait) {
+    drop_observer(); // no event after close() returns
     force_close();
     return;
   }
@@ -383,6 +385,8 @@ void async_server_impl::stop(timeout grace, bool wait) {
     // Closing is quick; bounded in case the executor is not running.
     cv_.wait_for(lk, std::chrono::seconds(2), [&] { return live_.empty(); });
   }
+  lk.unlock();
+  drop_observer(); // no event after stop() returns
 }
 
 server_stats async_server_impl::stats() const {

@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 
 namespace npipe::detail {
 
@@ -57,6 +58,7 @@ private:
   void place(const std::shared_ptr<async_pipe>& p, std::uint64_t id);
   void closed(std::uint64_t id);
   void abort_accept(std::uint64_t id);
+  void drop_observer();
   void arm_sweep();
   void sweep();
 
@@ -75,7 +77,8 @@ private:
   std::deque<std::shared_ptr<async_pipe>> ready_;
   std::deque<accept_op> accepts_;
   std::shared_ptr<request_handler> handler_;
-  std::function<void(const client_event&)> observer_;
+  std::shared_mutex obs_mu_;
+  std::function<void(const client_event&)> observer_; // under obs_mu_
   std::atomic<std::uint64_t> requests_{0};
   std::atomic<std::ptrdiff_t> in_flight_{0};
   std::atomic<std::ptrdiff_t> queued_{0};

@@ -2,9 +2,11 @@
 // npipe: the command-line tool. `serve` and `send` are the seed sample's
 // NamedPipeServer and NamedPipeClient.
 
+#include <npipe/async.hpp>
 #include <npipe/npipe.hpp>
 
 #include <CLI/CLI.hpp>
+#include <asio/io_context.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -16,7 +18,6 @@
 #include <iostream>
 #include <iterator>
 #include <condition_variable>
-#include <set>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -68,73 +69,37 @@ npipe::pipe_name parse_name(const std::string& text) {
 struct serve_args {
   std::string name, type = "message", access = "user", dir;
   unsigned max_instances = npipe::defaults::max_instances;
+  unsigned max_connections = npipe::defaults::max_connections;
   unsigned max_per_user = 0;
+  unsigned max_in_flight = npipe::defaults::max_in_flight;
+  std::size_t max_queued = npipe::defaults::max_queued_bytes;
   std::size_t max_message = npipe::defaults::max_message_size;
-  bool once = false, echo = false, verbose = false;
+  long idle_ms = -1, handshake_ms = npipe::defaults::handshake_timeout.count(), grace_ms = npipe::defaults::stop_grace.count();
+  unsigned threads = std::max(1u, std::thread::hardware_concurrency());
+  bool once = false, echo = false, verbose = false, quiet = false;
 };
 
-std::atomic<bool> stopping{false};
-
-// The connections being served, so a stop can close them (which wakes their
-// threads) and wait for every thread to finish.
-class sessions {
-public:
-  void add(npipe::connection* c) {
-    std::lock_guard lk(mu_);
-    live_.insert(c);
-  }
-  void remove(npipe::connection* c) {
-    std::lock_guard lk(mu_);
-    live_.erase(c);
-    cv_.notify_all();
-  }
-  void close_all_and_wait() {
-    std::unique_lock lk(mu_);
-    for (auto* c : live_) c->close();
-    cv_.wait(lk, [&] { return live_.empty(); });
-  }
-
-private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::set<npipe::connection*> live_;
-};
-
-void serve_client(npipe::connection& c, const serve_args& a) {
-  if (a.verbose) {
-    std::lock_guard lk(out_mu);
-    std::cout << "client connected: pid " << c.peer().pid << ", uid " << c.peer().uid << std::endl;
-  }
-  for (;;) {
-    std::error_code ec;
-    auto msg = c.receive(ec);
-    if (ec) {
-      if (ec != npipe::errc::broken_pipe && ec != npipe::errc::not_connected) report(ec, "receive");
-      break;
-    }
-    {
-      std::lock_guard lk(out_mu);
-      std::cout << "Bytes received: " << msg.size() << std::endl;
-    }
-    std::string reply = a.echo ? as_text(msg) : std::string("npipe ") + npipe::version + " | " + now_text();
-    c.write(reply, ec);
-    if (ec) {
-      report(ec, "reply");
-      break;
-    }
-    if (a.once) break;
-  }
-  std::error_code ec;
-  c.flush(std::chrono::seconds(5), ec); // as the seed: flush, then disconnect
-  c.close();
+std::string describe(const npipe::peer_identity& p) {
+  std::string s = "pid " + std::to_string(p.pid) + ", uid " + std::to_string(p.uid);
+  if (!p.user.empty()) s += " (" + p.user + ")";
+  return s;
 }
 
+// The seed's server, as a real one: any number of clients at once on the
+// async runtime; each message gets "<version> | <date time>" (or itself,
+// with --echo). Ctrl-C stops gracefully: no new clients, requests in flight
+// are answered, then every connection closes.
 int run_serve(const serve_args& a) {
   npipe::server_options o;
   o.type = a.type == "byte" ? npipe::pipe_type::byte : npipe::pipe_type::message;
   o.max_instances = a.max_instances;
+  o.max_connections = a.max_connections;
   o.max_per_user = a.max_per_user;
+  o.max_in_flight = a.max_in_flight;
+  o.max_queued_bytes = a.max_queued;
   o.max_message_size = a.max_message;
+  o.idle_timeout = npipe::timeout(a.idle_ms);
+  o.handshake_timeout = npipe::timeout(a.handshake_ms);
   o.pipe_dir = a.dir;
   if (a.access == "everyone") o.access = npipe::access_policy::everyone();
   else if (a.access.rfind("group:", 0) == 0) o.access = npipe::access_policy::group(std::stoul(a.access.substr(6)));
@@ -150,7 +115,9 @@ int run_serve(const serve_args& a) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr); // every thread inherits this; one thread waits for them
 #endif
   auto name = parse_name(a.name);
-  npipe::server srv;
+  asio::io_context ctx;
+  auto work = asio::make_work_guard(ctx);
+  npipe::async_server srv(ctx.get_executor());
   std::error_code ec;
   srv.open(name, o, ec);
   if (ec) return report(ec, "cannot serve " + name.str());
@@ -158,35 +125,57 @@ int run_serve(const serve_args& a) {
     std::lock_guard lk(out_mu);
     std::cout << "Listening on " << name.str() << " (" << srv.native_path() << ")" << std::endl;
   }
+
+  std::mutex stop_mu;
+  std::condition_variable stop_cv;
+  bool stop_now = false;
+  auto request_stop = [&] {
+    std::lock_guard lk(stop_mu);
+    stop_now = true;
+    stop_cv.notify_all();
+  };
+  if (a.verbose) {
+    srv.on_client_event([](const npipe::client_event& e) {
+      std::lock_guard lk(out_mu);
+      if (e.what == npipe::client_event::kind::connected) {
+        std::cout << "client " << e.connection_id << " connected: " << describe(e.peer) << std::endl;
+      } else {
+        std::cout << "client " << e.connection_id << " disconnected after " << e.requests << " request"
+                  << (e.requests == 1 ? "" : "s");
+        if (e.reason) std::cout << ": " << e.reason.message() << (e.detail.empty() ? "" : " (" + e.detail + ")");
+        std::cout << std::endl;
+      }
+    });
+  }
+  std::atomic<bool> answered{false};
+  srv.serve([&](npipe::request r) {
+    if (!a.quiet) {
+      std::lock_guard lk(out_mu);
+      std::cout << "Bytes received: " << r.size() << std::endl;
+    }
+    std::string reply = a.echo ? std::string(r.text()) : std::string("npipe ") + npipe::version + " | " + now_text();
+    if (a.once && !answered.exchange(true)) request_stop();
+    return reply;
+  });
+
+  std::vector<std::thread> pool;
+  for (unsigned i = 0; i < a.threads; ++i) pool.emplace_back([&ctx] { ctx.run(); });
 #ifndef _WIN32
   std::thread sig([&] {
     int s = 0;
     sigwait(&sigs, &s);
-    stopping = true;
-    srv.close(); // wakes accept()
+    request_stop();
   });
   sig.detach();
 #endif
-  sessions live;
-  for (;;) {
-    auto c = srv.accept(ec);
-    if (ec) {
-      if (!stopping && ec != npipe::errc::operation_aborted) report(ec, "accept");
-      break;
-    }
-    if (a.once) {
-      serve_client(c, a);
-      break;
-    }
-    auto owned = std::make_unique<npipe::connection>(std::move(c));
-    live.add(owned.get());
-    std::thread([&live, &a, owned = std::move(owned)]() mutable {
-      serve_client(*owned, a);
-      live.remove(owned.get());
-    }).detach();
+  {
+    std::unique_lock lk(stop_mu);
+    stop_cv.wait(lk, [&] { return stop_now; });
   }
-  srv.close();
-  live.close_all_and_wait(); // Ctrl-C: idle clients are disconnected, not waited for
+  srv.stop(npipe::timeout(a.grace_ms)); // the name goes at once; answers in flight still go out
+  work.reset();
+  ctx.stop();
+  for (auto& t : pool) t.join();
   return 0;
 }
 
@@ -282,14 +271,27 @@ int main(int argc, char** argv) {
   serve->add_flag("--once", sa.once, "Serve one request from one client, then exit (as the seed does)");
   serve->add_flag("--echo", sa.echo, "Reply with the request itself instead of the version and time");
   serve->add_option("--type", sa.type, "Pipe type")->check(CLI::IsMember({"message", "byte"}))->capture_default_str();
-  serve->add_option("--max-instances", sa.max_instances, "Most clients at once (1-255)")
+  serve->add_option("--max-instances", sa.max_instances, "Most clients at once (1-254; 255: unlimited)")
       ->check(CLI::Range(1u, 255u))->capture_default_str();
+  serve->add_option("--max-connections", sa.max_connections, "Most clients at once, whatever --max-instances says")
+      ->check(CLI::Range(1u, 1u << 24))->capture_default_str();
+  serve->add_option("--threads", sa.threads, "Threads serving clients")->check(CLI::Range(1u, 1024u))
+      ->capture_default_str();
+  serve->add_option("--max-in-flight", sa.max_in_flight, "Requests of one client worked on at once")
+      ->check(CLI::Range(1u, 1u << 20))->capture_default_str();
+  serve->add_option("--max-queued", sa.max_queued, "Reply bytes queued for one slow client before it is paused")
+      ->capture_default_str();
+  serve->add_option("--idle-timeout", sa.idle_ms, "Close a client idle this many ms (-1: never)")->capture_default_str();
+  serve->add_option("--handshake-timeout", sa.handshake_ms, "Close a client that has not said hello within ms")
+      ->capture_default_str();
+  serve->add_option("--grace", sa.grace_ms, "On Ctrl-C, ms to let requests in flight finish")->capture_default_str();
+  serve->add_flag("-q,--quiet", sa.quiet, "Do not print a line per message");
   serve->add_option("--max-per-user", sa.max_per_user, "Most clients from one user at once (0: no limit)")
       ->capture_default_str();
   serve->add_option("--max-message", sa.max_message, "Largest accepted message, bytes")->capture_default_str();
   serve->add_option("--access", sa.access, "Who may connect: user, everyone, group:GID")->capture_default_str();
   serve->add_option("--dir", sa.dir, "Pipe directory (Linux; default $NPIPE_DIR or /tmp/.npipe)");
-  serve->add_flag("-v,--verbose", sa.verbose, "Print a line per client");
+  serve->add_flag("-v,--verbose", sa.verbose, "Print a line per client: connected, and disconnected (why)");
 
   std::string name, text, file, dir;
   long timeout_ms = 5000;
