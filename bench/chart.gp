@@ -12,4 +12,4 @@ set xtics rotate by -25 noenhanced
 set yrange [0:2.5]   # clipped: NNG idle memory (about 27x) would flatten the rest
 set grid ytics
 set ylabel "ratio"
-plot for [i=2:7] data using i:xtic(1) title columnhead(i)
+plot for [i=2:8] data using i:xtic(1) title columnhead(i)

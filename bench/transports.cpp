@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: MIT
 #include "transports.hpp"
 
+#include <npipe/async.hpp>
 #include <npipe/npipe.hpp>
+
+#include <asio/io_context.hpp>
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
@@ -172,6 +175,22 @@ void serve_npipe_message(const std::string& addr) {
       }
     }).detach();
   }
+}
+
+// The same service on the async runtime (serve() with a function handler,
+// two threads); clients are the same blocking npipe clients.
+void serve_npipe_async(const std::string& addr) {
+  asio::io_context ctx;
+  auto work = asio::make_work_guard(ctx);
+  npipe::async_server srv(ctx, npipe_name(addr), npipe_opts(addr, npipe::pipe_type::message));
+  srv.serve([](npipe::request r) {
+    std::vector<std::byte> out;
+    answer(r.data(), out);
+    return out;
+  });
+  std::thread second([&] { ctx.run(); });
+  ctx.run();
+  second.join();
 }
 
 class npipe_client final : public client {
@@ -347,6 +366,7 @@ std::vector<transport> all_transports() {
       {"uds-stream", serve_stream, make<stream_client>},
       {"uds-seqpacket", serve_seqpacket, make<seqpacket_client>, 2 << 20},
       {"npipe-message", serve_npipe_message, make<npipe_client>, 0, npipe_call},
+      {"npipe-async", serve_npipe_async, make<npipe_client>, 0, npipe_call},
       {"npipe-byte", serve_npipe_byte, make<npipe_byte_client>},
       {"nng-reqrep", serve_nng, make<nng_client>},
       {"zmq-reqrep", serve_zmq, make<zmq_client>},

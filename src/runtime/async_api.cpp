@@ -61,7 +61,7 @@ void async_ops::accept(const std::shared_ptr<async_server_impl>& s, asio::cancel
 // ---------------------------------------------------------- async_connection
 
 async_connection::async_connection(const executor_type& ex)
-    : ex_(ex), impl_(ex ? std::make_shared<detail::async_pipe>(ex) : nullptr) {}
+    : ex_(ex), impl_(ex ? detail::async_pipe::create(ex) : nullptr) {}
 async_connection::async_connection(const executor_type& ex, std::shared_ptr<detail::async_pipe> impl)
     : ex_(ex), impl_(std::move(impl)) {}
 async_connection::async_connection(async_connection&&) noexcept = default;
@@ -133,6 +133,7 @@ void async_server::open(const pipe_name& name, const server_options& opts, std::
     }
     auto s = std::make_shared<detail::async_server_impl>(ex_);
     if (!s->open(name, opts, ec)) return;
+    detail::runtime_registry::enroll(ex_, s);
     impl_ = std::move(s);
   } catch (const std::bad_alloc&) {
     ec = std::make_error_code(std::errc::not_enough_memory);

@@ -79,8 +79,25 @@ struct async_pipe::connecting {
 
 async_pipe::async_pipe(const asio::any_io_executor& ex) : strand_(asio::make_strand(ex)), socket_(strand_) { touch(); }
 
+std::shared_ptr<async_pipe> async_pipe::create(const asio::any_io_executor& ex) {
+  auto p = std::make_shared<async_pipe>(ex);
+  runtime_registry::enroll(ex, p);
+  return p;
+}
+
 async_pipe::~async_pipe() {
-  if (p_.on_close) p_.on_close(); // never closed on the strand (its executor stopped): free the instance anyway
+  // Never closed on the strand (its context stopped first): free the
+  // server instance and the registry entry anyway.
+  if (p_.on_close) p_.on_close();
+  if (on_closed) on_closed();
+}
+
+void async_pipe::abandon() noexcept {
+  // The context is shutting down: no thread runs the strand now.
+  readers_.clear();
+  flushers_.clear();
+  writes_.clear();
+  conn_.reset();
 }
 
 // ---------------------------------------------------------------- operations

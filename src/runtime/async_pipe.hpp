@@ -11,6 +11,7 @@
 // holds no buffer, only a readiness wait.
 
 #include "core/protocol.hpp"
+#include "runtime/registry.hpp"
 #include "transport/transport.hpp"
 
 #include <npipe/async.hpp>
@@ -27,12 +28,15 @@
 
 namespace npipe::detail {
 
-class async_pipe : public std::enable_shared_from_this<async_pipe> {
+class async_pipe final : public abandonable, public std::enable_shared_from_this<async_pipe> {
 public:
   using strand_type = asio::strand<asio::any_io_executor>;
 
+  /// A new end, enrolled with its context's runtime_registry.
+  static std::shared_ptr<async_pipe> create(const asio::any_io_executor& ex);
   explicit async_pipe(const asio::any_io_executor& ex);
-  ~async_pipe();
+  ~async_pipe() override;
+  void abandon() noexcept override;
   async_pipe(const async_pipe&) = delete;
   async_pipe& operator=(const async_pipe&) = delete;
 

@@ -158,6 +158,19 @@ async_server_impl::~async_server_impl() {
   if (admission_) admission_->close();
 }
 
+void async_server_impl::abandon() noexcept {
+  std::deque<accept_op> accepts;
+  std::deque<std::shared_ptr<async_pipe>> ready;
+  std::shared_ptr<request_handler> h;
+  {
+    std::lock_guard lk(mu_);
+    accepts.swap(accepts_);
+    ready.swap(ready_);
+    h = std::move(handler_);
+  }
+  // destroyed here, outside the lock, without being invoked
+}
+
 bool async_server_impl::open(const pipe_name& name, const server_options& opts, std::error_code& ec) {
   name_ = name;
   opts_ = opts;
@@ -181,17 +194,26 @@ void async_server_impl::arm_sweep() {
 }
 
 void async_server_impl::sweep() {
-  std::vector<std::shared_ptr<async_pipe>> idle;
+  std::vector<std::shared_ptr<async_pipe>> idle, keep_alive;
   std::vector<std::shared_ptr<session>> sessions;
   {
     std::lock_guard lk(mu_);
     if (stopping_) return;
     auto limit = clock::now() - opts_.idle_timeout;
     for (auto& [id, e] : live_) {
+      // Nothing locked here may be released under mu_: the last reference to a
+      // pipe runs its destructor, which unregisters it (and takes mu_).
       auto p = e.pipe.lock();
-      if (!p || p->last_activity() > limit) continue;
-      if (auto s = e.sess.lock()) sessions.push_back(std::move(s));
-      else idle.push_back(std::move(p));
+      if (!p || p->last_activity() > limit) {
+        keep_alive.push_back(std::move(p));
+        continue;
+      }
+      if (auto s = e.sess.lock()) {
+        sessions.push_back(std::move(s));
+        keep_alive.push_back(std::move(p));
+      } else {
+        idle.push_back(std::move(p));
+      }
     }
   }
   for (auto& s : sessions)
@@ -206,7 +228,7 @@ void async_server_impl::sweep() {
 
 // Runs on the admission thread.
 void async_server_impl::admitted(admitted_client&& a) {
-  auto p = std::make_shared<async_pipe>(ex_);
+  auto p = async_pipe::create(ex_);
   std::uint64_t id;
   {
     std::lock_guard lk(mu_);

@@ -2,6 +2,7 @@
 #pragma once
 // The async server runtime behind npipe::async_server.
 
+#include "runtime/registry.hpp"
 #include "transport/transport.hpp"
 
 #include <npipe/async.hpp>
@@ -22,10 +23,11 @@ namespace npipe::detail {
 class async_pipe;
 class session;
 
-class async_server_impl : public std::enable_shared_from_this<async_server_impl> {
+class async_server_impl final : public abandonable, public std::enable_shared_from_this<async_server_impl> {
 public:
   explicit async_server_impl(const asio::any_io_executor& ex);
-  ~async_server_impl();
+  ~async_server_impl() override;
+  void abandon() noexcept override;
 
   bool open(const pipe_name& name, const server_options& opts, std::error_code& ec);
   void accept(asio::cancellation_slot slot, completion<async_connection> done);

@@ -1,0 +1,44 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// Pending async operations live inside npipe's objects (a pipe's queued
+// receives, a server's queued accepts), not inside Asio's reactor, so they
+// can form reference cycles with their handlers (a coroutine frame that owns
+// the connection whose receive it awaits). Asio destroys its own pending
+// operations, without invoking them, when the execution context shuts down;
+// this service does the same for npipe's, which breaks those cycles.
+
+#include <asio/any_io_executor.hpp>
+#include <asio/execution_context.hpp>
+
+#include <memory>
+#include <mutex>
+#include <vector>
+
+namespace npipe::detail {
+
+class abandonable {
+public:
+  virtual ~abandonable() = default;
+  /// Destroy every pending operation without invoking it. Called once, when
+  /// no thread runs the context any more.
+  virtual void abandon() noexcept = 0;
+};
+
+class runtime_registry final : public asio::execution_context::service {
+public:
+  static asio::execution_context::id id;
+  explicit runtime_registry(asio::execution_context& ctx) : asio::execution_context::service(ctx) {}
+
+  /// Register `obj` with the context behind `ex`.
+  static void enroll(const asio::any_io_executor& ex, const std::shared_ptr<abandonable>& obj);
+
+private:
+  void add(const std::shared_ptr<abandonable>& obj);
+  void shutdown() override;
+
+  std::mutex mu_;
+  std::vector<std::weak_ptr<abandonable>> objs_;
+  std::size_t prune_at_ = 64;
+};
+
+} // namespace npipe::detail
