@@ -5,7 +5,7 @@
 // report (absolute values and ratios against raw UDS stream) and a data file
 // for the chart.
 //
-//   npipe_bench [--quick] [--out docs/benchmarks.md] [--data bench.dat]
+//   npipe_bench [--quick] [--only T1,T2] [--out docs/benchmarks.md] [--data bench.dat]
 //   npipe_bench --serve TRANSPORT ADDR      (internal: the server process)
 
 #include "proc_stats.hpp"
@@ -39,6 +39,7 @@ struct options {
   bool quick = false;
   std::string out = "docs/benchmarks.md";
   std::string data = "build/bench/bench.dat";
+  std::string only; // comma-separated transports (plus the uds-stream baseline)
 };
 
 void pin(int cpu) {
@@ -203,8 +204,9 @@ int main(int argc, char** argv) {
     if (a == "--quick") o.quick = true;
     else if (a == "--out" && i + 1 < argc) o.out = argv[++i];
     else if (a == "--data" && i + 1 < argc) o.data = argv[++i];
+    else if (a == "--only" && i + 1 < argc) o.only = argv[++i];
     else {
-      std::cerr << "usage: npipe_bench [--quick] [--out FILE.md] [--data FILE.dat]\n";
+      std::cerr << "usage: npipe_bench [--quick] [--only T1,T2] [--out FILE.md] [--data FILE.dat]\n";
       return 2;
     }
   }
@@ -217,6 +219,10 @@ int main(int argc, char** argv) {
 
   const int reps = o.quick ? 1 : 3;
   auto transports = bench::all_transports();
+  if (!o.only.empty()) { // the baseline always runs: every figure is a ratio to it
+    std::string keep = "," + o.only + ",uds-stream,";
+    std::erase_if(transports, [&](const auto& t) { return keep.find("," + t.name + ",") == std::string::npos; });
+  }
   // placement -> transport -> metric -> samples
   std::map<std::string, std::map<std::string, std::map<std::string, std::vector<double>>>> all;
   for (std::string placement : {"same core", "different cores"}) {

@@ -18,6 +18,7 @@ namespace {
 
 constexpr std::size_t scratch_size = 64u << 10;   // one read's worth; per thread, not per connection
 constexpr std::size_t big_frame = 16u << 10;      // larger frames are read straight into their message
+constexpr std::size_t header_read = 16u << 10;    // a first read on an idle connection asks for this much
 constexpr std::size_t lookahead_limit = 4u << 20; // how far a flush reads ahead for its acknowledgement
 constexpr std::size_t byte_receive = 64u << 10;   // byte read mode: most a receive returns
 constexpr std::size_t byte_chunk = 1u << 20;      // byte pipes: largest frame we send
@@ -580,9 +581,32 @@ void async_pipe::on_readable(const std::error_code& ec) {
     return;
   }
   std::byte* buf = scratch();
-  for (int rounds = 0; rounds < 4 && !in_big_; ++rounds) {
+  for (int rounds = 0; rounds < 4; ++rounds) {
     std::error_code rec;
-    std::size_t n = socket_.read_some(asio::buffer(buf, scratch_size), rec);
+    if (in_big_) {
+      // A large frame goes straight into its message, without a trip back
+      // through the reactor while the kernel has more of it.
+      std::size_t n = socket_.read_some(asio::buffer(big_.data() + big_got_, big_.size() - big_got_), rec);
+      if (rec == asio::error::would_block || rec == asio::error::try_again) break;
+      if (rec) {
+        if (rec == asio::error::eof) eof_ = true;
+        else rx_fail(io_error(rec), "reading the pipe failed: " + rec.message());
+        break;
+      }
+      touch();
+      big_got_ += n;
+      if (big_got_ < big_.size()) continue;
+      inbox_bytes_ += big_.size();
+      inbox_.push_back({std::move(big_), 0, false});
+      big_ = {};
+      big_got_ = 0;
+      in_big_ = false;
+      break;
+    }
+    // With nothing pending, a modest first read: if a large frame follows,
+    // the rest of it then lands in its message without passing through here.
+    std::size_t want = rounds == 0 && pend_.empty() ? header_read : scratch_size;
+    std::size_t n = socket_.read_some(asio::buffer(buf, want), rec);
     if (rec == asio::error::would_block || rec == asio::error::try_again) break;
     if (rec == asio::error::eof) {
       eof_ = true;
@@ -594,7 +618,7 @@ void async_pipe::on_readable(const std::error_code& ec) {
     }
     touch();
     parse(buf, n);
-    if (n < scratch_size || inbox_has_data()) break;
+    if (inbox_has_data() || (n < want && !in_big_)) break;
   }
   kick();
 }

@@ -158,4 +158,38 @@ TEST_F(Cli, SecondServeOnALiveNameFails) {
   EXPECT_EQ(first.get().exit_code, 0);
 }
 
+TEST_F(Cli, ServeAnswersManyConcurrentSendClientsAndSaysWhoCameAndWent) {
+  auto name = random_name("cli");
+  auto log = dir_ + "/serve.out";
+  child server([&] {
+    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, 1);
+    ::execl(npipe_bin.c_str(), npipe_bin.c_str(), "serve", "--echo", "--verbose", "--quiet", "--threads", "2",
+            name.c_str(), nullptr);
+    return 127;
+  });
+  ASSERT_TRUE(wait_for_file(socket_of(name)));
+  // Clients as separate `npipe send` processes, all at once.
+  constexpr int clients = 32;
+  std::vector<std::future<run_result>> sends;
+  for (int i = 0; i < clients; ++i)
+    sends.push_back(std::async(std::launch::async, [&, i] {
+      return run({npipe_bin, "send", name, "client " + std::to_string(i), "--timeout", "20000"});
+    }));
+  for (int i = 0; i < clients; ++i) {
+    auto r = sends[static_cast<std::size_t>(i)].get();
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out, "Response received: [client " + std::to_string(i) + "]\n");
+  }
+  server.kill(SIGINT);
+  EXPECT_EQ(server.wait(), 0);
+  std::string out = run({"/bin/cat", log}).out;
+  auto count = [&](const std::regex& re) {
+    return std::distance(std::sregex_iterator(out.begin(), out.end(), re), std::sregex_iterator());
+  };
+  EXPECT_EQ(count(std::regex(R"(client \d+ connected: pid \d+, uid \d+)")), clients) << out;
+  EXPECT_EQ(count(std::regex(R"(client \d+ disconnected after 1 request\n)")), clients) << out;
+  EXPECT_EQ(out.find("Bytes received"), std::string::npos) << "--quiet";
+}
+
 } // namespace
