@@ -24,13 +24,15 @@
 #include <asio/associated_cancellation_slot.hpp>
 #include <asio/associated_executor.hpp>
 #include <asio/async_result.hpp>
-#include <asio/awaitable.hpp>
 #include <asio/buffer.hpp>
 #include <asio/cancellation_signal.hpp>
-#include <asio/co_spawn.hpp>
-#include <asio/detached.hpp>
 #include <asio/executor_work_guard.hpp>
 #include <asio/post.hpp>
+#if defined(ASIO_HAS_CO_AWAIT) // coroutine handlers need a compiler Asio supports them with
+#include <asio/awaitable.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#endif
 
 #include <cstddef>
 #include <cstdint>
@@ -97,8 +99,10 @@ struct async_ops {
 
 template <class T>
 struct is_awaitable : std::false_type {};
+#if defined(ASIO_HAS_CO_AWAIT)
 template <class T, class E>
 struct is_awaitable<asio::awaitable<T, E>> : std::true_type {};
+#endif
 } // namespace detail
 
 /// One end of a pipe, driven asynchronously. Obtain it from
@@ -369,14 +373,16 @@ public:
       serve_with(request_handler(std::move(handler)));
     } else {
       static_assert(std::is_invocable_v<F&, request>, "a serve() handler takes (request, reply) or (request)");
-      using R = std::invoke_result_t<F&, request>;
       auto f = std::make_shared<F>(std::move(handler));
-      if constexpr (detail::is_awaitable<R>::value) {
+#if defined(ASIO_HAS_CO_AWAIT)
+      if constexpr (detail::is_awaitable<std::invoke_result_t<F&, request>>::value) {
         serve_with([f](request rq, reply rp) {
           auto ex = rp.get_executor();
           asio::co_spawn(ex, run_coroutine(f, std::move(rq), std::move(rp)), asio::detached);
         });
-      } else {
+      } else
+#endif
+      {
         serve_with([f](request rq, reply rp) { rp.send(to_bytes((*f)(std::move(rq)))); });
       }
     }
@@ -413,6 +419,7 @@ private:
       return {b.begin(), b.end()};
     }
   }
+#if defined(ASIO_HAS_CO_AWAIT)
   template <class F>
   static asio::awaitable<void> run_coroutine(std::shared_ptr<F> f, request rq, reply rp) {
     try {
@@ -423,6 +430,7 @@ private:
       rp.close_connection("the handler threw");
     }
   }
+#endif
   void serve_with(request_handler h);
 
   executor_type ex_;

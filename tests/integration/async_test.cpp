@@ -231,6 +231,27 @@ TEST_P(Styles, OversizedFrameClosesOnlyThatClient) {
   EXPECT_EQ(text(good.transact(bytes("still here"), 10s)), "still here");
 }
 
+TEST_P(Styles, BytePipesCarryAStream) {
+  run_threads();
+  auto name = random_pipe();
+  server_options o;
+  o.type = pipe_type::byte;
+  async_server srv(ctx_, name, o);
+  serve_echo(srv, GetParam());
+  auto c = connect(name);
+  EXPECT_EQ(c.type(), pipe_type::byte);
+  auto data = pattern(300'000, 9);
+  std::thread writer([&] { c.write(data); });
+  std::vector<std::byte> got;
+  while (got.size() < data.size()) {
+    auto part = c.receive(10s); // byte read mode: whatever has arrived
+    ASSERT_FALSE(part.empty());
+    got.insert(got.end(), part.begin(), part.end());
+  }
+  writer.join();
+  EXPECT_TRUE(got == data) << "every byte, in order";
+}
+
 INSTANTIATE_TEST_SUITE_P(Server, Styles,
                          ::testing::Values(style::function, style::coroutine, style::reply_later,
                                            style::per_connection),
@@ -500,6 +521,35 @@ TEST_F(Async, StopBoundsRequestsThatNeverFinish) {
   EXPECT_EQ(ec, errc::broken_pipe) << "the client gets a clear error, not a hang";
   std::lock_guard lk(mu);
   never.clear(); // replying after the stop is harmless
+}
+
+TEST_F(Async, PerConnectionServerFlushesThenDisconnectsAsTheSeedDoes) {
+  run_threads();
+  auto name = random_pipe();
+  async_server srv(ctx_, name);
+  std::atomic<int> flushed{0};
+  asio::co_spawn(
+      ctx_,
+      [&]() -> asio::awaitable<void> {
+        auto c = co_await srv.async_accept(asio::use_awaitable);
+        auto m = co_await c.async_receive(asio::use_awaitable);
+        std::string reply = "got " + std::to_string(m.size());
+        co_await c.async_send(asio::buffer(reply), asio::use_awaitable);
+        co_await c.async_flush(5s, asio::use_awaitable); // FlushFileBuffers: the client has read it
+        flushed = 1;
+        c.close(); // DisconnectNamedPipe
+      },
+      asio::detached);
+  auto c = connect(name);
+  c.write(pattern(1234, 1));
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(flushed.load(), 0) << "the flush waits for the client to read";
+  EXPECT_EQ(text(c.receive(5s)), "got 1234");
+  for (int i = 0; i < 500 && !flushed; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(flushed.load(), 1);
+  std::error_code ec;
+  c.receive(5s, ec);
+  EXPECT_EQ(ec, errc::broken_pipe) << "then the server disconnected";
 }
 
 // ------------------------------------------------------------ async client

@@ -625,6 +625,46 @@ TEST_F(Local, OtherUsersAreRefusedByDefault) {
   EXPECT_EQ(nobody.wait(), 0) << "socket permissions refuse another uid";
 }
 
+TEST_F(Local, ANameSquattedByAnotherUserStopsOurServerAndClientsCanTellTheSquatter) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run a squatter as nobody";
+  // A directory shared like the machine-wide default: world-writable and sticky.
+  std::string shared = dir_ + "/shared";
+  ASSERT_EQ(::mkdir(shared.c_str(), 0700), 0);
+  ASSERT_EQ(::chmod(shared.c_str(), 01777), 0);
+  auto name = random_pipe();
+  signal_pipe up, stop;
+  gated_child squatter([&] {
+    return as_nobody([&] {
+      server_options so;
+      so.pipe_dir = shared;
+      so.access = access_policy::everyone();
+      std::error_code ec;
+      server s;
+      s.open(name, so, ec);
+      if (ec) return 2;
+      up.notify();
+      stop.wait(std::chrono::seconds(30));
+      return 0;
+    });
+  });
+  squatter.start();
+  ASSERT_TRUE(up.wait());
+  server_options o;
+  o.pipe_dir = shared;
+  std::error_code ec;
+  server ours;
+  ours.open(name, o, ec);
+  EXPECT_EQ(ec, errc::name_in_use) << "our server refuses to start on a squatted name";
+  EXPECT_NE(last_error_detail().find("uid 65534"), std::string::npos) << last_error_detail();
+  client_options co;
+  co.pipe_dir = shared;
+  co.require_server_uid = ::geteuid();
+  connect(name, co, 2s, ec);
+  EXPECT_EQ(ec, errc::access_denied) << "a client requiring our uid refuses the squatter";
+  stop.notify();
+  EXPECT_EQ(squatter.wait(), 0);
+}
+
 TEST_F(Local, CredentialCheckRefusesUsersNotOnTheList) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to run a client as nobody";
   auto name = random_pipe();

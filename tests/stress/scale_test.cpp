@@ -47,19 +47,6 @@ bool raise_fd_limit(rlim_t want) {
   return ::setrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur >= want;
 }
 
-long rss_kib(int pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string key;
-  while (in >> key) {
-    if (key == "VmRSS:") {
-      long v = 0;
-      in >> v;
-      return v;
-    }
-    in.ignore(1 << 12, '\n');
-  }
-  return -1;
-}
 
 // A request: client id, sequence number, then pseudo-random bytes.
 std::vector<std::byte> make_request(std::uint32_t client, std::uint32_t seq, std::size_t size, std::mt19937& rng) {

@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <filesystem>
+#include <fstream>
 #include <poll.h>
 #include <random>
 #include <sys/stat.h>
@@ -198,6 +199,20 @@ int open_fds() {
     ::closedir(d);
   }
   return n;
+}
+
+long rss_kib(int pid) {
+  std::ifstream in(pid ? "/proc/" + std::to_string(pid) + "/status" : std::string("/proc/self/status"));
+  std::string key;
+  while (in >> key) {
+    if (key == "VmRSS:") {
+      long v = -1;
+      in >> v;
+      return v;
+    }
+    in.ignore(1 << 12, '\n');
+  }
+  return -1;
 }
 
 int thread_count() {

@@ -88,6 +88,8 @@ private:
 int open_fds();
 /// Threads of this process (counted in /proc/self/task).
 int thread_count();
+/// Resident memory of a process (this one by default), KiB; -1 if unknown.
+long rss_kib(int pid = 0);
 
 /// Run a program, optionally with input, collecting its output.
 struct run_result {
