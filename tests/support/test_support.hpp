@@ -22,9 +22,10 @@ inline pipe_name random_pipe(std::string_view prefix = "t") { return pipe_name(r
 /// Deterministic pseudo-random bytes for `seed`.
 std::vector<std::byte> pattern(std::size_t n, std::uint32_t seed);
 
-/// A fresh pipe directory (mode 0755) set as $NPIPE_DIR for the test and
-/// any process it forks; removed afterwards. Also arms a watchdog: a test
-/// that hangs is killed with a message instead of stalling the run.
+/// Linux: a fresh pipe directory (mode 0755) set as $NPIPE_DIR for the test
+/// and any process it forks; removed afterwards. Everywhere: arms a
+/// watchdog, so a test that hangs is killed with a message instead of
+/// stalling the run.
 class local_test : public ::testing::Test {
 protected:
   void SetUp() override;
@@ -35,6 +36,7 @@ protected:
 /// Arm (or with 0, disarm) this process's watchdog.
 void watchdog(unsigned seconds);
 
+#ifndef _WIN32
 /// A one-byte signal between processes.
 class signal_pipe {
 public:
@@ -98,6 +100,8 @@ struct run_result {
 };
 run_result run(const std::vector<std::string>& argv, const std::string& input = {},
                std::chrono::milliseconds limit = std::chrono::seconds(30));
+
+#endif // _WIN32
 
 inline std::span<const std::byte> bytes(std::string_view s) { return std::as_bytes(std::span(s)); }
 inline std::string text(const std::vector<std::byte>& v) { return {reinterpret_cast<const char*>(v.data()), v.size()}; }

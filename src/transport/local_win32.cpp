@@ -1,0 +1,842 @@
+// SPDX-License-Identifier: MIT
+// Windows local pipes: genuine Win32 named pipes. Every call is overlapped,
+// so deadlines and close() from another thread work (no thread is left
+// blocked in ConnectNamedPipe or ReadFile). See docs/semantics.md.
+
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#include <windows.h>
+#include <sddl.h>
+
+#include "transport/transport.hpp"
+
+#include <npipe/local_path.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <climits>
+#include <cstring>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <utility>
+
+namespace npipe {
+
+std::string pipe_directory(std::string_view) { return "\\\\.\\pipe"; }
+
+std::string local_path(const pipe_name& name, std::error_code& ec, std::string_view) {
+  ec.clear();
+  return "\\\\.\\pipe\\" + name.name();
+}
+
+std::vector<local_pipe_info> list_local_pipes(std::error_code& ec, std::string_view) {
+  ec.clear();
+  return {}; // named pipes are listed by the system (e.g. `dir \\.\pipe\`), not by npipe
+}
+
+} // namespace npipe
+
+namespace npipe::detail {
+namespace {
+
+std::wstring widen(const std::string& s) {
+  if (s.empty()) return {};
+  int n = ::MultiByteToWideChar(CP_UTF8, 0, s.data(), static_cast<int>(s.size()), nullptr, 0);
+  std::wstring w(static_cast<std::size_t>(n), L'\0');
+  ::MultiByteToWideChar(CP_UTF8, 0, s.data(), static_cast<int>(s.size()), w.data(), n);
+  return w;
+}
+
+std::string narrow(const wchar_t* w) {
+  int n = ::WideCharToMultiByte(CP_UTF8, 0, w, -1, nullptr, 0, nullptr, nullptr);
+  if (n <= 1) return {};
+  std::string s(static_cast<std::size_t>(n - 1), '\0');
+  ::WideCharToMultiByte(CP_UTF8, 0, w, -1, s.data(), n, nullptr, nullptr);
+  return s;
+}
+
+std::wstring wide_path(const pipe_name& name) { return widen("\\\\.\\pipe\\" + name.name()); }
+
+// A Win32 error as an npipe error, keeping the code.
+std::error_code win32_error(DWORD e) {
+  int os = static_cast<int>(e);
+  switch (e) {
+  case ERROR_FILE_NOT_FOUND:
+  case ERROR_PATH_NOT_FOUND: return make_error_code(errc::not_found, os);
+  case ERROR_PIPE_BUSY: return make_error_code(errc::pipe_busy, os);
+  case ERROR_MORE_DATA: return make_error_code(errc::more_data, os);
+  case ERROR_SEM_TIMEOUT: return make_error_code(errc::timed_out, os);
+  case ERROR_BROKEN_PIPE:
+  case ERROR_PIPE_NOT_CONNECTED:
+  case ERROR_NO_DATA: return make_error_code(errc::broken_pipe, os);
+  case ERROR_ACCESS_DENIED: return make_error_code(errc::access_denied, os);
+  case ERROR_INVALID_NAME:
+  case ERROR_BAD_PATHNAME:
+  case ERROR_FILENAME_EXCED_RANGE: return make_error_code(errc::invalid_name, os);
+  case ERROR_OPERATION_ABORTED: return make_error_code(errc::operation_aborted, os);
+  case ERROR_INVALID_PARAMETER: return make_error_code(errc::invalid_argument, os);
+  default: return make_error_code(errc::system_error, os);
+  }
+}
+
+DWORD wait_ms(deadline dl) {
+  if (dl.never()) return INFINITE;
+  auto left = dl.remaining().count();
+  return static_cast<DWORD>(std::clamp<long long>(left, 0, INFINITE - 1));
+}
+
+// A manual-reset event owned by one direction of one handle.
+class event {
+public:
+  event() : h_(::CreateEventW(nullptr, TRUE, FALSE, nullptr)) {}
+  ~event() {
+    if (h_) ::CloseHandle(h_);
+  }
+  event(const event&) = delete;
+  event& operator=(const event&) = delete;
+  HANDLE get() const noexcept { return h_; }
+
+private:
+  HANDLE h_;
+};
+
+enum class io_end { done, timed_out, failed };
+
+// Runs one overlapped call on `h`: `start(ov)` issues it. Waits until it
+// completes or the deadline passes (then cancels it and reports what it did
+// anyway). `n` gets the bytes moved; `err` the Win32 error (ERROR_MORE_DATA
+// counts as done).
+template <class Start>
+io_end overlapped(HANDLE h, HANDLE ev, deadline dl, Start start, DWORD& n, DWORD& err) {
+  OVERLAPPED ov{};
+  ov.hEvent = ev;
+  ::ResetEvent(ev);
+  n = 0;
+  err = 0;
+  if (!start(&ov)) {
+    err = ::GetLastError();
+    if (err != ERROR_IO_PENDING) {
+      if (err == ERROR_MORE_DATA) {
+        ::GetOverlappedResult(h, &ov, &n, FALSE);
+        return io_end::done;
+      }
+      return io_end::failed;
+    }
+    if (::WaitForSingleObject(ev, wait_ms(dl)) == WAIT_TIMEOUT) {
+      ::CancelIoEx(h, &ov);
+      if (::GetOverlappedResult(h, &ov, &n, TRUE)) { // it finished just in time
+        err = 0;
+        return io_end::done;
+      }
+      err = ::GetLastError();
+      if (err == ERROR_OPERATION_ABORTED) return io_end::timed_out;
+      return err == ERROR_MORE_DATA ? io_end::done : io_end::failed;
+    }
+  }
+  if (::GetOverlappedResult(h, &ov, &n, FALSE)) {
+    err = 0;
+    return io_end::done;
+  }
+  err = ::GetLastError();
+  return err == ERROR_MORE_DATA ? io_end::done : io_end::failed;
+}
+
+std::string current_user_sid() {
+  HANDLE tok = nullptr;
+  if (!::OpenProcessToken(::GetCurrentProcess(), TOKEN_QUERY, &tok)) return {};
+  DWORD len = 0;
+  ::GetTokenInformation(tok, TokenUser, nullptr, 0, &len);
+  std::vector<BYTE> buf(len ? len : 1);
+  std::string sid;
+  if (::GetTokenInformation(tok, TokenUser, buf.data(), len, &len)) {
+    LPWSTR s = nullptr;
+    if (::ConvertSidToStringSidW(reinterpret_cast<TOKEN_USER*>(buf.data())->User.Sid, &s)) {
+      sid = narrow(s);
+      ::LocalFree(s);
+    }
+  }
+  ::CloseHandle(tok);
+  return sid;
+}
+
+// ------------------------------------------------------------ connection
+
+class win32_connection final : public connection_impl {
+public:
+  /// `on_close`, if set, takes over the (disconnected) handle: a server
+  /// reuses its instance for the next client, as Win32 servers do.
+  win32_connection(HANDLE h, bool server_side, pipe_type type, npipe::read_mode mode, pipe_name name,
+                   std::size_t max_message, peer_identity peer, std::function<void(HANDLE)> on_close)
+      : h_(h), server_side_(server_side), type_(type), mode_(mode), name_(std::move(name)),
+        max_message_(max_message), peer_(std::move(peer)), on_close_(std::move(on_close)) {}
+  ~win32_connection() override { close(); }
+
+  bool is_open() const noexcept override { return open_.load(std::memory_order_acquire); }
+  pipe_type type() const noexcept override { return type_; }
+  npipe::read_mode read_mode() const noexcept override { return mode_.load(std::memory_order_relaxed); }
+  const peer_identity& peer() const noexcept override { return peer_; }
+  const pipe_name& name() const noexcept override { return name_; }
+  std::size_t peer_max_message_size() const noexcept override { return SIZE_MAX; }
+
+  void set_read_mode(npipe::read_mode m, std::error_code& ec) noexcept override {
+    ec.clear();
+    if (m == npipe::read_mode::message && type_ == pipe_type::byte) {
+      set_error_detail("message read mode needs a message pipe; this pipe was created as a byte pipe");
+      ec = make_error_code(errc::invalid_argument);
+      return;
+    }
+    DWORD mode = m == npipe::read_mode::message ? PIPE_READMODE_MESSAGE : PIPE_READMODE_BYTE;
+    std::lock_guard lk(tx_mu_);
+    if (!check_open(ec)) return;
+    if (!::SetNamedPipeHandleState(h_, &mode, nullptr, nullptr)) {
+      ec = win32_error(::GetLastError());
+      return;
+    }
+    mode_.store(m, std::memory_order_relaxed);
+  }
+
+  void write(std::span<const std::byte> data, deadline dl, std::error_code& ec) noexcept override {
+    ec.clear();
+    if (!check_open(ec)) return;
+    std::lock_guard lk(tx_mu_);
+    if (!check_open(ec)) return;
+    if (tx_broken_) {
+      ec = make_error_code(errc::broken_pipe);
+      return;
+    }
+    // A message pipe takes each WriteFile as one message; a byte pipe may
+    // take it in parts, so loop (WriteFile takes at most 4 GiB at a time).
+    do {
+      DWORD chunk = static_cast<DWORD>(std::min<std::size_t>(data.size(), type_ == pipe_type::message
+                                                                               ? data.size()
+                                                                               : std::size_t(1) << 30));
+      if (type_ == pipe_type::message && data.size() > 0xFFFFFFFFull) {
+        set_error_detail("a message larger than 4 GiB cannot be written to a Win32 pipe");
+        ec = make_error_code(errc::message_too_large);
+        return;
+      }
+      DWORD n = 0, err = 0;
+      auto r = overlapped(h_, tx_event_.get(), dl, [&](OVERLAPPED* ov) {
+        return ::WriteFile(h_, data.data(), chunk, nullptr, ov);
+      }, n, err);
+      if (r == io_end::timed_out) {
+        if (n > 0) tx_broken_ = true; // part of a message went: the stream is torn
+        ec = make_error_code(errc::timed_out);
+        return;
+      }
+      if (r == io_end::failed) {
+        ec = closed_error(err);
+        return;
+      }
+      data = data.subspan(n);
+    } while (!data.empty());
+  }
+
+  read_result read(std::span<std::byte> buf, deadline dl, std::error_code& ec) noexcept override {
+    ec.clear();
+    if (!check_open(ec)) return {};
+    std::lock_guard lk(rx_mu_);
+    if (!check_open(ec)) return {};
+    return read_locked(buf, dl, ec);
+  }
+
+  std::vector<std::byte> receive(deadline dl, std::error_code& ec) override {
+    ec.clear();
+    if (!check_open(ec)) return {};
+    std::lock_guard lk(rx_mu_);
+    if (!check_open(ec)) return {};
+    if (read_mode() == npipe::read_mode::byte) {
+      std::vector<std::byte> out(64u << 10);
+      auto r = read_locked(out, dl, ec);
+      out.resize(r.bytes);
+      return out;
+    }
+    // The seed's loop: read, and while ERROR_MORE_DATA, grow and read on.
+    // PeekNamedPipe says how much is left, so the limit is checked before
+    // anything is allocated for it.
+    std::vector<std::byte> out = std::move(partial_);
+    partial_.clear();
+    std::size_t got = out.size();
+    if (out.size() < 4096) out.resize(4096);
+    for (;;) {
+      auto r = read_locked(std::span(out.data() + got, out.size() - got), dl, ec);
+      got += r.bytes;
+      if (ec && ec != errc::more_data) {
+        out.resize(got);
+        if (got > 0) { // a later receive or read continues this message
+          partial_ = std::move(out);
+          partial_more_ = true;
+        }
+        return {};
+      }
+      if (!r.more_data) break;
+      DWORD left = 0;
+      if (!::PeekNamedPipe(h_, nullptr, 0, nullptr, nullptr, &left) || left == 0) left = 64u << 10;
+      if (got + left > max_message_) {
+        set_error_detail("the peer sent a message of at least " + std::to_string(got + left) +
+                         " bytes, over this end's limit of " + std::to_string(max_message_) +
+                         " bytes; the connection is closed");
+        ec = make_error_code(errc::message_too_large);
+        abort_io();
+        return {};
+      }
+      out.resize(got + left);
+    }
+    ec.clear();
+    out.resize(got);
+    return out;
+  }
+
+  std::vector<std::byte> transact(std::span<const std::byte> request, deadline dl, std::error_code& ec) override {
+    ec.clear();
+    if (!check_open(ec)) return {};
+    if (type_ != pipe_type::message || read_mode() != npipe::read_mode::message) {
+      set_error_detail("transact needs a message pipe in message read mode");
+      ec = make_error_code(errc::invalid_state);
+      return {};
+    }
+    std::scoped_lock lk(rx_mu_, tx_mu_);
+    if (!check_open(ec)) return {};
+    if (!partial_.empty()) {
+      set_error_detail("the pipe holds an unread message; receive it before transact");
+      ec = make_error_code(errc::invalid_state);
+      return {};
+    }
+    std::vector<std::byte> out(4096);
+    DWORD n = 0, err = 0;
+    auto r = overlapped(h_, rx_event_.get(), dl, [&](OVERLAPPED* ov) {
+      return ::TransactNamedPipe(h_, const_cast<std::byte*>(request.data()), static_cast<DWORD>(request.size()),
+                                 out.data(), static_cast<DWORD>(out.size()), nullptr, ov);
+    }, n, err);
+    if (r == io_end::timed_out) {
+      ec = make_error_code(errc::timed_out);
+      return {};
+    }
+    if (r == io_end::failed) {
+      if (err == ERROR_PIPE_BUSY) { // TransactNamedPipe's "there is unread data"
+        set_error_detail("the pipe holds an unread message; receive it before transact");
+        ec = make_error_code(errc::invalid_state, static_cast<int>(err));
+      } else {
+        ec = closed_error(err);
+      }
+      return {};
+    }
+    std::size_t got = n;
+    while (err == ERROR_MORE_DATA) { // the rest of a long reply
+      DWORD left = 0;
+      if (!::PeekNamedPipe(h_, nullptr, 0, nullptr, nullptr, &left) || left == 0) left = 64u << 10;
+      if (got + left > max_message_) {
+        set_error_detail("the reply exceeds this end's limit of " + std::to_string(max_message_) + " bytes");
+        ec = make_error_code(errc::message_too_large);
+        abort_io();
+        return {};
+      }
+      out.resize(got + left);
+      auto rr = overlapped(h_, rx_event_.get(), dl, [&](OVERLAPPED* ov) {
+        return ::ReadFile(h_, out.data() + got, static_cast<DWORD>(out.size() - got), nullptr, ov);
+      }, n, err);
+      got += n;
+      if (rr != io_end::done) {
+        ec = rr == io_end::timed_out ? make_error_code(errc::timed_out) : closed_error(err);
+        out.resize(got);
+        partial_ = std::move(out);
+        partial_more_ = true;
+        return {};
+      }
+    }
+    out.resize(got);
+    return out;
+  }
+
+  peek_result peek(std::span<std::byte> buf, std::error_code& ec) noexcept override {
+    ec.clear();
+    if (!check_open(ec)) return {};
+    std::lock_guard lk(rx_mu_);
+    if (!check_open(ec)) return {};
+    peek_result r;
+    std::size_t from_partial = std::min(buf.size(), partial_.size());
+    if (from_partial) std::memcpy(buf.data(), partial_.data(), from_partial);
+    // Sizes first, then the copy: some implementations (Wine) count only
+    // the bytes beyond those copied as "available".
+    DWORD n = 0, total = 0, left = 0;
+    if (!::PeekNamedPipe(h_, nullptr, 0, nullptr, &total, &left)) {
+      DWORD e = ::GetLastError();
+      if (partial_.empty()) ec = closed_error(e);
+    } else if (buf.size() > from_partial && total > 0) {
+      ::PeekNamedPipe(h_, buf.data() + from_partial, static_cast<DWORD>(buf.size() - from_partial), &n, nullptr,
+                      nullptr);
+    }
+    r.bytes_read = from_partial + n;
+    r.total_available = partial_.size() + total;
+    r.left_this_message = type_ == pipe_type::message ? partial_.size() + left : 0;
+    return r;
+  }
+
+  void flush(deadline dl, std::error_code& ec) noexcept override {
+    ec.clear();
+    if (!check_open(ec)) return;
+    std::lock_guard lk(tx_mu_);
+    if (!check_open(ec)) return;
+    if (dl.never()) {
+      if (!::FlushFileBuffers(h_)) ec = closed_error(::GetLastError());
+      return;
+    }
+    // FlushFileBuffers cannot be overlapped: run it on a helper thread and
+    // cancel it (CancelSynchronousIo) when the deadline passes.
+    struct shared {
+      std::mutex mu;
+      std::condition_variable cv;
+      HANDLE thread = nullptr; // the helper's own handle, for CancelSynchronousIo
+      bool started = false, done = false;
+      DWORD err = 0;
+    };
+    auto st = std::make_shared<shared>();
+    HANDLE h = h_;
+    try {
+      std::thread t([st, h] {
+        {
+          std::lock_guard slk(st->mu);
+          ::DuplicateHandle(::GetCurrentProcess(), ::GetCurrentThread(), ::GetCurrentProcess(), &st->thread, 0,
+                            FALSE, DUPLICATE_SAME_ACCESS);
+          st->started = true;
+          st->cv.notify_all();
+        }
+        BOOL ok = ::FlushFileBuffers(h);
+        std::lock_guard slk(st->mu);
+        st->err = ok ? 0 : ::GetLastError();
+        st->done = true;
+        st->cv.notify_all();
+      });
+      std::unique_lock slk(st->mu);
+      bool finished = st->cv.wait_until(slk, dl.at, [&] { return st->done; });
+      if (!finished) {
+        // Cancel until the flush gives up (it may not have started waiting yet).
+        while (!st->done) {
+          if (st->started && st->thread) ::CancelSynchronousIo(st->thread);
+          st->cv.wait_for(slk, std::chrono::milliseconds(10));
+        }
+      }
+      DWORD err = st->err;
+      HANDLE th = st->thread;
+      slk.unlock();
+      t.join();
+      if (th) ::CloseHandle(th);
+      if (!finished) ec = err == 0 ? std::error_code() : make_error_code(errc::timed_out);
+      else if (err) ec = closed_error(err);
+    } catch (const std::system_error& e) {
+      ec = e.code();
+    }
+  }
+
+  void close() noexcept override {
+    abort_io();
+    // Every call that uses the handle holds one of these; the cancel above
+    // makes them return promptly.
+    std::scoped_lock lk(rx_mu_, tx_mu_);
+    if (h_ == INVALID_HANDLE_VALUE) return;
+    HANDLE h = std::exchange(h_, INVALID_HANDLE_VALUE);
+    if (on_close_) std::exchange(on_close_, nullptr)(h); // the server reuses the instance
+    else ::CloseHandle(h); // the server sees the end of the pipe
+  }
+
+private:
+  // Stop the connection without taking the locks (safe from inside a call).
+  void abort_io() noexcept {
+    if (!open_.exchange(false, std::memory_order_acq_rel)) return;
+    ::CancelIoEx(h_, nullptr);                   // wakes readers and writers of this handle
+    if (server_side_) ::DisconnectNamedPipe(h_); // the client's calls get ERROR_PIPE_NOT_CONNECTED
+  }
+
+  bool check_open(std::error_code& ec) const {
+    if (is_open()) return true;
+    ec = make_error_code(errc::not_connected);
+    return false;
+  }
+
+  std::error_code closed_error(DWORD err) const {
+    if (!is_open()) return make_error_code(errc::not_connected, static_cast<int>(err));
+    return win32_error(err);
+  }
+
+  read_result read_locked(std::span<std::byte> buf, deadline dl, std::error_code& ec) {
+    const bool msg = read_mode() == npipe::read_mode::message;
+    if (!partial_.empty()) { // the head of a message a receive() could not finish
+      std::size_t n = std::min(buf.size(), partial_.size());
+      std::memcpy(buf.data(), partial_.data(), n);
+      partial_.erase(partial_.begin(), partial_.begin() + static_cast<std::ptrdiff_t>(n));
+      // The rest is still here, or still in the pipe: the next read continues it.
+      bool more = !partial_.empty() || partial_more_;
+      if (partial_.empty()) partial_more_ = false;
+      if (more) ec = make_error_code(errc::more_data);
+      return {n, more};
+    }
+    DWORD n = 0, err = 0;
+    auto r = overlapped(h_, rx_event_.get(), dl, [&](OVERLAPPED* ov) {
+      return ::ReadFile(h_, buf.data(), static_cast<DWORD>(std::min<std::size_t>(buf.size(), 0xFFFFFFFFu)), nullptr,
+                        ov);
+    }, n, err);
+    if (r == io_end::timed_out) {
+      ec = make_error_code(errc::timed_out);
+      return {};
+    }
+    if (r == io_end::failed) {
+      ec = closed_error(err);
+      return {};
+    }
+    if (err == ERROR_MORE_DATA && msg) {
+      ec = make_error_code(errc::more_data, static_cast<int>(err));
+      return {n, true};
+    }
+    return {n, false};
+  }
+
+  HANDLE h_;
+  bool server_side_;
+  pipe_type type_;
+  std::atomic<npipe::read_mode> mode_;
+  pipe_name name_;
+  std::size_t max_message_;
+  peer_identity peer_;
+  std::function<void(HANDLE)> on_close_;
+  std::atomic<bool> open_{true};
+  std::mutex rx_mu_, tx_mu_;
+  event rx_event_, tx_event_;
+  std::vector<std::byte> partial_; // message head taken off the pipe by a receive that failed mid-way
+  bool partial_more_ = false;      // and the rest of that message is still in the pipe
+  bool tx_broken_ = false;
+};
+
+peer_identity client_of(HANDLE h) {
+  peer_identity p;
+  ULONG pid = 0;
+  if (::GetNamedPipeClientProcessId(h, &pid)) p.pid = static_cast<std::int64_t>(pid);
+  // The client opened with SECURITY_IDENTIFICATION: its name can be read.
+  if (::ImpersonateNamedPipeClient(h)) {
+    wchar_t name[256];
+    DWORD len = 256;
+    if (::GetUserNameW(name, &len)) p.user = narrow(name);
+    ::RevertToSelf();
+  }
+  return p;
+}
+
+peer_identity server_of(HANDLE h) {
+  peer_identity p;
+  ULONG pid = 0;
+  if (::GetNamedPipeServerProcessId(h, &pid)) p.pid = static_cast<std::int64_t>(pid);
+  return p;
+}
+
+// ----------------------------------------------------------------- server
+
+class win32_server final : public server_impl, public std::enable_shared_from_this<win32_server> {
+public:
+  win32_server(pipe_name name, server_options opts) : name_(std::move(name)), opts_(std::move(opts)) {}
+  ~win32_server() override { close(); }
+
+  bool open(std::error_code& ec) {
+    if (opts_.max_instances < 1 || opts_.max_instances > unlimited_instances || opts_.max_connections < 1 ||
+        opts_.max_message_size < pipelined_request_max || opts_.max_message_size > UINT32_MAX) {
+      set_error_detail("max_instances must be 1..255, max_connections at least 1, and "
+                       "max_message_size 4096..4294967295");
+      ec = make_error_code(errc::invalid_argument);
+      return false;
+    }
+    if (opts_.read_mode == read_mode::message && opts_.type == pipe_type::byte) {
+      set_error_detail("message read mode needs a message pipe");
+      ec = make_error_code(errc::invalid_argument);
+      return false;
+    }
+    // An explicit DACL, never the default one: SYSTEM and this user, plus
+    // (everyone) authenticated users. Group and list policies name Linux ids.
+    std::string user = current_user_sid();
+    if (user.empty()) {
+      set_error_detail("cannot read this process's user SID to build the pipe's security descriptor");
+      ec = win32_error(::GetLastError());
+      return false;
+    }
+    std::string sddl = "D:P(A;;GA;;;SY)(A;;GA;;;" + user + ")";
+    switch (opts_.access.who) {
+    case access_policy::kind::current_user: break;
+    case access_policy::kind::everyone: sddl += "(A;;GRGW;;;AU)"; break;
+    case access_policy::kind::group:
+    case access_policy::kind::list:
+      set_error_detail("group and list access policies name POSIX ids; on Windows use current_user or everyone");
+      ec = make_error_code(errc::not_supported);
+      return false;
+    }
+    if (!::ConvertStringSecurityDescriptorToSecurityDescriptorW(widen(sddl).c_str(), SDDL_REVISION_1, &sd_, nullptr)) {
+      ec = win32_error(::GetLastError());
+      return false;
+    }
+    path_ = wide_path(name_);
+    HANDLE h = create_instance(true, ec);
+    if (h == INVALID_HANDLE_VALUE) return false;
+    std::lock_guard lk(mu_);
+    listening_ = h;
+    return true;
+  }
+
+  std::unique_ptr<connection_impl> accept(deadline dl, std::error_code& ec) override {
+    std::unique_lock serial(accept_mu_, std::defer_lock);
+    if (!lock_until(serial, dl)) {
+      ec = make_error_code(errc::timed_out);
+      return nullptr;
+    }
+    HANDLE h;
+    {
+      std::lock_guard lk(mu_);
+      if (closed_) {
+        ec = make_error_code(errc::operation_aborted);
+        return nullptr;
+      }
+      h = listening_;
+    }
+    if (h == INVALID_HANDLE_VALUE) { // every instance was taken: make one as soon as one frees
+      std::unique_lock lk(mu_);
+      auto ready = [&] { return closed_ || listening_ != INVALID_HANDLE_VALUE; };
+      if (dl.never()) cv_.wait(lk, ready);
+      else if (!cv_.wait_until(lk, dl.at, ready)) {
+        ec = make_error_code(errc::timed_out);
+        return nullptr;
+      }
+      if (closed_) {
+        ec = make_error_code(errc::operation_aborted);
+        return nullptr;
+      }
+      h = listening_;
+    }
+    DWORD n = 0, err = 0;
+    auto r = overlapped(h, accept_event_.get(), dl, [&](OVERLAPPED* ov) { return ::ConnectNamedPipe(h, ov); }, n,
+                        err);
+    if (r == io_end::failed && err != ERROR_PIPE_CONNECTED) {
+      std::lock_guard lk(mu_);
+      ec = closed_ ? make_error_code(errc::operation_aborted) : win32_error(err);
+      if (!closed_ && err == ERROR_NO_DATA) ::DisconnectNamedPipe(h); // a client came and went: listen again
+      return nullptr;
+    }
+    if (r == io_end::timed_out) {
+      std::lock_guard lk(mu_);
+      ec = make_error_code(closed_ ? errc::operation_aborted : errc::timed_out);
+      return nullptr;
+    }
+    // Connected: this instance becomes the connection; make the next one
+    // now, so the name never disappears and the next client can connect.
+    std::error_code cec;
+    bool room;
+    {
+      std::lock_guard lk(mu_);
+      room = active_ + 1 < instance_cap();
+    }
+    HANDLE next = room ? create_instance(false, cec) : INVALID_HANDLE_VALUE;
+    {
+      std::lock_guard lk(mu_);
+      if (closed_) {
+        if (next != INVALID_HANDLE_VALUE) ::CloseHandle(next);
+        ::DisconnectNamedPipe(h);
+        ec = make_error_code(errc::operation_aborted);
+        return nullptr;
+      }
+      listening_ = next;
+      ++active_;
+    }
+    peer_identity peer = client_of(h);
+    auto mode = opts_.read_mode.value_or(opts_.type == pipe_type::message ? read_mode::message : read_mode::byte);
+    return std::make_unique<win32_connection>(h, true, opts_.type, mode, name_, opts_.max_message_size,
+                                              std::move(peer), [w = weak_from_this()](HANDLE done) {
+                                                if (auto s = w.lock()) s->release(done);
+                                                else ::CloseHandle(done);
+                                              });
+  }
+
+  void close() noexcept override {
+    HANDLE h;
+    {
+      std::lock_guard lk(mu_);
+      if (closed_) return;
+      closed_ = true;
+      h = std::exchange(listening_, INVALID_HANDLE_VALUE);
+      cv_.notify_all();
+    }
+    if (h != INVALID_HANDLE_VALUE) {
+      ::CancelIoEx(h, nullptr); // wakes accept()
+      std::lock_guard serial(accept_mu_);
+      ::CloseHandle(h);
+    }
+    if (sd_) {
+      ::LocalFree(sd_);
+      sd_ = nullptr;
+    }
+  }
+
+  bool is_open() const noexcept override {
+    std::lock_guard lk(mu_);
+    return !closed_;
+  }
+  std::string native_path() const override { return "\\\\.\\pipe\\" + name_.name(); }
+  unsigned active_instances() const noexcept override {
+    std::lock_guard lk(mu_);
+    return active_;
+  }
+
+private:
+  unsigned instance_cap() const noexcept {
+    return opts_.max_instances >= unlimited_instances ? opts_.max_connections
+                                                      : std::min(opts_.max_instances, opts_.max_connections);
+  }
+
+  static bool lock_until(std::unique_lock<std::timed_mutex>& lk, deadline dl) {
+    if (dl.never()) {
+      lk.lock();
+      return true;
+    }
+    return lk.try_lock_until(dl.at);
+  }
+
+  HANDLE create_instance(bool first, std::error_code& ec) {
+    SECURITY_ATTRIBUTES sa{sizeof sa, sd_, FALSE};
+    DWORD open_mode = PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED | (first ? FILE_FLAG_FIRST_PIPE_INSTANCE : 0);
+    DWORD mode = (opts_.type == pipe_type::message ? PIPE_TYPE_MESSAGE : PIPE_TYPE_BYTE) |
+                 (opts_.read_mode.value_or(opts_.type == pipe_type::message ? read_mode::message : read_mode::byte) ==
+                          read_mode::message
+                      ? PIPE_READMODE_MESSAGE
+                      : PIPE_READMODE_BYTE) |
+                 PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS;
+    DWORD instances = opts_.max_instances >= unlimited_instances ? PIPE_UNLIMITED_INSTANCES : opts_.max_instances;
+    auto size = [](std::size_t s) { return static_cast<DWORD>(std::min<std::size_t>(s ? s : 64u << 10, 1u << 30)); };
+    HANDLE h = ::CreateNamedPipeW(path_.c_str(), open_mode, mode, instances, size(opts_.out_buffer_size),
+                                  size(opts_.in_buffer_size), 0, &sa);
+    if (h == INVALID_HANDLE_VALUE) {
+      DWORD e = ::GetLastError();
+      if (first && (e == ERROR_ACCESS_DENIED || e == ERROR_PIPE_BUSY)) {
+        set_error_detail("pipe " + name_.str() + " is in use by a live server");
+        ec = make_error_code(errc::name_in_use, static_cast<int>(e));
+      } else {
+        ec = win32_error(e);
+      }
+    }
+    return h;
+  }
+
+  // A connection ended: its disconnected instance listens again if the
+  // server has none listening (so the name never disappears, and a waiting
+  // client is admitted at once); otherwise it is closed.
+  void release(HANDLE done) {
+    {
+      std::lock_guard lk(mu_);
+      if (active_ > 0) --active_;
+      if (!closed_ && listening_ == INVALID_HANDLE_VALUE) {
+        listening_ = done;
+        cv_.notify_all();
+        return;
+      }
+    }
+    ::CloseHandle(done);
+  }
+
+  pipe_name name_;
+  server_options opts_;
+  std::wstring path_;
+  PSECURITY_DESCRIPTOR sd_ = nullptr;
+  std::timed_mutex accept_mu_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  HANDLE listening_ = INVALID_HANDLE_VALUE;
+  unsigned active_ = 0;
+  bool closed_ = false;
+  event accept_event_;
+};
+
+} // namespace
+
+std::shared_ptr<server_impl> open_local_server(const pipe_name& name, const server_options& opts,
+                                               std::error_code& ec, admission_sink sink) {
+  if (sink) {
+    set_error_detail("the async runtime is not available on Windows yet");
+    ec = make_error_code(errc::not_supported);
+    return nullptr;
+  }
+  auto s = std::make_shared<win32_server>(name, opts);
+  if (!s->open(ec)) return nullptr;
+  return s;
+}
+
+std::unique_ptr<connection_impl> connect_local(const pipe_name& name, const client_options& opts, deadline dl,
+                                               std::error_code& ec, std::span<const std::byte> first) {
+  if (opts.require_server_uid) {
+    set_error_detail("require_server_uid names a POSIX uid; on Windows the pipe's DACL protects the name");
+    ec = make_error_code(errc::not_supported);
+    return nullptr;
+  }
+  std::wstring path = wide_path(name);
+  HANDLE h = INVALID_HANDLE_VALUE;
+  bool waited = false;
+  for (;;) {
+    h = ::CreateFileW(path.c_str(), GENERIC_READ | GENERIC_WRITE, 0, nullptr, OPEN_EXISTING,
+                      FILE_FLAG_OVERLAPPED | SECURITY_SQOS_PRESENT | SECURITY_IDENTIFICATION, nullptr);
+    if (h != INVALID_HANDLE_VALUE) break;
+    DWORD e = ::GetLastError();
+    if (e == ERROR_FILE_NOT_FOUND && waited && !dl.passed()) { // it was there: between instances
+      ::Sleep(std::min<DWORD>(10, wait_ms(dl)));
+      continue;
+    }
+    if (e != ERROR_PIPE_BUSY) {
+      if (e == ERROR_FILE_NOT_FOUND) set_error_detail("no server is listening on " + name.str());
+      ec = win32_error(e);
+      return nullptr;
+    }
+    // WaitNamedPipe, within the caller's deadline.
+    DWORD ms = wait_ms(dl);
+    if (ms == 0) {
+      set_error_detail(waited ? "no instance of " + name.str() + " became free in time"
+                              : "all instances of " + name.str() + " are busy");
+      ec = make_error_code(waited ? errc::timed_out : errc::pipe_busy, static_cast<int>(e));
+      return nullptr;
+    }
+    waited = true;
+    if (!::WaitNamedPipeW(path.c_str(), ms == INFINITE ? NMPWAIT_WAIT_FOREVER : ms)) {
+      DWORD we = ::GetLastError();
+      if (we == ERROR_SEM_TIMEOUT || dl.passed()) {
+        set_error_detail("no instance of " + name.str() + " became free in time");
+        ec = make_error_code(errc::timed_out, static_cast<int>(we));
+        return nullptr;
+      }
+      if (we == ERROR_ACCESS_DENIED) {
+        ec = win32_error(we);
+        return nullptr;
+      }
+      // The server is between instances: try again shortly, within the deadline.
+      ::Sleep(std::min<DWORD>(10, wait_ms(dl)));
+    }
+  }
+  DWORD flags = 0;
+  ::GetNamedPipeInfo(h, &flags, nullptr, nullptr, nullptr);
+  pipe_type type = (flags & PIPE_TYPE_MESSAGE) ? pipe_type::message : pipe_type::byte;
+  read_mode mode = opts.read_mode.value_or(type == pipe_type::message ? read_mode::message : read_mode::byte);
+  if (mode == read_mode::message && type == pipe_type::byte) {
+    ::CloseHandle(h);
+    set_error_detail("message read mode needs a message pipe; " + name.str() + " is a byte pipe");
+    ec = make_error_code(errc::invalid_argument);
+    return nullptr;
+  }
+  DWORD m = mode == read_mode::message ? PIPE_READMODE_MESSAGE : PIPE_READMODE_BYTE;
+  if (!::SetNamedPipeHandleState(h, &m, nullptr, nullptr)) {
+    ec = win32_error(::GetLastError());
+    ::CloseHandle(h);
+    return nullptr;
+  }
+  auto c = std::make_unique<win32_connection>(h, false, type, mode, name, opts.max_message_size, server_of(h),
+                                              nullptr);
+  if (!first.empty()) {
+    c->write(first, dl, ec);
+    if (ec) return nullptr;
+  }
+  return c;
+}
+
+} // namespace npipe::detail

@@ -1,0 +1,324 @@
+// SPDX-License-Identifier: MIT
+// The rows of docs/semantics.md written once against the public API with
+// threads only, so the same test runs on Linux (Unix sockets) and on Windows
+// (Win32 named pipes, under Wine in CI). Random names, a watchdog on each.
+
+#include "test_support.hpp"
+
+#include <npipe/npipe.hpp>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <future>
+#include <thread>
+
+#ifdef _WIN32
+#define WIN32_LEAN_AND_MEAN
+#include <windows.h>
+#define NPIPE_GETPID() static_cast<std::int64_t>(::GetCurrentProcessId())
+#else
+#include <unistd.h>
+#define NPIPE_GETPID() static_cast<std::int64_t>(::getpid())
+#endif
+
+using namespace std::chrono_literals;
+using namespace npipe;
+using namespace npipe::test;
+
+namespace {
+
+using Portable = local_test;
+
+bool under_wine() {
+#ifdef _WIN32
+  HMODULE ntdll = ::GetModuleHandleW(L"ntdll.dll");
+  return ntdll && ::GetProcAddress(ntdll, "wine_get_version") != nullptr;
+#else
+  return false;
+#endif
+}
+
+// A server thread that echoes every message of `clients` clients in turn.
+class echo_thread {
+public:
+  explicit echo_thread(const pipe_name& name, server_options o = {}, int clients = 1)
+      : srv_(name, o), t_([this, clients] {
+          for (int i = 0; i < clients; ++i) {
+            std::error_code ec;
+            auto c = srv_.accept(30s, ec);
+            if (ec) return;
+            for (;;) {
+              auto m = c.receive(30s, ec);
+              if (ec) break;
+              c.write(m, 30s, ec);
+              if (ec) break;
+            }
+          }
+        }) {}
+  ~echo_thread() {
+    srv_.close();
+    t_.join();
+  }
+  server& srv() { return srv_; }
+
+private:
+  server srv_;
+  std::thread t_;
+};
+
+TEST_F(Portable, EchoKeepsEveryBoundaryFromEmptyToMegabytes) {
+  auto name = random_pipe();
+  echo_thread echo(name);
+  auto c = connect(name);
+  for (std::size_t n : {std::size_t(0), std::size_t(1), std::size_t(64 << 10), std::size_t(3 << 20)}) {
+    auto a = pattern(n, 1), b = pattern(1, 2), d = pattern(n, 3);
+    std::thread writer([&] {
+      c.write(a);
+      c.write(b);
+      c.write(d);
+    });
+    EXPECT_EQ(c.receive(20s), a) << n;
+    EXPECT_EQ(c.receive(20s), b) << n;
+    EXPECT_EQ(c.receive(20s), d) << n;
+    writer.join();
+  }
+}
+
+TEST_F(Portable, PartialReadsSayMoreDataAndTheRestFollowsIntact) {
+  auto name = random_pipe();
+  echo_thread echo(name);
+  auto c = connect(name);
+  auto big = pattern(100'000, 7);
+  c.write(big);
+  std::vector<std::byte> got;
+  std::byte buf[4096];
+  int partials = 0;
+  for (;;) {
+    std::error_code ec;
+    auto r = c.read(buf, 10s, ec);
+    got.insert(got.end(), buf, buf + r.bytes);
+    if (!r.more_data) {
+      EXPECT_FALSE(ec) << ec.message();
+      break;
+    }
+    EXPECT_EQ(ec, errc::more_data) << "like ERROR_MORE_DATA";
+    ++partials;
+  }
+  EXPECT_TRUE(got == big);
+  EXPECT_EQ(partials, 100'000 / 4096);
+  // A partial read, then receive(): the rest of that message, not the next one.
+  c.write("first message");
+  c.write("second");
+  std::byte small[5];
+  auto r = c.read(small, 10s);
+  EXPECT_TRUE(r.more_data);
+  EXPECT_EQ(text(c.receive(10s)), " message");
+  EXPECT_EQ(text(c.receive(10s)), "second");
+}
+
+TEST_F(Portable, BytePipeIsAStream) {
+  auto name = random_pipe();
+  server_options o;
+  o.type = pipe_type::byte;
+  echo_thread echo(name, o);
+  auto c = connect(name);
+  EXPECT_EQ(c.type(), pipe_type::byte);
+  auto data = pattern(200'000, 5);
+  std::thread writer([&] { c.write(data); });
+  std::vector<std::byte> got;
+  while (got.size() < data.size()) {
+    auto part = c.receive(10s);
+    ASSERT_FALSE(part.empty());
+    got.insert(got.end(), part.begin(), part.end());
+  }
+  writer.join();
+  EXPECT_TRUE(got == data);
+  std::error_code ec;
+  c.set_read_mode(read_mode::message, ec);
+  EXPECT_EQ(ec, errc::invalid_argument) << "message read mode needs a message pipe";
+}
+
+TEST_F(Portable, TransactCallAndTheUnreadDataRule) {
+  auto name = random_pipe();
+  echo_thread echo(name, {}, 3);
+  auto c = connect(name);
+  EXPECT_EQ(c.transact("ping"), "ping");
+  auto big = pattern(300'000, 4);
+  EXPECT_TRUE(c.transact(big, 10s) == big) << "a reply longer than any first buffer";
+  c.write("unread");
+  std::this_thread::sleep_for(100ms); // the echo is now waiting in the pipe
+  std::error_code ec;
+  c.transact(bytes("x"), 5s, ec);
+  EXPECT_EQ(ec, errc::invalid_state) << "TransactNamedPipe refuses while a message is unread";
+  EXPECT_EQ(text(c.receive(5s)), "unread") << "and nothing was lost";
+  c.close();
+  EXPECT_EQ(call(name, "called", 10s), "called");
+}
+
+TEST_F(Portable, PeekShowsWithoutConsuming) {
+  auto name = random_pipe();
+  echo_thread echo(name);
+  auto c = connect(name);
+  c.write("hello peek");
+  peek_result p;
+  std::byte buf[4];
+  for (int i = 0; i < 200 && p.total_available == 0; ++i) {
+    p = c.peek(buf);
+    if (p.total_available == 0) std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(p.total_available, 10u);
+  EXPECT_EQ(p.left_this_message, 10u);
+  EXPECT_EQ(p.bytes_read, 4u);
+  EXPECT_EQ(text({buf, buf + 4}), "hell");
+  EXPECT_EQ(text(c.receive(5s)), "hello peek") << "peek consumed nothing";
+}
+
+TEST_F(Portable, NoServerBusyAndWaitAreDistinct) {
+  auto name = random_pipe();
+  std::error_code ec;
+  connect(name, {}, no_wait, ec);
+  EXPECT_EQ(ec, errc::not_found);
+  server_options o;
+  o.max_instances = 1;
+  echo_thread echo(name, o, 2);
+  auto first = connect(name);
+  EXPECT_EQ(first.transact("one"), "one");
+  connect(name, {}, no_wait, ec);
+  EXPECT_EQ(ec, errc::pipe_busy);
+  auto t0 = std::chrono::steady_clock::now();
+  connect(name, {}, 300ms, ec);
+  EXPECT_EQ(ec, errc::timed_out) << "WaitNamedPipe's timeout";
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 250ms);
+  // A waiter is admitted when the instance frees.
+  auto waiter = std::async(std::launch::async, [&] { return connect(name, {}, 20s); });
+  std::this_thread::sleep_for(100ms);
+  first.close();
+  auto second = waiter.get();
+  EXPECT_EQ(second.transact("two"), "two");
+}
+
+TEST_F(Portable, DisconnectEndsOneClientAndServesTheNext) {
+  auto name = random_pipe();
+  server srv(name);
+  std::thread t([&] {
+    for (int i = 0; i < 2; ++i) {
+      auto c = srv.accept(20s);
+      auto m = c.receive(20s);
+      c.write(m);
+      c.flush(20s); // FlushFileBuffers, then DisconnectNamedPipe: the seed's order
+      c.close();
+    }
+  });
+  for (int i = 0; i < 2; ++i) {
+    auto c = connect(name, {}, 20s);
+    EXPECT_EQ(c.transact(std::to_string(i)), std::to_string(i));
+    std::error_code ec;
+    c.receive(5s, ec);
+    EXPECT_EQ(ec, errc::broken_pipe) << "after DisconnectNamedPipe";
+  }
+  t.join();
+}
+
+TEST_F(Portable, FlushWaitsUntilThePeerHasRead) {
+  auto name = random_pipe();
+  server srv(name);
+  std::atomic<bool> flushed{false};
+  std::thread t([&] {
+    auto c = srv.accept(20s);
+    c.write("data");
+    c.flush(20s);
+    flushed = true;
+    std::error_code ec;
+    c.receive(20s, ec);
+  });
+  auto c = connect(name);
+  std::this_thread::sleep_for(200ms);
+  EXPECT_FALSE(flushed.load()) << "the client has not read yet";
+  EXPECT_EQ(text(c.receive(5s)), "data");
+  for (int i = 0; i < 500 && !flushed; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_TRUE(flushed.load());
+  c.close();
+  t.join();
+}
+
+TEST_F(Portable, SecondServerOnALiveNameFails) {
+  auto name = random_pipe();
+  server first(name);
+  std::error_code ec;
+  server second;
+  second.open(name, {}, ec);
+  if (under_wine()) {
+    // The one known Wine gap: FILE_FLAG_FIRST_PIPE_INSTANCE is ignored. This
+    // expects the failure, so the test speaks up if Wine ever fixes it.
+    EXPECT_FALSE(ec) << "Wine now honours FILE_FLAG_FIRST_PIPE_INSTANCE: drop this exception";
+    return;
+  }
+  EXPECT_EQ(ec, errc::name_in_use);
+  EXPECT_TRUE(first.is_open());
+}
+
+TEST_F(Portable, PeerProcessIdsOnBothEnds) {
+  auto name = random_pipe();
+  server srv(name);
+  std::promise<std::int64_t> seen;
+  std::thread t([&] {
+    auto c = srv.accept(20s);
+    seen.set_value(c.peer().pid);
+    std::error_code ec;
+    c.receive(20s, ec);
+  });
+  auto c = connect(name);
+  EXPECT_EQ(c.peer().pid, NPIPE_GETPID()) << "GetNamedPipeServerProcessId";
+  EXPECT_EQ(seen.get_future().get(), NPIPE_GETPID()) << "GetNamedPipeClientProcessId";
+  c.close();
+  t.join();
+}
+
+TEST_F(Portable, ClosedPeersAndClosedEndsGiveClearErrors) {
+  auto name = random_pipe();
+  server srv(name);
+  std::thread t([&] {
+    auto c = srv.accept(20s);
+    c.close();
+  });
+  auto c = connect(name);
+  t.join();
+  std::error_code ec;
+  c.receive(5s, ec);
+  EXPECT_EQ(ec, errc::broken_pipe);
+  c.write(bytes("x"), 5s, ec);
+  EXPECT_EQ(ec, errc::broken_pipe) << "an error, never a crash";
+
+  // close() from another thread wakes a blocked reader; a read timeout leaves the pipe usable.
+  auto name2 = random_pipe();
+  echo_thread echo(name2);
+  auto d = connect(name2);
+  d.receive(100ms, ec);
+  EXPECT_EQ(ec, errc::timed_out);
+  EXPECT_EQ(d.transact("still fine"), "still fine");
+  std::thread closer([&] {
+    std::this_thread::sleep_for(100ms);
+    d.close();
+  });
+  d.receive(10s, ec);
+  EXPECT_EQ(ec, errc::not_connected);
+  closer.join();
+}
+
+TEST_F(Portable, CloseAbortsAcceptAndRemovesTheName) {
+  auto name = random_pipe();
+  server srv(name);
+  std::thread closer([&] {
+    std::this_thread::sleep_for(100ms);
+    srv.close();
+  });
+  std::error_code ec;
+  srv.accept(10s, ec);
+  EXPECT_EQ(ec, errc::operation_aborted);
+  closer.join();
+  connect(name, {}, no_wait, ec);
+  EXPECT_EQ(ec, errc::not_found);
+}
+
+} // namespace
