@@ -6,12 +6,22 @@ set(dir /tmp/npipe-example-${suffix})
 file(MAKE_DIRECTORY ${dir})
 set(ENV{NPIPE_DIR} ${dir})
 set(name "example-${suffix}")
-# The client retries until the server's name exists, then both finish.
-execute_process(
-  COMMAND sh -c "\"${SERVER}\" '${name}' > '${dir}/server.out' 2>&1 & pid=$!; \
-    for i in $(seq 200); do [ -S '${dir}/${name}' ] && break; sleep 0.05; done; \
-    \"${CLIENT}\" '${name}' 'hello from the example'; rc=$?; wait $pid; exit $((rc + $?))"
-  RESULT_VARIABLE rc OUTPUT_VARIABLE client_out ERROR_VARIABLE client_err TIMEOUT 50)
+if(EMULATOR)
+  # Windows (under Wine): the name lives in the system's pipe namespace, so
+  # the client retries until the server is there.
+  execute_process(
+    COMMAND sh -c "\"${EMULATOR}\" \"${SERVER}\" '${name}' > '${dir}/server.out' 2>&1 & pid=$!; \
+      for i in $(seq 100); do \"${EMULATOR}\" \"${CLIENT}\" '${name}' 'hello from the example' > '${dir}/client.out' 2>&1 \
+        && break; sleep 0.1; done; rc=$?; wait $pid; s=$?; cat '${dir}/client.out'; exit $((rc + s))"
+    RESULT_VARIABLE rc OUTPUT_VARIABLE client_out ERROR_VARIABLE client_err TIMEOUT 50)
+else()
+  # The client retries until the server's name exists, then both finish.
+  execute_process(
+    COMMAND sh -c "\"${SERVER}\" '${name}' > '${dir}/server.out' 2>&1 & pid=$!; \
+      for i in $(seq 200); do [ -S '${dir}/${name}' ] && break; sleep 0.05; done; \
+      \"${CLIENT}\" '${name}' 'hello from the example'; rc=$?; wait $pid; exit $((rc + $?))"
+    RESULT_VARIABLE rc OUTPUT_VARIABLE client_out ERROR_VARIABLE client_err TIMEOUT 50)
+endif()
 file(READ ${dir}/server.out server_out)
 file(REMOVE_RECURSE ${dir})
 if(NOT rc EQUAL 0)
