@@ -115,12 +115,12 @@ void async_pipe::arm(op& o, timeout t, asio::cancellation_slot& slot) {
     o.timer = std::make_unique<asio::steady_timer>(strand_, t);
     o.timer->async_wait([w = weak_from_this(), id = o.id](const std::error_code& ec) {
       if (ec) return;
-      if (auto self = w.lock()) self->expire(id);
+      if (auto self = w.lock()) self->end_op(id, errc::timed_out);
     });
   }
   if (slot.is_connected()) {
     slot.assign([w = weak_from_this(), id = o.id](asio::cancellation_type) {
-      if (auto self = w.lock()) asio::dispatch(self->strand_, [self, id] { self->abort(id); });
+      if (auto self = w.lock()) asio::dispatch(self->strand_, [self, id] { self->end_op(id, errc::operation_aborted); });
     });
   }
 }
@@ -135,61 +135,44 @@ void async_pipe::finish(op& o, std::error_code ec, const std::string& detail) {
   if (o.then_receive) std::exchange(o.then_receive, nullptr)(ec, {});
 }
 
-void async_pipe::expire(std::uint64_t id) {
-  auto drop = [&](std::vector<std::unique_ptr<op>>& q) {
-    for (auto it = q.begin(); it != q.end(); ++it) {
+// Takes the unstarted send at writes_[i] back out of the queue.
+std::unique_ptr<async_pipe::op> async_pipe::withdraw_write(std::size_t i) {
+  auto taken = std::move(writes_[i]);
+  writes_.erase(writes_.begin() + static_cast<std::ptrdiff_t>(i));
+  tx_bytes_ -= taken->hdr.size() + taken->payload.size();
+  return taken;
+}
+
+// Ends operation `id` with `why`: a deadline (timed_out) or a cancellation
+// (operation_aborted). A send already being written cannot be withdrawn
+// without tearing its message: a deadline stops the write (on_tx completes
+// it and breaks the connection if part went out); a cancellation lets it
+// finish.
+void async_pipe::end_op(std::uint64_t id, errc why) {
+  for (auto* q : {&readers_, &flushers_}) {
+    for (auto it = q->begin(); it != q->end(); ++it) {
       if ((*it)->id != id) continue;
       auto o = std::move(*it);
-      q.erase(it);
-      finish(*o, err(errc::timed_out));
-      return true;
+      q->erase(it);
+      finish(*o, err(why));
+      return;
     }
-    return false;
-  };
-  if (drop(readers_) || drop(flushers_)) return;
-  if (conn_ && conn_->o && conn_->o->id == id) return; // the connect has its own timer
+  }
+  if (conn_ && conn_->o && conn_->o->id == id) {
+    // The connect has its own timer; a cancellation ends it now.
+    if (why == errc::operation_aborted) fail_connect(err(why), "the connect was cancelled");
+    return;
+  }
   for (std::size_t i = 0; i < writes_.size(); ++i) {
     auto& o = *writes_[i];
     if (o.id != id) continue;
-    if (!o.started) { // nothing of it was written: withdraw it
-      auto taken = std::move(writes_[i]);
-      writes_.erase(writes_.begin() + static_cast<std::ptrdiff_t>(i));
-      tx_bytes_ -= taken->hdr.size() + taken->payload.size();
-      finish(*taken, err(errc::timed_out));
-    } else { // in the write now: stop it; on_tx completes it
+    if (!o.started) {
+      auto taken = withdraw_write(i);
+      finish(*taken, err(why));
+    } else if (why == errc::timed_out) {
       o.timed_out = true;
       socket_.cancel();
     }
-    return;
-  }
-}
-
-void async_pipe::abort(std::uint64_t id) {
-  auto drop = [&](std::vector<std::unique_ptr<op>>& q) {
-    for (auto it = q.begin(); it != q.end(); ++it) {
-      if ((*it)->id != id) continue;
-      auto o = std::move(*it);
-      q.erase(it);
-      finish(*o, err(errc::operation_aborted));
-      return true;
-    }
-    return false;
-  };
-  if (drop(readers_) || drop(flushers_)) return;
-  if (conn_ && conn_->o && conn_->o->id == id) {
-    fail_connect(err(errc::operation_aborted), "the connect was cancelled");
-    return;
-  }
-  for (std::size_t i = 0; i < writes_.size(); ++i) {
-    if (writes_[i]->id != id) continue;
-    if (!writes_[i]->started) {
-      auto taken = std::move(writes_[i]);
-      writes_.erase(writes_.begin() + static_cast<std::ptrdiff_t>(i));
-      tx_bytes_ -= taken->hdr.size() + taken->payload.size();
-      finish(*taken, err(errc::operation_aborted));
-    }
-    // A send already being written cannot be withdrawn without tearing the
-    // message; it completes when the kernel has it.
     return;
   }
 }
@@ -206,9 +189,7 @@ void async_pipe::cancel() {
       ++i;
       continue;
     }
-    auto taken = std::move(writes_[i]);
-    writes_.erase(writes_.begin() + static_cast<std::ptrdiff_t>(i));
-    tx_bytes_ -= taken->hdr.size() + taken->payload.size();
+    auto taken = withdraw_write(i);
     if (taken->on_sent || taken->then_receive) finish(*taken, err(errc::operation_aborted));
   }
   if (conn_) fail_connect(err(errc::operation_aborted), "the connect was cancelled");
@@ -808,7 +789,7 @@ void async_pipe::on_tx(const std::error_code& ec, std::size_t n) {
         r->timer = std::make_unique<asio::steady_timer>(strand_, left);
         r->timer->async_wait([w = weak_from_this(), id = r->id](const std::error_code& e) {
           if (e) return;
-          if (auto self = w.lock()) self->expire(id);
+          if (auto self = w.lock()) self->end_op(id, errc::timed_out);
         });
       }
       readers_.push_back(std::move(r));
@@ -958,8 +939,7 @@ void async_pipe::close(std::error_code why, std::string detail) {
       ++i;
       continue;
     }
-    auto o = std::move(writes_[i]);
-    writes_.erase(writes_.begin() + static_cast<std::ptrdiff_t>(i));
+    auto o = withdraw_write(i);
     finish(*o, why, detail);
   }
   std::error_code ignore;

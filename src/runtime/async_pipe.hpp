@@ -70,6 +70,8 @@ public:
   void close(std::error_code why = make_error_code(errc::operation_aborted), std::string detail = {});
   /// Nothing received, nothing queued to send.
   bool quiet() const noexcept;
+  /// The peer closed the pipe in the middle of a message.
+  bool eof_mid_message() const noexcept { return eof_ && (in_big_ || !pend_.empty()); }
   /// Bytes queued to send and not yet taken by the kernel.
   std::size_t queued_bytes() const noexcept { return tx_bytes_; }
 
@@ -86,8 +88,8 @@ private:
 
   std::unique_ptr<op> make_op(timeout t, asio::cancellation_slot& slot);
   void arm(op& o, timeout t, asio::cancellation_slot& slot);
-  void expire(std::uint64_t id);
-  void abort(std::uint64_t id);
+  void end_op(std::uint64_t id, errc why);
+  std::unique_ptr<op> withdraw_write(std::size_t i);
   void finish(op& o, std::error_code ec, const std::string& detail = {});
 
   // receiving

@@ -71,8 +71,9 @@ private:
     reading_ = false;
     if (ended_) return;
     if (ec) {
-      // A client that hangs up between requests ends normally.
-      bool normal = ec == errc::broken_pipe && in_flight_ == 0;
+      // A client that hangs up between messages ends normally (it may have
+      // read its last reply already while our write completion is on its way).
+      bool normal = ec == errc::broken_pipe && !pipe_->eof_mid_message();
       end(normal ? std::error_code() : ec, normal ? std::string() : last_error_detail());
       return;
     }

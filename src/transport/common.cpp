@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdint>
 
 namespace npipe {
 
@@ -21,6 +22,22 @@ void throw_error(const std::error_code& ec, const std::string& what) {
   std::string msg = "npipe: " + what;
   if (!error_detail.empty()) msg += " (" + error_detail + ")";
   throw std::system_error(ec, msg);
+}
+
+bool check_server_options(const server_options& o, std::error_code& ec) {
+  if (o.max_instances < 1 || o.max_instances > unlimited_instances || o.max_connections < 1 ||
+      o.max_message_size < pipelined_request_max || o.max_message_size > UINT32_MAX || o.max_in_flight < 1) {
+    set_error_detail("max_instances must be 1..255, max_connections and max_in_flight at least 1, and "
+                     "max_message_size 4096..4294967295");
+    ec = make_error_code(errc::invalid_argument);
+    return false;
+  }
+  if (o.read_mode == read_mode::message && o.type == pipe_type::byte) {
+    set_error_detail("message read mode needs a message pipe");
+    ec = make_error_code(errc::invalid_argument);
+    return false;
+  }
+  return true;
 }
 
 int deadline::poll_ms() const noexcept {

@@ -332,19 +332,7 @@ public:
   ~posix_server() override { close(); }
 
   bool open(std::error_code& ec) {
-    if (opts_.max_instances < 1 || opts_.max_instances > unlimited_instances || opts_.max_connections < 1 ||
-        opts_.max_message_size < pipelined_request_max || opts_.max_message_size > UINT32_MAX ||
-        opts_.max_in_flight < 1) {
-      set_error_detail("max_instances must be 1..255, max_connections and max_in_flight at least 1, and "
-                       "max_message_size 4096..4294967295");
-      ec = make_error_code(errc::invalid_argument);
-      return false;
-    }
-    if (opts_.read_mode == read_mode::message && opts_.type == pipe_type::byte) {
-      set_error_detail("message read mode needs a message pipe");
-      ec = make_error_code(errc::invalid_argument);
-      return false;
-    }
+    if (!check_server_options(opts_, ec)) return false;
     bool shared_default = opts_.pipe_dir.empty() && !std::getenv("NPIPE_DIR");
     dir_ = pipe_directory(opts_.pipe_dir);
     if (!check_directory(dir_, shared_default, ec)) return false;

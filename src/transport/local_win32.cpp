@@ -540,18 +540,7 @@ public:
   ~win32_server() override { close(); }
 
   bool open(std::error_code& ec) {
-    if (opts_.max_instances < 1 || opts_.max_instances > unlimited_instances || opts_.max_connections < 1 ||
-        opts_.max_message_size < pipelined_request_max || opts_.max_message_size > UINT32_MAX) {
-      set_error_detail("max_instances must be 1..255, max_connections at least 1, and "
-                       "max_message_size 4096..4294967295");
-      ec = make_error_code(errc::invalid_argument);
-      return false;
-    }
-    if (opts_.read_mode == read_mode::message && opts_.type == pipe_type::byte) {
-      set_error_detail("message read mode needs a message pipe");
-      ec = make_error_code(errc::invalid_argument);
-      return false;
-    }
+    if (!check_server_options(opts_, ec)) return false;
     // An explicit DACL, never the default one: SYSTEM and this user, plus
     // (everyone) authenticated users. Group and list policies name Linux ids.
     std::string user = current_user_sid();

@@ -97,6 +97,9 @@ struct admitted_client {
 /// (the async runtime). Called on the server's admission thread.
 using admission_sink = std::function<void(admitted_client&&)>;
 
+/// The option checks every server backend makes first (with the detail).
+bool check_server_options(const server_options& o, std::error_code& ec);
+
 /// Local pipes, implemented per system (local_posix.cpp, local_win32.cpp).
 /// With a sink, admitted clients go there and accept() is not used.
 std::shared_ptr<server_impl> open_local_server(const pipe_name& name, const server_options& opts,

@@ -19,6 +19,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <future>
@@ -126,18 +127,7 @@ TEST_P(Styles, EchoKeepsEveryBoundaryFromEmptyTo16MiB) {
   async_server srv(ctx_, name);
   serve_echo(srv, GetParam());
   auto c = connect(name);
-  for (std::size_t n : {std::size_t(0), std::size_t(1), std::size_t(64 << 10), std::size_t(16 << 20)}) {
-    auto a = pattern(n, 1), b = pattern(1, 2), d = pattern(n, 3);
-    std::thread writer([&] {
-      c.write(a);
-      c.write(b);
-      c.write(d);
-    });
-    EXPECT_EQ(c.receive(10s), a) << n;
-    EXPECT_EQ(c.receive(10s), b) << n;
-    EXPECT_EQ(c.receive(10s), d) << n;
-    writer.join();
-  }
+  expect_echo_keeps_boundaries(c, {0, 1, 64 << 10, 16 << 20}, 10s);
 }
 
 TEST_P(Styles, PartialReadsSayMoreDataAndTransactAndCallWork) {
@@ -414,6 +404,43 @@ TEST_F(Async, ConnectionCapsTotalAndPerUserRefuseFastAndKeepSessions) {
   EXPECT_EQ(ec, errc::pipe_busy) << "the per-user cap says busy, with a detail";
   EXPECT_NE(last_error_detail().find("as many connections"), std::string::npos) << last_error_detail();
   EXPECT_EQ(text(a.transact(bytes("a"), 5s)), "a");
+}
+
+TEST_F(Async, ClientLeavingBetweenMessagesIsNormalButMidMessageIsReported) {
+  run_threads();
+  auto name = random_pipe();
+  std::mutex mu;
+  std::vector<client_event> events;
+  async_server srv(ctx_, name);
+  srv.on_client_event([&](const client_event& e) {
+    std::lock_guard lk(mu);
+    if (e.what == client_event::kind::disconnected) events.push_back(e);
+  });
+  srv.serve([](request r) { return r.take(); });
+  {
+    auto c = connect(name);
+    EXPECT_EQ(c.transact("one"), "one");
+  } // closed right after its reply
+  int fd = raw_session(srv.native_path(), raw_hello(name));
+  ASSERT_GE(fd, 0);
+  const std::string half = raw_frame(std::string(1000, 'z')).substr(0, 500);
+  ASSERT_EQ(::send(fd, half.data(), half.size(), MSG_NOSIGNAL), ssize_t(half.size()));
+  ::close(fd); // gone in the middle of a message
+  for (int i = 0; i < 500; ++i) {
+    {
+      std::lock_guard lk(mu);
+      if (events.size() == 2) break;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  std::lock_guard lk(mu);
+  ASSERT_EQ(events.size(), 2u);
+  std::sort(events.begin(), events.end(),
+            [](const auto& a, const auto& b) { return a.connection_id < b.connection_id; });
+  EXPECT_FALSE(events[0].reason) << "a client that leaves between messages ends normally: "
+                                 << events[0].reason.message();
+  EXPECT_EQ(events[1].reason, errc::broken_pipe);
+  EXPECT_NE(events[1].detail.find("middle of a message"), std::string::npos) << events[1].detail;
 }
 
 TEST_F(Async, SilentClientIsDroppedAtTheHandshakeTimeout) {

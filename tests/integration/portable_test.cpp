@@ -71,18 +71,7 @@ TEST_F(Portable, EchoKeepsEveryBoundaryFromEmptyToMegabytes) {
   auto name = random_pipe();
   echo_thread echo(name);
   auto c = connect(name);
-  for (std::size_t n : {std::size_t(0), std::size_t(1), std::size_t(64 << 10), std::size_t(3 << 20)}) {
-    auto a = pattern(n, 1), b = pattern(1, 2), d = pattern(n, 3);
-    std::thread writer([&] {
-      c.write(a);
-      c.write(b);
-      c.write(d);
-    });
-    EXPECT_EQ(c.receive(20s), a) << n;
-    EXPECT_EQ(c.receive(20s), b) << n;
-    EXPECT_EQ(c.receive(20s), d) << n;
-    writer.join();
-  }
+  expect_echo_keeps_boundaries(c, {0, 1, 64 << 10, 3 << 20}, 20s);
 }
 
 TEST_F(Portable, PartialReadsSayMoreDataAndTheRestFollowsIntact) {

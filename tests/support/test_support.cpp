@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <random>
+#include <thread>
 #ifdef _WIN32
 #include <process.h>
 #define NPIPE_GETPID _getpid
@@ -31,6 +32,21 @@ std::vector<std::byte> pattern(std::size_t n, std::uint32_t seed) {
     b = static_cast<std::byte>(x);
   }
   return v;
+}
+
+void expect_echo_keeps_boundaries(connection& c, std::initializer_list<std::size_t> sizes, timeout each) {
+  for (std::size_t n : sizes) {
+    auto a = pattern(n, 1), b = pattern(1, 2), d = pattern(n, 3);
+    std::thread writer([&] {
+      c.write(a);
+      c.write(b);
+      c.write(d);
+    });
+    EXPECT_EQ(c.receive(each), a) << n;
+    EXPECT_EQ(c.receive(each), b) << n;
+    EXPECT_EQ(c.receive(each), d) << n;
+    writer.join();
+  }
 }
 
 } // namespace npipe::test

@@ -22,6 +22,11 @@ inline pipe_name random_pipe(std::string_view prefix = "t") { return pipe_name(r
 /// Deterministic pseudo-random bytes for `seed`.
 std::vector<std::byte> pattern(std::size_t n, std::uint32_t seed);
 
+/// Against an echo server: for each size n, writes messages of n, 1 and n
+/// bytes from another thread while reading the echoes; every boundary and
+/// byte must come back as written.
+void expect_echo_keeps_boundaries(connection& c, std::initializer_list<std::size_t> sizes, timeout each);
+
 /// Linux: a fresh pipe directory (mode 0755) set as $NPIPE_DIR for the test
 /// and any process it forks; removed afterwards. Everywhere: arms a
 /// watchdog, so a test that hangs is killed with a message instead of
