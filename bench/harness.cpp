@@ -260,8 +260,9 @@ int main(int argc, char** argv) {
      << " CPUs). Server and client are separate processes; each cell is the median of " << reps
      << " runs, ± the spread (max−min)/median. Every transport answers a request with an echo, "
      << "or for the throughput rows with a 1-byte ack (so throughput is request bytes per second). "
-     << "The raw UDS stream server uses a 4-byte length prefix and a thread per connection, as do the npipe "
-     << "servers (sync API); NNG and ZeroMQ use one REQ/REP socket each.\n\n";
+     << "The raw UDS stream server uses a 4-byte length prefix and a thread per connection, as do "
+     << "npipe-message and npipe-byte (blocking API); npipe-async is async_server::serve() on two threads; "
+     << "NNG and ZeroMQ use one REQ/REP socket each.\n\n";
   const std::string base = "uds-stream";
   for (auto& [placement, by_t] : all) {
     md << "## " << placement << "\n\n| metric |";
