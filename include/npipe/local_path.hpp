@@ -32,8 +32,9 @@ struct local_pipe_info {
   bool live = false;     ///< a server accepted a probe connection
 };
 
-/// The pipes in a pipe directory (Linux; empty on Windows). Each socket is
-/// probed with a connection attempt that sends nothing.
+/// The pipes in a pipe directory (Linux: each socket is probed with a
+/// connection attempt that sends nothing). On Windows: every named pipe on
+/// the machine (`\\.\pipe\*`), npipe's or not.
 std::vector<local_pipe_info> list_local_pipes(std::error_code& ec, std::string_view override_dir = {});
 
 } // namespace npipe

@@ -34,9 +34,26 @@ std::string local_path(const pipe_name& name, std::error_code& ec, std::string_v
   return "\\\\.\\pipe\\" + name.name();
 }
 
+namespace detail {
+std::string narrow_name(const wchar_t* w);
+}
+
 std::vector<local_pipe_info> list_local_pipes(std::error_code& ec, std::string_view) {
   ec.clear();
-  return {}; // named pipes are listed by the system (e.g. `dir \\.\pipe\`), not by npipe
+  std::vector<local_pipe_info> out;
+  WIN32_FIND_DATAW fd;
+  HANDLE f = ::FindFirstFileW(L"\\\\.\\pipe\\*", &fd); // every pipe on this machine, npipe's or not
+  if (f == INVALID_HANDLE_VALUE) return out;
+  do {
+    local_pipe_info info;
+    info.file = detail::narrow_name(fd.cFileName);
+    info.path = "\\\\.\\pipe\\" + info.file;
+    info.live = true; // a pipe name exists only while its server does
+    out.push_back(std::move(info));
+  } while (::FindNextFileW(f, &fd));
+  ::FindClose(f);
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.file < b.file; });
+  return out;
 }
 
 } // namespace npipe
@@ -59,6 +76,12 @@ std::string narrow(const wchar_t* w) {
   ::WideCharToMultiByte(CP_UTF8, 0, w, -1, s.data(), n, nullptr, nullptr);
   return s;
 }
+
+} // namespace
+
+std::string narrow_name(const wchar_t* w) { return narrow(w); }
+
+namespace {
 
 std::wstring wide_path(const pipe_name& name) { return widen("\\\\.\\pipe\\" + name.name()); }
 

@@ -1,25 +1,29 @@
 # SPDX-License-Identifier: MIT
-# Runs examples/seed_server.cpp and examples/seed_client.cpp against each
-# other in a private pipe directory and checks both outputs.
+# Runs examples/seed_server.cpp and examples/seed_client.cpp (or, with
+# SERVER_ARGS/CLIENT_ARGS, `npipe serve --once` and `npipe send`) against
+# each other in a private pipe directory and checks both outputs.
+# EMULATOR runs them (Wine for the Windows build).
 string(RANDOM LENGTH 12 ALPHABET abcdefghijklmnopqrstuvwxyz0123456789 suffix) # file names are the folded pipe name
 set(dir /tmp/npipe-example-${suffix})
 file(MAKE_DIRECTORY ${dir})
 set(ENV{NPIPE_DIR} ${dir})
 set(name "example-${suffix}")
+string(REPLACE ";" " " SERVER_ARGS "${SERVER_ARGS}")
+string(REPLACE ";" " " CLIENT_ARGS "${CLIENT_ARGS}")
 if(EMULATOR)
   # Windows (under Wine): the name lives in the system's pipe namespace, so
   # the client retries until the server is there.
   execute_process(
-    COMMAND sh -c "\"${EMULATOR}\" \"${SERVER}\" '${name}' > '${dir}/server.out' 2>&1 & pid=$!; \
-      for i in $(seq 100); do \"${EMULATOR}\" \"${CLIENT}\" '${name}' 'hello from the example' > '${dir}/client.out' 2>&1 \
+    COMMAND sh -c "\"${EMULATOR}\" \"${SERVER}\" ${SERVER_ARGS} '${name}' > '${dir}/server.out' 2>&1 & pid=$!; \
+      for i in $(seq 100); do \"${EMULATOR}\" \"${CLIENT}\" ${CLIENT_ARGS} '${name}' 'hello from the example' > '${dir}/client.out' 2>&1 \
         && break; sleep 0.1; done; rc=$?; wait $pid; s=$?; cat '${dir}/client.out'; exit $((rc + s))"
     RESULT_VARIABLE rc OUTPUT_VARIABLE client_out ERROR_VARIABLE client_err TIMEOUT 50)
 else()
   # The client retries until the server's name exists, then both finish.
   execute_process(
-    COMMAND sh -c "\"${SERVER}\" '${name}' > '${dir}/server.out' 2>&1 & pid=$!; \
+    COMMAND sh -c "\"${SERVER}\" ${SERVER_ARGS} '${name}' > '${dir}/server.out' 2>&1 & pid=$!; \
       for i in $(seq 200); do [ -S '${dir}/${name}' ] && break; sleep 0.05; done; \
-      \"${CLIENT}\" '${name}' 'hello from the example'; rc=$?; wait $pid; exit $((rc + $?))"
+      \"${CLIENT}\" ${CLIENT_ARGS} '${name}' 'hello from the example'; rc=$?; wait $pid; exit $((rc + $?))"
     RESULT_VARIABLE rc OUTPUT_VARIABLE client_out ERROR_VARIABLE client_err TIMEOUT 50)
 endif()
 file(READ ${dir}/server.out server_out)

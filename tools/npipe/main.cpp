@@ -2,11 +2,13 @@
 // npipe: the command-line tool. `serve` and `send` are the seed sample's
 // NamedPipeServer and NamedPipeClient.
 
-#include <npipe/async.hpp>
 #include <npipe/npipe.hpp>
+#ifndef _WIN32
+#include <npipe/async.hpp>
+#include <asio/io_context.hpp>
+#endif
 
 #include <CLI/CLI.hpp>
-#include <asio/io_context.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -22,7 +24,15 @@
 #include <sstream>
 #include <thread>
 
-#ifndef _WIN32
+#ifdef _WIN32
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#include <windows.h>
+#else
 #include <pthread.h>
 #include <signal.h>
 #endif
@@ -80,17 +90,14 @@ struct serve_args {
 };
 
 std::string describe(const npipe::peer_identity& p) {
-  std::string s = "pid " + std::to_string(p.pid) + ", uid " + std::to_string(p.uid);
+  std::string s = "pid " + std::to_string(p.pid);
+  if (p.uid >= 0) s += ", uid " + std::to_string(p.uid); // POSIX only
   if (!p.user.empty()) s += " (" + p.user + ")";
   return s;
 }
 
-// The seed's server, as a real one: any number of clients at once on the
-// async runtime; each message gets "<version> | <date time>" (or itself,
-// with --echo). Ctrl-C stops gracefully: no new clients, requests in flight
-// are answered, then every connection closes.
-int run_serve(const serve_args& a) {
-  npipe::server_options o;
+// The options a serve command asks for; false (with a message) when unusable.
+bool server_options_of(const serve_args& a, npipe::server_options& o) {
   o.type = a.type == "byte" ? npipe::pipe_type::byte : npipe::pipe_type::message;
   o.max_instances = a.max_instances;
   o.max_connections = a.max_connections;
@@ -105,15 +112,115 @@ int run_serve(const serve_args& a) {
   else if (a.access.rfind("group:", 0) == 0) o.access = npipe::access_policy::group(std::stoul(a.access.substr(6)));
   else if (a.access != "user") {
     std::cerr << "npipe: --access takes user, everyone or group:GID\n";
-    return 2;
+    return false;
   }
-#ifndef _WIN32
+  return true;
+}
+
+// The seed's answer: "<version> | <date time>", or the request itself (--echo).
+std::string answer(const serve_args& a, std::string_view request) {
+  if (!a.quiet) {
+    std::lock_guard lk(out_mu);
+    std::cout << "Bytes received: " << request.size() << std::endl;
+  }
+  return a.echo ? std::string(request) : std::string("npipe ") + npipe::version + " | " + now_text();
+}
+
+void print_listening(const npipe::pipe_name& name, const std::string& where) {
+  std::lock_guard lk(out_mu);
+  std::cout << "Listening on " << name.str() << " (" << where << ")" << std::endl;
+}
+
+#ifdef _WIN32
+// Windows: the async runtime is not on IOCP yet, so this is the classic
+// multithreaded Win32 pipe server: a thread per client, each serving until
+// its client leaves. Ctrl-C (or Ctrl-Break) stops accepting and disconnects
+// the clients.
+std::atomic<npipe::server*> console_server{nullptr};
+
+BOOL WINAPI on_console_event(DWORD) {
+  if (auto* s = console_server.load()) s->close();
+  return TRUE;
+}
+
+int run_serve(const serve_args& a) {
+  npipe::server_options o;
+  if (!server_options_of(a, o)) return 2;
+  auto name = parse_name(a.name);
+  npipe::server srv;
+  std::error_code ec;
+  srv.open(name, o, ec);
+  if (ec) return report(ec, "cannot serve " + name.str());
+  print_listening(name, srv.native_path());
+  console_server = &srv;
+  ::SetConsoleCtrlHandler(on_console_event, TRUE);
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<npipe::connection*> live;
+  std::atomic<std::uint64_t> next_id{0};
+  auto serve_one = [&](npipe::connection& c) {
+    std::uint64_t id = ++next_id, requests = 0;
+    if (a.verbose) {
+      std::lock_guard lk(out_mu);
+      std::cout << "client " << id << " connected: " << describe(c.peer()) << std::endl;
+    }
+    std::error_code rec;
+    for (;;) {
+      auto msg = c.receive(rec);
+      if (rec) break;
+      ++requests;
+      c.write(answer(a, as_text(msg)), rec);
+      if (rec || a.once) break;
+    }
+    std::error_code fec;
+    c.flush(std::chrono::seconds(5), fec); // as the seed: flush, then disconnect
+    c.close();
+    if (a.verbose) {
+      std::lock_guard lk(out_mu);
+      std::cout << "client " << id << " disconnected after " << requests << " request" << (requests == 1 ? "" : "s");
+      if (rec && rec != npipe::errc::broken_pipe && rec != npipe::errc::not_connected) std::cout << ": " << rec.message();
+      std::cout << std::endl;
+    }
+  };
+  for (;;) {
+    auto c = srv.accept(ec);
+    if (ec) break;
+    if (a.once) {
+      serve_one(c);
+      break;
+    }
+    auto owned = std::make_shared<npipe::connection>(std::move(c));
+    {
+      std::lock_guard lk(mu);
+      live.push_back(owned.get());
+    }
+    std::thread([&, owned] {
+      serve_one(*owned);
+      std::lock_guard lk(mu);
+      live.erase(std::find(live.begin(), live.end(), owned.get()));
+      cv.notify_all();
+    }).detach();
+  }
+  console_server = nullptr;
+  srv.close();
+  std::unique_lock lk(mu);
+  for (auto* c : live) c->close();
+  cv.wait(lk, [&] { return live.empty(); });
+  return 0;
+}
+#else
+// The seed's server, as a real one: any number of clients at once on the
+// async runtime; each message gets "<version> | <date time>" (or itself,
+// with --echo). Ctrl-C stops gracefully: no new clients, requests in flight
+// are answered, then every connection closes.
+int run_serve(const serve_args& a) {
+  npipe::server_options o;
+  if (!server_options_of(a, o)) return 2;
   sigset_t sigs;
   sigemptyset(&sigs);
   sigaddset(&sigs, SIGINT);
   sigaddset(&sigs, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr); // every thread inherits this; one thread waits for them
-#endif
   auto name = parse_name(a.name);
   asio::io_context ctx;
   auto work = asio::make_work_guard(ctx);
@@ -121,10 +228,7 @@ int run_serve(const serve_args& a) {
   std::error_code ec;
   srv.open(name, o, ec);
   if (ec) return report(ec, "cannot serve " + name.str());
-  {
-    std::lock_guard lk(out_mu);
-    std::cout << "Listening on " << name.str() << " (" << srv.native_path() << ")" << std::endl;
-  }
+  print_listening(name, srv.native_path());
 
   std::mutex stop_mu;
   std::condition_variable stop_cv;
@@ -149,25 +253,19 @@ int run_serve(const serve_args& a) {
   }
   std::atomic<bool> answered{false};
   srv.serve([&](npipe::request r) {
-    if (!a.quiet) {
-      std::lock_guard lk(out_mu);
-      std::cout << "Bytes received: " << r.size() << std::endl;
-    }
-    std::string reply = a.echo ? std::string(r.text()) : std::string("npipe ") + npipe::version + " | " + now_text();
+    std::string reply = answer(a, r.text());
     if (a.once && !answered.exchange(true)) request_stop();
     return reply;
   });
 
   std::vector<std::thread> pool;
   for (unsigned i = 0; i < a.threads; ++i) pool.emplace_back([&ctx] { ctx.run(); });
-#ifndef _WIN32
   std::thread sig([&] {
     int s = 0;
     sigwait(&sigs, &s);
     request_stop();
   });
   sig.detach();
-#endif
   {
     std::unique_lock lk(stop_mu);
     stop_cv.wait(lk, [&] { return stop_now; });
@@ -178,6 +276,7 @@ int run_serve(const serve_args& a) {
   for (auto& t : pool) t.join();
   return 0;
 }
+#endif
 
 // ----------------------------------------------------------------- send
 
@@ -254,7 +353,11 @@ int run_list(const std::string& dir) {
   auto pipes = npipe::list_local_pipes(ec, dir);
   if (ec) return report(ec, "cannot list " + npipe::pipe_directory(dir));
   std::cout << "pipe directory: " << npipe::pipe_directory(dir) << "\n";
-  for (auto& p : pipes) std::cout << (p.live ? "live  " : "stale ") << "uid " << p.owner_uid << "  " << p.file << "\n";
+  for (auto& p : pipes) {
+    std::cout << (p.live ? "live  " : "stale ");
+    if (p.owner_uid >= 0) std::cout << "uid " << p.owner_uid << "  ";
+    std::cout << p.file << "\n";
+  }
   return 0;
 }
 
