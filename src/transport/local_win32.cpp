@@ -3,12 +3,6 @@
 // so deadlines and close() from another thread work (no thread is left
 // blocked in ConnectNamedPipe or ReadFile). See docs/semantics.md.
 
-#ifndef WIN32_LEAN_AND_MEAN
-#define WIN32_LEAN_AND_MEAN
-#endif
-#ifndef NOMINMAX
-#define NOMINMAX
-#endif
 #include <windows.h>
 #include <sddl.h>
 

@@ -14,7 +14,6 @@
 #include <thread>
 
 #ifdef _WIN32
-#define WIN32_LEAN_AND_MEAN
 #include <windows.h>
 #define NPIPE_GETPID() static_cast<std::int64_t>(::GetCurrentProcessId())
 #else

@@ -10,7 +10,6 @@
 
 #include <gtest/gtest.h>
 
-#define WIN32_LEAN_AND_MEAN
 #include <windows.h>
 
 #include <thread>
