@@ -737,6 +737,9 @@ TEST_F(Async, AsyncFlushWaitsUntilThePeerHasReadEverything) {
   EXPECT_EQ(flushed.wait_for(200ms), std::future_status::timeout) << "the peer has not read yet";
   read_now.notify();
   flushed.get();
+  // The peer's library acknowledges inside its receive(), just before the
+  // peer's thread sets the flag: allow it that moment.
+  for (int i = 0; i < 500 && !peer_read; ++i) std::this_thread::sleep_for(10ms);
   EXPECT_TRUE(peer_read.load());
   c.close();
   peer.join();
