@@ -23,7 +23,8 @@ done
 # were started with open, so start them first, detached from our output, and
 # stop them at the end (see cmake/toolchains/mingw-w64.cmake).
 echo "=== npipe tests: windows (under Wine) ==="
-export WINEPREFIX="$PWD/build/wineprefix" WINEDEBUG=-all
+# No Mono/Gecko installers on first start (console tests need neither).
+export WINEPREFIX="$PWD/build/wineprefix" WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,mshtml="
 mkdir -p "$WINEPREFIX"
 trap 'wineserver -k >/dev/null 2>&1 || true' EXIT
 wineserver -p </dev/null >/dev/null 2>&1
