@@ -212,8 +212,12 @@ TEST_F(Portable, FlushWaitsUntilThePeerHasRead) {
   auto name = random_pipe();
   server srv(name);
   std::atomic<bool> flushed{false};
+  std::promise<void> connected;
   std::thread t([&] {
     auto c = srv.accept(20s);
+    // Write only once the client's connect has returned: its handshake read
+    // could otherwise take the data along (see docs/decisions.md, flush).
+    connected.get_future().wait();
     c.write("data");
     c.flush(20s);
     flushed = true;
@@ -221,6 +225,7 @@ TEST_F(Portable, FlushWaitsUntilThePeerHasRead) {
     c.receive(20s, ec);
   });
   auto c = connect(name);
+  connected.set_value();
   std::this_thread::sleep_for(200ms);
   EXPECT_FALSE(flushed.load()) << "the client has not read yet";
   EXPECT_EQ(text(c.receive(5s)), "data");
