@@ -119,22 +119,33 @@ void serve_echo(async_server& srv, style s) {
   }
 }
 
-class Styles : public Async, public ::testing::WithParamInterface<style> {};
+class Styles : public Async, public ::testing::WithParamInterface<style> {
+protected:
+  // The echo service in the style under test, on a fresh name, on running threads.
+  async_server& start_echo(const server_options& o = {}) {
+    run_threads();
+    srv_.emplace(ctx_, name_, o);
+    serve_echo(*srv_, GetParam());
+    return *srv_;
+  }
+  void TearDown() override {
+    srv_.reset(); // before the threads stop
+    Async::TearDown();
+  }
+  const pipe_name name_ = random_pipe();
+  std::optional<async_server> srv_;
+};
 
 TEST_P(Styles, EchoKeepsEveryBoundaryFromEmptyTo16MiB) {
-  run_threads();
-  auto name = random_pipe();
-  async_server srv(ctx_, name);
-  serve_echo(srv, GetParam());
+  start_echo();
+  const auto& name = name_;
   auto c = connect(name);
   expect_echo_keeps_boundaries(c, {0, 1, 64 << 10, 16 << 20}, 10s);
 }
 
 TEST_P(Styles, PartialReadsSayMoreDataAndTransactAndCallWork) {
-  run_threads();
-  auto name = random_pipe();
-  async_server srv(ctx_, name);
-  serve_echo(srv, GetParam());
+  start_echo();
+  const auto& name = name_;
   auto c = connect(name);
   auto big = pattern(100'000, 7);
   c.write(big);
@@ -153,10 +164,8 @@ TEST_P(Styles, PartialReadsSayMoreDataAndTransactAndCallWork) {
 }
 
 TEST_P(Styles, ManyConcurrentClientsGetTheirOwnRepliesInOrder) {
-  run_threads();
-  auto name = random_pipe();
-  async_server srv(ctx_, name);
-  serve_echo(srv, GetParam());
+  auto& srv = start_echo();
+  const auto& name = name_;
   constexpr int clients = 24, rounds = 40;
   std::atomic<int> failures{0};
   std::vector<std::thread> ts;
@@ -185,12 +194,10 @@ TEST_P(Styles, ManyConcurrentClientsGetTheirOwnRepliesInOrder) {
 }
 
 TEST_P(Styles, BusyWaitAndPeerIdentity) {
-  run_threads();
-  auto name = random_pipe();
   server_options o;
   o.max_instances = 1;
-  async_server srv(ctx_, name, o);
-  serve_echo(srv, GetParam());
+  start_echo(o);
+  const auto& name = name_;
   auto first = connect(name);
   EXPECT_EQ(text(first.transact(bytes("one"), 10s)), "one");
   std::error_code ec;
@@ -205,12 +212,10 @@ TEST_P(Styles, BusyWaitAndPeerIdentity) {
 }
 
 TEST_P(Styles, OversizedFrameClosesOnlyThatClient) {
-  run_threads();
-  auto name = random_pipe();
   server_options o;
   o.max_message_size = 64 << 10;
-  async_server srv(ctx_, name, o);
-  serve_echo(srv, GetParam());
+  auto& srv = start_echo(o);
+  const auto& name = name_;
   auto good = connect(name);
   int fd = raw_session(srv.native_path(), raw_hello(name));
   ASSERT_GE(fd, 0);
@@ -222,12 +227,10 @@ TEST_P(Styles, OversizedFrameClosesOnlyThatClient) {
 }
 
 TEST_P(Styles, BytePipesCarryAStream) {
-  run_threads();
-  auto name = random_pipe();
   server_options o;
   o.type = pipe_type::byte;
-  async_server srv(ctx_, name, o);
-  serve_echo(srv, GetParam());
+  start_echo(o);
+  const auto& name = name_;
   auto c = connect(name);
   EXPECT_EQ(c.type(), pipe_type::byte);
   auto data = pattern(300'000, 9);
