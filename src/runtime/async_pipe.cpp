@@ -377,14 +377,11 @@ void async_pipe::fail_connect(std::error_code ec, std::string detail) {
 
 // ----------------------------------------------------------------- receiving
 
-bool async_pipe::inbox_has_data() const noexcept {
-  for (std::size_t i = inbox_head_; i < inbox_.size(); ++i)
-    if (!inbox_[i].flush) return true;
-  return false;
-}
+bool async_pipe::inbox_has_data() const noexcept { return inbox_messages_ > 0; }
 
 void async_pipe::pop_front_msg() {
   inbox_bytes_ -= inbox_[inbox_head_].data.size();
+  if (!inbox_[inbox_head_].flush) --inbox_messages_;
   inbox_[inbox_head_] = {};
   if (++inbox_head_ == inbox_.size()) {
     inbox_head_ = 0;
@@ -579,6 +576,7 @@ void async_pipe::on_readable(const std::error_code& ec) {
       if (big_got_ < big_.size()) continue;
       inbox_bytes_ += big_.size();
       inbox_.push_back({std::move(big_), 0, false});
+      ++inbox_messages_;
       big_ = {};
       big_got_ = 0;
       in_big_ = false;
@@ -618,6 +616,7 @@ void async_pipe::on_big(const std::error_code& ec, std::size_t n) {
   if (big_got_ == big_.size()) {
     inbox_bytes_ += big_.size();
     inbox_.push_back({std::move(big_), 0, false});
+      ++inbox_messages_;
     big_ = {};
     big_got_ = 0;
     in_big_ = false;
@@ -669,6 +668,7 @@ bool async_pipe::parse_frames(const std::byte* data, std::size_t n, std::size_t&
     }
     if (avail >= h.length) {
       inbox_.push_back({std::vector<std::byte>(body, body + h.length), 0, false});
+      ++inbox_messages_;
       inbox_bytes_ += h.length;
       used += protocol::frame_header_size + h.length;
       continue;
@@ -947,6 +947,8 @@ void async_pipe::close(std::error_code why, std::string detail) {
   socket_.close(ignore);
   inbox_.clear();
   inbox_.shrink_to_fit();
+  inbox_head_ = 0;
+  inbox_messages_ = 0;
   pend_ = {};
   big_ = {};
   if (p_.on_close) std::exchange(p_.on_close, nullptr)();

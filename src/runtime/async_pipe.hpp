@@ -141,6 +141,8 @@ private:
   std::vector<inbox_msg> inbox_;
   std::size_t inbox_head_ = 0;
   std::size_t inbox_bytes_ = 0;
+  std::size_t inbox_messages_ = 0; // data entries in the inbox (not flush markers): no scan to ask
+
   std::vector<std::byte> pend_;  // an incomplete small frame
   std::vector<std::byte> big_;   // a large frame being read straight into place
   std::size_t big_got_ = 0;
