@@ -4,7 +4,7 @@
 # or through sudo. Sourced by demo.sh and test.sh; usable alone.
 set -euo pipefail
 
-npipe_packages_build=(g++ cmake ninja-build pkg-config libcli11-dev libasio-dev)
+npipe_packages_build=(g++ cmake ninja-build pkg-config libcli11-dev libasio-dev libssl-dev)
 npipe_packages_test=(libgtest-dev libgmock-dev googletest)
 # The Windows build: the mingw-w64 compiler with posix threads, and Wine to run its tests.
 npipe_packages_windows=(g++-mingw-w64-x86-64-posix wine64 wine)

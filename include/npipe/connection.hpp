@@ -28,7 +28,16 @@ struct peer_identity {
   std::int64_t pid = -1;  ///< process id, -1 if unknown
   std::int64_t uid = -1;  ///< user id (Linux), -1 if unknown
   std::int64_t gid = -1;  ///< primary group id (Linux), -1 if unknown
-  std::string user;       ///< user name (Linux) or SID string (Windows), may be empty
+  std::string user;       ///< user name (Linux) or SID string (Windows), may be empty;
+                          ///< for a remote peer its TLS identity (see remote_address)
+  /// A peer on another machine, reached through a gateway (remote.hpp): where
+  /// it connects from ("192.0.2.7:50123", "[2001:db8::1]:50123"); empty for a
+  /// local peer. For a remote peer pid, uid and gid are -1 and `user` is its
+  /// TLS identity: the certificate subject ("CN=alice,O=example"), "psk:ID"
+  /// for a pre-shared key, or "insecure" on a plaintext link. On the client
+  /// side of a remote connection `user` is the server's TLS identity.
+  std::string remote_address;
+  bool is_remote() const noexcept { return !remote_address.empty(); }
 };
 
 /// Result of a partial read (Win32 ReadFile on a pipe).

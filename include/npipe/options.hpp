@@ -121,6 +121,39 @@ struct server_options {
   /// Requests of one connection handed to the handler at once; a client that
   /// pipelines more waits (the server stops reading) until replies go out.
   unsigned max_in_flight = defaults::max_in_flight;
+
+  /// Let remote clients in through a gateway running as this server's user
+  /// (or root) on this machine (remote.hpp). Off by default: like Win32
+  /// PIPE_REJECT_REMOTE_CLIENTS, a local pipe refuses them even when a
+  /// gateway exports its name. Linux only for now (not_supported on Windows).
+  bool accept_remote = false;
+};
+
+/// A pre-shared key for TLS 1.3 PSK (psk_dhe_ke: an ephemeral key exchange
+/// on top, so recorded traffic stays safe if the key leaks later).
+struct psk_key {
+  std::string identity;        ///< 1..128 printable ASCII characters, sent in clear
+  std::vector<std::uint8_t> key; ///< at least 32 random bytes (e.g. `openssl rand -hex 32`)
+};
+
+/// How remote pipes are secured: TLS 1.3 with mutual certificates or a
+/// pre-shared key, or (both ends must ask) plaintext. The same struct
+/// configures clients (client_options::tls) and gateways.
+struct tls_options {
+  /// PEM file of the CA(s) that sign the peer's certificate. Clients verify
+  /// the server with it (and its name, see server_name); a gateway given a CA
+  /// requires every client to present a certificate it signed.
+  std::string ca_file;
+  /// PEM certificate (chain) and private key of this end.
+  std::string cert_file;
+  std::string key_file;
+  /// Clients: the name the server certificate must carry (DNS name or IP
+  /// address); empty: the HOST of the pipe name.
+  std::string server_name;
+  /// Pre-shared keys. A client offers the first; a gateway accepts any of them.
+  std::vector<psk_key> psk;
+  /// Plaintext TCP, no authentication, no encryption: only when both ends ask.
+  bool insecure = false;
 };
 
 /// Options for opening a client end (Win32 CreateFile + SetNamedPipeHandleState).
@@ -134,6 +167,8 @@ struct client_options {
   std::optional<std::uint32_t> require_server_uid;
   /// Linux: directory holding the socket files (as server_options::pipe_dir).
   std::string pipe_dir;
+  /// Remote pipes (`\\HOST\pipe\NAME`): how to secure the link to HOST's gateway.
+  tls_options tls;
 };
 
 } // namespace npipe

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The public connection API: argument checks, then the transport.
 
+#include "remote/remote.hpp"
 #include "transport/transport.hpp"
 
 namespace npipe {
@@ -142,11 +143,7 @@ std::unique_ptr<detail::connection_impl> open_client(const pipe_name& name, cons
     ec = make_error_code(errc::invalid_name);
     return nullptr;
   }
-  if (!name.is_local()) {
-    detail::set_error_detail("remote pipes (" + name.str() + ") need the remote transport, which this build lacks");
-    ec = make_error_code(errc::not_supported);
-    return nullptr;
-  }
+  if (!name.is_local()) return detail::connect_remote(name, opts, dl, ec, first);
   return detail::connect_local(name, opts, dl, ec, first);
 }
 } // namespace

@@ -30,15 +30,25 @@ decode_status fail(std::error_code& ec, errc e) noexcept {
 } // namespace
 
 std::string encode_hello(const hello& h) {
-  std::string out(hello_fixed_size + h.name.size(), '\0');
+  std::size_t extra = h.forwarded ? 3 + h.remote_user.size() + h.remote_address.size() : 0;
+  std::string out(hello_fixed_size + h.name.size() + extra, '\0');
   auto* p = reinterpret_cast<std::byte*>(out.data());
   std::memcpy(p, magic.data(), magic.size());
   p[4] = static_cast<std::byte>(h.version);
-  p[5] = std::byte{0};
+  p[5] = std::byte{h.forwarded ? flag_forwarded : std::uint8_t{0}};
   put16(p + 6, static_cast<std::uint16_t>(h.name.size()));
   put32(p + 8, h.wait_ms);
   put32(p + 12, h.max_message);
-  std::memcpy(p + hello_fixed_size, h.name.data(), h.name.size());
+  p += hello_fixed_size;
+  std::memcpy(p, h.name.data(), h.name.size());
+  p += h.name.size();
+  if (h.forwarded) {
+    put16(p, static_cast<std::uint16_t>(h.remote_user.size()));
+    std::memcpy(p + 2, h.remote_user.data(), h.remote_user.size());
+    p += 2 + h.remote_user.size();
+    *p = static_cast<std::byte>(h.remote_address.size());
+    std::memcpy(p + 1, h.remote_address.data(), h.remote_address.size());
+  }
   return out;
 }
 
@@ -48,15 +58,31 @@ decode_status decode_hello(std::span<const std::byte> in, hello& out, std::size_
   if (!in.empty() && std::memcmp(in.data(), magic.data(), std::min(in.size(), magic.size())) != 0)
     return fail(ec, errc::protocol_error);
   if (in.size() < hello_fixed_size) return decode_status::need_more;
-  if (in[5] != std::byte{0}) return fail(ec, errc::protocol_error);
+  auto flags = std::to_integer<std::uint8_t>(in[5]);
+  if ((flags & ~flag_forwarded) != 0) return fail(ec, errc::protocol_error);
   std::size_t name_len = get16(in.data() + 6);
   if (name_len == 0 || name_len > max_name_bytes) return fail(ec, errc::protocol_error);
-  if (in.size() < hello_fixed_size + name_len) return decode_status::need_more;
+  std::size_t end = hello_fixed_size + name_len;
+  if (in.size() < end) return decode_status::need_more;
+  std::size_t user_len = 0, addr_len = 0;
+  if (flags & flag_forwarded) {
+    if (in.size() < end + 2) return decode_status::need_more;
+    user_len = get16(in.data() + end);
+    if (user_len == 0 || user_len > max_remote_user_bytes) return fail(ec, errc::protocol_error);
+    if (in.size() < end + 2 + user_len + 1) return decode_status::need_more;
+    addr_len = std::to_integer<std::size_t>(in[end + 2 + user_len]);
+    if (addr_len == 0) return fail(ec, errc::protocol_error);
+    if (in.size() < end + 3 + user_len + addr_len) return decode_status::need_more;
+  }
+  const char* text = reinterpret_cast<const char*>(in.data());
   out.version = std::to_integer<std::uint8_t>(in[4]);
   out.wait_ms = get32(in.data() + 8);
   out.max_message = get32(in.data() + 12);
-  out.name.assign(reinterpret_cast<const char*>(in.data()) + hello_fixed_size, name_len);
-  consumed = hello_fixed_size + name_len;
+  out.name.assign(text + hello_fixed_size, name_len);
+  out.forwarded = (flags & flag_forwarded) != 0;
+  out.remote_user.assign(user_len ? text + end + 2 : text, user_len);
+  out.remote_address.assign(addr_len ? text + end + 3 + user_len : text, addr_len);
+  consumed = end + (out.forwarded ? 3 + user_len + addr_len : 0);
   return decode_status::done;
 }
 
@@ -77,7 +103,7 @@ decode_status decode_reply(std::span<const std::byte> in, reply& out, std::error
   if (in.size() < reply_size) return decode_status::need_more;
   auto st = std::to_integer<std::uint8_t>(in[5]);
   auto type = std::to_integer<std::uint8_t>(in[6]);
-  if (st > static_cast<std::uint8_t>(status::user_limit) || type > 1 || in[7] != std::byte{0})
+  if (st > static_cast<std::uint8_t>(status::tls_required) || type > 1 || in[7] != std::byte{0})
     return fail(ec, errc::protocol_error);
   out.version = std::to_integer<std::uint8_t>(in[4]);
   out.status = static_cast<status>(st);
@@ -123,6 +149,7 @@ std::error_code status_error(status s) noexcept {
   case status::access_denied: return make_error_code(errc::access_denied);
   case status::shutting_down: return make_error_code(errc::not_found);
   case status::user_limit: return make_error_code(errc::pipe_busy);
+  case status::tls_required: return make_error_code(errc::access_denied);
   case status::bad_version:
   case status::protocol_error: break;
   }

@@ -29,7 +29,17 @@ struct hello {
   std::uint32_t wait_ms = 0;        ///< how long to wait for a busy pipe; wait_forever = no limit
   std::uint32_t max_message = 0;    ///< the client's receive limit
   std::string name;                 ///< NAME part of the pipe name (UTF-8)
+  /// Flag 0x01, set only by a gateway relaying a remote client: who the
+  /// remote peer is (TLS certificate subject or "psk:IDENTITY") and where it
+  /// connects from. Servers accept it only from their own user or root, and
+  /// only when they accept remote clients.
+  bool forwarded = false;
+  std::string remote_user;          ///< 1..max_remote_user_bytes
+  std::string remote_address;       ///< 1..max_remote_address_bytes
 };
+inline constexpr std::uint8_t flag_forwarded = 0x01;
+inline constexpr std::size_t max_remote_user_bytes = 1024;
+inline constexpr std::size_t max_remote_address_bytes = 255;
 
 enum class status : std::uint8_t {
   ok = 0,
@@ -40,6 +50,7 @@ enum class status : std::uint8_t {
   protocol_error = 5,
   shutting_down = 6,
   user_limit = 7, ///< this user has as many connections as the server allows one user
+  tls_required = 8, ///< a plaintext hello reached a gateway that speaks only TLS
 };
 
 /// Server's answer to a hello.
@@ -63,7 +74,8 @@ struct frame_header {
 
 enum class decode_status { done, need_more, error };
 
-/// Encode a hello. Precondition: name.size() <= max_name_bytes.
+/// Encode a hello. Preconditions: name.size() <= max_name_bytes; when
+/// forwarded, both remote fields within their limits.
 std::string encode_hello(const hello& h);
 /// Decode a hello from the start of `in`. On done, `consumed` is its size.
 decode_status decode_hello(std::span<const std::byte> in, hello& out, std::size_t& consumed, std::error_code& ec);

@@ -895,7 +895,7 @@ void async_pipe::flush(timeout t, asio::cancellation_slot slot, completion<> don
     finish(*o, err(is_open() ? errc::broken_pipe : errc::not_connected), "the pipe cannot send");
     return;
   }
-  if (writes_.empty() && peer_took_everything(socket_.native_handle())) {
+  if (writes_.empty() && !p_.peer.is_remote() && peer_took_everything(socket_.native_handle())) {
     finish(*o, {});
     return;
   }

@@ -582,7 +582,16 @@ private:
       ::close(fd);
       return;
     }
-    if (!allowed(opts_.access, peer)) {
+    if (h.forwarded) {
+      // A gateway relays a remote client. Only a gateway of our own user (or
+      // root) may vouch for one, and only if we accept remote clients at all.
+      if (!opts_.accept_remote || (peer.uid != 0 && peer.uid != static_cast<std::int64_t>(::geteuid()))) {
+        send_reply(fd, protocol::status::access_denied, opts_);
+        ::close(fd);
+        return;
+      }
+      peer = peer_identity{-1, -1, -1, std::move(h.remote_user), std::move(h.remote_address)};
+    } else if (!allowed(opts_.access, peer)) {
       send_reply(fd, protocol::status::access_denied, opts_);
       ::close(fd);
       return;
@@ -677,7 +686,8 @@ private:
       sink_(admitted_client{fd, std::move(p)});
       return;
     }
-    auto c = std::make_unique<framed_connection>(std::make_unique<fd_stream>(fd), std::move(p));
+    bool local_peer = !p.peer.is_remote(); // a gateway reading our bytes is not the remote application
+    auto c = std::make_unique<framed_connection>(std::make_unique<fd_stream>(fd, local_peer), std::move(p));
     std::lock_guard lk(mu_);
     ready_.push_back(std::move(c));
     cv_.notify_one();
@@ -795,7 +805,7 @@ std::string client_hello(const pipe_name& name, const client_options& opts, dead
 }
 
 bool client_accepts(const pipe_name& name, const client_options& opts, const protocol::reply& rep,
-                    std::uint32_t wait_ms, peer_identity server, const std::string& path,
+                    std::uint32_t wait_ms, peer_identity server, const std::string& where,
                     std::span<const std::byte> extra, connection_params& p, std::error_code& ec) {
   if (rep.status != protocol::status::ok) {
     ec = protocol::status_error(rep.status);
@@ -812,10 +822,19 @@ bool client_accepts(const pipe_name& name, const client_options& opts, const pro
       }
       break;
     case protocol::status::access_denied:
-      set_error_detail("the server of " + name.str() + " (" + describe(server) + ") refuses this user");
+      if (name.is_local())
+        set_error_detail("the server of " + name.str() + " (" + describe(server) + ") refuses this user");
+      else
+        set_error_detail("the server of " + name.name() + " on " + where +
+                         " does not accept remote clients (server_options::accept_remote, npipe serve --remote)");
       break;
     case protocol::status::not_found:
-      set_error_detail("the server at " + path + " serves a different pipe name");
+      if (name.is_local()) set_error_detail("the server at " + where + " serves a different pipe name");
+      else set_error_detail("the gateway at " + where + " does not export " + name.name() + " or no server serves it");
+      break;
+    case protocol::status::tls_required:
+      set_error_detail("the gateway at " + where + " speaks only TLS; give the client TLS options (plaintext needs "
+                       "--insecure on both ends)");
       break;
     case protocol::status::shutting_down:
       set_error_detail("the server of " + name.str() + " is shutting down");
@@ -837,6 +856,72 @@ bool client_accepts(const pipe_name& name, const client_options& opts, const pro
   p.peer = std::move(server);
   p.initial.assign(extra.begin(), extra.end());
   return true;
+}
+
+bool client_handshake(byte_stream& stream, const pipe_name& name, const client_options& opts, deadline dl,
+                      std::span<const std::byte> first, peer_identity server, const std::string& where,
+                      connection_params& p, std::error_code& ec) {
+  deadline io_dl = dl.never() ? dl : deadline{dl.at + handshake_slack};
+  std::uint32_t wait_ms = 0;
+  auto bytes = client_hello(name, opts, dl, first, wait_ms);
+  std::span<const std::byte> out[1] = {std::as_bytes(std::span(bytes))};
+  while (!out[0].empty()) {
+    auto r = stream.write_some(out, ec);
+    if (r.status == io_status::ok) out[0] = out[0].subspan(r.bytes);
+    else if (r.status == io_status::would_block) {
+      if (!stream.wait(true, io_dl, ec)) {
+        if (!ec) ec = make_error_code(errc::timed_out);
+        return false;
+      }
+    } else {
+      if (!ec) ec = make_error_code(errc::broken_pipe);
+      return false;
+    }
+  }
+
+  // The server answers "busy" when the wait it was asked for ends; allow it a
+  // moment beyond our deadline to say so.
+  const deadline& reply_dl = io_dl;
+  std::vector<std::byte> in(protocol::reply_size + 4096);
+  std::size_t got = 0;
+  protocol::reply rep;
+  bool may_be_ready = false; // the answer takes the server a moment: wait before the first read
+  for (;;) {
+    auto st = protocol::decode_reply(std::span(in.data(), got), rep, ec);
+    if (st == protocol::decode_status::done) break;
+    if (st == protocol::decode_status::error) {
+      set_error_detail("the program listening at " + where + " does not speak npipe's protocol");
+      return false;
+    }
+    if (!may_be_ready && !stream.wait(false, reply_dl, ec)) {
+      if (!ec) {
+        set_error_detail("the server of " + name.str() + " did not answer the handshake in time");
+        ec = make_error_code(errc::timed_out);
+      }
+      return false;
+    }
+    may_be_ready = true;
+    auto r = stream.read_some(std::span(in.data() + got, in.size() - got), ec);
+    if (r.status == io_status::ok) {
+      got += r.bytes;
+    } else if (r.status == io_status::would_block) {
+      if (!stream.wait(false, reply_dl, ec)) {
+        if (!ec) {
+          set_error_detail("the server of " + name.str() + " did not answer the handshake in time");
+          ec = make_error_code(errc::timed_out);
+        }
+        return false;
+      }
+    } else {
+      if (!ec) {
+        set_error_detail("the server of " + name.str() + " closed the connection during the handshake");
+        ec = make_error_code(errc::broken_pipe);
+      }
+      return false;
+    }
+  }
+  return client_accepts(name, opts, rep, wait_ms, std::move(server), where,
+                        std::span(in.data() + protocol::reply_size, got - protocol::reply_size), p, ec);
 }
 
 std::unique_ptr<connection_impl> connect_local(const pipe_name& name, const client_options& opts, deadline dl,
@@ -872,70 +957,8 @@ std::unique_ptr<connection_impl> connect_local(const pipe_name& name, const clie
   auto stream = std::make_unique<fd_stream>(fd);
   peer_identity server = peer_of(fd);
   if (!check_server(name, opts, server, ec)) return nullptr;
-
-  deadline io_dl = dl.never() ? dl : deadline{dl.at + handshake_slack};
-  std::uint32_t wait_ms = 0;
-  auto bytes = client_hello(name, opts, dl, first, wait_ms);
-  std::span<const std::byte> out[1] = {std::as_bytes(std::span(bytes))};
-  while (!out[0].empty()) {
-    auto r = stream->write_some(out, ec);
-    if (r.status == io_status::ok) out[0] = out[0].subspan(r.bytes);
-    else if (r.status == io_status::would_block) {
-      if (!stream->wait(true, io_dl, ec)) {
-        if (!ec) ec = make_error_code(errc::timed_out);
-        return nullptr;
-      }
-    } else {
-      if (!ec) ec = make_error_code(errc::broken_pipe);
-      return nullptr;
-    }
-  }
-
-  // The server answers "busy" when the wait it was asked for ends; allow it a
-  // moment beyond our deadline to say so.
-  const deadline& reply_dl = io_dl;
-  std::vector<std::byte> in(protocol::reply_size + 4096);
-  std::size_t got = 0;
-  protocol::reply rep;
-  bool may_be_ready = false; // the answer takes the server a moment: wait before the first read
-  for (;;) {
-    auto st = protocol::decode_reply(std::span(in.data(), got), rep, ec);
-    if (st == protocol::decode_status::done) break;
-    if (st == protocol::decode_status::error) {
-      set_error_detail("the program listening at " + path + " does not speak npipe's protocol");
-      return nullptr;
-    }
-    if (!may_be_ready && !stream->wait(false, reply_dl, ec)) {
-      if (!ec) {
-        set_error_detail("the server of " + name.str() + " did not answer the handshake in time");
-        ec = make_error_code(errc::timed_out);
-      }
-      return nullptr;
-    }
-    may_be_ready = true;
-    auto r = stream->read_some(std::span(in.data() + got, in.size() - got), ec);
-    if (r.status == io_status::ok) {
-      got += r.bytes;
-    } else if (r.status == io_status::would_block) {
-      if (!stream->wait(false, reply_dl, ec)) {
-        if (!ec) {
-          set_error_detail("the server of " + name.str() + " did not answer the handshake in time");
-          ec = make_error_code(errc::timed_out);
-        }
-        return nullptr;
-      }
-    } else {
-      if (!ec) {
-        set_error_detail("the server of " + name.str() + " closed the connection during the handshake");
-        ec = make_error_code(errc::broken_pipe);
-      }
-      return nullptr;
-    }
-  }
   connection_params p;
-  if (!client_accepts(name, opts, rep, wait_ms, std::move(server), path,
-                      std::span(in.data() + protocol::reply_size, got - protocol::reply_size), p, ec))
-    return nullptr;
+  if (!client_handshake(*stream, name, opts, dl, first, std::move(server), path, p, ec)) return nullptr;
   return std::make_unique<framed_connection>(std::move(stream), std::move(p));
 }
 

@@ -5,6 +5,7 @@
 // say the same things and map the same errors.
 
 #include "core/protocol.hpp"
+#include "transport/byte_stream.hpp"
 #include "transport/transport.hpp"
 
 #include <chrono>
@@ -34,7 +35,13 @@ std::string client_hello(const pipe_name& name, const client_options& opts, dead
 /// Interprets the server's reply: on ok fills `p` (extra = bytes after the
 /// reply), else sets ec and a detail that says why.
 bool client_accepts(const pipe_name& name, const client_options& opts, const protocol::reply& rep,
-                    std::uint32_t wait_ms, peer_identity server, const std::string& path,
+                    std::uint32_t wait_ms, peer_identity server, const std::string& where,
                     std::span<const std::byte> extra, connection_params& p, std::error_code& ec);
+/// The whole client handshake over a connected stream (hello out, reply in,
+/// client_accepts); `where` names the endpoint in messages (a socket path,
+/// or HOST:PORT for a remote pipe).
+bool client_handshake(byte_stream& stream, const pipe_name& name, const client_options& opts, deadline dl,
+                      std::span<const std::byte> first, peer_identity server, const std::string& where,
+                      connection_params& p, std::error_code& ec);
 
 } // namespace npipe::detail

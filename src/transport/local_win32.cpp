@@ -558,6 +558,12 @@ public:
 
   bool open(std::error_code& ec) {
     if (!check_server_options(opts_, ec)) return false;
+    if (opts_.accept_remote) {
+      set_error_detail("remote clients (npipe's TLS gateway) are Linux-only for now; Windows pipes keep "
+                       "PIPE_REJECT_REMOTE_CLIENTS");
+      ec = make_error_code(errc::not_supported);
+      return false;
+    }
     // An explicit DACL, never the default one: SYSTEM and this user, plus
     // (everyone) authenticated users. Group and list policies name Linux ids.
     std::string user = current_user_sid();

@@ -124,7 +124,7 @@ bool peer_took_everything(int fd) noexcept {
   return ::ioctl(fd, SIOCOUTQ, &n) == 0 && n == 0;
 }
 
-bool fd_stream::peer_took_everything() noexcept { return detail::peer_took_everything(fd_); }
+bool fd_stream::peer_took_everything() noexcept { return local_peer_ && detail::peer_took_everything(fd_); }
 
 std::string user_name(long uid) {
   if (uid < 0) return {};

@@ -19,7 +19,10 @@ std::error_code errno_error(errc as, int e);
 /// read_some and write_some never block (MSG_DONTWAIT), read_wait does.
 class fd_stream final : public byte_stream {
 public:
-  explicit fd_stream(int fd) noexcept : fd_(fd) {}
+  /// `local_peer`: the other end of this socket is the peer application
+  /// itself (a Unix socket to it), so SIOCOUTQ = 0 means it has read
+  /// everything. False for TCP and for a gateway relaying a remote peer.
+  explicit fd_stream(int fd, bool local_peer = true) noexcept : fd_(fd), local_peer_(local_peer) {}
   ~fd_stream() override;
   fd_stream(const fd_stream&) = delete;
   fd_stream& operator=(const fd_stream&) = delete;
@@ -35,6 +38,7 @@ public:
 
 private:
   int fd_;
+  bool local_peer_;
 };
 
 /// True if the peer process has read every byte written to this Unix

@@ -67,8 +67,47 @@ TEST(Protocol, HelloRejectsBadNameLengths) {
   wire[7] = static_cast<char>(0xff); // 65535 > 1024
   EXPECT_EQ(proto::decode_hello(as_span(wire), out, used, ec), decode_status::error);
   wire = proto::encode_hello(h);
-  wire[5] = 1; // reserved flags
+  wire[5] = 2; // an unknown flag
   EXPECT_EQ(proto::decode_hello(as_span(wire), out, used, ec), decode_status::error);
+}
+
+TEST(Protocol, ForwardedHelloCarriesTheRemotePeerAndNeedsEveryByte) {
+  proto::hello h;
+  h.name = "tpipe";
+  h.wait_ms = 5;
+  h.forwarded = true;
+  h.remote_user = "CN=client one,O=npipe test";
+  h.remote_address = "[::1]:50123";
+  auto wire = proto::encode_hello(h);
+  ASSERT_EQ(wire.size(), proto::hello_fixed_size + 5 + 3 + h.remote_user.size() + h.remote_address.size());
+  for (std::size_t n = 0; n < wire.size(); ++n) {
+    proto::hello out;
+    std::size_t used = 0;
+    std::error_code ec;
+    EXPECT_EQ(proto::decode_hello(as_span(wire).first(n), out, used, ec), decode_status::need_more) << n;
+  }
+  proto::hello out;
+  std::size_t used = 0;
+  std::error_code ec;
+  ASSERT_EQ(proto::decode_hello(as_span(wire + "extra"), out, used, ec), decode_status::done);
+  EXPECT_EQ(used, wire.size());
+  EXPECT_TRUE(out.forwarded);
+  EXPECT_EQ(out.name, "tpipe");
+  EXPECT_EQ(out.remote_user, h.remote_user);
+  EXPECT_EQ(out.remote_address, h.remote_address);
+
+  // Empty or oversized identity fields are refused from their length alone.
+  auto bad = wire;
+  std::size_t at = proto::hello_fixed_size + 5;
+  bad[at] = 0;
+  bad[at + 1] = 0; // user length 0
+  EXPECT_EQ(proto::decode_hello(as_span(bad), out, used, ec), decode_status::error);
+  bad[at] = 0x01;
+  bad[at + 1] = 0x04; // 1025 > 1024
+  EXPECT_EQ(proto::decode_hello(as_span(bad).first(at + 2), out, used, ec), decode_status::error);
+  bad = wire;
+  bad[at + 2 + h.remote_user.size()] = 0; // address length 0
+  EXPECT_EQ(proto::decode_hello(as_span(bad), out, used, ec), decode_status::error);
 }
 
 TEST(Protocol, ReplyRoundTripAndValidation) {

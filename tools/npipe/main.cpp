@@ -5,6 +5,7 @@
 #include <npipe/npipe.hpp>
 #ifndef _WIN32
 #include <npipe/async.hpp>
+#include <npipe/remote.hpp>
 #include <asio/io_context.hpp>
 #endif
 
@@ -68,6 +69,61 @@ npipe::pipe_name parse_name(const std::string& text) {
   return n;
 }
 
+// ------------------------------------------------------------ remote / TLS
+
+// TLS options shared by clients (send, call, bench) and listeners (gateway,
+// serve --remote). Each can also come from an environment variable.
+struct tls_args {
+  std::string ca, cert, key, psk_file, psk_identity, server_name;
+  bool insecure = false;
+};
+
+void add_tls_options(CLI::App* c, tls_args& t, bool listener) {
+  auto* g = c->add_option_group("TLS", "Remote pipes: TLS 1.3 with certificates or a pre-shared key");
+  g->add_option("--ca", t.ca, listener ? "CA file: clients must present a certificate it signed"
+                                       : "CA file that signed the gateway's certificate")
+      ->envname("NPIPE_TLS_CA");
+  g->add_option("--cert", t.cert, "This end's certificate (PEM)")->envname("NPIPE_TLS_CERT");
+  g->add_option("--key", t.key, "This end's private key (PEM)")->envname("NPIPE_TLS_KEY");
+  g->add_option("--psk-file", t.psk_file, "Pre-shared keys, IDENTITY:HEXKEY per line (chmod 600)")
+      ->envname("NPIPE_TLS_PSK_FILE");
+  if (!listener) {
+    g->add_option("--psk-identity", t.psk_identity, "Which identity of --psk-file to use (default: the first)");
+    g->add_option("--server-name", t.server_name, "Name the gateway's certificate must carry (default: HOST)");
+  }
+  g->add_flag("--insecure", t.insecure, "Plaintext TCP: no authentication, no encryption (both ends must say so)");
+}
+
+#ifndef _WIN32
+// The options the flags ask for; false (with a message) when unusable.
+bool tls_options_of(const tls_args& t, npipe::tls_options& o) {
+  o.ca_file = t.ca;
+  o.cert_file = t.cert;
+  o.key_file = t.key;
+  o.server_name = t.server_name;
+  o.insecure = t.insecure;
+  if (!t.psk_file.empty()) {
+    std::error_code ec;
+    o.psk = npipe::load_psk_file(t.psk_file, ec);
+    if (ec) return report(ec, "cannot use --psk-file"), false;
+    if (!t.psk_identity.empty()) {
+      auto it = std::find_if(o.psk.begin(), o.psk.end(), [&](auto& k) { return k.identity == t.psk_identity; });
+      if (it == o.psk.end()) {
+        std::cerr << "npipe: " << t.psk_file << " has no key for identity '" << t.psk_identity << "'\n";
+        return false;
+      }
+      std::rotate(o.psk.begin(), it, it + 1);
+    }
+  }
+  if (t.insecure) {
+    std::lock_guard lk(out_mu);
+    std::cerr << "npipe: WARNING: --insecure: plaintext TCP, nobody is authenticated and anyone on the path can read "
+                 "and change the data\n";
+  }
+  return true;
+}
+#endif
+
 // ---------------------------------------------------------------- serve
 
 struct serve_args {
@@ -81,9 +137,16 @@ struct serve_args {
   long idle_ms = -1, handshake_ms = npipe::defaults::handshake_timeout.count(), grace_ms = npipe::defaults::stop_grace.count();
   unsigned threads = std::max(1u, std::thread::hardware_concurrency());
   bool once = false, echo = false, verbose = false, quiet = false;
+  // Remote clients: through a gateway started here (--remote), or through a
+  // separately run `npipe gateway` (--accept-remote).
+  bool remote = false, accept_remote = false;
+  std::vector<std::string> listen;
+  std::uint16_t port = 4455;
+  tls_args tls;
 };
 
 std::string describe(const npipe::peer_identity& p) {
+  if (p.is_remote()) return "remote " + p.remote_address + " (" + p.user + ")";
   std::string s = "pid " + std::to_string(p.pid);
   if (p.uid >= 0) s += ", uid " + std::to_string(p.uid); // POSIX only
   if (!p.user.empty()) s += " (" + p.user + ")";
@@ -102,6 +165,7 @@ bool server_options_of(const serve_args& a, npipe::server_options& o) {
   o.idle_timeout = npipe::timeout(a.idle_ms);
   o.handshake_timeout = npipe::timeout(a.handshake_ms);
   o.pipe_dir = a.dir;
+  o.accept_remote = a.remote || a.accept_remote;
   if (a.access == "everyone") o.access = npipe::access_policy::everyone();
   else if (a.access.rfind("group:", 0) == 0) o.access = npipe::access_policy::group(std::stoul(a.access.substr(6)));
   else if (a.access != "user") {
@@ -203,6 +267,77 @@ int run_serve(const serve_args& a) {
   return 0;
 }
 #else
+std::string security_of(const npipe::tls_options& t) {
+  if (t.insecure) return "INSECURE plaintext";
+  std::string s = "TLS 1.3";
+  if (!t.ca_file.empty()) s += ", client certificates signed by " + t.ca_file;
+  if (!t.psk.empty()) s += std::string(t.ca_file.empty() ? ", " : " or ") + std::to_string(t.psk.size()) + " pre-shared key(s)";
+  return s;
+}
+
+void print_gateway(const npipe::gateway_options& g, std::uint16_t port) {
+  std::lock_guard lk(out_mu);
+  std::string where;
+  for (auto& l : g.listen) where += (where.empty() ? "" : ", ") + l;
+  std::cout << "Remote access on port " << port << " (" << (where.empty() ? "every interface" : where) << "; "
+            << security_of(g.tls) << ")" << std::endl;
+}
+
+// Block SIGINT/SIGTERM in every thread (call first); wait_for_stop() returns when one comes.
+sigset_t stop_signals() {
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  return sigs;
+}
+
+struct gateway_args {
+  std::vector<std::string> exports, listen;
+  std::uint16_t port = 4455;
+  long idle_ms = 300'000, handshake_ms = npipe::defaults::handshake_timeout.count();
+  unsigned max_connections = npipe::defaults::max_connections, threads = 2;
+  std::string dir;
+  bool verbose = false;
+  tls_args tls;
+};
+
+// One port for every exported pipe on this machine (as SMB serves Windows pipes).
+int run_gateway(const gateway_args& a) {
+  auto sigs = stop_signals();
+  npipe::gateway_options g;
+  g.exports = a.exports;
+  g.listen = a.listen;
+  g.port = a.port;
+  g.idle_timeout = npipe::timeout(a.idle_ms);
+  g.handshake_timeout = npipe::timeout(a.handshake_ms);
+  g.max_connections = a.max_connections;
+  g.threads = a.threads;
+  g.pipe_dir = a.dir;
+  if (!tls_options_of(a.tls, g.tls)) return 2;
+  std::error_code ec;
+  npipe::gateway gw;
+  gw.open(g, ec);
+  if (ec) return report(ec, "cannot start the gateway");
+  print_gateway(g, gw.port());
+  {
+    std::lock_guard lk(out_mu);
+    std::cout << "Exporting:";
+    for (auto& e : a.exports) std::cout << " " << e;
+    std::cout << std::endl;
+  }
+  int s = 0;
+  sigwait(&sigs, &s);
+  auto st = gw.stats();
+  gw.close();
+  if (a.verbose) {
+    std::cout << "accepted " << st.accepted << ", relayed " << st.relayed << ", TLS failures " << st.tls_failed
+              << ", refused " << st.refused << std::endl;
+  }
+  return 0;
+}
+
 // The seed's server, as a real one: any number of clients at once on the
 // async runtime; each message gets "<version> | <date time>" (or itself,
 // with --echo). Ctrl-C stops gracefully: no new clients, requests in flight
@@ -210,11 +345,7 @@ int run_serve(const serve_args& a) {
 int run_serve(const serve_args& a) {
   npipe::server_options o;
   if (!server_options_of(a, o)) return 2;
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr); // every thread inherits this; one thread waits for them
+  auto sigs = stop_signals(); // every thread inherits the mask; one thread waits for them
   auto name = parse_name(a.name);
   asio::io_context ctx;
   auto work = asio::make_work_guard(ctx);
@@ -223,6 +354,18 @@ int run_serve(const serve_args& a) {
   srv.open(name, o, ec);
   if (ec) return report(ec, "cannot serve " + name.str());
   print_listening(name, srv.native_path());
+  npipe::gateway gw;
+  if (a.remote) {
+    npipe::gateway_options g;
+    g.listen = a.listen;
+    g.port = a.port;
+    g.exports = {name.name()};
+    g.pipe_dir = a.dir;
+    if (!tls_options_of(a.tls, g.tls)) return 2;
+    gw.open(g, ec);
+    if (ec) return report(ec, "cannot open remote access");
+    print_gateway(g, gw.port());
+  }
 
   std::mutex stop_mu;
   std::condition_variable stop_cv;
@@ -264,6 +407,7 @@ int run_serve(const serve_args& a) {
     std::unique_lock lk(stop_mu);
     stop_cv.wait(lk, [&] { return stop_now; });
   }
+  gw.close(); // no new remote clients; relayed ones end with their local connections
   srv.stop(npipe::timeout(a.grace_ms)); // the name goes at once; answers in flight still go out
   work.reset();
   ctx.stop();
@@ -274,8 +418,21 @@ int run_serve(const serve_args& a) {
 
 // ----------------------------------------------------------------- send
 
+// Client options for `name`: the pipe directory, and TLS for remote names.
+bool client_options_of(const npipe::pipe_name& name, const std::string& dir, const tls_args& tls,
+                       npipe::client_options& o) {
+  o.pipe_dir = dir;
+  if (name.is_local()) return true;
+#ifdef _WIN32
+  (void)tls;
+  return true; // the library says remote pipes are not in this build
+#else
+  return tls_options_of(tls, o.tls);
+#endif
+}
+
 int run_send(const std::string& name_text, const std::string& text, const std::string& file, long timeout_ms,
-             const std::string& dir, bool raw) {
+             const std::string& dir, const tls_args& tls, bool raw) {
   std::string message;
   if (!file.empty()) {
     std::ifstream in(file, std::ios::binary);
@@ -291,7 +448,7 @@ int run_send(const std::string& name_text, const std::string& text, const std::s
   }
   auto name = parse_name(name_text);
   npipe::client_options o;
-  o.pipe_dir = dir;
+  if (!client_options_of(name, dir, tls, o)) return 2;
   std::error_code ec;
   auto c = npipe::connect(name, o, npipe::timeout(timeout_ms), ec);
   if (ec) return report(ec, "cannot open " + name.str());
@@ -306,11 +463,11 @@ int run_send(const std::string& name_text, const std::string& text, const std::s
 
 // A quick check against a running server: round-trip latency, then throughput.
 int run_bench(const std::vector<std::string>& names, std::size_t count, std::size_t size, double seconds,
-              const std::string& dir) {
+              const std::string& dir, const tls_args& tls) {
   for (auto& text : names) {
     auto name = parse_name(text);
     npipe::client_options o;
-    o.pipe_dir = dir;
+    if (!client_options_of(name, dir, tls, o)) return 2;
     std::error_code ec;
     auto c = npipe::connect(name, o, npipe::defaults::connect_timeout, ec);
     if (ec) return report(ec, "cannot open " + name.str());
@@ -389,9 +546,17 @@ int main(int argc, char** argv) {
   serve->add_option("--access", sa.access, "Who may connect: user, everyone, group:GID")->capture_default_str();
   serve->add_option("--dir", sa.dir, "Pipe directory (Linux; default $NPIPE_DIR or /tmp/.npipe)");
   serve->add_flag("-v,--verbose", sa.verbose, "Print a line per client: connected, and disconnected (why)");
+#ifndef _WIN32
+  serve->add_flag("--remote", sa.remote, "Also serve remote clients: listen on TCP (one port) with TLS");
+  serve->add_flag("--accept-remote", sa.accept_remote, "Accept remote clients relayed by a running `npipe gateway`");
+  serve->add_option("--listen", sa.listen, "With --remote: addresses to listen on (default: every interface)");
+  serve->add_option("--port", sa.port, "With --remote: TCP port")->capture_default_str();
+  add_tls_options(serve, sa.tls, true);
+#endif
 
   std::string name, text, file, dir;
   long timeout_ms = 5000;
+  tls_args client_tls;
   auto add_client = [&](CLI::App* c) {
     c->add_option("name", name, "Pipe name, e.g. \\\\.\\pipe\\tpipe")->required();
     c->add_option("message", text, "Message text; '-' or none reads standard input");
@@ -399,6 +564,7 @@ int main(int argc, char** argv) {
     c->add_option("-t,--timeout", timeout_ms, "Milliseconds to wait for a free instance and for the reply")
         ->capture_default_str();
     c->add_option("--dir", dir, "Pipe directory (Linux; default $NPIPE_DIR or /tmp/.npipe)");
+    add_tls_options(c, client_tls, false);
   };
   auto* send = app.add_subcommand("send", "Send a message and print the response (the seed's NamedPipeClient)");
   add_client(send);
@@ -417,12 +583,33 @@ int main(int argc, char** argv) {
   bench->add_option("-s,--size", bench_size, "Request size for the throughput run, bytes")->capture_default_str();
   bench->add_option("--seconds", bench_seconds, "Length of the throughput run")->capture_default_str();
   bench->add_option("--dir", dir, "Pipe directory (Linux; default $NPIPE_DIR or /tmp/.npipe)");
+  add_tls_options(bench, client_tls, false);
+
+#ifndef _WIN32
+  gateway_args ga;
+  auto* gateway = app.add_subcommand("gateway", "Serve this machine's exported pipes to remote clients on one TCP port");
+  gateway->add_option("--export", ga.exports, "Pipe NAME remote clients may reach (repeat; '*' for all)")->required();
+  gateway->add_option("--listen", ga.listen, "Addresses to listen on (default: every interface)");
+  gateway->add_option("--port", ga.port, "TCP port")->capture_default_str();
+  gateway->add_option("--idle-timeout", ga.idle_ms, "Close a relayed client quiet this many ms (-1: never)")
+      ->capture_default_str();
+  gateway->add_option("--handshake-timeout", ga.handshake_ms, "Drop a client not through TLS and hello within ms")
+      ->capture_default_str();
+  gateway->add_option("--max-connections", ga.max_connections, "Most remote clients at once")->capture_default_str();
+  gateway->add_option("--threads", ga.threads, "I/O threads")->check(CLI::Range(1u, 1024u))->capture_default_str();
+  gateway->add_option("--dir", ga.dir, "Pipe directory (default $NPIPE_DIR or /tmp/.npipe)");
+  gateway->add_flag("-v,--verbose", ga.verbose, "Print counts when stopping");
+  add_tls_options(gateway, ga.tls, true);
+#endif
 
   CLI11_PARSE(app, argc, argv);
-  if (*bench) return run_bench(bench_names, bench_count, bench_size, bench_seconds, dir);
+#ifndef _WIN32
+  if (*gateway) return run_gateway(ga);
+#endif
+  if (*bench) return run_bench(bench_names, bench_count, bench_size, bench_seconds, dir, client_tls);
   if (*serve) return run_serve(sa);
-  if (*send) return run_send(name, text, file, timeout_ms, dir, false);
-  if (*call) return run_send(name, text, file, timeout_ms, dir, true);
+  if (*send) return run_send(name, text, file, timeout_ms, dir, client_tls, false);
+  if (*call) return run_send(name, text, file, timeout_ms, dir, client_tls, true);
   if (*list) return run_list(dir);
   return 0;
 }

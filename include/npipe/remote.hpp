@@ -1,0 +1,114 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+/// @file
+/// Remote pipes: `\\HOST\pipe\NAME` across machines.
+///
+/// As SMB does for Windows pipes, one listener per host serves every pipe
+/// it exports: the npipe **gateway** listens on one TCP port
+/// (default_remote_port), secures each connection with TLS 1.3 (mutual
+/// certificates or a pre-shared key; plaintext only when both ends ask),
+/// reads which pipe the client wants, and relays it to that local pipe. The
+/// local server sees an ordinary client whose peer_identity is remote (its
+/// address, and its certificate subject or PSK identity as the user), and
+/// admits it only if it opted in with server_options::accept_remote.
+///
+/// Clients need nothing new: connect() and call() given `\\HOST\pipe\NAME`
+/// (or `\\HOST:PORT\pipe\NAME`) go to HOST's gateway, secured as
+/// client_options::tls says. Message mode, "more data", transact, busy and
+/// wait, flush and the error conditions are the same as for local pipes.
+///
+/// @code
+/// npipe::gateway_options g;
+/// g.exports = {"tpipe"};
+/// g.tls.ca_file = "ca.pem"; g.tls.cert_file = "gw.pem"; g.tls.key_file = "gw.key";
+/// npipe::gateway gw(g);            // listens on every interface, port 4455
+/// @endcode
+///
+/// Linux only for now (not_supported on Windows).
+
+#include <npipe/options.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <system_error>
+#include <vector>
+
+namespace npipe {
+
+/// The TCP port gateways listen on and clients dial unless told otherwise.
+inline constexpr std::uint16_t default_remote_port = 4455;
+
+/// Options for a gateway.
+struct gateway_options {
+  /// Addresses to listen on ("0.0.0.0", "127.0.0.1", "::", "::1", "[::1]");
+  /// empty: every interface (IPv6 and IPv4).
+  std::vector<std::string> listen;
+  /// The port; 0 picks a free one (see gateway::port()).
+  std::uint16_t port = default_remote_port;
+  /// The pipe NAMEs remote clients may reach (compared case-insensitively);
+  /// "*" exports every pipe on this machine. Empty exports nothing.
+  std::vector<std::string> exports;
+  /// How clients must authenticate: certificates (ca_file makes client
+  /// certificates mandatory; cert_file/key_file are the gateway's own), PSKs,
+  /// or both; `insecure` for plaintext.
+  tls_options tls;
+  /// TCP connect to forwarded hello: a client slower than this is dropped
+  /// before it reaches any pipe.
+  timeout handshake_timeout = defaults::handshake_timeout;
+  /// A relayed connection with no bytes in either direction for this long is
+  /// closed (TCP keepalive also detects vanished hosts). forever keeps them.
+  timeout idle_timeout{300'000};
+  /// Most remote clients at once; more are closed at once.
+  unsigned max_connections = defaults::max_connections;
+  /// I/O threads relaying bytes.
+  unsigned threads = 2;
+  /// Where the local pipes are (as server_options::pipe_dir).
+  std::string pipe_dir;
+};
+
+/// What a gateway has done so far.
+struct gateway_stats {
+  std::uint64_t accepted = 0;    ///< TCP connections taken
+  std::uint64_t tls_failed = 0;  ///< dropped in the TLS handshake (bad or missing credentials, not TLS, timeout)
+  std::uint64_t refused = 0;     ///< completed TLS but not relayed (not exported, bad hello, no server)
+  std::uint64_t relayed = 0;     ///< relayed to a local pipe
+  unsigned active = 0;           ///< connections open now
+};
+
+namespace detail {
+class gateway_impl;
+}
+
+/// A running gateway: listens at construction (or open()), relays on its
+/// own threads, stops at close() or destruction.
+class gateway {
+public:
+  gateway() noexcept;
+  /// Start listening. @throws std::system_error (bad options, unreadable
+  /// certificates or keys, port in use).
+  explicit gateway(const gateway_options& opts);
+  gateway(gateway&&) noexcept;
+  gateway& operator=(gateway&&) noexcept;
+  ~gateway();
+
+  void open(const gateway_options& opts, std::error_code& ec);
+  void open(const gateway_options& opts);
+  bool is_open() const noexcept;
+  /// The port it listens on (useful with port 0).
+  std::uint16_t port() const noexcept;
+  gateway_stats stats() const noexcept;
+  /// Stop listening and close every relayed connection.
+  void close() noexcept;
+
+private:
+  std::unique_ptr<detail::gateway_impl> impl_;
+};
+
+/// Read pre-shared keys from a file: one `IDENTITY:HEXKEY` per line (blank
+/// lines and lines starting with # ignored), keys of at least 32 bytes. The
+/// file must not be readable by other users.
+std::vector<psk_key> load_psk_file(const std::string& path, std::error_code& ec);
+std::vector<psk_key> load_psk_file(const std::string& path);
+
+} // namespace npipe

@@ -1,0 +1,531 @@
+// SPDX-License-Identifier: MIT
+// The gateway: one TCP port per host serving every exported pipe by name (as
+// SMB does for Windows pipes). Each remote client is authenticated by TLS 1.3,
+// says which pipe it wants (npipe's hello), and is relayed byte for byte to
+// that local pipe, whose server sees it as a forwarded (remote) client.
+//
+// Nothing from a client reaches a local pipe before its TLS handshake has
+// succeeded, its hello has been read and its pipe name is on the export list.
+
+#include "core/protocol.hpp"
+#include "remote/remote.hpp"
+#include "remote/tls.hpp"
+#include "transport/local_posix.hpp"
+#include "transport/posix_util.hpp"
+
+#include <npipe/remote.hpp>
+
+#include <asio.hpp>
+#include <asio/ssl.hpp>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <fstream>
+#include <thread>
+
+namespace npipe {
+namespace detail {
+
+namespace {
+
+using tcp = asio::ip::tcp;
+using unix_socket = asio::local::stream_protocol::socket;
+using tls_socket = asio::ssl::stream<tcp::socket>;
+
+constexpr std::size_t relay_buffer = 64 * 1024;
+// The largest hello a client may send: fixed part, name, and a pipelined
+// first request (CallNamedPipe style) with its frame header.
+constexpr std::size_t max_hello_bytes =
+    protocol::hello_fixed_size + protocol::max_name_bytes + protocol::frame_header_size + pipelined_request_max;
+constexpr auto tls_shutdown_grace = std::chrono::seconds(2);
+
+
+} // namespace
+
+// What every session needs from its gateway; sessions keep it alive.
+struct gateway_shared {
+  gateway_options opts;
+  std::shared_ptr<tls::context> tls;
+  std::unique_ptr<asio::ssl::context> ssl;
+  bool export_all = false;
+  std::vector<std::string> exports; // folded
+  std::atomic<std::uint64_t> accepted{0}, tls_failed{0}, refused{0}, relayed{0};
+  std::atomic<unsigned> active{0};
+
+  bool exported(const pipe_name& n) const {
+    return export_all || std::find(exports.begin(), exports.end(), n.folded_name()) != exports.end();
+  }
+};
+
+namespace {
+
+tcp::socket& tcp_of(tcp::socket& s) { return s; }
+tcp::socket& tcp_of(tls_socket& s) { return s.next_layer(); }
+
+// One remote client, from TCP accept to the end of its relay. Everything
+// runs on the session's strand (the executor of its sockets and timer).
+template <class Stream>
+class session : public std::enable_shared_from_this<session<Stream>> {
+public:
+  session(std::shared_ptr<gateway_shared> g, Stream s, std::string address)
+      : g_(std::move(g)), remote_(std::move(s)), local_(remote_.get_executor()), timer_(remote_.get_executor()),
+        address_(std::move(address)) {
+    ++g_->active;
+  }
+  ~session() { --g_->active; }
+
+  void start() {
+    arm(g_->opts.handshake_timeout, [this] {
+      if (!relaying_) (tls_done_ ? g_->refused : g_->tls_failed)++;
+      close();
+    });
+    // Look at the first byte before speaking TLS: a plaintext npipe hello
+    // gets a plaintext answer saying TLS is required, a TLS hello at a
+    // plaintext gateway is refused.
+    tcp_of(remote_).async_wait(tcp::socket::wait_read, [self = this->shared_from_this()](std::error_code ec) {
+      if (ec) return self->close();
+      self->on_first_byte();
+    });
+  }
+
+private:
+  static constexpr bool is_tls = std::is_same_v<Stream, tls_socket>;
+
+  template <class F>
+  void arm(timeout t, F on_expiry) {
+    if (t < timeout::zero()) return;
+    timer_.expires_after(t);
+    timer_.async_wait([self = this->shared_from_this(), on_expiry](std::error_code ec) {
+      if (!ec && !self->closed_) on_expiry();
+    });
+  }
+
+  void on_first_byte() {
+    char first = 0;
+    ssize_t n = ::recv(tcp_of(remote_).native_handle(), &first, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n <= 0) return close();
+    if constexpr (is_tls) {
+      if (first == 'N') {
+        ++g_->tls_failed;
+        auto rep = protocol::encode_reply({protocol::version, protocol::status::tls_required, pipe_type::message, 0});
+        reply_buf_.assign(rep.begin(), rep.end());
+        asio::async_write(tcp_of(remote_), asio::buffer(reply_buf_),
+                          [self = this->shared_from_this()](std::error_code, std::size_t) { self->close(); });
+        return;
+      }
+      remote_.async_handshake(asio::ssl::stream_base::server, [self = this->shared_from_this()](std::error_code ec) {
+        if (ec) {
+          ++self->g_->tls_failed;
+          return self->close();
+        }
+        std::error_code iec;
+        if (!tls::peer_identity_of(self->remote_.native_handle(), *self->g_->tls, self->who_, iec)) {
+          ++self->g_->tls_failed;
+          return self->close();
+        }
+        self->tls_done_ = true;
+        self->read_hello();
+      });
+    } else {
+      if (first == 0x16) { // a TLS handshake record: the client wants TLS we do not have
+        ++g_->tls_failed;
+        return close();
+      }
+      tls_done_ = true;
+      who_ = "insecure";
+      read_hello();
+    }
+  }
+
+  void read_hello() {
+    std::size_t have = hello_.size();
+    if (have >= max_hello_bytes) return refuse(protocol::status::protocol_error);
+    hello_.resize(max_hello_bytes);
+    remote_.async_read_some(asio::buffer(hello_.data() + have, max_hello_bytes - have),
+                            [self = this->shared_from_this(), have](std::error_code ec, std::size_t n) {
+                              self->hello_.resize(have + n);
+                              if (ec) {
+                                ++self->g_->refused;
+                                return self->close();
+                              }
+                              self->on_hello_bytes();
+                            });
+  }
+
+  void on_hello_bytes() {
+    protocol::hello h;
+    std::size_t used = 0;
+    std::error_code ec;
+    auto st = protocol::decode_hello(hello_, h, used, ec);
+    if (st == protocol::decode_status::need_more) return read_hello();
+    if (st == protocol::decode_status::error || h.forwarded) return refuse(protocol::status::protocol_error);
+    if (h.version != protocol::version) return refuse(protocol::status::bad_version);
+    auto name = pipe_name::parse(h.name, ec);
+    if (ec || !name.is_local() || !g_->exported(name)) return refuse(protocol::status::not_found);
+
+    client_options co;
+    co.pipe_dir = g_->opts.pipe_dir;
+    std::string path;
+    if (!client_path(name, co, path, ec)) return refuse(protocol::status::not_found);
+    // The local leg: what the client said, plus who it is and where from.
+    h.forwarded = true;
+    h.remote_user = who_.substr(0, protocol::max_remote_user_bytes);
+    h.remote_address = address_.substr(0, protocol::max_remote_address_bytes);
+    out_ = protocol::encode_hello(h);
+    out_.append(reinterpret_cast<const char*>(hello_.data()) + used, hello_.size() - used);
+    hello_.clear();
+    hello_.shrink_to_fit();
+    local_.async_connect(asio::local::stream_protocol::endpoint(path),
+                         [self = this->shared_from_this()](std::error_code cec) { self->on_local_connect(cec); });
+  }
+
+  void on_local_connect(std::error_code ec) {
+    if (ec) {
+      int e = ec.value();
+      if (e == EACCES || e == EPERM) return refuse(protocol::status::access_denied);
+      if (e == EAGAIN) return refuse(protocol::status::busy);
+      return refuse(protocol::status::not_found);
+    }
+    // Relay only to a server of our own user: a name squatted by another
+    // user must not receive remote clients.
+    if (peer_of(local_.native_handle()).uid != static_cast<std::int64_t>(::geteuid()))
+      return refuse(protocol::status::access_denied);
+    asio::async_write(local_, asio::buffer(out_), [self = this->shared_from_this()](std::error_code wec, std::size_t) {
+      if (wec) return self->refuse(protocol::status::not_found);
+      self->out_.clear();
+      self->out_.shrink_to_fit();
+      self->start_relay();
+    });
+  }
+
+  void refuse(protocol::status s) {
+    ++g_->refused;
+    auto rep = protocol::encode_reply({protocol::version, s, pipe_type::message, 0});
+    reply_buf_.assign(rep.begin(), rep.end());
+    asio::async_write(remote_, asio::buffer(reply_buf_),
+                      [self = this->shared_from_this()](std::error_code, std::size_t) { self->close(); });
+  }
+
+  // From here the local server answers (ok, busy after a wait, ...) and the
+  // two ends talk npipe frames through us; we copy bytes both ways.
+  void start_relay() {
+    relaying_ = true;
+    ++g_->relayed;
+    timer_.cancel();
+    last_ = std::chrono::steady_clock::now();
+    up_.reset(new std::byte[relay_buffer]);
+    down_.reset(new std::byte[relay_buffer]);
+    pump_up();
+    pump_down();
+    idle_check(g_->opts.idle_timeout);
+  }
+
+  void idle_check(timeout t) {
+    arm(t, [this] {
+      auto quiet = std::chrono::steady_clock::now() - last_;
+      if (quiet >= g_->opts.idle_timeout) return close();
+      idle_check(std::chrono::ceil<timeout>(g_->opts.idle_timeout - quiet));
+    });
+  }
+
+  void pump_up() { // remote -> local
+    remote_.async_read_some(asio::buffer(up_.get(), relay_buffer),
+                            [self = this->shared_from_this()](std::error_code ec, std::size_t n) {
+                              if (ec) return self->close();
+                              self->last_ = std::chrono::steady_clock::now();
+                              asio::async_write(self->local_, asio::buffer(self->up_.get(), n),
+                                                [self](std::error_code wec, std::size_t) {
+                                                  if (wec) return self->close();
+                                                  self->pump_up();
+                                                });
+                            });
+  }
+
+  void pump_down() { // local -> remote
+    local_.async_read_some(asio::buffer(down_.get(), relay_buffer),
+                           [self = this->shared_from_this()](std::error_code ec, std::size_t n) {
+                             if (ec) return self->close(); // the server closed: everything read is sent
+                             self->last_ = std::chrono::steady_clock::now();
+                             asio::async_write(self->remote_, asio::buffer(self->down_.get(), n),
+                                               [self](std::error_code wec, std::size_t) {
+                                                 if (wec) return self->close();
+                                                 self->last_ = std::chrono::steady_clock::now();
+                                                 self->pump_down();
+                                               });
+                           });
+  }
+
+  void close() {
+    if (closed_) return;
+    closed_ = true;
+    timer_.cancel();
+    std::error_code ignore;
+    local_.close(ignore);
+    if constexpr (is_tls) {
+      if (tls_done_) {
+        // close_notify, then wait a moment for the client's; then hang up.
+        timer_.expires_after(tls_shutdown_grace);
+        timer_.async_wait([self = this->shared_from_this()](std::error_code) {
+          std::error_code e;
+          self->remote_.next_layer().close(e);
+        });
+        remote_.async_shutdown([self = this->shared_from_this()](std::error_code) {
+          std::error_code e;
+          self->timer_.cancel();
+          self->remote_.next_layer().close(e);
+        });
+        return;
+      }
+    }
+    tcp_of(remote_).close(ignore);
+  }
+
+  std::shared_ptr<gateway_shared> g_;
+  Stream remote_;
+  unix_socket local_;
+  asio::steady_timer timer_;
+  std::string address_, who_;
+  std::vector<std::byte> hello_;
+  std::vector<std::byte> reply_buf_;
+  std::string out_;
+  std::unique_ptr<std::byte[]> up_, down_;
+  std::chrono::steady_clock::time_point last_;
+  bool tls_done_ = false, relaying_ = false, closed_ = false;
+};
+
+std::string address_of(const tcp::endpoint& ep) {
+  return endpoint_text(ep.address().to_string(), ep.port());
+}
+
+} // namespace
+
+class gateway_impl {
+public:
+  bool open(const gateway_options& o, std::error_code& ec) {
+    g_ = std::make_shared<gateway_shared>();
+    g_->opts = o;
+    if (o.threads < 1 || o.max_connections < 1) {
+      set_error_detail("a gateway needs at least one thread and one connection");
+      ec = make_error_code(errc::invalid_argument);
+      return false;
+    }
+    for (const auto& e : o.exports) {
+      if (e == "*") {
+        g_->export_all = true;
+        continue;
+      }
+      auto n = pipe_name::parse(e, ec);
+      if (ec || !n.is_local()) {
+        set_error_detail("cannot export '" + e + "': not a local pipe name");
+        ec = make_error_code(errc::invalid_name);
+        return false;
+      }
+      g_->exports.push_back(n.folded_name());
+    }
+    if (!o.tls.insecure) {
+      g_->tls = tls::context::make(tls::role::server, o.tls, ec);
+      if (!g_->tls) return false;
+      SSL_CTX_up_ref(g_->tls->native()); // asio's context frees its handle
+      g_->ssl = std::make_unique<asio::ssl::context>(g_->tls->native());
+    } else if (!tls::check_options(tls::role::server, o.tls, ec)) {
+      return false;
+    }
+    std::vector<std::string> addrs = o.listen;
+    bool any = addrs.empty();
+    if (any) addrs = {"::"};
+    std::uint16_t port = o.port;
+    for (auto a : addrs) {
+      if (a.size() > 2 && a.front() == '[' && a.back() == ']') a = a.substr(1, a.size() - 2);
+      std::error_code aec;
+      auto addr = asio::ip::make_address(a, aec);
+      if (aec) {
+        set_error_detail("cannot listen on '" + a + "': not an IP address");
+        ec = make_error_code(errc::invalid_argument);
+        return false;
+      }
+      tcp::acceptor acc(io_);
+      tcp::endpoint ep(addr, port);
+      acc.open(ep.protocol(), aec);
+      if (aec && any) { // no IPv6 on this host: every IPv4 interface instead
+        ep = tcp::endpoint(asio::ip::address_v4::any(), port);
+        acc.open(ep.protocol(), aec);
+      }
+      if (!aec) {
+        acc.set_option(asio::socket_base::reuse_address(true), aec);
+        if (ep.address().is_v6() && any) acc.set_option(asio::ip::v6_only(false), aec);
+        aec.clear();
+        acc.bind(ep, aec);
+      }
+      if (!aec) acc.listen(asio::socket_base::max_listen_connections, aec);
+      if (aec) {
+        set_error_detail("cannot listen on " + address_of(ep) + ": " + aec.message());
+        ec = aec == asio::error::address_in_use ? make_error_code(errc::name_in_use, aec.value())
+                                                : make_error_code(errc::system_error, aec.value());
+        return false;
+      }
+      port = acc.local_endpoint().port(); // port 0: the others listen on the same one
+      acceptors_.push_back(std::make_unique<tcp::acceptor>(std::move(acc)));
+    }
+    port_ = port;
+    for (auto& a : acceptors_) accept(*a);
+    for (unsigned i = 0; i < o.threads; ++i) threads_.emplace_back([this] { io_.run(); });
+    return true;
+  }
+
+  ~gateway_impl() { close(); }
+
+  void close() noexcept {
+    if (closed_.exchange(true)) return;
+    work_.reset();
+    io_.stop();
+    for (auto& t : threads_) t.join();
+    threads_.clear();
+    acceptors_.clear();
+    // Pending handlers (and the sessions they own) go when io_ is destroyed.
+  }
+
+  std::uint16_t port() const noexcept { return port_; }
+  gateway_stats stats() const noexcept {
+    if (!g_) return {};
+    return {g_->accepted.load(), g_->tls_failed.load(), g_->refused.load(), g_->relayed.load(), g_->active.load()};
+  }
+  bool is_open() const noexcept { return !closed_.load() && !acceptors_.empty(); }
+
+private:
+  void accept(tcp::acceptor& acc) {
+    acc.async_accept(asio::make_strand(io_), [this, &acc](std::error_code ec, tcp::socket s) {
+      if (ec == asio::error::operation_aborted || closed_) return;
+      if (ec) { // out of descriptors and the like: back off, keep serving the others
+        auto t = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(100));
+        t->async_wait([this, &acc, t](std::error_code) { accept(acc); });
+        return;
+      }
+      ++g_->accepted;
+      std::error_code pec;
+      auto peer = s.remote_endpoint(pec);
+      if (pec || g_->active.load() >= g_->opts.max_connections) {
+        ++g_->refused;
+        s.close(pec);
+      } else {
+        tune_tcp(s.native_handle());
+        std::string where = address_of(peer);
+        if (g_->ssl)
+          std::make_shared<session<tls_socket>>(g_, tls_socket(std::move(s), *g_->ssl), std::move(where))->start();
+        else
+          std::make_shared<session<tcp::socket>>(g_, std::move(s), std::move(where))->start();
+      }
+      accept(acc);
+    });
+  }
+
+  asio::io_context io_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_ = asio::make_work_guard(io_);
+  std::shared_ptr<gateway_shared> g_;
+  std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
+  std::vector<std::thread> threads_;
+  std::uint16_t port_ = 0;
+  std::atomic<bool> closed_{false};
+};
+
+} // namespace detail
+
+gateway::gateway() noexcept = default;
+gateway::gateway(const gateway_options& opts) { open(opts); }
+gateway::gateway(gateway&&) noexcept = default;
+gateway& gateway::operator=(gateway&& o) noexcept {
+  if (this != &o) {
+    close();
+    impl_ = std::move(o.impl_);
+  }
+  return *this;
+}
+gateway::~gateway() = default;
+
+void gateway::open(const gateway_options& opts, std::error_code& ec) {
+  ec.clear();
+  detail::clear_error_detail();
+  close();
+  auto g = std::make_unique<detail::gateway_impl>();
+  if (!g->open(opts, ec)) return;
+  impl_ = std::move(g);
+}
+void gateway::open(const gateway_options& opts) {
+  std::error_code ec;
+  open(opts, ec);
+  if (ec) detail::throw_error(ec, "cannot start the gateway");
+}
+bool gateway::is_open() const noexcept { return impl_ && impl_->is_open(); }
+std::uint16_t gateway::port() const noexcept { return impl_ ? impl_->port() : 0; }
+gateway_stats gateway::stats() const noexcept { return impl_ ? impl_->stats() : gateway_stats{}; }
+void gateway::close() noexcept {
+  if (impl_) impl_->close();
+}
+
+std::vector<psk_key> load_psk_file(const std::string& path, std::error_code& ec) {
+  ec.clear();
+  detail::clear_error_detail();
+  struct stat st{};
+  if (::stat(path.c_str(), &st) != 0) {
+    detail::set_error_detail("cannot read the PSK file " + path);
+    ec = detail::errno_error(errno);
+    return {};
+  }
+  if (st.st_mode & 077) {
+    detail::set_error_detail("the PSK file " + path + " is readable by other users; chmod 600 it");
+    ec = make_error_code(errc::access_denied);
+    return {};
+  }
+  std::ifstream in(path);
+  std::vector<psk_key> out;
+  std::string line;
+  int no = 0;
+  auto hexval = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+  };
+  while (std::getline(in, line)) {
+    ++no;
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+    if (line.empty() || line[0] == '#') continue;
+    auto colon = line.rfind(':');
+    bool ok = colon != std::string::npos && colon > 0 && (line.size() - colon - 1) % 2 == 0;
+    psk_key k;
+    if (ok) {
+      k.identity = line.substr(0, colon);
+      for (std::size_t i = colon + 1; ok && i < line.size(); i += 2) {
+        int hi = hexval(line[i]), lo = hexval(line[i + 1]);
+        ok = hi >= 0 && lo >= 0;
+        k.key.push_back(static_cast<std::uint8_t>(hi * 16 + lo));
+      }
+    }
+    if (!ok) {
+      detail::set_error_detail(path + ":" + std::to_string(no) + ": expected IDENTITY:HEXKEY");
+      ec = make_error_code(errc::invalid_argument);
+      return {};
+    }
+    out.push_back(std::move(k));
+  }
+  if (out.empty()) {
+    detail::set_error_detail("the PSK file " + path + " holds no key");
+    ec = make_error_code(errc::invalid_argument);
+    return {};
+  }
+  tls_options check;
+  check.psk = out;
+  check.ca_file = "-"; // only the keys are checked here
+  if (!detail::tls::check_options(detail::tls::role::client, check, ec)) return {};
+  return out;
+}
+
+std::vector<psk_key> load_psk_file(const std::string& path) {
+  std::error_code ec;
+  auto v = load_psk_file(path, ec);
+  if (ec) detail::throw_error(ec, "cannot load pre-shared keys");
+  return v;
+}
+
+} // namespace npipe
