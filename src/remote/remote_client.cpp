@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -111,7 +112,12 @@ std::unique_ptr<connection_impl> connect_remote(const pipe_name& name, const cli
     ctx = tls::context::make(tls::role::client, opts.tls, ec);
     if (!ctx) return nullptr;
   }
-  int fd = dial(name.host(), port, dl, where, ec);
+  // The caller's timeout is how long to wait for a free instance (as
+  // WaitNamedPipe's); setting up the link gets at least handshake_slack on
+  // top, and a bounded time when the caller waits forever.
+  deadline net = dl.never() ? deadline::after(defaults::handshake_timeout)
+                            : deadline{std::max(dl.at, clock::now() + handshake_slack)};
+  int fd = dial(name.host(), port, net, where, ec);
   if (fd < 0) return nullptr;
   tune_tcp(fd);
 
@@ -125,8 +131,7 @@ std::unique_ptr<connection_impl> connect_remote(const pipe_name& name, const cli
     }
     auto t = std::make_unique<tls::tls_stream>(fd, ssl, "the gateway at " + where);
     // A gateway that never answers must not hold a client without a deadline forever.
-    deadline hs = dl.never() ? deadline::after(defaults::handshake_timeout) : dl;
-    if (!t->handshake(hs, ec)) return nullptr;
+    if (!t->handshake(net, ec)) return nullptr;
     if (!tls::peer_identity_of(t->native(), *ctx, server.user, ec)) return nullptr;
     stream = std::move(t);
   } else {

@@ -89,7 +89,11 @@ bool framed_connection::read_into(std::span<std::byte> dst, deadline dl, std::si
     auto r = dl.never() ? s_->read_wait(dst, ec) : s_->read_some(dst, ec);
     switch (r.status) {
     case io_status::ok: n = r.bytes; return true;
-    case io_status::eof: eof_ = true; ec = err(is_open() ? errc::broken_pipe : errc::not_connected); return false;
+    case io_status::eof:
+      eof_ = true;
+      peer_closed_.store(true, std::memory_order_release);
+      ec = err(is_open() ? errc::broken_pipe : errc::not_connected);
+      return false;
     case io_status::error: rx_err_ = ec; return false;
     case io_status::would_block:
       if (!wait_readable(dl, ec)) return false;
@@ -108,6 +112,7 @@ void framed_connection::fill_nonblocking(std::size_t limit) {
       if (r.bytes < room) return;
     } else if (r.status == io_status::eof) {
       eof_ = true;
+      peer_closed_.store(true, std::memory_order_release);
     } else if (r.status == io_status::error) {
       rx_err_ = ec;
     } else {
@@ -458,7 +463,9 @@ void framed_connection::send_frame(protocol::frame_type t, std::span<const std::
                                    std::error_code& ec) {
   ec.clear();
   std::lock_guard lk(tx_mu_);
-  if (tx_broken_) {
+  // A peer that closed its end cannot read: over TCP the first write after
+  // that would still "succeed" (the reset comes later); say so at once.
+  if (tx_broken_ || peer_closed_.load(std::memory_order_acquire)) {
     ec = err(errc::broken_pipe);
     return;
   }

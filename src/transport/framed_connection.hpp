@@ -111,6 +111,7 @@ private:
   std::vector<std::byte> partial_; // current message bytes taken off the stream by a receive() that timed out
   std::uint64_t ack_scan_ = 0;     // flush_acks before this stream offset are already counted
   bool eof_ = false;
+  std::atomic<bool> peer_closed_{false}; // eof_ as the send side may read it
   std::error_code rx_err_;         // sticky: protocol error, oversize frame, transport failure
 
   std::mutex tx_mu_;

@@ -892,13 +892,14 @@ TEST_F(Local, CallPipelinesSmallRequestsAndTransactsLargeOnes) {
   srv.join();
 }
 
-TEST_F(Local, RemoteNamesAreNotSupportedYetAndSaySo) {
+TEST_F(Local, ServersAreLocalAndRemoteClientsNeedTlsSettings) {
   std::error_code ec;
-  connect(pipe_name("\\\\127.0.0.1\\pipe\\x"), {}, 1s, ec);
-  EXPECT_EQ(ec, errc::not_supported);
   server s;
   s.open(pipe_name("\\\\host\\pipe\\x"), {}, ec);
-  EXPECT_EQ(ec, errc::invalid_name);
+  EXPECT_EQ(ec, errc::invalid_name) << "a server creates a local name; a gateway makes it reachable";
+  connect(pipe_name("\\\\127.0.0.1\\pipe\\x"), {}, 1s, ec);
+  EXPECT_EQ(ec, errc::invalid_argument) << "no TLS settings and no explicit --insecure";
+  EXPECT_NE(last_error_detail().find("tls.ca_file"), std::string::npos) << last_error_detail();
 }
 
 TEST_F(Local, ListShowsLiveAndStalePipes) {

@@ -2,6 +2,9 @@
 // The rows of docs/semantics.md written once against the public API with
 // threads only, so the same test runs on Linux (Unix sockets) and on Windows
 // (Win32 named pipes, under Wine in CI). Random names, a watchdog on each.
+// On Linux every row also runs remotely: the client dials
+// \\127.0.0.1:PORT\pipe\NAME or \\[::1]:PORT\pipe\NAME through a gateway,
+// over TLS with certificates, over TLS with a pre-shared key, and in plaintext.
 
 #include "test_support.hpp"
 
@@ -17,6 +20,7 @@
 #include <windows.h>
 #define NPIPE_GETPID() static_cast<std::int64_t>(::GetCurrentProcessId())
 #else
+#include "remote_support.hpp"
 #include <unistd.h>
 #define NPIPE_GETPID() static_cast<std::int64_t>(::getpid())
 #endif
@@ -27,7 +31,67 @@ using namespace npipe::test;
 
 namespace {
 
-using Portable = local_test;
+// How the client reaches the server.
+enum class via { local, tls_certs_v4, tls_psk_v6, plaintext_v4 };
+
+std::string via_name(const ::testing::TestParamInfo<via>& i) {
+  switch (i.param) {
+  case via::local: return "local";
+  case via::tls_certs_v4: return "remote_tls_certificates_ipv4";
+  case via::tls_psk_v6: return "remote_tls_psk_ipv6";
+  case via::plaintext_v4: return "remote_plaintext_ipv4";
+  }
+  return "unknown";
+}
+
+class Portable : public local_test, public ::testing::WithParamInterface<via> {
+protected:
+  void SetUp() override {
+    local_test::SetUp();
+#ifndef _WIN32
+    if (!remote()) return;
+    gateway_options g;
+    g.exports = {"*"};
+    g.port = 0;
+    g.listen = {host()};
+    if (GetParam() == via::plaintext_v4) g.tls.insecure = true;
+    else g.tls = gateway_certs_and_psk();
+    gw_.open(g);
+    switch (GetParam()) {
+    case via::tls_certs_v4: copts_.tls = client_certs(); break;
+    case via::tls_psk_v6: copts_.tls = client_psk(); break;
+    default: copts_.tls.insecure = true; break;
+    }
+#endif
+  }
+
+  bool remote() const { return GetParam() != via::local; }
+  std::string host() const { return GetParam() == via::tls_psk_v6 ? "::1" : "127.0.0.1"; }
+  /// The name a client dials for the server's local `name`.
+  pipe_name dial(const pipe_name& name) const {
+#ifndef _WIN32
+    if (remote()) return remote_name(host(), gw_.port(), name);
+#endif
+    return name;
+  }
+  const client_options& copts() const { return copts_; }
+  /// Server options; remote runs let the gateway's clients in.
+  server_options sopts(server_options o = {}) const {
+    o.accept_remote = remote();
+    return o;
+  }
+  connection open(const pipe_name& name, timeout t = defaults::connect_timeout) {
+    return connect(dial(name), copts_, t);
+  }
+  connection open(const pipe_name& name, timeout t, std::error_code& ec) {
+    return connect(dial(name), copts_, t, ec);
+  }
+
+  client_options copts_;
+#ifndef _WIN32
+  gateway gw_;
+#endif
+};
 
 bool under_wine() {
 #ifdef _WIN32
@@ -66,17 +130,17 @@ private:
   std::thread t_;
 };
 
-TEST_F(Portable, EchoKeepsEveryBoundaryFromEmptyToMegabytes) {
+TEST_P(Portable, EchoKeepsEveryBoundaryFromEmptyToMegabytes) {
   auto name = random_pipe();
-  echo_thread echo(name);
-  auto c = connect(name);
+  echo_thread echo(name, sopts());
+  auto c = open(name);
   expect_echo_keeps_boundaries(c, {0, 1, 64 << 10, 3 << 20}, 20s);
 }
 
-TEST_F(Portable, PartialReadsSayMoreDataAndTheRestFollowsIntact) {
+TEST_P(Portable, PartialReadsSayMoreDataAndTheRestFollowsIntact) {
   auto name = random_pipe();
-  echo_thread echo(name);
-  auto c = connect(name);
+  echo_thread echo(name, sopts());
+  auto c = open(name);
   auto big = pattern(100'000, 7);
   c.write(big);
   std::vector<std::byte> got;
@@ -105,12 +169,12 @@ TEST_F(Portable, PartialReadsSayMoreDataAndTheRestFollowsIntact) {
   EXPECT_EQ(text(c.receive(10s)), "second");
 }
 
-TEST_F(Portable, BytePipeIsAStream) {
+TEST_P(Portable, BytePipeIsAStream) {
   auto name = random_pipe();
   server_options o;
   o.type = pipe_type::byte;
-  echo_thread echo(name, o);
-  auto c = connect(name);
+  echo_thread echo(name, sopts(o));
+  auto c = open(name);
   EXPECT_EQ(c.type(), pipe_type::byte);
   auto data = pattern(200'000, 5);
   std::thread writer([&] { c.write(data); });
@@ -127,10 +191,10 @@ TEST_F(Portable, BytePipeIsAStream) {
   EXPECT_EQ(ec, errc::invalid_argument) << "message read mode needs a message pipe";
 }
 
-TEST_F(Portable, TransactCallAndTheUnreadDataRule) {
+TEST_P(Portable, TransactCallAndTheUnreadDataRule) {
   auto name = random_pipe();
-  echo_thread echo(name, {}, 3);
-  auto c = connect(name);
+  echo_thread echo(name, sopts(), 3);
+  auto c = open(name);
   EXPECT_EQ(c.transact("ping"), "ping");
   auto big = pattern(300'000, 4);
   EXPECT_TRUE(c.transact(big, 10s) == big) << "a reply longer than any first buffer";
@@ -141,13 +205,13 @@ TEST_F(Portable, TransactCallAndTheUnreadDataRule) {
   EXPECT_EQ(ec, errc::invalid_state) << "TransactNamedPipe refuses while a message is unread";
   EXPECT_EQ(text(c.receive(5s)), "unread") << "and nothing was lost";
   c.close();
-  EXPECT_EQ(call(name, "called", 10s), "called");
+  EXPECT_EQ(call(dial(name), "called", 10s, copts()), "called");
 }
 
-TEST_F(Portable, PeekShowsWithoutConsuming) {
+TEST_P(Portable, PeekShowsWithoutConsuming) {
   auto name = random_pipe();
-  echo_thread echo(name);
-  auto c = connect(name);
+  echo_thread echo(name, sopts());
+  auto c = open(name);
   c.write("hello peek");
   peek_result p;
   std::byte buf[4];
@@ -162,33 +226,33 @@ TEST_F(Portable, PeekShowsWithoutConsuming) {
   EXPECT_EQ(text(c.receive(5s)), "hello peek") << "peek consumed nothing";
 }
 
-TEST_F(Portable, NoServerBusyAndWaitAreDistinct) {
+TEST_P(Portable, NoServerBusyAndWaitAreDistinct) {
   auto name = random_pipe();
   std::error_code ec;
-  connect(name, {}, no_wait, ec);
+  open(name, no_wait, ec);
   EXPECT_EQ(ec, errc::not_found);
   server_options o;
   o.max_instances = 1;
-  echo_thread echo(name, o, 2);
-  auto first = connect(name);
+  echo_thread echo(name, sopts(o), 2);
+  auto first = open(name);
   EXPECT_EQ(first.transact("one"), "one");
-  connect(name, {}, no_wait, ec);
+  open(name, no_wait, ec);
   EXPECT_EQ(ec, errc::pipe_busy);
   auto t0 = std::chrono::steady_clock::now();
-  connect(name, {}, 300ms, ec);
+  open(name, 300ms, ec);
   EXPECT_EQ(ec, errc::timed_out) << "WaitNamedPipe's timeout";
   EXPECT_GE(std::chrono::steady_clock::now() - t0, 250ms);
   // A waiter is admitted when the instance frees.
-  auto waiter = std::async(std::launch::async, [&] { return connect(name, {}, 20s); });
+  auto waiter = std::async(std::launch::async, [&] { return open(name, 20s); });
   std::this_thread::sleep_for(100ms);
   first.close();
   auto second = waiter.get();
   EXPECT_EQ(second.transact("two"), "two");
 }
 
-TEST_F(Portable, DisconnectEndsOneClientAndServesTheNext) {
+TEST_P(Portable, DisconnectEndsOneClientAndServesTheNext) {
   auto name = random_pipe();
-  server srv(name);
+  server srv(name, sopts());
   std::thread t([&] {
     for (int i = 0; i < 2; ++i) {
       auto c = srv.accept(20s);
@@ -199,7 +263,7 @@ TEST_F(Portable, DisconnectEndsOneClientAndServesTheNext) {
     }
   });
   for (int i = 0; i < 2; ++i) {
-    auto c = connect(name, {}, 20s);
+    auto c = open(name, 20s);
     EXPECT_EQ(c.transact(std::to_string(i)), std::to_string(i));
     std::error_code ec;
     c.receive(5s, ec);
@@ -208,9 +272,9 @@ TEST_F(Portable, DisconnectEndsOneClientAndServesTheNext) {
   t.join();
 }
 
-TEST_F(Portable, FlushWaitsUntilThePeerHasRead) {
+TEST_P(Portable, FlushWaitsUntilThePeerHasRead) {
   auto name = random_pipe();
-  server srv(name);
+  server srv(name, sopts());
   std::atomic<bool> flushed{false};
   std::promise<void> connected;
   std::thread t([&] {
@@ -224,7 +288,7 @@ TEST_F(Portable, FlushWaitsUntilThePeerHasRead) {
     std::error_code ec;
     c.receive(20s, ec);
   });
-  auto c = connect(name);
+  auto c = open(name);
   connected.set_value();
   std::this_thread::sleep_for(200ms);
   EXPECT_FALSE(flushed.load()) << "the client has not read yet";
@@ -235,7 +299,7 @@ TEST_F(Portable, FlushWaitsUntilThePeerHasRead) {
   t.join();
 }
 
-TEST_F(Portable, SecondServerOnALiveNameFails) {
+TEST_P(Portable, SecondServerOnALiveNameFails) {
   auto name = random_pipe();
   server first(name);
   std::error_code ec;
@@ -251,31 +315,58 @@ TEST_F(Portable, SecondServerOnALiveNameFails) {
   EXPECT_TRUE(first.is_open());
 }
 
-TEST_F(Portable, PeerProcessIdsOnBothEnds) {
+TEST_P(Portable, PeerProcessIdsOnBothEnds) {
   auto name = random_pipe();
-  server srv(name);
-  std::promise<std::int64_t> seen;
+  server srv(name, sopts());
+  std::promise<peer_identity> seen;
   std::thread t([&] {
     auto c = srv.accept(20s);
-    seen.set_value(c.peer().pid);
+    seen.set_value(c.peer());
     std::error_code ec;
     c.receive(20s, ec);
   });
-  auto c = connect(name);
-  EXPECT_EQ(c.peer().pid, NPIPE_GETPID()) << "GetNamedPipeServerProcessId";
-  EXPECT_EQ(seen.get_future().get(), NPIPE_GETPID()) << "GetNamedPipeClientProcessId";
+  auto c = open(name);
+  auto client = seen.get_future().get();
+  if (!remote()) {
+    EXPECT_EQ(c.peer().pid, NPIPE_GETPID()) << "GetNamedPipeServerProcessId";
+    EXPECT_EQ(client.pid, NPIPE_GETPID()) << "GetNamedPipeClientProcessId";
+    EXPECT_FALSE(client.is_remote());
+  } else {
+    // Across machines there are no process ids: each end learns the other's
+    // TLS identity, and the server where the client connects from.
+    EXPECT_EQ(client.pid, -1);
+    EXPECT_EQ(client.uid, -1);
+    EXPECT_TRUE(client.is_remote());
+    EXPECT_EQ(client.remote_address.rfind(GetParam() == via::tls_psk_v6 ? "[::1]:" : "127.0.0.1:", 0), 0u)
+        << client.remote_address;
+    EXPECT_TRUE(c.peer().is_remote());
+    switch (GetParam()) {
+    case via::tls_certs_v4:
+      EXPECT_EQ(client.user, "CN=npipe-client,O=npipe");
+      EXPECT_EQ(c.peer().user, "CN=localhost,O=npipe");
+      break;
+    case via::tls_psk_v6:
+      EXPECT_EQ(client.user, "psk:npipe-client");
+      EXPECT_EQ(c.peer().user, "psk:npipe-client");
+      break;
+    default:
+      EXPECT_EQ(client.user, "insecure");
+      EXPECT_EQ(c.peer().user, "insecure");
+      break;
+    }
+  }
   c.close();
   t.join();
 }
 
-TEST_F(Portable, ClosedPeersAndClosedEndsGiveClearErrors) {
+TEST_P(Portable, ClosedPeersAndClosedEndsGiveClearErrors) {
   auto name = random_pipe();
-  server srv(name);
+  server srv(name, sopts());
   std::thread t([&] {
     auto c = srv.accept(20s);
     c.close();
   });
-  auto c = connect(name);
+  auto c = open(name);
   t.join();
   std::error_code ec;
   c.receive(5s, ec);
@@ -285,8 +376,8 @@ TEST_F(Portable, ClosedPeersAndClosedEndsGiveClearErrors) {
 
   // close() from another thread wakes a blocked reader; a read timeout leaves the pipe usable.
   auto name2 = random_pipe();
-  echo_thread echo(name2);
-  auto d = connect(name2);
+  echo_thread echo(name2, sopts());
+  auto d = open(name2);
   d.receive(100ms, ec);
   EXPECT_EQ(ec, errc::timed_out);
   EXPECT_EQ(d.transact("still fine"), "still fine");
@@ -299,9 +390,9 @@ TEST_F(Portable, ClosedPeersAndClosedEndsGiveClearErrors) {
   closer.join();
 }
 
-TEST_F(Portable, CloseAbortsAcceptAndRemovesTheName) {
+TEST_P(Portable, CloseAbortsAcceptAndRemovesTheName) {
   auto name = random_pipe();
-  server srv(name);
+  server srv(name, sopts());
   std::thread closer([&] {
     std::this_thread::sleep_for(100ms);
     srv.close();
@@ -310,8 +401,16 @@ TEST_F(Portable, CloseAbortsAcceptAndRemovesTheName) {
   srv.accept(10s, ec);
   EXPECT_EQ(ec, errc::operation_aborted);
   closer.join();
-  connect(name, {}, no_wait, ec);
+  open(name, no_wait, ec);
   EXPECT_EQ(ec, errc::not_found);
 }
+
+#ifdef _WIN32
+INSTANTIATE_TEST_SUITE_P(Via, Portable, ::testing::Values(via::local), via_name);
+#else
+INSTANTIATE_TEST_SUITE_P(Via, Portable,
+                         ::testing::Values(via::local, via::tls_certs_v4, via::tls_psk_v6, via::plaintext_v4),
+                         via_name);
+#endif
 
 } // namespace

@@ -98,7 +98,8 @@ int thread_count();
 /// Resident memory of a process (this one by default), KiB; -1 if unknown.
 long rss_kib(int pid = 0);
 
-/// Run a program, optionally with input, collecting its output.
+/// Run a program (a bare name is looked up in PATH), optionally with input,
+/// collecting its output.
 struct run_result {
   int exit_code = -1;
   std::string out, err;

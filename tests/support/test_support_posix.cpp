@@ -135,7 +135,7 @@ run_result run(const std::vector<std::string>& argv, const std::string& input, s
     ::dup2(in[0], 0);
     ::dup2(out[1], 1);
     ::dup2(err[1], 2);
-    ::execv(args[0], args.data());
+    ::execvp(args[0], args.data()); // a bare name is looked up in PATH
     ::_exit(127);
   }
   track(pid);

@@ -1,0 +1,579 @@
+// SPDX-License-Identifier: MIT
+// Remote pipes: the gateway, TLS 1.3 and what it refuses, forwarded
+// identities, timeouts, peers leaving mid-message, and two hosts in two
+// network namespaces. The semantics rows themselves run remotely in
+// portable_test.cpp (Via/Portable.*/remote_*).
+
+#include "core/protocol.hpp"
+#include "raw_peer.hpp"
+#include "remote_support.hpp"
+#include "test_support.hpp"
+
+#include <npipe/npipe.hpp>
+#include <npipe/remote.hpp>
+
+#include <gtest/gtest.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+#include <future>
+#include <thread>
+
+using namespace std::chrono_literals;
+using namespace npipe;
+using namespace npipe::test;
+
+namespace {
+
+using Remote = local_test;
+
+// An echo server that lets remote clients in and counts what reaches it.
+class counting_echo {
+public:
+  explicit counting_echo(const pipe_name& name, server_options o = {}) {
+    o.accept_remote = true;
+    srv_.open(name, o);
+    t_ = std::thread([this] {
+      for (;;) {
+        std::error_code ec;
+        auto c = srv_.accept(ec);
+        if (ec) return;
+        ++accepted_;
+        workers_.emplace_back([this, c = std::move(c)]() mutable {
+          for (;;) {
+            std::error_code rec;
+            auto m = c.receive(30s, rec);
+            if (rec) return;
+            bytes_ += m.size();
+            c.write(m, 30s, rec);
+            if (rec) return;
+          }
+        });
+      }
+    });
+  }
+  ~counting_echo() {
+    srv_.close();
+    t_.join();
+    for (auto& w : workers_) w.join();
+  }
+  int accepted() const { return accepted_.load(); }
+  std::size_t bytes() const { return bytes_.load(); }
+private:
+  server srv_;
+  std::thread t_;
+  std::atomic<int> accepted_{0};
+  std::atomic<std::size_t> bytes_{0};
+  std::vector<std::thread> workers_;
+};
+
+gateway start_gateway(const tls_options& tls, std::vector<std::string> exports = {"*"},
+                      const std::string& host = "127.0.0.1") {
+  gateway_options g;
+  g.exports = std::move(exports);
+  g.listen = {host};
+  g.port = 0;
+  g.tls = tls;
+  return gateway(g);
+}
+
+tls_options with(std::initializer_list<std::pair<const char*, std::string>> fields) {
+  tls_options t;
+  for (auto& [k, v] : fields) {
+    std::string key = k;
+    if (key == "ca") t.ca_file = v;
+    else if (key == "cert") t.cert_file = v;
+    else if (key == "key") t.key_file = v;
+    else if (key == "psk") t.psk = load_psk_file(v);
+    else if (key == "insecure") t.insecure = true;
+  }
+  return t;
+}
+
+tls_options gateway_certs_only() {
+  return with({{"ca", cert("ca.pem")}, {"cert", cert("server.pem")}, {"key", cert("server.key")}});
+}
+
+// --------------------------------------------------------- TLS failure cases
+
+struct tls_failure {
+  const char* name;
+  std::function<tls_options()> gateway_tls;
+  std::function<tls_options()> client_tls;
+  errc expect;
+  const char* detail; // a piece of last_error_detail()
+};
+
+class TlsFailures : public Remote, public ::testing::WithParamInterface<tls_failure> {};
+
+TEST_P(TlsFailures, FailCleanlyWithAClearErrorAndNothingReachesThePipe) {
+  const auto& p = GetParam();
+  auto name = random_pipe();
+  counting_echo echo(name);
+  auto gw = start_gateway(p.gateway_tls());
+  client_options co;
+  co.tls = p.client_tls();
+  std::error_code ec;
+  auto c = connect(remote_name("127.0.0.1", gw.port(), name), co, 10s, ec);
+  EXPECT_EQ(ec, p.expect) << ec.message() << " / " << last_error_detail();
+  EXPECT_NE(last_error_detail().find(p.detail), std::string::npos) << last_error_detail();
+  EXPECT_FALSE(c.is_open());
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(echo.accepted(), 0) << "a peer that fails TLS never reaches a pipe";
+  EXPECT_EQ(gw.stats().relayed, 0u);
+  EXPECT_EQ(gw.stats().tls_failed, 1u);
+}
+
+tls_options client_certs_from(const std::string& ca, const std::string& crt, const std::string& key) {
+  return with({{"ca", cert(ca)}, {"cert", cert(crt)}, {"key", cert(key)}});
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Remote, TlsFailures,
+    ::testing::Values(
+        tls_failure{"no_client_certificate", gateway_certs_only, [] { return with({{"ca", cert("ca.pem")}}); },
+                    errc::access_denied, "certificate required"},
+        tls_failure{"client_certificate_of_another_ca", gateway_certs_only,
+                    [] { return client_certs_from("ca.pem", "other/client.pem", "other/client.key"); },
+                    errc::access_denied, "unknown ca"},
+        tls_failure{"server_certificate_of_another_ca", gateway_certs_only,
+                    [] { return client_certs_from("other/ca.pem", "client.pem", "client.key"); },
+                    errc::access_denied, "failed verification"},
+        tls_failure{"expired_server_certificate",
+                    [] { return with({{"ca", cert("ca.pem")}, {"cert", cert("expired.pem")}, {"key", cert("expired.key")}}); },
+                    [] { return client_certs(); }, errc::access_denied, "certificate has expired"},
+        tls_failure{"expired_client_certificate", gateway_certs_only,
+                    [] { return client_certs_from("ca.pem", "client-expired.pem", "client-expired.key"); },
+                    errc::access_denied, "certificate expired"},
+        tls_failure{"hostname_mismatch",
+                    [] {
+                      return with({{"ca", cert("ca.pem")}, {"cert", cert("wronghost.pem")}, {"key", cert("wronghost.key")}});
+                    },
+                    [] { return client_certs(); }, errc::access_denied, "mismatch"},
+        tls_failure{"wrong_pre_shared_key", [] { return gateway_certs_and_psk(); },
+                    [] { return with({{"psk", cert("psk-wrong.txt")}}); }, errc::access_denied, "TLS"},
+        tls_failure{"unknown_psk_identity", [] { return gateway_certs_and_psk(); },
+                    [] { return with({{"psk", cert("psk-unknown.txt")}}); }, errc::access_denied, "verification"},
+        tls_failure{"plaintext_client_to_a_tls_port", [] { return gateway_certs_and_psk(); },
+                    [] { return with({{"insecure", ""}}); }, errc::access_denied, "speaks only TLS"},
+        tls_failure{"tls_client_to_a_plaintext_port", [] { return with({{"insecure", ""}}); },
+                    [] { return client_psk(); }, errc::broken_pipe, "during the TLS handshake"}),
+    [](const auto& i) { return std::string(i.param.name); });
+
+// A raw OpenSSL end limited to TLS 1.2.
+SSL_CTX* tls12_context(bool server) {
+  SSL_CTX* x = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+  SSL_CTX_set_max_proto_version(x, TLS1_2_VERSION);
+  if (server) {
+    SSL_CTX_use_certificate_chain_file(x, cert("server.pem").c_str());
+    SSL_CTX_use_PrivateKey_file(x, cert("server.key").c_str(), SSL_FILETYPE_PEM);
+  } else {
+    SSL_CTX_use_certificate_chain_file(x, cert("client.pem").c_str());
+    SSL_CTX_use_PrivateKey_file(x, cert("client.key").c_str(), SSL_FILETYPE_PEM);
+  }
+  return x;
+}
+
+int tcp_connect(const std::string& ip, std::uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  ::inet_pton(AF_INET, ip.c_str(), &sa.sin_addr);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
+TEST_F(Remote, Tls12OnlyPeersAreRefusedBothWays) {
+  auto name = random_pipe();
+  counting_echo echo(name);
+  auto gw = start_gateway(gateway_certs_and_psk());
+  // A TLS 1.2-only client at the gateway.
+  SSL_CTX* cx = tls12_context(false);
+  int fd = tcp_connect("127.0.0.1", gw.port());
+  ASSERT_GE(fd, 0);
+  SSL* ssl = SSL_new(cx);
+  SSL_set_fd(ssl, fd);
+  EXPECT_NE(SSL_connect(ssl), 1) << "the gateway speaks TLS 1.3 only";
+  ERR_clear_error();
+  SSL_free(ssl);
+  ::close(fd);
+  SSL_CTX_free(cx);
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(echo.accepted(), 0);
+  EXPECT_EQ(gw.stats().tls_failed, 1u);
+
+  // npipe's client at a TLS 1.2-only server.
+  int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  ::inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+  ASSERT_EQ(::listen(lfd, 4), 0);
+  socklen_t len = sizeof sa;
+  ::getsockname(lfd, reinterpret_cast<sockaddr*>(&sa), &len);
+  std::thread old_server([lfd] {
+    SSL_CTX* sx = tls12_context(true);
+    int c = ::accept(lfd, nullptr, nullptr);
+    SSL* s = SSL_new(sx);
+    SSL_set_fd(s, c);
+    SSL_accept(s); // fails: the client insists on 1.3
+    ERR_clear_error();
+    SSL_free(s);
+    ::close(c);
+    SSL_CTX_free(sx);
+  });
+  client_options co;
+  co.tls = client_certs();
+  std::error_code ec;
+  connect(remote_name("127.0.0.1", ntohs(sa.sin_port), name), co, 10s, ec);
+  EXPECT_EQ(ec, errc::protocol_error) << ec.message() << " / " << last_error_detail();
+  EXPECT_NE(last_error_detail().find("does not speak TLS 1.3"), std::string::npos) << last_error_detail();
+  old_server.join();
+  ::close(lfd);
+}
+
+// ------------------------------------------------ who may come in, and how
+
+TEST_F(Remote, UnexportedPipesAndServersThatRefuseRemoteClientsSaySo) {
+  auto name = random_pipe();
+  counting_echo echo(name);
+  client_options co;
+  co.tls = client_psk();
+  {
+    auto gw = start_gateway(gateway_certs_and_psk(), {"some-other-pipe"});
+    std::error_code ec;
+    connect(remote_name("127.0.0.1", gw.port(), name), co, 5s, ec);
+    EXPECT_EQ(ec, errc::not_found);
+    EXPECT_NE(last_error_detail().find("does not export"), std::string::npos) << last_error_detail();
+    EXPECT_EQ(gw.stats().refused, 1u);
+  }
+  {
+    auto gw = start_gateway(gateway_certs_and_psk(), {name.name()});
+    auto c = connect(remote_name("127.0.0.1", gw.port(), name), co, 5s);
+    EXPECT_EQ(c.transact("exported by name"), "exported by name");
+  }
+  // A server that did not opt in (the default, like PIPE_REJECT_REMOTE_CLIENTS).
+  auto closed_name = random_pipe();
+  server plain(closed_name);
+  auto gw = start_gateway(gateway_certs_and_psk());
+  std::error_code ec;
+  connect(remote_name("127.0.0.1", gw.port(), closed_name), co, 5s, ec);
+  EXPECT_EQ(ec, errc::access_denied);
+  EXPECT_NE(last_error_detail().find("does not accept remote clients"), std::string::npos) << last_error_detail();
+  EXPECT_EQ(plain.active_instances(), 0u);
+}
+
+std::string forwarded_hello(const pipe_name& name) {
+  detail::protocol::hello h;
+  h.name = name.name();
+  h.max_message = 1 << 20;
+  h.forwarded = true;
+  h.remote_user = "CN=the-boss";
+  h.remote_address = "203.0.113.9:1234";
+  return detail::protocol::encode_hello(h);
+}
+
+detail::protocol::status reply_status(int fd) {
+  char buf[detail::protocol::reply_size];
+  std::size_t got = 0;
+  while (got < sizeof buf) {
+    ssize_t n = ::recv(fd, buf + got, sizeof buf - got, 0);
+    if (n <= 0) return static_cast<detail::protocol::status>(0xff);
+    got += static_cast<std::size_t>(n);
+  }
+  return static_cast<detail::protocol::status>(buf[5]);
+}
+
+TEST_F(Remote, OnlyTheGatewaySideMayVouchForARemoteIdentity) {
+  auto name = random_pipe();
+  // A remote client claiming to be forwarded is refused by the gateway.
+  {
+    counting_echo echo(name);
+    auto gw = start_gateway(with({{"insecure", ""}}));
+    int fd = tcp_connect("127.0.0.1", gw.port());
+    ASSERT_GE(fd, 0);
+    auto h = forwarded_hello(name);
+    ASSERT_EQ(::send(fd, h.data(), h.size(), MSG_NOSIGNAL), static_cast<ssize_t>(h.size()));
+    EXPECT_EQ(reply_status(fd), detail::protocol::status::protocol_error);
+    ::close(fd);
+    EXPECT_EQ(echo.accepted(), 0);
+  }
+  // A local process forging a forwarded hello at a server that does not accept remote clients.
+  {
+    server s(name);
+    int fd = raw_connect(s.native_path());
+    ASSERT_GE(fd, 0);
+    auto h = forwarded_hello(name);
+    ASSERT_EQ(::send(fd, h.data(), h.size(), MSG_NOSIGNAL), static_cast<ssize_t>(h.size()));
+    EXPECT_EQ(reply_status(fd), detail::protocol::status::access_denied);
+    ::close(fd);
+  }
+  // Another user forging one at a server that does: only our user or root may vouch.
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to forge as another user";
+  auto shared = random_pipe();
+  server_options o;
+  o.accept_remote = true;
+  o.access = access_policy::everyone();
+  server s(shared, o);
+  // Everything the child needs is made before fork(): after it, only system calls.
+  const std::string path = s.native_path();
+  const std::string h = forwarded_hello(shared);
+  int pipefd[2];
+  ASSERT_EQ(::pipe(pipefd), 0);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(pipefd[0]);
+    int rc = 1;
+    if (::setgid(65534) == 0 && ::setuid(65534) == 0) {
+      int fd = raw_connect(path);
+      if (fd >= 0 && ::send(fd, h.data(), h.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(h.size()))
+        rc = reply_status(fd) == detail::protocol::status::access_denied ? 0 : 1;
+    } else {
+      rc = 77;
+    }
+    char b = static_cast<char>(rc);
+    (void)!::write(pipefd[1], &b, 1);
+    ::_exit(rc);
+  }
+  ::close(pipefd[1]);
+  char b = 99;
+  ASSERT_EQ(::read(pipefd[0], &b, 1), 1);
+  ::close(pipefd[0]);
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  EXPECT_EQ(b, 0) << "a forwarded hello from uid 65534 must be refused";
+}
+
+// ------------------------------------------------- peers that misbehave
+
+std::uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  ::inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+  socklen_t len = sizeof sa;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
+  ::close(fd);
+  return ntohs(sa.sin_port);
+}
+
+TEST_F(Remote, AClientKilledMidMessageIsAnErrorNeverAMessage) {
+  cert_dir(); // made before forking
+  auto name = random_pipe();
+  std::uint16_t port = free_port();
+  signal_pipe writing;
+  gated_child sender([&] {
+    client_options co;
+    co.tls = client_psk();
+    auto c = connect(remote_name("127.0.0.1", port, name), co, 10s);
+    writing.notify();
+    auto big = pattern(64u << 20, 3);
+    c.write(big, 60s); // killed long before this completes
+    return 0;
+  });
+  server_options so;
+  so.accept_remote = true;
+  so.max_message_size = 128u << 20;
+  server srv(name, so);
+  gateway_options g;
+  g.exports = {"*"};
+  g.listen = {"127.0.0.1"};
+  g.port = port;
+  g.tls = gateway_certs_and_psk();
+  gateway gw(g);
+  sender.start();
+  auto c = srv.accept(20s);
+  ASSERT_TRUE(writing.wait());
+  std::vector<std::byte> buf(64 << 10);
+  std::error_code ec;
+  auto r = c.read(buf, 20s, ec);
+  ASSERT_EQ(ec, errc::more_data) << ec.message() << ": the start of the 64 MiB message";
+  sender.kill(SIGKILL);
+  sender.wait();
+  std::size_t got = r.bytes;
+  for (;;) {
+    r = c.read(buf, 20s, ec);
+    got += r.bytes;
+    if (ec != errc::more_data) break;
+  }
+  EXPECT_EQ(ec, errc::broken_pipe) << ec.message() << " after " << got << " bytes";
+  EXPECT_LT(got, 64u << 20);
+}
+
+TEST_F(Remote, SilentPeersAreDroppedByTheHandshakeAndIdleTimeouts) {
+  auto name = random_pipe();
+  counting_echo echo(name);
+  gateway_options g;
+  g.exports = {"*"};
+  g.listen = {"127.0.0.1"};
+  g.port = 0;
+  g.tls = gateway_certs_and_psk();
+  g.handshake_timeout = 300ms;
+  g.idle_timeout = 600ms;
+  gateway gw(g);
+
+  // Connects and says nothing: dropped at the handshake timeout.
+  int fd = tcp_connect("127.0.0.1", gw.port());
+  ASSERT_GE(fd, 0);
+  auto t0 = std::chrono::steady_clock::now();
+  char b;
+  EXPECT_EQ(::recv(fd, &b, 1, 0), 0) << "closed by the gateway";
+  auto waited = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(waited, 250ms);
+  EXPECT_LT(waited, 5s);
+  ::close(fd);
+  EXPECT_EQ(gw.stats().tls_failed, 1u);
+
+  // A client that keeps talking stays; one that goes quiet is dropped.
+  client_options co;
+  co.tls = client_psk();
+  auto busy = connect(remote_name("127.0.0.1", gw.port(), name), co, 5s);
+  auto quiet = connect(remote_name("127.0.0.1", gw.port(), name), co, 5s);
+  EXPECT_EQ(quiet.transact("once"), "once");
+  for (int i = 0; i < 8; ++i) {
+    EXPECT_EQ(busy.transact("still here"), "still here");
+    std::this_thread::sleep_for(200ms);
+  }
+  std::error_code ec;
+  quiet.receive(5s, ec);
+  EXPECT_EQ(ec, errc::broken_pipe) << "idle for longer than the gateway's idle_timeout";
+  EXPECT_EQ(busy.transact("and still"), "and still");
+  EXPECT_EQ(echo.accepted(), 2);
+}
+
+// ------------------------------------------------------------- the CLI
+
+std::string npipe_cli() { return NPIPE_CLI_PATH; }
+
+// `npipe serve --remote` in a child; returns when it listens, with its port.
+class cli_server {
+public:
+  explicit cli_server(std::vector<std::string> args, std::vector<std::string> prefix = {}) {
+    int out[2];
+    EXPECT_EQ(::pipe(out), 0);
+    std::vector<std::string> argv = prefix;
+    argv.push_back(npipe_cli());
+    argv.insert(argv.end(), args.begin(), args.end());
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::dup2(out[1], 1);
+      ::close(out[0]);
+      std::vector<char*> a;
+      for (auto& s : argv) a.push_back(s.data());
+      a.push_back(nullptr);
+      ::execvp(a[0], a.data());
+      ::_exit(127);
+    }
+    ::close(out[1]);
+    out_ = ::fdopen(out[0], "r");
+    char line[512];
+    while (std::fgets(line, sizeof line, out_)) {
+      std::string l = line;
+      text_ += l;
+      if (auto at = l.find("Remote access on port "); at != std::string::npos) {
+        port_ = static_cast<std::uint16_t>(std::stoi(l.substr(at + 22)));
+        break;
+      }
+    }
+  }
+  ~cli_server() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGTERM);
+      int st = 0;
+      ::waitpid(pid_, &st, 0);
+    }
+    if (out_) std::fclose(out_);
+  }
+  std::uint16_t port() const { return port_; }
+  const std::string& text() const { return text_; }
+
+private:
+  pid_t pid_ = -1;
+  FILE* out_ = nullptr;
+  std::uint16_t port_ = 0;
+  std::string text_;
+};
+
+TEST_F(Remote, SeedDemoOverTlsWithTheCli) {
+  auto name = random_name("seed");
+  cli_server srv({"serve", name, "--remote", "--listen", "127.0.0.1", "--port", "0", "--psk-file", cert("psk.txt"),
+                  "--ca", cert("ca.pem"), "--cert", cert("server.pem"), "--key", cert("server.key")});
+  ASSERT_NE(srv.port(), 0) << srv.text();
+  std::string remote = "\\\\127.0.0.1:" + std::to_string(srv.port()) + "\\pipe\\" + name;
+  auto r = run({npipe_cli(), "send", remote, "hello", "--psk-file", cert("psk.txt")});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("Response received: [npipe ", 0), 0u) << r.out;
+  r = run({npipe_cli(), "send", remote, "hello", "--ca", cert("ca.pem"), "--cert", cert("client.pem"), "--key",
+           cert("client.key")});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("Response received: [npipe ", 0), 0u) << r.out;
+  r = run({npipe_cli(), "send", remote, "hello", "--ca", cert("ca.pem")});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("certificate required"), std::string::npos) << r.err;
+}
+
+// Two hosts: the server in one network namespace, the client in another,
+// joined by a veth pair; the exact commands of the README.
+TEST_F(Remote, TwoHostsInTwoNetworkNamespaces) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to make network namespaces (ip netns)";
+  if (run({"ip", "-V"}).exit_code != 0) GTEST_SKIP() << "needs the ip command (iproute2)";
+  std::string tag = std::to_string(::getpid() % 100000);
+  std::string ns_srv = "npipe-srv-" + tag, ns_cli = "npipe-cli-" + tag;
+  std::string veth_a = "npv" + tag + "a", veth_b = "npv" + tag + "b";
+  int octet = 1 + ::getpid() % 250;
+  std::string net = "10.213." + std::to_string(octet) + ".";
+  struct cleanup {
+    std::string a, b;
+    ~cleanup() {
+      run({"ip", "netns", "del", a});
+      run({"ip", "netns", "del", b});
+    }
+  } done{ns_srv, ns_cli};
+  for (auto& cmd : std::vector<std::vector<std::string>>{
+           {"ip", "netns", "add", ns_srv},
+           {"ip", "netns", "add", ns_cli},
+           {"ip", "link", "add", veth_a, "type", "veth", "peer", "name", veth_b},
+           {"ip", "link", "set", veth_a, "netns", ns_srv},
+           {"ip", "link", "set", veth_b, "netns", ns_cli},
+           {"ip", "-n", ns_srv, "addr", "add", net + "1/24", "dev", veth_a},
+           {"ip", "-n", ns_cli, "addr", "add", net + "2/24", "dev", veth_b},
+           {"ip", "-n", ns_srv, "link", "set", veth_a, "up"},
+           {"ip", "-n", ns_cli, "link", "set", veth_b, "up"},
+           {"ip", "-n", ns_srv, "link", "set", "lo", "up"},
+       }) {
+    auto r = run(cmd);
+    if (r.exit_code != 0) GTEST_SKIP() << "cannot set up network namespaces here: " << r.err;
+  }
+  // The default port, as the README's command uses it.
+  cli_server srv({"serve", "tpipe", "--remote", "--listen", net + "1", "--psk-file", cert("psk.txt")},
+                 {"ip", "netns", "exec", ns_srv});
+  ASSERT_EQ(srv.port(), default_remote_port) << srv.text();
+  auto r = run({"ip", "netns", "exec", ns_cli, npipe_cli(), "send", "\\\\" + net + "1\\pipe\\tpipe", "hello",
+                "--psk-file", cert("psk.txt")});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("Response received: [npipe ", 0), 0u) << r.out;
+  // The server's address is not reachable from a third namespace without the link.
+  r = run({"ip", "netns", "exec", ns_srv, npipe_cli(), "send", "\\\\" + net + "2\\pipe\\tpipe", "hello", "-t", "2000",
+           "--psk-file", cert("psk.txt")});
+  EXPECT_NE(r.exit_code, 0) << "nothing listens on the client's side";
+}
+
+} // namespace

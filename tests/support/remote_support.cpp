@@ -1,0 +1,64 @@
+// SPDX-License-Identifier: MIT
+#include "remote_support.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <mutex>
+
+namespace npipe::test {
+
+namespace {
+std::string made_dir;
+void remove_certs() {
+  std::error_code ec;
+  if (!made_dir.empty()) std::filesystem::remove_all(made_dir, ec);
+}
+} // namespace
+
+const std::string& cert_dir() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    char tmpl[] = "/tmp/npipe-certs-XXXXXX";
+    const char* d = ::mkdtemp(tmpl);
+    if (!d) throw std::runtime_error("cannot make a directory for test certificates");
+    made_dir = d;
+    std::atexit(remove_certs);
+    std::string cmd = std::string("'") + NPIPE_SOURCE_DIR + "/tests/support/make_test_certs.sh' '" + made_dir + "'";
+    if (std::system(cmd.c_str()) != 0) throw std::runtime_error("making test certificates failed: " + cmd);
+  });
+  return made_dir;
+}
+
+std::string cert(const std::string& file) { return cert_dir() + "/" + file; }
+
+tls_options client_certs() {
+  tls_options t;
+  t.ca_file = cert("ca.pem");
+  t.cert_file = cert("client.pem");
+  t.key_file = cert("client.key");
+  return t;
+}
+
+tls_options client_psk() {
+  tls_options t;
+  t.psk = load_psk_file(cert("psk.txt"));
+  return t;
+}
+
+tls_options gateway_certs_and_psk() {
+  tls_options t;
+  t.ca_file = cert("ca.pem");
+  t.cert_file = cert("server.pem");
+  t.key_file = cert("server.key");
+  t.psk = load_psk_file(cert("psk.txt"));
+  return t;
+}
+
+pipe_name remote_name(const std::string& host, std::uint16_t port, const pipe_name& local) {
+  bool v6 = host.find(':') != std::string::npos;
+  return pipe_name("\\\\" + (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port) + "\\pipe\\" + local.name());
+}
+
+} // namespace npipe::test

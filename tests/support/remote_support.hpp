@@ -1,0 +1,29 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// Remote-pipe test helpers (Linux): certificates made once per test process
+// with the openssl command, and the TLS settings built from them.
+
+#include <npipe/npipe.hpp>
+#include <npipe/remote.hpp>
+
+#include <string>
+
+namespace npipe::test {
+
+/// Where tests/support/make_test_certs.sh put this process's certificates
+/// (made on first use, removed at exit).
+const std::string& cert_dir();
+/// cert_dir() + "/" + file.
+std::string cert(const std::string& file);
+
+/// A client with the CA and a client certificate.
+tls_options client_certs();
+/// A client with the pre-shared key of psk.txt.
+tls_options client_psk();
+/// A gateway that accepts client certificates signed by the CA, or the PSK.
+tls_options gateway_certs_and_psk();
+
+/// `\\HOST:PORT\pipe\NAME` for a local pipe name served through a gateway.
+pipe_name remote_name(const std::string& host, std::uint16_t port, const pipe_name& local);
+
+} // namespace npipe::test
