@@ -423,11 +423,19 @@ io_result tls_stream::read_some(std::span<std::byte> buf, std::error_code& ec) n
   ERR_clear_error();
   std::size_t n = 0;
   int r = SSL_read_ex(ssl_, buf.data(), buf.size(), &n);
-  if (r == 1) {
-    read_wants_write_ = false;
-    return {n, io_status::ok};
+  if (r != 1) return failed(r, true, ec);
+  read_wants_write_ = false;
+  // SSL_read returns one record at a time. Take every record already here,
+  // as recv() takes every byte: a flush frame right behind a message must
+  // be seen when the message is (its acknowledgement depends on it).
+  while (n < buf.size()) {
+    std::size_t more = 0;
+    ERR_clear_error();
+    if (SSL_read_ex(ssl_, buf.data() + n, buf.size() - n, &more) != 1) break; // the next call reports any error
+    n += more;
   }
-  return failed(r, true, ec);
+  ERR_clear_error();
+  return {n, io_status::ok};
 }
 
 io_result tls_stream::write_some(std::span<const std::span<const std::byte>> bufs, std::error_code& ec) noexcept {
