@@ -220,7 +220,7 @@ int main(int argc, char** argv) {
   const int reps = o.quick ? 1 : 3;
   auto transports = bench::all_transports();
   if (!o.only.empty()) { // the baseline always runs: every figure is a ratio to it
-    std::string keep = "," + o.only + ",uds-stream,";
+    std::string keep = "," + o.only + ",uds-stream,tcp-raw,";
     std::erase_if(transports, [&](const auto& t) { return keep.find("," + t.name + ",") == std::string::npos; });
   }
   // placement -> transport -> metric -> samples
@@ -264,49 +264,66 @@ int main(int argc, char** argv) {
      << "npipe-message and npipe-byte (blocking API); npipe-async is async_server::serve() on two threads; "
      << "NNG and ZeroMQ use one REQ/REP socket each.\n\n";
   const std::string base = "uds-stream";
-  for (auto& [placement, by_t] : all) {
-    md << "## " << placement << "\n\n| metric |";
-    for (auto& t : transports) md << " " << t.name << " |";
-    md << "\n|---|";
-    for (std::size_t i = 0; i < transports.size(); ++i) md << "---|";
-    md << "\n";
-    for (auto& [m, label] : metrics) {
-      md << "| " << label << " |";
-      for (auto& t : transports) {
-        auto it = by_t.find(t.name);
-        if (it == by_t.end() || !it->second.count(m)) {
-          md << " n/a |";
-          continue;
+  struct group {
+    const char* title;
+    std::string base;
+    bool remote;
+  };
+  for (const group& g : {group{"", "uds-stream", false}, group{"Remote pipes over loopback TCP: ", "tcp-raw", true}}) {
+    std::vector<bench::transport> cols;
+    for (auto& t : transports)
+      if (t.remote == g.remote) cols.push_back(t);
+    if (cols.size() < 2) continue;
+    if (g.remote)
+      md << "# Remote pipes\n\nLoopback TCP. tcp-raw is the baseline: the raw UDS server's framing and threads over "
+            "TCP. npipe-remote-plain and npipe-remote-tls are the blocking npipe server behind a gateway in the same "
+            "process (the client dials \\\\127.0.0.1:PORT\\pipe\\NAME), plaintext (--insecure) and TLS 1.3 "
+            "with a pre-shared key (psk_dhe_ke, TLS_AES_128_GCM_SHA256). Each remote request crosses the gateway "
+            "(TCP to Unix socket and back).\n\n";
+    for (auto& [placement, by_t] : all) {
+      md << "## " << g.title << placement << "\n\n| metric |";
+      for (auto& t : cols) md << " " << t.name << " |";
+      md << "\n|---|";
+      for (std::size_t i = 0; i < cols.size(); ++i) md << "---|";
+      md << "\n";
+      for (auto& [m, label] : metrics) {
+        md << "| " << label << " |";
+        for (auto& t : cols) {
+          auto it = by_t.find(t.name);
+          if (it == by_t.end() || !it->second.count(m)) {
+            md << " n/a |";
+            continue;
+          }
+          auto& v = it->second.at(m);
+          md << " " << fmt(median(v));
+          if (v.size() > 1) md << " ±" << fmt(spread(v)) << "%";
+          md << " |";
         }
-        auto& v = it->second.at(m);
-        md << " " << fmt(median(v));
-        if (v.size() > 1) md << " ±" << fmt(spread(v)) << "%";
-        md << " |";
+        md << "\n";
+      }
+      md << "\n**Ratios against " << g.base << "** (" << placement
+         << "; >1 means faster, whatever the metric: for times and memory the ratio is baseline/value)\n\n| metric |";
+      for (auto& t : cols) md << " " << t.name << " |";
+      md << "\n|---|";
+      for (std::size_t i = 0; i < cols.size(); ++i) md << "---|";
+      md << "\n";
+      for (auto& [m, label] : metrics) {
+        if (!by_t[g.base].count(m)) continue;
+        double b = median(by_t[g.base][m]);
+        md << "| " << label << " |";
+        for (auto& t : cols) {
+          if (!by_t[t.name].count(m)) {
+            md << " n/a |";
+            continue;
+          }
+          double v = median(by_t[t.name][m]);
+          double ratio = lower_is_better(m) ? b / v : v / b;
+          md << " " << fmt(ratio) << "× |";
+        }
+        md << "\n";
       }
       md << "\n";
     }
-    md << "\n**Ratios against " << base << "** (" << placement
-       << "; >1 means faster, whatever the metric: for times and memory the ratio is baseline/value)\n\n| metric |";
-    for (auto& t : transports) md << " " << t.name << " |";
-    md << "\n|---|";
-    for (std::size_t i = 0; i < transports.size(); ++i) md << "---|";
-    md << "\n";
-    for (auto& [m, label] : metrics) {
-      if (!by_t[base].count(m)) continue;
-      double b = median(by_t[base][m]);
-      md << "| " << label << " |";
-      for (auto& t : transports) {
-        if (!by_t[t.name].count(m)) {
-          md << " n/a |";
-          continue;
-        }
-        double v = median(by_t[t.name][m]);
-        double ratio = lower_is_better(m) ? b / v : v / b;
-        md << " " << fmt(ratio) << "× |";
-      }
-      md << "\n";
-    }
-    md << "\n";
   }
   // The targets from the benchmark issue, as ratios to raw UDS stream on the same core.
   {

@@ -3,6 +3,7 @@
 
 #include <npipe/async.hpp>
 #include <npipe/npipe.hpp>
+#include <npipe/remote.hpp>
 
 #include <asio/io_context.hpp>
 
@@ -12,8 +13,14 @@
 #include <zmq.h>
 
 #include <cstring>
+#include <fstream>
+#include <random>
 #include <stdexcept>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <thread>
@@ -159,8 +166,8 @@ npipe::server_options npipe_opts(const std::string& addr, npipe::pipe_type t) {
 }
 npipe::pipe_name npipe_name(const std::string& addr) { return npipe::pipe_name(addr.substr(addr.rfind('/') + 1)); }
 
-void serve_npipe_message(const std::string& addr) {
-  npipe::server srv(npipe_name(addr), npipe_opts(addr, npipe::pipe_type::message));
+void serve_npipe_blocking(const npipe::pipe_name& name, const npipe::server_options& o) {
+  npipe::server srv(name, o);
   for (;;) {
     auto c = srv.accept();
     std::thread([c = std::move(c)]() mutable {
@@ -175,6 +182,10 @@ void serve_npipe_message(const std::string& addr) {
       }
     }).detach();
   }
+}
+
+void serve_npipe_message(const std::string& addr) {
+  serve_npipe_blocking(npipe_name(addr), npipe_opts(addr, npipe::pipe_type::message));
 }
 
 // The same service on the async runtime (serve() with a function handler,
@@ -267,6 +278,148 @@ public:
 private:
   npipe::connection c_;
 };
+
+
+// ------------------------------------------------------- remote (loopback TCP)
+
+// TCP servers listen on a free port and publish it in ADDR.port; remote
+// npipe also shares a pre-shared key in DIR/bench-psk.txt.
+void publish_port(const std::string& addr, std::uint16_t port) {
+  std::string tmp = addr + ".port.tmp";
+  std::ofstream(tmp) << port << "\n";
+  ::rename(tmp.c_str(), (addr + ".port").c_str());
+}
+std::uint16_t read_port(const std::string& addr) {
+  std::ifstream in(addr + ".port");
+  unsigned p = 0;
+  if (!(in >> p)) throw std::runtime_error("server not up yet");
+  return static_cast<std::uint16_t>(p);
+}
+
+int tcp_socket() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) die("socket");
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return fd;
+}
+
+sockaddr_in loopback(std::uint16_t port) {
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return sa;
+}
+
+// The baseline: the raw UDS stream server's framing and threads, over TCP.
+void serve_tcp(const std::string& addr) {
+  int l = tcp_socket();
+  auto sa = loopback(0);
+  socklen_t len = sizeof sa;
+  if (::bind(l, reinterpret_cast<sockaddr*>(&sa), sizeof sa) || ::listen(l, SOMAXCONN) ||
+      ::getsockname(l, reinterpret_cast<sockaddr*>(&sa), &len))
+    die("tcp listen");
+  publish_port(addr, ntohs(sa.sin_port));
+  for (;;) {
+    int fd = ::accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) continue;
+    int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    std::thread([fd] {
+      std::vector<std::byte> in, out;
+      while (read_frame(fd, in) && answer(in, out) && write_frame(fd, out)) {
+      }
+      ::close(fd);
+    }).detach();
+  }
+}
+
+class tcp_client final : public client {
+public:
+  explicit tcp_client(const std::string& addr) : fd_(tcp_socket()) {
+    auto sa = loopback(read_port(addr));
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa)) {
+      ::close(fd_);
+      die("tcp connect");
+    }
+  }
+  ~tcp_client() override { ::close(fd_); }
+  void request(std::span<const std::byte> req, std::vector<std::byte>& reply) override {
+    if (!write_frame(fd_, req) || !read_frame(fd_, reply)) die("tcp stream");
+  }
+
+private:
+  int fd_;
+};
+
+std::string psk_path(const std::string& addr) { return addr.substr(0, addr.rfind('/')) + "/bench-psk.txt"; }
+
+npipe::tls_options remote_tls(const std::string& addr, bool tls) {
+  npipe::tls_options t;
+  if (tls) t.psk = npipe::load_psk_file(psk_path(addr));
+  else t.insecure = true;
+  return t;
+}
+
+// The blocking npipe server (as npipe-message) plus a gateway in its process.
+void serve_npipe_remote(const std::string& addr, bool tls) {
+  if (tls && ::access(psk_path(addr).c_str(), R_OK) != 0) {
+    std::random_device rd;
+    std::string hex;
+    for (int i = 0; i < 32; ++i) {
+      char b[3];
+      std::snprintf(b, sizeof b, "%02x", rd() & 0xff);
+      hex += b;
+    }
+    std::string tmp = psk_path(addr) + ".tmp";
+    { std::ofstream(tmp) << "bench:" << hex << "\n"; }
+    ::chmod(tmp.c_str(), 0600);
+    ::rename(tmp.c_str(), psk_path(addr).c_str());
+  }
+  auto o = npipe_opts(addr, npipe::pipe_type::message);
+  o.accept_remote = true;
+  std::thread server([&] { serve_npipe_blocking(npipe_name(addr), o); });
+  npipe::gateway_options g;
+  g.listen = {"127.0.0.1"};
+  g.port = 0;
+  g.exports = {"*"};
+  g.pipe_dir = o.pipe_dir;
+  g.tls = remote_tls(addr, tls);
+  npipe::gateway gw(g);
+  publish_port(addr, gw.port());
+  server.join();
+}
+void serve_npipe_tls(const std::string& addr) { serve_npipe_remote(addr, true); }
+void serve_npipe_plain(const std::string& addr) { serve_npipe_remote(addr, false); }
+
+npipe::pipe_name remote_pipe(const std::string& addr) {
+  return npipe::pipe_name("\\\\127.0.0.1:" + std::to_string(read_port(addr)) + "\\pipe\\" +
+                          addr.substr(addr.rfind('/') + 1));
+}
+
+template <bool Tls>
+class npipe_remote_client final : public client {
+public:
+  explicit npipe_remote_client(const std::string& addr) {
+    npipe::client_options o;
+    o.tls = remote_tls(addr, Tls);
+    c_ = npipe::connect(remote_pipe(addr), o);
+  }
+  void request(std::span<const std::byte> req, std::vector<std::byte>& reply) override { reply = c_.transact(req); }
+
+private:
+  npipe::connection c_;
+};
+
+template <bool Tls>
+void npipe_remote_call(const std::string& addr, std::span<const std::byte> req, std::vector<std::byte>& reply) {
+  npipe::client_options o;
+  o.tls = remote_tls(addr, Tls);
+  std::error_code ec;
+  reply = npipe::call(remote_pipe(addr), req, std::chrono::seconds(10), ec, o);
+  if (ec) throw std::system_error(ec, "npipe::call (remote)");
+}
 
 // -------------------------------------------------------------- NNG, ZMQ
 
@@ -370,6 +523,10 @@ std::vector<transport> all_transports() {
       {"npipe-byte", serve_npipe_byte, make<npipe_byte_client>},
       {"nng-reqrep", serve_nng, make<nng_client>},
       {"zmq-reqrep", serve_zmq, make<zmq_client>},
+      // Remote: loopback TCP, compared with raw TCP (the remote baseline).
+      {"tcp-raw", serve_tcp, make<tcp_client>, 0, nullptr, true},
+      {"npipe-remote-plain", serve_npipe_plain, make<npipe_remote_client<false>>, 0, npipe_remote_call<false>, true},
+      {"npipe-remote-tls", serve_npipe_tls, make<npipe_remote_client<true>>, 0, npipe_remote_call<true>, true},
   };
 }
 

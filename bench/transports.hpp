@@ -29,6 +29,8 @@ struct transport {
   /// Connect, one request, close, the way the transport offers it (npipe:
   /// call(), like CallNamedPipe). Null: connect() + request().
   void (*one_shot)(const std::string& addr, std::span<const std::byte> req, std::vector<std::byte>& reply) = nullptr;
+  /// Over loopback TCP: reported in its own table, against tcp-raw.
+  bool remote = false;
 };
 
 /// All transports; `dir` is a scratch directory for socket files.

@@ -5,7 +5,8 @@
 set -euo pipefail
 
 npipe_packages_build=(g++ cmake ninja-build pkg-config libcli11-dev libasio-dev libssl-dev)
-npipe_packages_test=(libgtest-dev libgmock-dev googletest)
+# openssl makes the remote tests' certificates; iproute2 (ip netns) runs the two-host test.
+npipe_packages_test=(libgtest-dev libgmock-dev googletest openssl iproute2)
 # The Windows build: the mingw-w64 compiler with posix threads, and Wine to run its tests.
 npipe_packages_windows=(g++-mingw-w64-x86-64-posix wine64 wine)
 
