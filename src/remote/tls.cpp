@@ -179,6 +179,9 @@ std::shared_ptr<context> context::make(role r, const tls_options& o, std::error_
     SSL_CTX_set_session_id_context(x, sid, sizeof sid - 1);
   }
   SSL_CTX_set_mode(x, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  // Read what the socket has, not a record header and then its body: half
+  // the system calls on bulk transfers (tls_stream::wait() knows about it).
+  if (r == role::client) SSL_CTX_set_read_ahead(x, 1);
   SSL_CTX_set_ex_data(x, context_index(), c.get());
   if (!o.cert_file.empty()) {
     if (SSL_CTX_use_certificate_chain_file(x, o.cert_file.c_str()) != 1)
@@ -428,12 +431,16 @@ io_result tls_stream::read_some(std::span<std::byte> buf, std::error_code& ec) n
   // SSL_read returns one record at a time. Take every record already here,
   // as recv() takes every byte: a flush frame right behind a message must
   // be seen when the message is (its acknowledgement depends on it).
+  buffered_ = false;
   while (n < buf.size()) {
     std::size_t more = 0;
     ERR_clear_error();
     if (SSL_read_ex(ssl_, buf.data() + n, buf.size() - n, &more) != 1) break; // the next call reports any error
     n += more;
   }
+  // A full buffer may leave whole records read ahead inside OpenSSL, which
+  // poll() cannot see; else at most part of one is left (the socket has the rest).
+  buffered_ = n == buf.size() && SSL_has_pending(ssl_);
   ERR_clear_error();
   return {n, io_status::ok};
 }
@@ -479,7 +486,7 @@ bool tls_stream::wait(bool for_write, deadline dl, std::error_code& ec) noexcept
   short events = 0;
   {
     std::lock_guard lk(mu_);
-    if (!for_write && SSL_pending(ssl_) > 0) return true; // decrypted bytes already here
+    if (!for_write && (buffered_ || SSL_pending(ssl_) > 0)) return true; // bytes already inside OpenSSL
     events = for_write ? (write_wants_read_ ? POLLIN : POLLOUT) : (read_wants_write_ ? POLLOUT : POLLIN);
   }
   return wait_fd(fd_, events, dl, ec);

@@ -86,6 +86,7 @@ private:
   bool read_wants_write_ = false;  // the last SSL_read needs the socket writable
   bool write_wants_read_ = false;  // the last SSL_write needs the socket readable
   bool shut_ = false;
+  bool buffered_ = false;          // whole records may wait inside OpenSSL (read-ahead)
   std::unique_ptr<std::byte[]> gather_; // small gathered writes become one TLS record
 };
 
