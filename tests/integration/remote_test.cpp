@@ -115,6 +115,8 @@ struct tls_failure {
   const char* detail; // a piece of last_error_detail()
 };
 
+void PrintTo(const tls_failure& f, std::ostream* os) { *os << f.name; }
+
 class TlsFailures : public Remote, public ::testing::WithParamInterface<tls_failure> {};
 
 TEST_P(TlsFailures, FailCleanlyWithAClearErrorAndNothingReachesThePipe) {
@@ -278,6 +280,33 @@ TEST_F(Remote, UnexportedPipesAndServersThatRefuseRemoteClientsSaySo) {
   EXPECT_EQ(ec, errc::access_denied);
   EXPECT_NE(last_error_detail().find("does not accept remote clients"), std::string::npos) << last_error_detail();
   EXPECT_EQ(plain.active_instances(), 0u);
+}
+
+TEST_F(Remote, HostNamesResolveAndTheCertificateNameIsChecked) {
+  auto name = random_pipe();
+  counting_echo echo(name);
+  auto gw = start_gateway(gateway_certs_and_psk());
+  client_options co;
+  co.tls = client_certs();
+  // The certificate carries DNS:localhost: a host name, resolved, checked (and sent as SNI).
+  auto c = connect(remote_name("localhost", gw.port(), name), co, 5s);
+  EXPECT_EQ(c.transact("by name"), "by name");
+  EXPECT_EQ(c.peer().user, "CN=localhost,O=npipe");
+  // An explicit server_name overrides the host for the check.
+  co.tls.server_name = "elsewhere.example";
+  std::error_code ec;
+  connect(remote_name("127.0.0.1", gw.port(), name), co, 5s, ec);
+  EXPECT_EQ(ec, errc::access_denied);
+  EXPECT_NE(last_error_detail().find("mismatch"), std::string::npos) << last_error_detail();
+  connect(remote_name("no-such-host.invalid", gw.port(), name), co, 5s, ec);
+  EXPECT_EQ(ec, errc::not_found);
+  EXPECT_NE(last_error_detail().find("cannot resolve"), std::string::npos) << last_error_detail();
+  // Nothing listening on the port: not_found, like a missing local pipe.
+  auto port = gw.port();
+  gw.close();
+  connect(remote_name("127.0.0.1", port, name), co, 5s, ec);
+  EXPECT_EQ(ec, errc::not_found);
+  EXPECT_NE(last_error_detail().find("nothing listens"), std::string::npos) << last_error_detail();
 }
 
 std::string forwarded_hello(const pipe_name& name) {
