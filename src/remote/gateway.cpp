@@ -16,7 +16,7 @@
 #include <npipe/remote.hpp>
 
 #include <asio.hpp>
-#include <asio/ssl.hpp>
+#include <openssl/err.h>
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -33,14 +33,12 @@ namespace {
 
 using tcp = asio::ip::tcp;
 using unix_socket = asio::local::stream_protocol::socket;
-using tls_socket = asio::ssl::stream<tcp::socket>;
 
 constexpr std::size_t relay_buffer = 64 * 1024;
 // The largest hello a client may send: fixed part, name, and a pipelined
 // first request (CallNamedPipe style) with its frame header.
 constexpr std::size_t max_hello_bytes =
     protocol::hello_fixed_size + protocol::max_name_bytes + protocol::frame_header_size + pipelined_request_max;
-constexpr auto tls_shutdown_grace = std::chrono::seconds(2);
 
 
 } // namespace
@@ -49,7 +47,6 @@ constexpr auto tls_shutdown_grace = std::chrono::seconds(2);
 struct gateway_shared {
   gateway_options opts;
   std::shared_ptr<tls::context> tls;
-  std::unique_ptr<asio::ssl::context> ssl;
   bool export_all = false;
   std::vector<std::string> exports; // folded
   std::atomic<std::uint64_t> accepted{0}, tls_failed{0}, refused{0}, relayed{0};
@@ -62,22 +59,29 @@ struct gateway_shared {
 
 namespace {
 
-tcp::socket& tcp_of(tcp::socket& s) { return s; }
-tcp::socket& tcp_of(tls_socket& s) { return s.next_layer(); }
-
 // One remote client, from TCP accept to the end of its relay. Everything
 // runs on the session's strand (the executor of its sockets and timer).
-template <class Stream>
-class session : public std::enable_shared_from_this<session<Stream>> {
+//
+// The relay holds no buffer while idle: it waits for readiness, reads into
+// the thread's scratch buffer and writes on at once; only bytes the other
+// side cannot take yet are copied into the session. TLS is OpenSSL on the
+// non-blocking socket (the same code as the client's), so whole records
+// already read ahead are drained before the next wait.
+class session : public std::enable_shared_from_this<session> {
 public:
-  session(std::shared_ptr<gateway_shared> g, Stream s, std::string address)
+  session(std::shared_ptr<gateway_shared> g, tcp::socket s, std::string address)
       : g_(std::move(g)), remote_(std::move(s)), local_(remote_.get_executor()), timer_(remote_.get_executor()),
         address_(std::move(address)) {
     ++g_->active;
   }
-  ~session() { --g_->active; }
+  ~session() {
+    if (ssl_) SSL_free(ssl_);
+    --g_->active;
+  }
 
   void start() {
+    std::error_code ignore;
+    remote_.non_blocking(true, ignore);
     arm(g_->opts.handshake_timeout, [this] {
       if (!relaying_) (tls_done_ ? g_->refused : g_->tls_failed)++;
       close();
@@ -85,87 +89,155 @@ public:
     // Look at the first byte before speaking TLS: a plaintext npipe hello
     // gets a plaintext answer saying TLS is required, a TLS hello at a
     // plaintext gateway is refused.
-    tcp_of(remote_).async_wait(tcp::socket::wait_read, [self = this->shared_from_this()](std::error_code ec) {
+    remote_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](std::error_code ec) {
       if (ec) return self->close();
       self->on_first_byte();
     });
   }
 
 private:
-  static constexpr bool is_tls = std::is_same_v<Stream, tls_socket>;
+  enum class io { done, want_read, want_write, end };
+  static constexpr int burst = 16; // reads per direction before letting other sessions run
+
+  static std::byte* scratch() {
+    thread_local std::unique_ptr<std::byte[]> buf(new std::byte[relay_buffer]);
+    return buf.get();
+  }
+  int rfd() { return remote_.native_handle(); }
+  int lfd() { return local_.native_handle(); }
+
+  io tls_result(int ret) {
+    switch (SSL_get_error(ssl_, ret)) {
+    case SSL_ERROR_WANT_READ: return io::want_read;
+    case SSL_ERROR_WANT_WRITE: return io::want_write;
+    default: ERR_clear_error(); return io::end;
+    }
+  }
+  static io sys_result(ssize_t r, std::size_t& n) {
+    if (r > 0) {
+      n = static_cast<std::size_t>(r);
+      return io::done;
+    }
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return io::want_read;
+    return io::end;
+  }
+  io remote_read(std::byte* p, std::size_t cap, std::size_t& n) {
+    if (ssl_) {
+      ERR_clear_error();
+      int r = SSL_read_ex(ssl_, p, cap, &n);
+      return r == 1 ? io::done : tls_result(r);
+    }
+    ssize_t r;
+    do r = ::recv(rfd(), p, cap, MSG_DONTWAIT);
+    while (r < 0 && errno == EINTR);
+    return sys_result(r, n);
+  }
+  io remote_write(const std::byte* p, std::size_t len, std::size_t& n) {
+    if (ssl_) {
+      ERR_clear_error();
+      int r = SSL_write_ex(ssl_, p, len, &n);
+      return r == 1 ? io::done : tls_result(r);
+    }
+    ssize_t r;
+    do r = ::send(rfd(), p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (r < 0 && errno == EINTR);
+    io res = sys_result(r, n);
+    return res == io::want_read ? io::want_write : res;
+  }
+  template <class F>
+  void wait_remote(io want, F then) {
+    remote_.async_wait(want == io::want_write ? tcp::socket::wait_write : tcp::socket::wait_read,
+                       [self = shared_from_this(), then](std::error_code ec) {
+                         if (ec || self->closed_) return self->close();
+                         (self.get()->*then)();
+                       });
+  }
 
   template <class F>
   void arm(timeout t, F on_expiry) {
     if (t < timeout::zero()) return;
     timer_.expires_after(t);
-    timer_.async_wait([self = this->shared_from_this(), on_expiry](std::error_code ec) {
+    timer_.async_wait([self = shared_from_this(), on_expiry](std::error_code ec) {
       if (!ec && !self->closed_) on_expiry();
     });
   }
 
   void on_first_byte() {
     char first = 0;
-    ssize_t n = ::recv(tcp_of(remote_).native_handle(), &first, 1, MSG_PEEK | MSG_DONTWAIT);
+    ssize_t n = ::recv(rfd(), &first, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n <= 0) return close();
-    if constexpr (is_tls) {
+    if (g_->tls) {
       if (first == 'N') {
         ++g_->tls_failed;
-        auto rep = protocol::encode_reply({protocol::version, protocol::status::tls_required, pipe_type::message, 0});
-        reply_buf_.assign(rep.begin(), rep.end());
-        asio::async_write(tcp_of(remote_), asio::buffer(reply_buf_),
-                          [self = this->shared_from_this()](std::error_code, std::size_t) { self->close(); });
-        return;
+        close_after_flush_ = true;
+        queue_down(protocol::encode_reply({protocol::version, protocol::status::tls_required, pipe_type::message, 0}));
+        return flush_down();
       }
-      remote_.async_handshake(asio::ssl::stream_base::server, [self = this->shared_from_this()](std::error_code ec) {
-        if (ec) {
-          ++self->g_->tls_failed;
-          return self->close();
-        }
-        std::error_code iec;
-        if (!tls::peer_identity_of(self->remote_.native_handle(), *self->g_->tls, self->who_, iec)) {
-          ++self->g_->tls_failed;
-          return self->close();
-        }
-        self->tls_done_ = true;
-        self->read_hello();
-      });
-    } else {
-      if (first == 0x16) { // a TLS handshake record: the client wants TLS we do not have
+      ssl_ = SSL_new(g_->tls->native());
+      if (!ssl_ || !tls::attach_socket(ssl_, rfd())) {
         ++g_->tls_failed;
         return close();
       }
-      tls_done_ = true;
-      who_ = "insecure";
-      read_hello();
+      SSL_set_accept_state(ssl_);
+      return handshake();
     }
+    if (first == 0x16) { // a TLS handshake record: the client wants TLS we do not have
+      ++g_->tls_failed;
+      return close();
+    }
+    tls_done_ = true;
+    who_ = "insecure";
+    read_hello();
+  }
+
+  void handshake() {
+    ERR_clear_error();
+    int r = SSL_do_handshake(ssl_);
+    if (r != 1) {
+      io want = tls_result(r);
+      if (want == io::end) {
+        ++g_->tls_failed;
+        return close();
+      }
+      return wait_remote(want, &session::handshake);
+    }
+    std::error_code ec;
+    if (!tls::peer_identity_of(ssl_, *g_->tls, who_, ec)) {
+      ++g_->tls_failed;
+      return close();
+    }
+    tls_done_ = true;
+    read_hello();
   }
 
   void read_hello() {
-    std::size_t have = hello_.size();
-    if (have >= max_hello_bytes) return refuse(protocol::status::protocol_error);
-    hello_.resize(max_hello_bytes);
-    remote_.async_read_some(asio::buffer(hello_.data() + have, max_hello_bytes - have),
-                            [self = this->shared_from_this(), have](std::error_code ec, std::size_t n) {
-                              self->hello_.resize(have + n);
-                              if (ec) {
-                                ++self->g_->refused;
-                                return self->close();
-                              }
-                              self->on_hello_bytes();
-                            });
+    for (;;) {
+      std::size_t have = hello_.size();
+      if (have >= max_hello_bytes) return refuse(protocol::status::protocol_error);
+      hello_.resize(max_hello_bytes);
+      std::size_t n = 0;
+      io r = remote_read(hello_.data() + have, max_hello_bytes - have, n);
+      hello_.resize(have + (r == io::done ? n : 0));
+      if (r == io::end) {
+        ++g_->refused;
+        return close();
+      }
+      if (r != io::done) return wait_remote(r, &session::read_hello);
+      protocol::hello h;
+      std::size_t used = 0;
+      std::error_code ec;
+      auto st = protocol::decode_hello(hello_, h, used, ec);
+      if (st == protocol::decode_status::need_more) continue;
+      if (st == protocol::decode_status::error || h.forwarded) return refuse(protocol::status::protocol_error);
+      return on_hello(std::move(h), used);
+    }
   }
 
-  void on_hello_bytes() {
-    protocol::hello h;
-    std::size_t used = 0;
-    std::error_code ec;
-    auto st = protocol::decode_hello(hello_, h, used, ec);
-    if (st == protocol::decode_status::need_more) return read_hello();
-    if (st == protocol::decode_status::error || h.forwarded) return refuse(protocol::status::protocol_error);
+  void on_hello(protocol::hello h, std::size_t used) {
     if (h.version != protocol::version) return refuse(protocol::status::bad_version);
+    std::error_code ec;
     auto name = pipe_name::parse(h.name, ec);
     if (ec || !name.is_local() || !g_->exported(name)) return refuse(protocol::status::not_found);
-
     client_options co;
     co.pipe_dir = g_->opts.pipe_dir;
     std::string path;
@@ -176,10 +248,9 @@ private:
     h.remote_address = address_.substr(0, protocol::max_remote_address_bytes);
     out_ = protocol::encode_hello(h);
     out_.append(reinterpret_cast<const char*>(hello_.data()) + used, hello_.size() - used);
-    hello_.clear();
-    hello_.shrink_to_fit();
+    hello_ = {};
     local_.async_connect(asio::local::stream_protocol::endpoint(path),
-                         [self = this->shared_from_this()](std::error_code cec) { self->on_local_connect(cec); });
+                         [self = shared_from_this()](std::error_code cec) { self->on_local_connect(cec); });
   }
 
   void on_local_connect(std::error_code ec) {
@@ -191,22 +262,19 @@ private:
     }
     // Relay only to a server of our own user: a name squatted by another
     // user must not receive remote clients.
-    if (peer_of(local_.native_handle()).uid != static_cast<std::int64_t>(::geteuid()))
-      return refuse(protocol::status::access_denied);
-    asio::async_write(local_, asio::buffer(out_), [self = this->shared_from_this()](std::error_code wec, std::size_t) {
+    if (peer_of(lfd()).uid != static_cast<std::int64_t>(::geteuid())) return refuse(protocol::status::access_denied);
+    asio::async_write(local_, asio::buffer(out_), [self = shared_from_this()](std::error_code wec, std::size_t) {
       if (wec) return self->refuse(protocol::status::not_found);
-      self->out_.clear();
-      self->out_.shrink_to_fit();
+      self->out_ = {};
       self->start_relay();
     });
   }
 
   void refuse(protocol::status s) {
     ++g_->refused;
-    auto rep = protocol::encode_reply({protocol::version, s, pipe_type::message, 0});
-    reply_buf_.assign(rep.begin(), rep.end());
-    asio::async_write(remote_, asio::buffer(reply_buf_),
-                      [self = this->shared_from_this()](std::error_code, std::size_t) { self->close(); });
+    close_after_flush_ = true;
+    queue_down(protocol::encode_reply({protocol::version, s, pipe_type::message, 0}));
+    flush_down();
   }
 
   // From here the local server answers (ok, busy after a wait, ...) and the
@@ -216,10 +284,8 @@ private:
     ++g_->relayed;
     timer_.cancel();
     last_ = std::chrono::steady_clock::now();
-    up_.reset(new std::byte[relay_buffer]);
-    down_.reset(new std::byte[relay_buffer]);
     pump_up();
-    pump_down();
+    wait_local();
     idle_check(g_->opts.idle_timeout);
   }
 
@@ -231,69 +297,107 @@ private:
     });
   }
 
-  void pump_up() { // remote -> local
-    remote_.async_read_some(asio::buffer(up_.get(), relay_buffer),
-                            [self = this->shared_from_this()](std::error_code ec, std::size_t n) {
-                              if (ec) return self->close();
-                              self->last_ = std::chrono::steady_clock::now();
-                              asio::async_write(self->local_, asio::buffer(self->up_.get(), n),
-                                                [self](std::error_code wec, std::size_t) {
-                                                  if (wec) return self->close();
-                                                  self->pump_up();
-                                                });
-                            });
+  // remote -> local
+  void pump_up() {
+    if (closed_) return;
+    for (int i = 0; i < burst; ++i) {
+      std::size_t n = 0;
+      io r = remote_read(scratch(), relay_buffer, n);
+      if (r == io::end) return close();
+      if (r != io::done) return wait_remote(r, &session::pump_up);
+      last_ = std::chrono::steady_clock::now();
+      ssize_t k;
+      do k = ::send(lfd(), scratch(), n, MSG_NOSIGNAL | MSG_DONTWAIT);
+      while (k < 0 && errno == EINTR);
+      if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return close();
+      std::size_t sent = k > 0 ? static_cast<std::size_t>(k) : 0;
+      if (sent < n) { // the server is slower: keep the rest, read no more until it is taken
+        up_pending_.assign(scratch() + sent, scratch() + n);
+        asio::async_write(local_, asio::buffer(up_pending_), [self = shared_from_this()](std::error_code ec, std::size_t) {
+          if (ec) return self->close();
+          self->up_pending_ = {};
+          self->pump_up();
+        });
+        return;
+      }
+    }
+    asio::post(remote_.get_executor(), [self = shared_from_this()] { self->pump_up(); });
   }
 
-  void pump_down() { // local -> remote
-    local_.async_read_some(asio::buffer(down_.get(), relay_buffer),
-                           [self = this->shared_from_this()](std::error_code ec, std::size_t n) {
-                             if (ec) return self->close(); // the server closed: everything read is sent
-                             self->last_ = std::chrono::steady_clock::now();
-                             asio::async_write(self->remote_, asio::buffer(self->down_.get(), n),
-                                               [self](std::error_code wec, std::size_t) {
-                                                 if (wec) return self->close();
-                                                 self->last_ = std::chrono::steady_clock::now();
-                                                 self->pump_down();
-                                               });
-                           });
+  // local -> remote
+  void wait_local() {
+    local_.async_wait(unix_socket::wait_read, [self = shared_from_this()](std::error_code ec) {
+      if (ec || self->closed_) return self->close();
+      self->pump_down();
+    });
+  }
+  void pump_down() {
+    for (int i = 0; i < burst; ++i) {
+      ssize_t n;
+      do n = ::recv(lfd(), scratch(), relay_buffer, MSG_DONTWAIT);
+      while (n < 0 && errno == EINTR);
+      if (n == 0) return close(); // the server closed; everything it sent has gone out
+      if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? wait_local() : close();
+      last_ = std::chrono::steady_clock::now();
+      std::size_t len = static_cast<std::size_t>(n), off = 0;
+      while (off < len) {
+        std::size_t k = 0;
+        io r = remote_write(scratch() + off, len - off, k);
+        if (r == io::end) return close();
+        if (r != io::done) { // the client is slower: keep the rest, read no more until it is taken
+          queue_down(std::span(scratch() + off, len - off));
+          return wait_remote(r, &session::flush_down);
+        }
+        off += k;
+      }
+    }
+    asio::post(remote_.get_executor(), [self = shared_from_this()] { self->pump_down(); });
+  }
+  template <class Bytes>
+  void queue_down(const Bytes& b) {
+    down_pending_.assign(b.begin(), b.end());
+    down_off_ = 0;
+  }
+  void flush_down() {
+    while (down_off_ < down_pending_.size()) {
+      std::size_t k = 0;
+      io r = remote_write(down_pending_.data() + down_off_, down_pending_.size() - down_off_, k);
+      if (r == io::end) return close();
+      if (r != io::done) return wait_remote(r, &session::flush_down);
+      down_off_ += k;
+      last_ = std::chrono::steady_clock::now();
+    }
+    down_pending_ = {};
+    if (close_after_flush_) return close();
+    if (relaying_) pump_down();
   }
 
   void close() {
     if (closed_) return;
     closed_ = true;
     timer_.cancel();
+    if (ssl_ && tls_done_) {
+      ERR_clear_error();
+      SSL_shutdown(ssl_); // close_notify, if the socket takes it now
+      ERR_clear_error();
+    }
     std::error_code ignore;
     local_.close(ignore);
-    if constexpr (is_tls) {
-      if (tls_done_) {
-        // close_notify, then wait a moment for the client's; then hang up.
-        timer_.expires_after(tls_shutdown_grace);
-        timer_.async_wait([self = this->shared_from_this()](std::error_code) {
-          std::error_code e;
-          self->remote_.next_layer().close(e);
-        });
-        remote_.async_shutdown([self = this->shared_from_this()](std::error_code) {
-          std::error_code e;
-          self->timer_.cancel();
-          self->remote_.next_layer().close(e);
-        });
-        return;
-      }
-    }
-    tcp_of(remote_).close(ignore);
+    remote_.close(ignore);
   }
 
   std::shared_ptr<gateway_shared> g_;
-  Stream remote_;
+  tcp::socket remote_;
   unix_socket local_;
   asio::steady_timer timer_;
+  SSL* ssl_ = nullptr;
   std::string address_, who_;
   std::vector<std::byte> hello_;
-  std::vector<std::byte> reply_buf_;
   std::string out_;
-  std::unique_ptr<std::byte[]> up_, down_;
+  std::vector<std::byte> up_pending_, down_pending_;
+  std::size_t down_off_ = 0;
   std::chrono::steady_clock::time_point last_;
-  bool tls_done_ = false, relaying_ = false, closed_ = false;
+  bool tls_done_ = false, relaying_ = false, closed_ = false, close_after_flush_ = false;
 };
 
 std::string address_of(const tcp::endpoint& ep) {
@@ -328,8 +432,6 @@ public:
     if (!o.tls.insecure) {
       g_->tls = tls::context::make(tls::role::server, o.tls, ec);
       if (!g_->tls) return false;
-      SSL_CTX_up_ref(g_->tls->native()); // asio's context frees its handle
-      g_->ssl = std::make_unique<asio::ssl::context>(g_->tls->native());
     } else if (!tls::check_options(tls::role::server, o.tls, ec)) {
       return false;
     }
@@ -412,10 +514,7 @@ private:
       } else {
         tune_tcp(s.native_handle());
         std::string where = address_of(peer);
-        if (g_->ssl)
-          std::make_shared<session<tls_socket>>(g_, tls_socket(std::move(s), *g_->ssl), std::move(where))->start();
-        else
-          std::make_shared<session<tcp::socket>>(g_, std::move(s), std::move(where))->start();
+        std::make_shared<session>(g_, std::move(s), std::move(where))->start();
       }
       accept(acc);
     });

@@ -180,8 +180,11 @@ std::shared_ptr<context> context::make(role r, const tls_options& o, std::error_
   }
   SSL_CTX_set_mode(x, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   // Read what the socket has, not a record header and then its body: half
-  // the system calls on bulk transfers (tls_stream::wait() knows about it).
-  if (r == role::client) SSL_CTX_set_read_ahead(x, 1);
+  // the system calls on bulk transfers. Whole records may then wait inside
+  // OpenSSL where poll() cannot see them: readers drain until WANT_READ.
+  SSL_CTX_set_read_ahead(x, 1);
+  // Idle sessions give their record buffers back (the gateway holds many).
+  SSL_CTX_set_mode(x, SSL_MODE_RELEASE_BUFFERS);
   SSL_CTX_set_ex_data(x, context_index(), c.get());
   if (!o.cert_file.empty()) {
     if (SSL_CTX_use_certificate_chain_file(x, o.cert_file.c_str()) != 1)
@@ -364,14 +367,19 @@ BIO_METHOD* nosignal_socket() {
 }
 } // namespace
 
-bool tls_stream::handshake(deadline dl, std::error_code& ec) noexcept {
+bool attach_socket(SSL* ssl, int fd) noexcept {
   BIO* bio = BIO_new(nosignal_socket());
-  if (!bio) {
+  if (!bio) return false;
+  BIO_set_data(bio, reinterpret_cast<void*>(static_cast<std::intptr_t>(fd)));
+  SSL_set_bio(ssl, bio, bio);
+  return true;
+}
+
+bool tls_stream::handshake(deadline dl, std::error_code& ec) noexcept {
+  if (!attach_socket(ssl_, fd_)) {
     ec = make_error_code(errc::system_error);
     return false;
   }
-  BIO_set_data(bio, reinterpret_cast<void*>(static_cast<std::intptr_t>(fd_)));
-  SSL_set_bio(ssl_, bio, bio);
   for (;;) {
     ERR_clear_error();
     int r = SSL_connect(ssl_);

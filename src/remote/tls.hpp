@@ -54,6 +54,10 @@ bool peer_identity_of(SSL* ssl, const context& ctx, std::string& who, std::error
 /// `ret` (clears OpenSSL's error queue). `peer` names the other end.
 std::error_code handshake_error(SSL* ssl, int ret, const std::string& peer);
 
+/// Make `ssl` read and write the socket `fd` (without SIGPIPE); false if
+/// OpenSSL cannot allocate.
+bool attach_socket(SSL* ssl, int fd) noexcept;
+
 /// The text of OpenSSL's error queue (cleared), or `fallback`.
 std::string last_error_text(const std::string& fallback = "unknown TLS error");
 
