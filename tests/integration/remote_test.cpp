@@ -187,28 +187,13 @@ SSL_CTX* tls12_context(bool server) {
   return x;
 }
 
-int tcp_connect(const std::string& ip, std::uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(port);
-  ::inet_pton(AF_INET, ip.c_str(), &sa.sin_addr);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  timeval tv{10, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  return fd;
-}
-
 TEST_F(Remote, Tls12OnlyPeersAreRefusedBothWays) {
   auto name = random_pipe();
   counting_echo echo(name);
   auto gw = start_gateway(gateway_certs_and_psk());
   // A TLS 1.2-only client at the gateway.
   SSL_CTX* cx = tls12_context(false);
-  int fd = tcp_connect("127.0.0.1", gw.port());
+  int fd = raw_tcp_connect("127.0.0.1", gw.port());
   ASSERT_GE(fd, 0);
   SSL* ssl = SSL_new(cx);
   SSL_set_fd(ssl, fd);
@@ -336,7 +321,7 @@ TEST_F(Remote, OnlyTheGatewaySideMayVouchForARemoteIdentity) {
   {
     counting_echo echo(name);
     auto gw = start_gateway(with({{"insecure", ""}}));
-    int fd = tcp_connect("127.0.0.1", gw.port());
+    int fd = raw_tcp_connect("127.0.0.1", gw.port());
     ASSERT_GE(fd, 0);
     auto h = forwarded_hello(name);
     ASSERT_EQ(::send(fd, h.data(), h.size(), MSG_NOSIGNAL), static_cast<ssize_t>(h.size()));
@@ -460,7 +445,7 @@ TEST_F(Remote, SilentPeersAreDroppedByTheHandshakeAndIdleTimeouts) {
   gateway gw(g);
 
   // Connects and says nothing: dropped at the handshake timeout.
-  int fd = tcp_connect("127.0.0.1", gw.port());
+  int fd = raw_tcp_connect("127.0.0.1", gw.port());
   ASSERT_GE(fd, 0);
   auto t0 = std::chrono::steady_clock::now();
   char b;

@@ -5,22 +5,40 @@
 #include <cstring>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 namespace npipe::test {
 
-int raw_connect(const std::string& path) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  std::strncpy(sa.sun_path, path.c_str(), sizeof sa.sun_path - 1);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+namespace {
+// Connect a new stream socket of `family` to `sa`, with a 10 s receive timeout; -1 on failure.
+int connect_socket(int family, const sockaddr* sa, socklen_t len) {
+  int fd = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  if (::connect(fd, sa, len) != 0) {
     ::close(fd);
     return -1;
   }
   timeval tv{10, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   return fd;
+}
+} // namespace
+
+int raw_connect(const std::string& path) {
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::strncpy(sa.sun_path, path.c_str(), sizeof sa.sun_path - 1);
+  return connect_socket(AF_UNIX, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+}
+
+int raw_tcp_connect(const std::string& ipv4, std::uint16_t port) {
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  if (::inet_pton(AF_INET, ipv4.c_str(), &sa.sin_addr) != 1) return -1;
+  return connect_socket(AF_INET, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
 }
 
 std::string raw_hello(const pipe_name& name, char version) {

@@ -5,6 +5,7 @@
 
 #include <npipe/npipe.hpp>
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -12,6 +13,8 @@ namespace npipe::test {
 
 /// Connect a plain Unix stream socket (10 s receive timeout); -1 on failure.
 int raw_connect(const std::string& path);
+/// The same over TCP to an IPv4 address.
+int raw_tcp_connect(const std::string& ipv4, std::uint16_t port);
 /// The client's hello for `name`, with a chosen protocol version.
 std::string raw_hello(const pipe_name& name, char version = 1);
 /// A data frame carrying `payload`.
