@@ -8,6 +8,7 @@
 // succeeded, its hello has been read and its pipe name is on the export list.
 
 #include "core/protocol.hpp"
+#include "remote/relay.hpp"
 #include "remote/remote.hpp"
 #include "remote/tls.hpp"
 #include "transport/local_posix.hpp"
@@ -18,6 +19,7 @@
 #include <asio.hpp>
 #include <openssl/err.h>
 
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -32,9 +34,7 @@ namespace detail {
 namespace {
 
 using tcp = asio::ip::tcp;
-using unix_socket = asio::local::stream_protocol::socket;
 
-constexpr std::size_t relay_buffer = 64 * 1024;
 // The largest hello a client may send: fixed part, name, and a pipelined
 // first request (CallNamedPipe style) with its frame header.
 constexpr std::size_t max_hello_bytes =
@@ -59,99 +59,33 @@ struct gateway_shared {
 
 namespace {
 
-// One remote client, from TCP accept to the end of its relay. Everything
-// runs on the session's strand (the executor of its sockets and timer).
-//
-// The relay holds no buffer while idle: it waits for readiness, reads into
-// the thread's scratch buffer and writes on at once; only bytes the other
-// side cannot take yet are copied into the session. TLS is OpenSSL on the
-// non-blocking socket (the same code as the client's), so whole records
-// already read ahead are drained before the next wait.
+// One remote client, from TCP accept to the hand-over to its relay. Runs on
+// the session's strand (the executor of its sockets and timer).
 class session : public std::enable_shared_from_this<session> {
 public:
   session(std::shared_ptr<gateway_shared> g, tcp::socket s, std::string address)
-      : g_(std::move(g)), remote_(std::move(s)), local_(remote_.get_executor()), timer_(remote_.get_executor()),
-        address_(std::move(address)) {
+      : g_(std::move(g)), timer_(s.get_executor()), local_(s.get_executor()), address_(std::move(address)),
+        link_(std::make_unique<remote_link>(std::move(s), nullptr)) {
     ++g_->active;
   }
-  ~session() {
-    if (ssl_) SSL_free(ssl_);
-    --g_->active;
-  }
+  ~session() { --g_->active; }
 
   void start() {
-    std::error_code ignore;
-    remote_.non_blocking(true, ignore);
     arm(g_->opts.handshake_timeout, [this] {
-      if (!relaying_) (tls_done_ ? g_->refused : g_->tls_failed)++;
+      (tls_done_ ? g_->refused : g_->tls_failed)++;
       close();
     });
     // Look at the first byte before speaking TLS: a plaintext npipe hello
     // gets a plaintext answer saying TLS is required, a TLS hello at a
     // plaintext gateway is refused.
-    remote_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](std::error_code ec) {
-      if (ec) return self->close();
+    link_->wait(remote_io::want_read, [self = shared_from_this()](std::error_code ec) {
+      if (ec || self->closed_) return self->close();
       self->on_first_byte();
     });
   }
 
 private:
-  enum class io { done, want_read, want_write, end };
-  static constexpr int burst = 16; // reads per direction before letting other sessions run
-
-  static std::byte* scratch() {
-    thread_local std::unique_ptr<std::byte[]> buf(new std::byte[relay_buffer]);
-    return buf.get();
-  }
-  int rfd() { return remote_.native_handle(); }
-  int lfd() { return local_.native_handle(); }
-
-  io tls_result(int ret) {
-    switch (SSL_get_error(ssl_, ret)) {
-    case SSL_ERROR_WANT_READ: return io::want_read;
-    case SSL_ERROR_WANT_WRITE: return io::want_write;
-    default: ERR_clear_error(); return io::end;
-    }
-  }
-  static io sys_result(ssize_t r, std::size_t& n) {
-    if (r > 0) {
-      n = static_cast<std::size_t>(r);
-      return io::done;
-    }
-    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return io::want_read;
-    return io::end;
-  }
-  io remote_read(std::byte* p, std::size_t cap, std::size_t& n) {
-    if (ssl_) {
-      ERR_clear_error();
-      int r = SSL_read_ex(ssl_, p, cap, &n);
-      return r == 1 ? io::done : tls_result(r);
-    }
-    ssize_t r;
-    do r = ::recv(rfd(), p, cap, MSG_DONTWAIT);
-    while (r < 0 && errno == EINTR);
-    return sys_result(r, n);
-  }
-  io remote_write(const std::byte* p, std::size_t len, std::size_t& n) {
-    if (ssl_) {
-      ERR_clear_error();
-      int r = SSL_write_ex(ssl_, p, len, &n);
-      return r == 1 ? io::done : tls_result(r);
-    }
-    ssize_t r;
-    do r = ::send(rfd(), p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-    while (r < 0 && errno == EINTR);
-    io res = sys_result(r, n);
-    return res == io::want_read ? io::want_write : res;
-  }
-  template <class F>
-  void wait_remote(io want, F then) {
-    remote_.async_wait(want == io::want_write ? tcp::socket::wait_write : tcp::socket::wait_read,
-                       [self = shared_from_this(), then](std::error_code ec) {
-                         if (ec || self->closed_) return self->close();
-                         (self.get()->*then)();
-                       });
-  }
+  int rfd() { return link_->socket().native_handle(); }
 
   template <class F>
   void arm(timeout t, F on_expiry) {
@@ -161,24 +95,32 @@ private:
       if (!ec && !self->closed_) on_expiry();
     });
   }
+  // Wait on the remote socket, then call `then` (unless closed meanwhile).
+  void wait_remote(remote_io want, void (session::*then)()) {
+    link_->wait(want, [self = shared_from_this(), then](std::error_code ec) {
+      if (ec || self->closed_) return self->close();
+      (self.get()->*then)();
+    });
+  }
 
   void on_first_byte() {
     char first = 0;
     ssize_t n = ::recv(rfd(), &first, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n <= 0) return close();
     if (g_->tls) {
-      if (first == 'N') {
+      if (first == 'N') { // plaintext: answer in plaintext
         ++g_->tls_failed;
-        close_after_flush_ = true;
-        queue_down(protocol::encode_reply({protocol::version, protocol::status::tls_required, pipe_type::message, 0}));
-        return flush_down();
+        return answer(protocol::status::tls_required);
       }
-      ssl_ = SSL_new(g_->tls->native());
-      if (!ssl_ || !tls::attach_socket(ssl_, rfd())) {
+      SSL* ssl = SSL_new(g_->tls->native());
+      if (!ssl || !tls::attach_socket(ssl, rfd())) {
+        if (ssl) SSL_free(ssl);
         ++g_->tls_failed;
         return close();
       }
-      SSL_set_accept_state(ssl_);
+      SSL_set_accept_state(ssl);
+      link_ = std::make_unique<remote_link>(std::move(link_->socket()), ssl);
+      link_->set_peer("the client at " + address_);
       return handshake();
     }
     if (first == 0x16) { // a TLS handshake record: the client wants TLS we do not have
@@ -191,18 +133,15 @@ private:
   }
 
   void handshake() {
-    ERR_clear_error();
-    int r = SSL_do_handshake(ssl_);
-    if (r != 1) {
-      io want = tls_result(r);
-      if (want == io::end) {
-        ++g_->tls_failed;
-        return close();
-      }
-      return wait_remote(want, &session::handshake);
+    remote_io r = link_->handshake_step();
+    if (r == remote_io::end) {
+      ERR_clear_error();
+      ++g_->tls_failed;
+      return close();
     }
+    if (r != remote_io::done) return wait_remote(r, &session::handshake);
     std::error_code ec;
-    if (!tls::peer_identity_of(ssl_, *g_->tls, who_, ec)) {
+    if (!tls::peer_identity_of(link_->ssl(), *g_->tls, who_, ec)) {
       ++g_->tls_failed;
       return close();
     }
@@ -216,13 +155,13 @@ private:
       if (have >= max_hello_bytes) return refuse(protocol::status::protocol_error);
       hello_.resize(max_hello_bytes);
       std::size_t n = 0;
-      io r = remote_read(hello_.data() + have, max_hello_bytes - have, n);
-      hello_.resize(have + (r == io::done ? n : 0));
-      if (r == io::end) {
+      remote_io r = link_->read(hello_.data() + have, max_hello_bytes - have, n);
+      hello_.resize(have + (r == remote_io::done ? n : 0));
+      if (r == remote_io::end) {
         ++g_->refused;
         return close();
       }
-      if (r != io::done) return wait_remote(r, &session::read_hello);
+      if (r != remote_io::done) return wait_remote(r, &session::read_hello);
       protocol::hello h;
       std::size_t used = 0;
       std::error_code ec;
@@ -254,6 +193,7 @@ private:
   }
 
   void on_local_connect(std::error_code ec) {
+    if (closed_) return;
     if (ec) {
       int e = ec.value();
       if (e == EACCES || e == EPERM) return refuse(protocol::status::access_denied);
@@ -262,142 +202,90 @@ private:
     }
     // Relay only to a server of our own user: a name squatted by another
     // user must not receive remote clients.
-    if (peer_of(lfd()).uid != static_cast<std::int64_t>(::geteuid())) return refuse(protocol::status::access_denied);
+    if (peer_of(local_.native_handle()).uid != static_cast<std::int64_t>(::geteuid()))
+      return refuse(protocol::status::access_denied);
     asio::async_write(local_, asio::buffer(out_), [self = shared_from_this()](std::error_code wec, std::size_t) {
+      if (self->closed_) return;
       if (wec) return self->refuse(protocol::status::not_found);
-      self->out_ = {};
-      self->start_relay();
+      self->relay_now();
     });
+  }
+
+  // From here the local server answers (ok, busy after a wait, ...) and the
+  // two ends talk npipe frames through the relay. The session lives on
+  // until the relay ends, so the gateway's count of connections stays right.
+  void relay_now() {
+    ++g_->relayed;
+    timer_.cancel();
+    out_ = {};
+    auto r = std::make_shared<relay>(std::move(link_), std::move(local_), g_->opts.idle_timeout, tls_done_);
+    r->start([self = shared_from_this()] { self->closed_ = true; });
   }
 
   void refuse(protocol::status s) {
     ++g_->refused;
-    close_after_flush_ = true;
-    queue_down(protocol::encode_reply({protocol::version, s, pipe_type::message, 0}));
-    flush_down();
+    answer(s);
   }
-
-  // From here the local server answers (ok, busy after a wait, ...) and the
-  // two ends talk npipe frames through us; we copy bytes both ways.
-  void start_relay() {
-    relaying_ = true;
-    ++g_->relayed;
-    timer_.cancel();
-    last_ = std::chrono::steady_clock::now();
-    pump_up();
-    wait_local();
-    idle_check(g_->opts.idle_timeout);
+  // Send a reply status, then close.
+  void answer(protocol::status s) {
+    auto rep = protocol::encode_reply({protocol::version, s, pipe_type::message, 0});
+    reply_.assign(rep.begin(), rep.end());
+    reply_off_ = 0;
+    send_reply();
   }
-
-  void idle_check(timeout t) {
-    arm(t, [this] {
-      auto quiet = std::chrono::steady_clock::now() - last_;
-      if (quiet >= g_->opts.idle_timeout) return close();
-      idle_check(std::chrono::ceil<timeout>(g_->opts.idle_timeout - quiet));
-    });
-  }
-
-  // remote -> local
-  void pump_up() {
-    if (closed_) return;
-    for (int i = 0; i < burst; ++i) {
-      std::size_t n = 0;
-      io r = remote_read(scratch(), relay_buffer, n);
-      if (r == io::end) return close();
-      if (r != io::done) return wait_remote(r, &session::pump_up);
-      last_ = std::chrono::steady_clock::now();
-      ssize_t k;
-      do k = ::send(lfd(), scratch(), n, MSG_NOSIGNAL | MSG_DONTWAIT);
-      while (k < 0 && errno == EINTR);
-      if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return close();
-      std::size_t sent = k > 0 ? static_cast<std::size_t>(k) : 0;
-      if (sent < n) { // the server is slower: keep the rest, read no more until it is taken
-        up_pending_.assign(scratch() + sent, scratch() + n);
-        asio::async_write(local_, asio::buffer(up_pending_), [self = shared_from_this()](std::error_code ec, std::size_t) {
-          if (ec) return self->close();
-          self->up_pending_ = {};
-          self->pump_up();
-        });
-        return;
-      }
-    }
-    asio::post(remote_.get_executor(), [self = shared_from_this()] { self->pump_up(); });
-  }
-
-  // local -> remote
-  void wait_local() {
-    local_.async_wait(unix_socket::wait_read, [self = shared_from_this()](std::error_code ec) {
-      if (ec || self->closed_) return self->close();
-      self->pump_down();
-    });
-  }
-  void pump_down() {
-    for (int i = 0; i < burst; ++i) {
-      ssize_t n;
-      do n = ::recv(lfd(), scratch(), relay_buffer, MSG_DONTWAIT);
-      while (n < 0 && errno == EINTR);
-      if (n == 0) return close(); // the server closed; everything it sent has gone out
-      if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? wait_local() : close();
-      last_ = std::chrono::steady_clock::now();
-      std::size_t len = static_cast<std::size_t>(n), off = 0;
-      while (off < len) {
-        std::size_t k = 0;
-        io r = remote_write(scratch() + off, len - off, k);
-        if (r == io::end) return close();
-        if (r != io::done) { // the client is slower: keep the rest, read no more until it is taken
-          queue_down(std::span(scratch() + off, len - off));
-          return wait_remote(r, &session::flush_down);
-        }
-        off += k;
-      }
-    }
-    asio::post(remote_.get_executor(), [self = shared_from_this()] { self->pump_down(); });
-  }
-  template <class Bytes>
-  void queue_down(const Bytes& b) {
-    down_pending_.assign(b.begin(), b.end());
-    down_off_ = 0;
-  }
-  void flush_down() {
-    while (down_off_ < down_pending_.size()) {
+  void send_reply() {
+    while (reply_off_ < reply_.size()) {
       std::size_t k = 0;
-      io r = remote_write(down_pending_.data() + down_off_, down_pending_.size() - down_off_, k);
-      if (r == io::end) return close();
-      if (r != io::done) return wait_remote(r, &session::flush_down);
-      down_off_ += k;
-      last_ = std::chrono::steady_clock::now();
+      remote_io r = link_->write(reply_.data() + reply_off_, reply_.size() - reply_off_, k);
+      if (r == remote_io::end) return close();
+      if (r != remote_io::done) return wait_remote(r, &session::send_reply);
+      reply_off_ += k;
     }
-    down_pending_ = {};
-    if (close_after_flush_) return close();
-    if (relaying_) pump_down();
+    linger();
+  }
+  // Close after an answer without a reset: a socket closed with unread input
+  // (the client's hello, a pipelined request) sends RST, which can destroy
+  // the answer before the client reads it. Say we are done, discard what
+  // still comes for a moment, then close.
+  void linger() {
+    if (link_->ssl() && tls_done_) {
+      ERR_clear_error();
+      SSL_shutdown(link_->ssl());
+      ERR_clear_error();
+    }
+    ::shutdown(rfd(), SHUT_WR);
+    arm(std::chrono::seconds(1), [this] { close(); });
+    drain();
+  }
+  void drain() {
+    char sink[4096];
+    for (;;) {
+      ssize_t n = ::recv(rfd(), sink, sizeof sink, MSG_DONTWAIT);
+      if (n > 0) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return wait_remote(remote_io::want_read, &session::drain);
+      if (n < 0 && errno == EINTR) continue;
+      return close();
+    }
   }
 
   void close() {
     if (closed_) return;
     closed_ = true;
     timer_.cancel();
-    if (ssl_ && tls_done_) {
-      ERR_clear_error();
-      SSL_shutdown(ssl_); // close_notify, if the socket takes it now
-      ERR_clear_error();
-    }
     std::error_code ignore;
     local_.close(ignore);
-    remote_.close(ignore);
+    if (link_) link_->close(tls_done_);
   }
 
   std::shared_ptr<gateway_shared> g_;
-  tcp::socket remote_;
-  unix_socket local_;
   asio::steady_timer timer_;
-  SSL* ssl_ = nullptr;
+  unix_socket local_;
   std::string address_, who_;
-  std::vector<std::byte> hello_;
+  std::unique_ptr<remote_link> link_;
+  std::vector<std::byte> hello_, reply_;
+  std::size_t reply_off_ = 0;
   std::string out_;
-  std::vector<std::byte> up_pending_, down_pending_;
-  std::size_t down_off_ = 0;
-  std::chrono::steady_clock::time_point last_;
-  bool tls_done_ = false, relaying_ = false, closed_ = false, close_after_flush_ = false;
+  bool tls_done_ = false, closed_ = false;
 };
 
 std::string address_of(const tcp::endpoint& ep) {

@@ -317,6 +317,26 @@ std::error_code handshake_error(SSL* ssl, int ret, const std::string& peer) {
   return make_error_code(errc::access_denied);
 }
 
+bool session_failure(SSL* ssl, int ret, const std::string& peer, std::error_code& ec) {
+  int e = SSL_get_error(ssl, ret);
+  unsigned long first = ERR_peek_error();
+  if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && first == 0) ||
+      (e == SSL_ERROR_SSL && ERR_GET_REASON(first) == SSL_R_UNEXPECTED_EOF_WHILE_READING)) {
+    // close_notify, or the TCP connection ended without it. npipe's framing
+    // still tells a whole message from a cut one, so this is an end like any other.
+    ERR_clear_error();
+    return false;
+  }
+  // An alert from the peer after our handshake finished (TLS 1.3 checks the
+  // client's certificate then): say what it refused.
+  std::string text = last_error_text();
+  bool alert = text.find("alert") != std::string::npos;
+  if (alert) set_error_detail(peer + " refused this connection's TLS credentials (" + text + ")");
+  else set_error_detail("TLS with " + peer + " failed: " + text);
+  ec = make_error_code(alert ? errc::access_denied : errc::protocol_error);
+  return true;
+}
+
 // ------------------------------------------------------------------ tls_stream
 
 tls_stream::~tls_stream() {
@@ -409,22 +429,7 @@ io_result tls_stream::failed(int ret, bool reading, std::error_code& ec) noexcep
   case SSL_ERROR_ZERO_RETURN: return {0, io_status::eof}; // close_notify
   default: break;
   }
-  unsigned long first = ERR_peek_error();
-  if ((e == SSL_ERROR_SYSCALL && first == 0) ||
-      (e == SSL_ERROR_SSL && ERR_GET_REASON(first) == SSL_R_UNEXPECTED_EOF_WHILE_READING)) {
-    // The TCP connection ended without close_notify. npipe's framing still
-    // tells a whole message from a cut one, so this is an end like any other.
-    ERR_clear_error();
-    return {0, io_status::eof};
-  }
-  // An alert from the peer after our handshake finished (TLS 1.3 checks the
-  // client's certificate then): say what it refused.
-  std::string text = last_error_text();
-  if (text.find("alert") != std::string::npos)
-    set_error_detail(peer_ + " refused this connection's TLS credentials (" + text + ")");
-  else
-    set_error_detail("TLS with " + peer_ + " failed: " + text);
-  ec = make_error_code(text.find("alert") != std::string::npos ? errc::access_denied : errc::protocol_error);
+  if (!session_failure(ssl_, ret, peer_, ec)) return {0, io_status::eof};
   return {0, io_status::error};
 }
 

@@ -58,6 +58,11 @@ std::error_code handshake_error(SSL* ssl, int ret, const std::string& peer);
 /// OpenSSL cannot allocate.
 bool attach_socket(SSL* ssl, int fd) noexcept;
 
+/// After an SSL_read/SSL_write that returned `ret` and is not WANT_*: false
+/// for an end of the stream (close_notify, or TCP closed without it), else
+/// true with the error and a detail (an alert from `peer` names what it refused).
+bool session_failure(SSL* ssl, int ret, const std::string& peer, std::error_code& ec);
+
 /// The text of OpenSSL's error queue (cleared), or `fallback`.
 std::string last_error_text(const std::string& fallback = "unknown TLS error");
 

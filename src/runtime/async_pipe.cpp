@@ -1,15 +1,23 @@
 // SPDX-License-Identifier: MIT
 #include "runtime/async_pipe.hpp"
+#include "remote/relay.hpp"
+#include "remote/remote.hpp"
+#include "remote/tls.hpp"
 
 #include "transport/local_posix.hpp"
 #include "transport/posix_util.hpp"
 
+#include <asio/bind_executor.hpp>
+#include <asio/connect.hpp>
+#include <asio/ip/tcp.hpp>
 #include <asio/read.hpp>
 #include <asio/write.hpp>
 
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <npipe/remote.hpp>
+
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -75,7 +83,13 @@ struct async_pipe::connecting {
   std::size_t got = 0;
   asio::steady_timer timer;
   bool replying = false;
-  explicit connecting(const asio::any_io_executor& ex) : timer(ex) {}
+  // Remote pipes: TCP (and TLS) to the host's gateway, on the relay's strand.
+  asio::strand<asio::any_io_executor> net_strand;
+  std::unique_ptr<asio::ip::tcp::resolver> resolver;
+  std::unique_ptr<tcp_socket> tcp;
+  std::shared_ptr<tls::context> tls;
+  std::unique_ptr<remote_link> link;
+  explicit connecting(const asio::any_io_executor& ex) : timer(ex), net_strand(asio::make_strand(ex)) {}
 };
 
 async_pipe::async_pipe(const asio::any_io_executor& ex) : strand_(asio::make_strand(ex)), socket_(strand_) { touch(); }
@@ -247,7 +261,7 @@ void async_pipe::connect(pipe_name name, client_options opts, timeout t, asio::c
   conn_->o = std::move(o);
   std::error_code ec;
   if (!conn_->name.is_local()) {
-    fail_connect(err(errc::not_supported), "the async client reaches local pipes only, not " + conn_->name.str());
+    remote_connect();
     return;
   }
   if (!client_path(conn_->name, conn_->opts, conn_->path, ec)) {
@@ -307,6 +321,10 @@ void async_pipe::on_connect(const std::error_code& ec) {
     fail_connect(cec, last_error_detail());
     return;
   }
+  begin_hello();
+}
+
+void async_pipe::begin_hello() {
   conn_->hello = client_hello(conn_->name, conn_->opts, conn_->dl, {}, conn_->wait_ms);
   if (!conn_->dl.never()) { // re-arm: from now on the server answers, at the latest, when our wait ends
     conn_->timer.expires_at(conn_->dl.at + handshake_slack);
@@ -316,6 +334,8 @@ void async_pipe::on_connect(const std::error_code& ec) {
         self->fail_connect(err(errc::timed_out),
                            "the server of " + self->conn_->name.str() + " did not answer the handshake in time");
     });
+  } else {
+    conn_->timer.cancel(); // waiting forever for an instance is the caller's wish (a remote link had a bound)
   }
   conn_->replying = true;
   asio::async_write(socket_, asio::buffer(conn_->hello),
@@ -328,6 +348,122 @@ void async_pipe::on_connect(const std::error_code& ec) {
                       }
                       self->on_reply_bytes({}, 0);
                     });
+}
+
+// Remote pipes: resolve, TCP, TLS, then a relay between the TLS link and
+// one end of a socketpair; this pipe runs npipe's handshake and framing over
+// the other end, exactly as on a local pipe.
+void async_pipe::remote_connect() {
+  auto& c = *conn_;
+  std::error_code ec;
+  if (!tls::check_options(tls::role::client, c.opts.tls, ec)) return fail_connect(ec, last_error_detail());
+  if (!c.opts.tls.insecure) {
+    c.tls = tls::context::make(tls::role::client, c.opts.tls, ec);
+    if (!c.tls) return fail_connect(ec, last_error_detail());
+  }
+  std::uint16_t port = c.name.port() ? c.name.port() : default_remote_port;
+  c.path = endpoint_text(c.name.host(), port); // "where", in messages
+  // The caller's timeout is the wait for an instance; the link gets at least
+  // handshake_slack on top (the timer set by connect()), and a bound when
+  // the caller waits forever.
+  if (c.dl.never()) {
+    c.timer.expires_after(defaults::handshake_timeout);
+    c.timer.async_wait([w = weak_from_this()](const std::error_code& e) {
+      if (e) return;
+      if (auto self = w.lock(); self && self->conn_)
+        self->fail_connect(err(errc::timed_out), "the gateway at " + self->conn_->path + " could not be reached in time");
+    });
+  }
+  c.resolver = std::make_unique<asio::ip::tcp::resolver>(c.net_strand);
+  c.resolver->async_resolve(
+      c.name.host(), std::to_string(port),
+      asio::bind_executor(strand_, [self = shared_from_this()](const std::error_code& e,
+                                                               asio::ip::tcp::resolver::results_type results) {
+        if (!self->conn_) return;
+        auto& k = *self->conn_;
+        if (e) {
+          set_error_detail("cannot resolve " + k.name.host() + ": " + e.message());
+          return self->fail_connect(err(errc::not_found), last_error_detail());
+        }
+        k.tcp = std::make_unique<tcp_socket>(k.net_strand);
+        asio::async_connect(*k.tcp, results,
+                            asio::bind_executor(self->strand_, [self](const std::error_code& ce, const auto&) {
+                              self->on_tcp_connect(ce);
+                            }));
+      }));
+}
+
+void async_pipe::on_tcp_connect(const std::error_code& ec) {
+  if (!conn_) return;
+  auto& c = *conn_;
+  if (ec) {
+    if (ec == asio::error::connection_refused)
+      return fail_connect(err(errc::not_found),
+                          "nothing listens on " + c.path + " (is an npipe gateway running there, on this port?)");
+    return fail_connect(io_error(ec), "cannot reach " + c.path + ": " + ec.message());
+  }
+  tune_tcp(c.tcp->native_handle());
+  if (!c.tls) {
+    c.server = peer_identity{-1, -1, -1, "insecure", c.path};
+    c.link = std::make_unique<remote_link>(std::move(*c.tcp), nullptr);
+    c.link->set_peer("the gateway at " + c.path);
+    return bridge();
+  }
+  std::error_code sec;
+  SSL* ssl = tls::new_client_session(*c.tls, c.name.host(), sec);
+  if (!ssl) return fail_connect(sec, last_error_detail());
+  if (!tls::attach_socket(ssl, c.tcp->native_handle())) {
+    SSL_free(ssl);
+    return fail_connect(err(errc::system_error), "cannot set up TLS");
+  }
+  SSL_set_connect_state(ssl);
+  c.link = std::make_unique<remote_link>(std::move(*c.tcp), ssl);
+  c.link->set_peer("the gateway at " + c.path);
+  tls_step();
+}
+
+void async_pipe::tls_step() {
+  auto& c = *conn_;
+  remote_io r = c.link->handshake_step();
+  if (r == remote_io::end) {
+    auto e = tls::handshake_error(c.link->ssl(), 0, "the gateway at " + c.path);
+    return fail_connect(e, last_error_detail());
+  }
+  if (r != remote_io::done) {
+    c.link->wait(r, asio::bind_executor(strand_, [self = shared_from_this()](const std::error_code& e) {
+                   if (!self->conn_) return;
+                   if (e) return self->fail_connect(io_error(e), "the TLS handshake was interrupted");
+                   self->tls_step();
+                 }));
+    return;
+  }
+  std::error_code ec;
+  std::string who;
+  if (!tls::peer_identity_of(c.link->ssl(), *c.tls, who, ec)) return fail_connect(ec, last_error_detail());
+  c.server = peer_identity{-1, -1, -1, std::move(who), c.path};
+  bridge();
+}
+
+void async_pipe::bridge() {
+  auto& c = *conn_;
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    auto e = errno_error(errno);
+    return fail_connect(e, "cannot make a socket pair for the remote link");
+  }
+  std::error_code ec;
+  unix_socket near(c.net_strand);
+  near.assign(asio::local::stream_protocol(), sv[1], ec);
+  if (socket_.is_open()) socket_.close(ec);
+  socket_.assign(asio::generic::stream_protocol(AF_UNIX, 0), sv[0], ec);
+  if (ec) {
+    ::close(sv[0]);
+    return fail_connect(io_error(ec), "cannot use the socket pair");
+  }
+  bool tls_up = c.link->ssl() != nullptr;
+  relay_ = std::make_shared<relay>(std::move(c.link), std::move(near), forever, tls_up);
+  asio::dispatch(c.net_strand, [r = relay_] { r->start(); });
+  begin_hello();
 }
 
 void async_pipe::on_reply_bytes(const std::error_code& ec, std::size_t n) {
@@ -369,6 +505,13 @@ void async_pipe::on_reply_bytes(const std::error_code& ec, std::size_t n) {
 void async_pipe::fail_connect(std::error_code ec, std::string detail) {
   auto c = std::move(conn_);
   if (!c) return;
+  if (relay_) { // a remote link that failed says why better than the end of stream it caused here
+    auto [rec, rdetail] = relay_->end_reason();
+    if (rec) {
+      ec = rec;
+      detail = std::move(rdetail);
+    }
+  }
   c->timer.cancel();
   std::error_code ignore;
   socket_.close(ignore);

@@ -28,6 +28,8 @@
 
 namespace npipe::detail {
 
+class relay;
+
 class async_pipe final : public abandonable, public std::enable_shared_from_this<async_pipe> {
 public:
   using strand_type = asio::strand<asio::any_io_executor>;
@@ -121,6 +123,11 @@ private:
   void on_connect(const std::error_code& ec);
   void on_reply_bytes(const std::error_code& ec, std::size_t n);
   void fail_connect(std::error_code ec, std::string detail);
+  void begin_hello();
+  void remote_connect();
+  void on_tcp_connect(const std::error_code& ec);
+  void tls_step();
+  void bridge();
   void init_open(connection_params p);
 
   void touch() noexcept {
@@ -168,6 +175,8 @@ private:
   // connect
   struct connecting;
   std::unique_ptr<connecting> conn_;
+  // remote pipes: the relay between our socketpair end and the TLS link
+  std::shared_ptr<relay> relay_;
 };
 
 } // namespace npipe::detail

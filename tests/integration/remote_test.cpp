@@ -9,8 +9,11 @@
 #include "remote_support.hpp"
 #include "test_support.hpp"
 
+#include <npipe/async.hpp>
 #include <npipe/npipe.hpp>
 #include <npipe/remote.hpp>
+
+#include <asio/io_context.hpp>
 
 #include <gtest/gtest.h>
 
@@ -292,6 +295,96 @@ TEST_F(Remote, HostNamesResolveAndTheCertificateNameIsChecked) {
   connect(remote_name("127.0.0.1", port, name), co, 5s, ec);
   EXPECT_EQ(ec, errc::not_found);
   EXPECT_NE(last_error_detail().find("nothing listens"), std::string::npos) << last_error_detail();
+}
+
+// (error_code, values...) into a future, errors as values (see async_test.cpp).
+template <class... A>
+auto outcome() {
+  auto p = std::make_shared<std::promise<std::tuple<std::error_code, A...>>>();
+  auto f = p->get_future();
+  auto h = [p](std::error_code ec, A... a) { p->set_value({ec, std::move(a)...}); };
+  return std::make_pair(std::move(h), std::move(f));
+}
+
+TEST_F(Remote, TheAsyncClientReachesRemotePipesWithTheSameSemantics) {
+  auto name = random_pipe();
+  counting_echo echo(name);
+  auto gw = start_gateway(gateway_certs_and_psk());
+  asio::io_context ctx;
+  auto work = asio::make_work_guard(ctx);
+  std::thread io([&] { ctx.run(); });
+  for (auto tls : {client_certs(), client_psk()}) {
+    client_options co;
+    co.tls = tls;
+    async_connection c(ctx);
+    {
+      auto [h, f] = outcome<>();
+      c.async_connect(remote_name("127.0.0.1", gw.port(), name), co, 5s, h);
+      auto [ec] = f.get();
+      ASSERT_FALSE(ec) << ec.message() << " / " << last_error_detail();
+    }
+    {
+      auto [h, f] = outcome<std::vector<std::byte>>();
+      std::string req = "async over tls";
+      c.async_transact(asio::buffer(req), 5s, h);
+      auto [ec, reply] = f.get();
+      EXPECT_FALSE(ec) << ec.message();
+      EXPECT_EQ(text(reply), req);
+    }
+    { // a message bigger than the buffer: "more data", then the rest, intact
+      auto big = pattern(200'000, 9);
+      auto [sh, sf] = outcome<std::size_t>();
+      c.async_send(asio::buffer(big), 5s, sh);
+      EXPECT_FALSE(std::get<0>(sf.get()));
+      std::vector<std::byte> got, buf(70'000);
+      for (;;) {
+        auto [h, f] = outcome<read_result>();
+        c.async_read_some(asio::buffer(buf), 5s, h);
+        auto [ec, r] = f.get();
+        ASSERT_FALSE(ec) << ec.message();
+        got.insert(got.end(), buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(r.bytes));
+        if (!r.more_data) break;
+      }
+      EXPECT_TRUE(got == big);
+    }
+    c.close();
+  }
+  // The same errors as the blocking client.
+  {
+    client_options co;
+    co.tls.insecure = true;
+    async_connection c(ctx);
+    auto [h, f] = outcome<>();
+    c.async_connect(remote_name("127.0.0.1", gw.port(), name), co, 5s, h);
+    auto [ec] = f.get();
+    EXPECT_EQ(ec, errc::access_denied);
+  }
+  {
+    client_options co;
+    co.tls = with({{"ca", cert("ca.pem")}});
+    async_connection c(ctx);
+    std::promise<std::pair<std::error_code, std::string>> p; // the detail is per thread: read it in the handler
+    c.async_connect(remote_name("127.0.0.1", gw.port(), name), co, 5s,
+                    [&p](std::error_code ec) { p.set_value({ec, last_error_detail()}); });
+    auto [ec, detail] = p.get_future().get();
+    EXPECT_EQ(ec, errc::access_denied) << ec.message();
+    EXPECT_NE(detail.find("certificate required"), std::string::npos) << detail;
+  }
+  {
+    auto port = gw.port();
+    gw.close();
+    client_options co;
+    co.tls = client_psk();
+    async_connection c(ctx);
+    auto [h, f] = outcome<>();
+    c.async_connect(remote_name("127.0.0.1", port, name), co, 5s, h);
+    auto [ec] = f.get();
+    EXPECT_EQ(ec, errc::not_found);
+  }
+  work.reset();
+  ctx.stop();
+  io.join();
+  EXPECT_EQ(echo.accepted(), 2);
 }
 
 std::string forwarded_hello(const pipe_name& name) {

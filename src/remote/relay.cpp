@@ -1,0 +1,236 @@
+// SPDX-License-Identifier: MIT
+#include "remote/relay.hpp"
+
+#include <asio/post.hpp>
+#include <asio/write.hpp>
+
+#include <openssl/err.h>
+
+#include <sys/socket.h>
+
+#include <cerrno>
+
+#include <npipe/error.hpp>
+
+namespace npipe::detail {
+
+namespace {
+
+constexpr std::size_t relay_buffer = 64 * 1024;
+constexpr int burst = 16; // reads per direction before letting other connections run
+
+std::byte* scratch() {
+  thread_local std::unique_ptr<std::byte[]> buf(new std::byte[relay_buffer]);
+  return buf.get();
+}
+
+remote_io sys_result(ssize_t r, std::size_t& n, remote_io blocked) {
+  if (r > 0) {
+    n = static_cast<std::size_t>(r);
+    return remote_io::done;
+  }
+  if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return blocked;
+  return remote_io::end;
+}
+
+} // namespace
+
+// ---------------------------------------------------------------- remote_link
+
+remote_link::remote_link(tcp_socket s, SSL* ssl) noexcept : s_(std::move(s)), ssl_(ssl) {
+  std::error_code ignore;
+  s_.non_blocking(true, ignore);
+}
+
+remote_link::~remote_link() {
+  if (ssl_) SSL_free(ssl_);
+}
+
+remote_io remote_link::tls_result(int ret) { // leaves the error queue for ended()
+  switch (SSL_get_error(ssl_, ret)) {
+  case SSL_ERROR_WANT_READ: return remote_io::want_read;
+  case SSL_ERROR_WANT_WRITE: return remote_io::want_write;
+  default: return remote_io::end; // the caller reads the error queue if it wants the reason
+  }
+}
+
+remote_io remote_link::ended(int ret) {
+  remote_io r = tls_result(ret);
+  if (r == remote_io::end && !tls::session_failure(ssl_, ret, peer_, end_ec_)) end_ec_ = {};
+  if (end_ec_) end_detail_ = last_error_detail();
+  return r;
+}
+
+remote_io remote_link::read(std::byte* p, std::size_t cap, std::size_t& n) {
+  if (ssl_) {
+    ERR_clear_error();
+    int r = SSL_read_ex(ssl_, p, cap, &n);
+    return r == 1 ? remote_io::done : ended(r);
+  }
+  ssize_t r;
+  do r = ::recv(s_.native_handle(), p, cap, MSG_DONTWAIT);
+  while (r < 0 && errno == EINTR);
+  return sys_result(r, n, remote_io::want_read);
+}
+
+remote_io remote_link::write(const std::byte* p, std::size_t len, std::size_t& n) {
+  if (ssl_) {
+    ERR_clear_error();
+    int r = SSL_write_ex(ssl_, p, len, &n);
+    return r == 1 ? remote_io::done : ended(r);
+  }
+  ssize_t r;
+  do r = ::send(s_.native_handle(), p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+  while (r < 0 && errno == EINTR);
+  return sys_result(r, n, remote_io::want_write);
+}
+
+remote_io remote_link::handshake_step() {
+  ERR_clear_error();
+  int r = SSL_do_handshake(ssl_);
+  return r == 1 ? remote_io::done : tls_result(r);
+}
+
+void remote_link::close(bool tls_up) noexcept {
+  if (ssl_ && tls_up) {
+    ERR_clear_error();
+    SSL_shutdown(ssl_); // close_notify, if the socket takes it now
+    ERR_clear_error();
+  }
+  std::error_code ignore;
+  s_.close(ignore);
+}
+
+// ---------------------------------------------------------------------- relay
+
+relay::relay(std::unique_ptr<remote_link> link, unix_socket local, timeout idle, bool tls_up)
+    : link_(std::move(link)), local_(std::move(local)), timer_(local_.get_executor()), idle_(idle), tls_up_(tls_up) {}
+
+void relay::start(std::function<void()> on_end) {
+  on_end_ = std::move(on_end);
+  last_ = std::chrono::steady_clock::now();
+  pump_up();
+  wait_local();
+  idle_check(idle_);
+}
+
+void relay::idle_check(timeout t) {
+  if (t < timeout::zero()) return;
+  timer_.expires_after(t);
+  timer_.async_wait([self = shared_from_this()](std::error_code ec) {
+    if (ec || self->closed_) return;
+    auto quiet = std::chrono::steady_clock::now() - self->last_;
+    if (quiet >= self->idle_) return self->close();
+    self->idle_check(std::chrono::ceil<timeout>(self->idle_ - quiet));
+  });
+}
+
+// remote -> local
+void relay::pump_up() {
+  if (closed_) return;
+  for (int i = 0; i < burst; ++i) {
+    std::size_t n = 0;
+    remote_io r = link_->read(scratch(), relay_buffer, n);
+    if (r == remote_io::end) return close();
+    if (r != remote_io::done) {
+      link_->wait(r, [self = shared_from_this()](std::error_code ec) {
+        if (ec || self->closed_) return self->close();
+        self->pump_up();
+      });
+      return;
+    }
+    last_ = std::chrono::steady_clock::now();
+    ssize_t k;
+    do k = ::send(local_.native_handle(), scratch(), n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (k < 0 && errno == EINTR);
+    if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return close();
+    std::size_t sent = k > 0 ? static_cast<std::size_t>(k) : 0;
+    if (sent < n) { // the local side is slower: keep the rest, read no more until it is taken
+      up_pending_.assign(scratch() + sent, scratch() + n);
+      asio::async_write(local_, asio::buffer(up_pending_), [self = shared_from_this()](std::error_code ec, std::size_t) {
+        if (ec) return self->close();
+        self->up_pending_ = {};
+        self->pump_up();
+      });
+      return;
+    }
+  }
+  asio::post(local_.get_executor(), [self = shared_from_this()] { self->pump_up(); });
+}
+
+// local -> remote
+void relay::wait_local() {
+  local_.async_wait(unix_socket::wait_read, [self = shared_from_this()](std::error_code ec) {
+    if (ec || self->closed_) return self->close();
+    self->pump_down();
+  });
+}
+
+void relay::pump_down() {
+  for (int i = 0; i < burst; ++i) {
+    ssize_t n;
+    do n = ::recv(local_.native_handle(), scratch(), relay_buffer, MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n == 0) return close(); // the local side closed; everything it sent has gone out
+    if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? wait_local() : close();
+    last_ = std::chrono::steady_clock::now();
+    std::size_t len = static_cast<std::size_t>(n), off = 0;
+    while (off < len) {
+      std::size_t k = 0;
+      remote_io r = link_->write(scratch() + off, len - off, k);
+      if (r == remote_io::end) return close();
+      if (r != remote_io::done) { // the remote side is slower: keep the rest, read no more until it is taken
+        down_pending_.assign(scratch() + off, scratch() + len);
+        down_off_ = 0;
+        link_->wait(r, [self = shared_from_this()](std::error_code ec) {
+          if (ec || self->closed_) return self->close();
+          self->flush_down();
+        });
+        return;
+      }
+      off += k;
+    }
+  }
+  asio::post(local_.get_executor(), [self = shared_from_this()] { self->pump_down(); });
+}
+
+void relay::flush_down() {
+  while (down_off_ < down_pending_.size()) {
+    std::size_t k = 0;
+    remote_io r = link_->write(down_pending_.data() + down_off_, down_pending_.size() - down_off_, k);
+    if (r == remote_io::end) return close();
+    if (r != remote_io::done) {
+      link_->wait(r, [self = shared_from_this()](std::error_code ec) {
+        if (ec || self->closed_) return self->close();
+        self->flush_down();
+      });
+      return;
+    }
+    down_off_ += k;
+    last_ = std::chrono::steady_clock::now();
+  }
+  down_pending_ = {};
+  pump_down();
+}
+
+std::pair<std::error_code, std::string> relay::end_reason() const {
+  std::lock_guard lk(end_mu_);
+  return {end_ec_, end_detail_};
+}
+
+void relay::close() {
+  if (closed_) return;
+  closed_ = true;
+  {
+    std::lock_guard lk(end_mu_); // before the local end closes: whoever sees that may ask why
+    end_ec_ = link_->end_error();
+    end_detail_ = link_->end_detail();
+  }
+  timer_.cancel();
+  std::error_code ignore;
+  local_.close(ignore);
+  link_->close(tls_up_);
+  if (auto f = std::move(on_end_)) f();
+}
+
+} // namespace npipe::detail
