@@ -566,6 +566,39 @@ TEST_F(Remote, SilentPeersAreDroppedByTheHandshakeAndIdleTimeouts) {
   EXPECT_EQ(echo.accepted(), 2);
 }
 
+TEST_F(Remote, TheGatewaysConnectionCapClosesTheExtraConnectionAtOnce) {
+  auto name = random_pipe();
+  counting_echo echo(name);
+  gateway_options g;
+  g.exports = {"*"};
+  g.listen = {"127.0.0.1"};
+  g.port = 0;
+  g.tls = gateway_certs_and_psk();
+  g.max_connections = 2;
+  g.handshake_timeout = 10s;
+  gateway gw(g);
+  int a = raw_tcp_connect("127.0.0.1", gw.port()), b = raw_tcp_connect("127.0.0.1", gw.port());
+  ASSERT_GE(a, 0);
+  ASSERT_GE(b, 0);
+  for (int i = 0; i < 200 && gw.stats().active < 2; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(gw.stats().active, 2u);
+  int extra = raw_tcp_connect("127.0.0.1", gw.port());
+  ASSERT_GE(extra, 0);
+  auto t0 = std::chrono::steady_clock::now();
+  char byte;
+  EXPECT_EQ(::recv(extra, &byte, 1, 0), 0) << "closed by the gateway";
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s) << "at once, not at the handshake timeout";
+  ::close(extra);
+  // Once one of the two leaves, a real client gets in.
+  ::close(a);
+  for (int i = 0; i < 200 && gw.stats().active > 1; ++i) std::this_thread::sleep_for(10ms);
+  client_options co;
+  co.tls = client_psk();
+  auto c = connect(remote_name("127.0.0.1", gw.port(), name), co, 5s);
+  EXPECT_EQ(c.transact("room again"), "room again");
+  ::close(b);
+}
+
 // ------------------------------------------------------------- the CLI
 
 std::string npipe_cli() { return NPIPE_CLI_PATH; }
