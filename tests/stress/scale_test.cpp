@@ -7,10 +7,12 @@
 // duplicated, nothing crossed between clients. The server runs in its own
 // process so its memory per idle connection can be read off /proc.
 
+#include "remote_support.hpp"
 #include "test_support.hpp"
 
 #include <npipe/async.hpp>
 #include <npipe/npipe.hpp>
+#include <npipe/remote.hpp>
 
 #include <asio/io_context.hpp>
 
@@ -22,7 +24,10 @@
 #include <fstream>
 #include <future>
 #include <random>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <thread>
 #include <unistd.h>
 
@@ -166,6 +171,156 @@ TEST_F(Scale, TenThousandConcurrentClientsTransactWithNothingLostOrCrossed) {
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1s).count();
   std::printf("[ scale ] %u transacts (random sizes up to %zu bytes) in %.2f s: %.0f/s\n", n * rounds, limit, secs,
               n * rounds / secs);
+  EXPECT_EQ(bad.load(), 0u) << "every reply matches its own request";
+
+  for (auto& c : conns) c->close();
+  states.clear();
+  done.notify();
+  EXPECT_EQ(server.wait(), 0) << "the server saw exactly one call per request";
+  work.reset();
+  ctx.stop();
+  t1.join();
+  t2.join();
+}
+
+// Remote: many TLS clients through one gateway to one async server, with
+// the same checks. The async clients each relay a socket pair to their TLS
+// link, so this also loads the client side's relays.
+unsigned remote_clients_wanted() {
+  if (const char* e = std::getenv("NPIPE_REMOTE_STRESS_CLIENTS"); e && *e) return static_cast<unsigned>(std::stoul(e));
+  return 1000;
+}
+
+std::uint16_t free_tcp_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+  socklen_t len = sizeof sa;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
+  ::close(fd);
+  return ntohs(sa.sin_port);
+}
+
+TEST_F(Scale, ThousandRemoteTlsClientsThroughOneGatewayWithNothingLostOrCrossed) {
+  const unsigned n = remote_clients_wanted();
+  constexpr unsigned rounds = 3;
+  constexpr std::size_t limit = 16 << 10;
+  watchdog(600);
+  if (!raise_fd_limit(3 * n + 200)) GTEST_SKIP() << "RLIMIT_NOFILE cannot reach " << 3 * n + 200 << " here";
+  cert_dir(); // made before forking
+  auto name = random_pipe("rscale");
+  const std::uint16_t port = free_tcp_port();
+  signal_pipe ready, done;
+  gated_child server([&] {
+    server_options o;
+    o.max_connections = n + 16;
+    o.max_message_size = limit;
+    o.max_pending = 256;
+    o.accept_remote = true;
+    asio::io_context ctx;
+    auto work = asio::make_work_guard(ctx);
+    async_server srv(ctx, name, o);
+    std::atomic<std::uint64_t> served{0};
+    srv.serve([&](request r) {
+      ++served;
+      return r.take();
+    });
+    gateway_options g;
+    g.exports = {name.name()};
+    g.listen = {"127.0.0.1"};
+    g.port = port;
+    g.tls = gateway_certs_and_psk();
+    g.max_connections = n + 16;
+    gateway gw(g);
+    std::thread t1([&] { ctx.run(); }), t2([&] { ctx.run(); });
+    ready.notify();
+    bool ok = done.wait(std::chrono::seconds(900));
+    gw.close();
+    srv.stop(5s);
+    work.reset();
+    ctx.stop();
+    t1.join();
+    t2.join();
+    if (!ok || served.load() != std::uint64_t(n) * rounds) {
+      std::fprintf(stderr, "server handled %llu requests, expected %llu\n",
+                   static_cast<unsigned long long>(served.load()), static_cast<unsigned long long>(n) * rounds);
+      return 1;
+    }
+    return 0;
+  });
+  server.start();
+  ASSERT_TRUE(ready.wait(30s));
+  long rss_before = rss_kib(server.pid());
+
+  asio::io_context ctx;
+  auto work = asio::make_work_guard(ctx);
+  std::thread t1([&] { ctx.run(); }), t2([&] { ctx.run(); });
+  client_options co;
+  co.tls = client_psk();
+  auto remote = remote_name("127.0.0.1", port, name);
+  std::vector<std::unique_ptr<async_connection>> conns;
+  std::atomic<unsigned> connect_failures{0};
+  auto t0 = std::chrono::steady_clock::now();
+  for (unsigned base = 0; base < n; base += 100) { // waves: the gateway's listen backlog stays short
+    unsigned wave = std::min(100u, n - base);
+    std::vector<std::future<void>> fs;
+    for (unsigned i = 0; i < wave; ++i) {
+      conns.push_back(std::make_unique<async_connection>(ctx));
+      auto p = std::make_shared<std::promise<void>>();
+      fs.push_back(p->get_future());
+      conns.back()->async_connect(remote, co, 60s, [p, &connect_failures](std::error_code ec) {
+        if (ec) {
+          if (++connect_failures == 1) std::fprintf(stderr, "first connect failure: %s\n", ec.message().c_str());
+        }
+        p->set_value();
+      });
+    }
+    for (auto& f : fs) f.get();
+  }
+  auto connect_time = std::chrono::steady_clock::now() - t0;
+  ASSERT_EQ(connect_failures.load(), 0u);
+  std::this_thread::sleep_for(500ms);
+  long rss_idle = rss_kib(server.pid());
+  double per_conn = static_cast<double>(rss_idle - rss_before) * 1024.0 / n;
+  std::printf("[ scale ] %u remote TLS connections in %.2f s; gateway+server RSS %ld -> %ld KiB: %.0f bytes per "
+              "idle remote connection\n",
+              n, std::chrono::duration<double>(connect_time).count(), rss_before, rss_idle, per_conn);
+
+  std::atomic<unsigned> bad{0}, finished{0};
+  std::promise<void> all_done;
+  auto t1s = std::chrono::steady_clock::now();
+  struct client_state {
+    async_connection* c;
+    std::uint32_t id;
+    std::uint32_t seq = 0;
+    std::mt19937 rng;
+    std::vector<std::byte> req;
+  };
+  std::vector<std::shared_ptr<client_state>> states;
+  std::function<void(std::shared_ptr<client_state>)> step = [&](std::shared_ptr<client_state> s) {
+    if (s->seq == rounds) {
+      if (++finished == n) all_done.set_value();
+      return;
+    }
+    std::size_t size = s->rng() % 8 == 0 ? limit : s->rng() % (limit + 1);
+    s->req = make_request(s->id, s->seq, size, s->rng);
+    s->c->async_transact(asio::buffer(s->req), 60s, [&, s](std::error_code ec, std::vector<std::byte> reply) {
+      if (ec || reply != s->req) ++bad;
+      ++s->seq;
+      step(s);
+    });
+  };
+  for (unsigned i = 0; i < n; ++i) {
+    auto st = std::make_shared<client_state>(client_state{conns[i].get(), i, 0, std::mt19937(i), {}});
+    states.push_back(st);
+    step(st);
+  }
+  ASSERT_EQ(all_done.get_future().wait_for(300s), std::future_status::ready);
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1s).count();
+  std::printf("[ scale ] %u remote transacts (random sizes up to %zu bytes) in %.2f s: %.0f/s\n", n * rounds, limit,
+              secs, n * rounds / secs);
   EXPECT_EQ(bad.load(), 0u) << "every reply matches its own request";
 
   for (auto& c : conns) c->close();
