@@ -29,6 +29,7 @@
 #include <npipe/options.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <system_error>
@@ -76,6 +77,21 @@ struct gateway_stats {
   unsigned active = 0;           ///< connections open now
 };
 
+/// One thing that happened to a remote client (see gateway::on_event).
+struct gateway_event {
+  enum class kind : std::uint8_t {
+    relayed,    ///< authenticated, asked for an exported pipe, handed to its server
+    refused,    ///< authenticated but not relayed (not exported, no server, bad hello, over a cap)
+    tls_failed, ///< dropped before or during the TLS handshake
+    closed,     ///< a relayed connection ended
+  };
+  kind what = kind::relayed;
+  std::string address; ///< the client's, "192.0.2.7:50123" or "[2001:db8::1]:50123"
+  std::string user;    ///< its TLS identity, once known
+  std::string pipe;    ///< the pipe NAME it asked for, once known
+  std::string reason;  ///< for refused, tls_failed and closed: why
+};
+
 namespace detail {
 class gateway_impl;
 }
@@ -98,6 +114,10 @@ public:
   /// The port it listens on (useful with port 0).
   std::uint16_t port() const noexcept;
   gateway_stats stats() const noexcept;
+  /// Call `f` for every connection event (a log, an audit trail). Runs on
+  /// the gateway's threads, one call at a time; keep it short. Replaces any
+  /// earlier observer; an empty function removes it.
+  void on_event(std::function<void(const gateway_event&)> f);
   /// Stop listening and close every relayed connection.
   void close() noexcept;
 

@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <mutex>
 #include <fstream>
 #include <thread>
 
@@ -52,6 +53,14 @@ struct gateway_shared {
   std::atomic<std::uint64_t> accepted{0}, tls_failed{0}, refused{0}, relayed{0};
   std::atomic<unsigned> active{0};
 
+  std::mutex ev_mu;
+  std::function<void(const gateway_event&)> on_event;
+  void emit(gateway_event::kind k, const std::string& address, const std::string& user, const std::string& pipe,
+            std::string reason) {
+    std::lock_guard lk(ev_mu);
+    if (on_event) on_event(gateway_event{k, address, user, pipe, std::move(reason)});
+  }
+
   bool exported(const pipe_name& n) const {
     return export_all || std::find(exports.begin(), exports.end(), n.folded_name()) != exports.end();
   }
@@ -72,7 +81,8 @@ public:
 
   void start() {
     arm(g_->opts.handshake_timeout, [this] {
-      (tls_done_ ? g_->refused : g_->tls_failed)++;
+      if (tls_done_) refused("no hello within the handshake timeout");
+      else tls_failed("no TLS handshake within the handshake timeout");
       close();
     });
     // Look at the first byte before speaking TLS: a plaintext npipe hello
@@ -86,6 +96,14 @@ public:
 
 private:
   int rfd() { return link_->socket().native_handle(); }
+  void tls_failed(std::string why) {
+    ++g_->tls_failed;
+    g_->emit(gateway_event::kind::tls_failed, address_, who_, pipe_, std::move(why));
+  }
+  void refused(std::string why) {
+    ++g_->refused;
+    g_->emit(gateway_event::kind::refused, address_, who_, pipe_, std::move(why));
+  }
 
   template <class F>
   void arm(timeout t, F on_expiry) {
@@ -109,13 +127,13 @@ private:
     if (n <= 0) return close();
     if (g_->tls) {
       if (first == 'N') { // plaintext: answer in plaintext
-        ++g_->tls_failed;
+        tls_failed("a plaintext npipe hello at a TLS port");
         return answer(protocol::status::tls_required);
       }
       SSL* ssl = SSL_new(g_->tls->native());
       if (!ssl || !tls::attach_socket(ssl, rfd())) {
         if (ssl) SSL_free(ssl);
-        ++g_->tls_failed;
+        tls_failed("out of memory for a TLS session");
         return close();
       }
       SSL_set_accept_state(ssl);
@@ -124,7 +142,7 @@ private:
       return handshake();
     }
     if (first == 0x16) { // a TLS handshake record: the client wants TLS we do not have
-      ++g_->tls_failed;
+      tls_failed("a TLS client at a plaintext (--insecure) port");
       return close();
     }
     tls_done_ = true;
@@ -135,14 +153,14 @@ private:
   void handshake() {
     remote_io r = link_->handshake_step();
     if (r == remote_io::end) {
-      ERR_clear_error();
-      ++g_->tls_failed;
+      tls::handshake_error(link_->ssl(), 0, "the client at " + address_);
+      tls_failed(last_error_detail());
       return close();
     }
     if (r != remote_io::done) return wait_remote(r, &session::handshake);
     std::error_code ec;
     if (!tls::peer_identity_of(link_->ssl(), *g_->tls, who_, ec)) {
-      ++g_->tls_failed;
+      tls_failed(last_error_detail());
       return close();
     }
     tls_done_ = true;
@@ -152,13 +170,13 @@ private:
   void read_hello() {
     for (;;) {
       std::size_t have = hello_.size();
-      if (have >= max_hello_bytes) return refuse(protocol::status::protocol_error);
+      if (have >= max_hello_bytes) return refuse(protocol::status::protocol_error, "a hello longer than any valid one");
       hello_.resize(max_hello_bytes);
       std::size_t n = 0;
       remote_io r = link_->read(hello_.data() + have, max_hello_bytes - have, n);
       hello_.resize(have + (r == remote_io::done ? n : 0));
       if (r == remote_io::end) {
-        ++g_->refused;
+        refused(link_->end_error() ? link_->end_detail() : "left before saying which pipe");
         return close();
       }
       if (r != remote_io::done) return wait_remote(r, &session::read_hello);
@@ -167,20 +185,24 @@ private:
       std::error_code ec;
       auto st = protocol::decode_hello(hello_, h, used, ec);
       if (st == protocol::decode_status::need_more) continue;
-      if (st == protocol::decode_status::error || h.forwarded) return refuse(protocol::status::protocol_error);
+      if (st == protocol::decode_status::error) return refuse(protocol::status::protocol_error, "not npipe's hello");
+      if (h.forwarded) return refuse(protocol::status::protocol_error, "a forwarded hello from the network");
       return on_hello(std::move(h), used);
     }
   }
 
   void on_hello(protocol::hello h, std::size_t used) {
-    if (h.version != protocol::version) return refuse(protocol::status::bad_version);
+    pipe_ = h.name.substr(0, protocol::max_name_bytes);
+    if (h.version != protocol::version)
+      return refuse(protocol::status::bad_version, "protocol version " + std::to_string(h.version));
     std::error_code ec;
     auto name = pipe_name::parse(h.name, ec);
-    if (ec || !name.is_local() || !g_->exported(name)) return refuse(protocol::status::not_found);
+    if (ec || !name.is_local()) return refuse(protocol::status::not_found, "not a pipe name");
+    if (!g_->exported(name)) return refuse(protocol::status::not_found, "not exported");
     client_options co;
     co.pipe_dir = g_->opts.pipe_dir;
     std::string path;
-    if (!client_path(name, co, path, ec)) return refuse(protocol::status::not_found);
+    if (!client_path(name, co, path, ec)) return refuse(protocol::status::not_found, last_error_detail());
     // The local leg: what the client said, plus who it is and where from.
     h.forwarded = true;
     h.remote_user = who_.substr(0, protocol::max_remote_user_bytes);
@@ -196,17 +218,20 @@ private:
     if (closed_) return;
     if (ec) {
       int e = ec.value();
-      if (e == EACCES || e == EPERM) return refuse(protocol::status::access_denied);
-      if (e == EAGAIN) return refuse(protocol::status::busy);
-      return refuse(protocol::status::not_found);
+      if (e == EACCES || e == EPERM)
+        return refuse(protocol::status::access_denied, "the pipe's permissions refuse the gateway's user");
+      if (e == EAGAIN) return refuse(protocol::status::busy, "the server's accept queue is full");
+      return refuse(protocol::status::not_found, "no server is listening");
     }
     // Relay only to a server of our own user: a name squatted by another
     // user must not receive remote clients.
-    if (peer_of(local_.native_handle()).uid != static_cast<std::int64_t>(::geteuid()))
-      return refuse(protocol::status::access_denied);
+    auto owner = peer_of(local_.native_handle());
+    if (owner.uid != static_cast<std::int64_t>(::geteuid()))
+      return refuse(protocol::status::access_denied,
+                    "the server runs as uid " + std::to_string(owner.uid) + ", not the gateway's user");
     asio::async_write(local_, asio::buffer(out_), [self = shared_from_this()](std::error_code wec, std::size_t) {
       if (self->closed_) return;
-      if (wec) return self->refuse(protocol::status::not_found);
+      if (wec) return self->refuse(protocol::status::not_found, "the server closed at once");
       self->relay_now();
     });
   }
@@ -216,14 +241,22 @@ private:
   // until the relay ends, so the gateway's count of connections stays right.
   void relay_now() {
     ++g_->relayed;
+    g_->emit(gateway_event::kind::relayed, address_, who_, pipe_, {});
     timer_.cancel();
     out_ = {};
     auto r = std::make_shared<relay>(std::move(link_), std::move(local_), g_->opts.idle_timeout, tls_done_);
-    r->start([self = shared_from_this()] { self->closed_ = true; });
+    r->start([self = shared_from_this()](const std::string& why) {
+      self->closed_ = true;
+      std::string reason = why == "the remote end closed" ? "the client closed"
+                           : why == "the local end closed" ? "the server closed"
+                                                            : why;
+      self->g_->emit(gateway_event::kind::closed, self->address_, self->who_, self->pipe_, std::move(reason));
+    });
   }
 
-  void refuse(protocol::status s) {
-    ++g_->refused;
+  // Refuse the client (the answer says why in npipe's terms, the event in ours).
+  void refuse(protocol::status s, std::string why) {
+    refused(std::move(why));
     answer(s);
   }
   // Send a reply status, then close.
@@ -280,7 +313,7 @@ private:
   std::shared_ptr<gateway_shared> g_;
   asio::steady_timer timer_;
   unix_socket local_;
-  std::string address_, who_;
+  std::string address_, who_, pipe_;
   std::unique_ptr<remote_link> link_;
   std::vector<std::byte> hello_, reply_;
   std::size_t reply_off_ = 0;
@@ -378,6 +411,10 @@ public:
   }
 
   std::uint16_t port() const noexcept { return port_; }
+  void on_event(std::function<void(const gateway_event&)> f) {
+    std::lock_guard lk(g_->ev_mu);
+    g_->on_event = std::move(f);
+  }
   gateway_stats stats() const noexcept {
     if (!g_) return {};
     return {g_->accepted.load(), g_->tls_failed.load(), g_->refused.load(), g_->relayed.load(), g_->active.load()};
@@ -398,6 +435,8 @@ private:
       auto peer = s.remote_endpoint(pec);
       if (pec || g_->active.load() >= g_->opts.max_connections) {
         ++g_->refused;
+        g_->emit(gateway_event::kind::refused, pec ? std::string() : address_of(peer), {}, {},
+                 "over max_connections (" + std::to_string(g_->opts.max_connections) + ")");
         s.close(pec);
       } else {
         tune_tcp(s.native_handle());
@@ -447,6 +486,9 @@ void gateway::open(const gateway_options& opts) {
 bool gateway::is_open() const noexcept { return impl_ && impl_->is_open(); }
 std::uint16_t gateway::port() const noexcept { return impl_ ? impl_->port() : 0; }
 gateway_stats gateway::stats() const noexcept { return impl_ ? impl_->stats() : gateway_stats{}; }
+void gateway::on_event(std::function<void(const gateway_event&)> f) {
+  if (impl_) impl_->on_event(std::move(f));
+}
 void gateway::close() noexcept {
   if (impl_) impl_->close();
 }

@@ -106,7 +106,7 @@ void remote_link::close(bool tls_up) noexcept {
 relay::relay(std::unique_ptr<remote_link> link, unix_socket local, timeout idle, bool tls_up)
     : link_(std::move(link)), local_(std::move(local)), timer_(local_.get_executor()), idle_(idle), tls_up_(tls_up) {}
 
-void relay::start(std::function<void()> on_end) {
+void relay::start(std::function<void(const std::string&)> on_end) {
   on_end_ = std::move(on_end);
   last_ = std::chrono::steady_clock::now();
   pump_up();
@@ -120,7 +120,8 @@ void relay::idle_check(timeout t) {
   timer_.async_wait([self = shared_from_this()](std::error_code ec) {
     if (ec || self->closed_) return;
     auto quiet = std::chrono::steady_clock::now() - self->last_;
-    if (quiet >= self->idle_) return self->close();
+    if (quiet >= self->idle_)
+      return self->close("no bytes either way for " + std::to_string(self->idle_.count()) + " ms (idle timeout)");
     self->idle_check(std::chrono::ceil<timeout>(self->idle_ - quiet));
   });
 }
@@ -131,7 +132,7 @@ void relay::pump_up() {
   for (int i = 0; i < burst; ++i) {
     std::size_t n = 0;
     remote_io r = link_->read(scratch(), relay_buffer, n);
-    if (r == remote_io::end) return close();
+    if (r == remote_io::end) return close(link_->end_error() ? link_->end_detail() : "the remote end closed");
     if (r != remote_io::done) {
       link_->wait(r, [self = shared_from_this()](std::error_code ec) {
         if (ec || self->closed_) return self->close();
@@ -143,12 +144,12 @@ void relay::pump_up() {
     ssize_t k;
     do k = ::send(local_.native_handle(), scratch(), n, MSG_NOSIGNAL | MSG_DONTWAIT);
     while (k < 0 && errno == EINTR);
-    if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return close();
+    if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return close("the local end closed");
     std::size_t sent = k > 0 ? static_cast<std::size_t>(k) : 0;
     if (sent < n) { // the local side is slower: keep the rest, read no more until it is taken
       up_pending_.assign(scratch() + sent, scratch() + n);
       asio::async_write(local_, asio::buffer(up_pending_), [self = shared_from_this()](std::error_code ec, std::size_t) {
-        if (ec) return self->close();
+        if (ec) return self->close("the local end closed");
         self->up_pending_ = {};
         self->pump_up();
       });
@@ -171,14 +172,14 @@ void relay::pump_down() {
     ssize_t n;
     do n = ::recv(local_.native_handle(), scratch(), relay_buffer, MSG_DONTWAIT);
     while (n < 0 && errno == EINTR);
-    if (n == 0) return close(); // the local side closed; everything it sent has gone out
-    if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? wait_local() : close();
+    if (n == 0) return close("the local end closed"); // everything it sent has gone out
+    if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? wait_local() : close("the local end failed");
     last_ = std::chrono::steady_clock::now();
     std::size_t len = static_cast<std::size_t>(n), off = 0;
     while (off < len) {
       std::size_t k = 0;
       remote_io r = link_->write(scratch() + off, len - off, k);
-      if (r == remote_io::end) return close();
+      if (r == remote_io::end) return close(link_->end_error() ? link_->end_detail() : "the remote end closed");
       if (r != remote_io::done) { // the remote side is slower: keep the rest, read no more until it is taken
         down_pending_.assign(scratch() + off, scratch() + len);
         down_off_ = 0;
@@ -198,7 +199,7 @@ void relay::flush_down() {
   while (down_off_ < down_pending_.size()) {
     std::size_t k = 0;
     remote_io r = link_->write(down_pending_.data() + down_off_, down_pending_.size() - down_off_, k);
-    if (r == remote_io::end) return close();
+    if (r == remote_io::end) return close(link_->end_error() ? link_->end_detail() : "the remote end closed");
     if (r != remote_io::done) {
       link_->wait(r, [self = shared_from_this()](std::error_code ec) {
         if (ec || self->closed_) return self->close();
@@ -218,7 +219,7 @@ std::pair<std::error_code, std::string> relay::end_reason() const {
   return {end_ec_, end_detail_};
 }
 
-void relay::close() {
+void relay::close(std::string why) {
   if (closed_) return;
   closed_ = true;
   {
@@ -230,7 +231,7 @@ void relay::close() {
   std::error_code ignore;
   local_.close(ignore);
   link_->close(tls_up_);
-  if (auto f = std::move(on_end_)) f();
+  if (auto f = std::move(on_end_)) f(why);
 }
 
 } // namespace npipe::detail

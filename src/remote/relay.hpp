@@ -79,10 +79,11 @@ private:
 class relay : public std::enable_shared_from_this<relay> {
 public:
   relay(std::unique_ptr<remote_link> link, unix_socket local, timeout idle, bool tls_up);
-  /// Start copying; `on_end` runs once, on the strand, when the relay stops.
-  void start(std::function<void()> on_end = {});
+  /// Start copying; `on_end` runs once, on the strand, when the relay
+  /// stops, with why ("the remote end closed", the idle timeout, a TLS error).
+  void start(std::function<void(const std::string& why)> on_end = {});
   /// Stop now (on the strand).
-  void close();
+  void close(std::string why = "closed");
   /// Why the remote side ended, if with an error (any thread).
   std::pair<std::error_code, std::string> end_reason() const;
 
@@ -98,7 +99,7 @@ private:
   asio::steady_timer timer_;
   timeout idle_;
   bool tls_up_;
-  std::function<void()> on_end_;
+  std::function<void(const std::string&)> on_end_;
   std::vector<std::byte> up_pending_, down_pending_;
   std::size_t down_off_ = 0;
   std::chrono::steady_clock::time_point last_;

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <mutex>
 #include <fstream>
 #include <future>
 #include <thread>
@@ -127,6 +128,12 @@ TEST_P(TlsFailures, FailCleanlyWithAClearErrorAndNothingReachesThePipe) {
   auto name = random_pipe();
   counting_echo echo(name);
   auto gw = start_gateway(p.gateway_tls());
+  std::mutex mu;
+  std::vector<gateway_event> events;
+  gw.on_event([&](const gateway_event& e) {
+    std::lock_guard lk(mu);
+    events.push_back(e);
+  });
   client_options co;
   co.tls = p.client_tls();
   std::error_code ec;
@@ -138,6 +145,11 @@ TEST_P(TlsFailures, FailCleanlyWithAClearErrorAndNothingReachesThePipe) {
   EXPECT_EQ(echo.accepted(), 0) << "a peer that fails TLS never reaches a pipe";
   EXPECT_EQ(gw.stats().relayed, 0u);
   EXPECT_EQ(gw.stats().tls_failed, 1u);
+  std::lock_guard lk(mu);
+  ASSERT_EQ(events.size(), 1u) << "one event: the TLS failure, with its reason";
+  EXPECT_EQ(events[0].what, gateway_event::kind::tls_failed);
+  EXPECT_EQ(events[0].address.rfind("127.0.0.1:", 0), 0u) << events[0].address;
+  EXPECT_FALSE(events[0].reason.empty());
 }
 
 tls_options client_certs_from(const std::string& ca, const std::string& crt, const std::string& key) {
@@ -248,9 +260,19 @@ TEST_F(Remote, UnexportedPipesAndServersThatRefuseRemoteClientsSaySo) {
   co.tls = client_psk();
   {
     auto gw = start_gateway(gateway_certs_and_psk(), {"some-other-pipe"});
+    std::promise<gateway_event> refused;
+    std::atomic<bool> first{true};
+    gw.on_event([&](const gateway_event& e) {
+      if (first.exchange(false)) refused.set_value(e);
+    });
     std::error_code ec;
     connect(remote_name("127.0.0.1", gw.port(), name), co, 5s, ec);
     EXPECT_EQ(ec, errc::not_found);
+    auto e = refused.get_future().get();
+    EXPECT_EQ(e.what, gateway_event::kind::refused);
+    EXPECT_EQ(e.pipe, name.name());
+    EXPECT_EQ(e.user, "psk:npipe-client");
+    EXPECT_EQ(e.reason, "not exported");
     EXPECT_NE(last_error_detail().find("does not export"), std::string::npos) << last_error_detail();
     EXPECT_EQ(gw.stats().refused, 1u);
   }

@@ -275,6 +275,23 @@ std::string security_of(const npipe::tls_options& t) {
   return s;
 }
 
+// -v: a line per remote client event.
+void log_gateway_events(npipe::gateway& gw) {
+  gw.on_event([](const npipe::gateway_event& e) {
+    using k = npipe::gateway_event::kind;
+    std::string who = "remote " + e.address + (e.user.empty() ? "" : " (" + e.user + ")");
+    std::lock_guard lk(out_mu);
+    switch (e.what) {
+    case k::relayed: std::cout << who << " -> " << e.pipe << std::endl; break;
+    case k::refused:
+      std::cout << "refused " << who << (e.pipe.empty() ? "" : " asking for " + e.pipe) << ": " << e.reason << std::endl;
+      break;
+    case k::tls_failed: std::cout << "TLS failed for " << who << ": " << e.reason << std::endl; break;
+    case k::closed: std::cout << who << " left " << e.pipe << ": " << e.reason << std::endl; break;
+    }
+  });
+}
+
 void print_gateway(const npipe::gateway_options& g, std::uint16_t port) {
   std::lock_guard lk(out_mu);
   std::string where;
@@ -320,6 +337,7 @@ int run_gateway(const gateway_args& a) {
   npipe::gateway gw;
   gw.open(g, ec);
   if (ec) return report(ec, "cannot start the gateway");
+  if (a.verbose) log_gateway_events(gw);
   print_gateway(g, gw.port());
   {
     std::lock_guard lk(out_mu);
@@ -364,6 +382,7 @@ int run_serve(const serve_args& a) {
     if (!tls_options_of(a.tls, g.tls)) return 2;
     gw.open(g, ec);
     if (ec) return report(ec, "cannot open remote access");
+    if (a.verbose) log_gateway_events(gw);
     print_gateway(g, gw.port());
   }
 
@@ -598,7 +617,7 @@ int main(int argc, char** argv) {
   gateway->add_option("--max-connections", ga.max_connections, "Most remote clients at once")->capture_default_str();
   gateway->add_option("--threads", ga.threads, "I/O threads")->check(CLI::Range(1u, 1024u))->capture_default_str();
   gateway->add_option("--dir", ga.dir, "Pipe directory (default $NPIPE_DIR or /tmp/.npipe)");
-  gateway->add_flag("-v,--verbose", ga.verbose, "Print counts when stopping");
+  gateway->add_flag("-v,--verbose", ga.verbose, "Print a line per remote client (relayed, refused and why, left) and counts when stopping");
   add_tls_options(gateway, ga.tls, true);
 #endif
 
