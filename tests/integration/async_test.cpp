@@ -53,16 +53,6 @@ protected:
   std::vector<std::thread> threads_;
 };
 
-// A completion handler that hands (error_code, values...) to a future, so
-// errors arrive as values: TSan cannot see libstdc++'s exception_ptr
-// reference counts, so exceptions crossing threads (use_future) look racy.
-template <class... A>
-auto outcome() {
-  auto p = std::make_shared<std::promise<std::tuple<std::error_code, A...>>>();
-  auto f = p->get_future();
-  auto h = [p](std::error_code ec, A... a) { p->set_value({ec, std::move(a)...}); };
-  return std::make_pair(std::move(h), std::move(f));
-}
 
 enum class style { function, coroutine, reply_later, per_connection };
 

@@ -84,11 +84,9 @@ private:
 
 gateway start_gateway(const tls_options& tls, std::vector<std::string> exports = {"*"},
                       const std::string& host = "127.0.0.1") {
-  gateway_options g;
+  auto g = loopback_gateway(tls);
   g.exports = std::move(exports);
   g.listen = {host};
-  g.port = 0;
-  g.tls = tls;
   return gateway(g);
 }
 
@@ -319,14 +317,6 @@ TEST_F(Remote, HostNamesResolveAndTheCertificateNameIsChecked) {
   EXPECT_NE(last_error_detail().find("nothing listens"), std::string::npos) << last_error_detail();
 }
 
-// (error_code, values...) into a future, errors as values (see async_test.cpp).
-template <class... A>
-auto outcome() {
-  auto p = std::make_shared<std::promise<std::tuple<std::error_code, A...>>>();
-  auto f = p->get_future();
-  auto h = [p](std::error_code ec, A... a) { p->set_value({ec, std::move(a)...}); };
-  return std::make_pair(std::move(h), std::move(f));
-}
 
 TEST_F(Remote, TheAsyncClientReachesRemotePipesWithTheSameSemantics) {
   auto name = random_pipe();
@@ -492,22 +482,10 @@ TEST_F(Remote, OnlyTheGatewaySideMayVouchForARemoteIdentity) {
 
 // ------------------------------------------------- peers that misbehave
 
-std::uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  ::inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
-  socklen_t len = sizeof sa;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
-  ::close(fd);
-  return ntohs(sa.sin_port);
-}
-
 TEST_F(Remote, AClientKilledMidMessageIsAnErrorNeverAMessage) {
   cert_dir(); // made before forking
   auto name = random_pipe();
-  std::uint16_t port = free_port();
+  std::uint16_t port = free_tcp_port();
   signal_pipe writing;
   gated_child sender([&] {
     client_options co;
@@ -522,11 +500,8 @@ TEST_F(Remote, AClientKilledMidMessageIsAnErrorNeverAMessage) {
   so.accept_remote = true;
   so.max_message_size = 128u << 20;
   server srv(name, so);
-  gateway_options g;
-  g.exports = {"*"};
-  g.listen = {"127.0.0.1"};
+  auto g = loopback_gateway(gateway_certs_and_psk());
   g.port = port;
-  g.tls = gateway_certs_and_psk();
   gateway gw(g);
   sender.start();
   auto c = srv.accept(20s);
@@ -550,11 +525,7 @@ TEST_F(Remote, AClientKilledMidMessageIsAnErrorNeverAMessage) {
 TEST_F(Remote, SilentPeersAreDroppedByTheHandshakeAndIdleTimeouts) {
   auto name = random_pipe();
   counting_echo echo(name);
-  gateway_options g;
-  g.exports = {"*"};
-  g.listen = {"127.0.0.1"};
-  g.port = 0;
-  g.tls = gateway_certs_and_psk();
+  auto g = loopback_gateway(gateway_certs_and_psk());
   g.handshake_timeout = 300ms;
   g.idle_timeout = 600ms;
   gateway gw(g);
@@ -591,11 +562,7 @@ TEST_F(Remote, SilentPeersAreDroppedByTheHandshakeAndIdleTimeouts) {
 TEST_F(Remote, TheGatewaysConnectionCapClosesTheExtraConnectionAtOnce) {
   auto name = random_pipe();
   counting_echo echo(name);
-  gateway_options g;
-  g.exports = {"*"};
-  g.listen = {"127.0.0.1"};
-  g.port = 0;
-  g.tls = gateway_certs_and_psk();
+  auto g = loopback_gateway(gateway_certs_and_psk());
   g.max_connections = 2;
   g.handshake_timeout = 10s;
   gateway gw(g);

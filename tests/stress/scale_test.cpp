@@ -62,6 +62,64 @@ std::vector<std::byte> make_request(std::uint32_t client, std::uint32_t seq, std
   return v;
 }
 
+// Connect `n` async clients to `name`, `wave` at a time (so the server's
+// listen backlog never overflows for long). Adds to `conns`; returns the
+// number of failed connects.
+unsigned connect_in_waves(asio::io_context& ctx, unsigned n, unsigned wave, const pipe_name& name,
+                          const client_options& co, std::vector<std::unique_ptr<async_connection>>& conns) {
+  std::atomic<unsigned> failures{0};
+  for (unsigned base = 0; base < n; base += wave) {
+    unsigned count = std::min(wave, n - base);
+    std::vector<std::future<void>> fs;
+    for (unsigned i = 0; i < count; ++i) {
+      conns.push_back(std::make_unique<async_connection>(ctx));
+      auto p = std::make_shared<std::promise<void>>();
+      fs.push_back(p->get_future());
+      conns.back()->async_connect(name, co, 60s, [p, &failures](std::error_code ec) {
+        if (ec && ++failures == 1) std::fprintf(stderr, "first connect failure: %s\n", ec.message().c_str());
+        p->set_value();
+      });
+    }
+    for (auto& f : fs) f.get();
+  }
+  return failures.load();
+}
+
+// Every client transacts `rounds` times with random sizes up to `limit`, all
+// at once; returns the seconds taken, or a negative number if they did not
+// finish. `bad` counts replies that are not exactly their request.
+double transact_everyone(const std::vector<std::unique_ptr<async_connection>>& conns, unsigned rounds,
+                         std::size_t limit, std::atomic<unsigned>& bad) {
+  const unsigned n = static_cast<unsigned>(conns.size());
+  std::atomic<unsigned> finished{0};
+  std::promise<void> all_done;
+  struct client_state {
+    async_connection* c;
+    std::uint32_t id;
+    std::uint32_t seq = 0;
+    std::mt19937 rng;
+    std::vector<std::byte> req;
+  };
+  std::function<void(std::shared_ptr<client_state>)> step = [&](std::shared_ptr<client_state> s) {
+    if (s->seq == rounds) {
+      if (++finished == n) all_done.set_value();
+      return;
+    }
+    std::size_t size = s->rng() % 8 == 0 ? limit : s->rng() % (limit + 1);
+    s->req = make_request(s->id, s->seq, size, s->rng);
+    s->c->async_transact(asio::buffer(s->req), 60s, [&, s](std::error_code ec, std::vector<std::byte> reply) {
+      if (ec || reply != s->req) ++bad;
+      ++s->seq;
+      step(s);
+    });
+  };
+  auto t0 = std::chrono::steady_clock::now();
+  for (unsigned i = 0; i < n; ++i)
+    step(std::make_shared<client_state>(client_state{conns[i].get(), i, 0, std::mt19937(i), {}}));
+  if (all_done.get_future().wait_for(300s) != std::future_status::ready) return -1;
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
 TEST_F(Scale, TenThousandConcurrentClientsTransactWithNothingLostOrCrossed) {
   const unsigned n = clients_wanted();
   constexpr unsigned rounds = 3;
@@ -111,25 +169,10 @@ TEST_F(Scale, TenThousandConcurrentClientsTransactWithNothingLostOrCrossed) {
   std::thread t1([&] { ctx.run(); }), t2([&] { ctx.run(); });
   std::vector<std::unique_ptr<async_connection>> conns;
   conns.reserve(n);
-  std::atomic<unsigned> connect_failures{0};
-  // Connect in waves so the server's listen backlog never overflows for long.
   auto t0 = std::chrono::steady_clock::now();
-  for (unsigned base = 0; base < n; base += 500) {
-    unsigned wave = std::min(500u, n - base);
-    std::vector<std::future<void>> fs;
-    for (unsigned i = 0; i < wave; ++i) {
-      conns.push_back(std::make_unique<async_connection>(ctx));
-      auto p = std::make_shared<std::promise<void>>();
-      fs.push_back(p->get_future());
-      conns.back()->async_connect(name, client_options{}, 30s, [p, &connect_failures](std::error_code ec) {
-        if (ec) ++connect_failures;
-        p->set_value();
-      });
-    }
-    for (auto& f : fs) f.get();
-  }
+  unsigned connect_failures = connect_in_waves(ctx, n, 500, name, client_options{}, conns);
   auto connect_time = std::chrono::steady_clock::now() - t0;
-  ASSERT_EQ(connect_failures.load(), 0u);
+  ASSERT_EQ(connect_failures, 0u);
   std::this_thread::sleep_for(500ms); // let the server settle
   long rss_idle = rss_kib(server.pid());
   double per_conn = static_cast<double>(rss_idle - rss_before) * 1024.0 / n;
@@ -138,43 +181,14 @@ TEST_F(Scale, TenThousandConcurrentClientsTransactWithNothingLostOrCrossed) {
   RecordProperty("bytes_per_idle_connection", static_cast<int>(per_conn));
 
   // Every client transacts `rounds` times, all clients at once.
-  std::atomic<unsigned> bad{0}, finished{0};
-  std::promise<void> all_done;
-  auto t1s = std::chrono::steady_clock::now();
-  struct client_state {
-    async_connection* c;
-    std::uint32_t id;
-    std::uint32_t seq = 0;
-    std::mt19937 rng;
-    std::vector<std::byte> req;
-  };
-  std::vector<std::shared_ptr<client_state>> states;
-  std::function<void(std::shared_ptr<client_state>)> step = [&](std::shared_ptr<client_state> s) {
-    if (s->seq == rounds) {
-      if (++finished == n) all_done.set_value();
-      return;
-    }
-    std::size_t size = s->rng() % 8 == 0 ? limit : s->rng() % (limit + 1);
-    s->req = make_request(s->id, s->seq, size, s->rng);
-    s->c->async_transact(asio::buffer(s->req), 60s, [&, s](std::error_code ec, std::vector<std::byte> reply) {
-      if (ec || reply != s->req) ++bad;
-      ++s->seq;
-      step(s);
-    });
-  };
-  for (unsigned i = 0; i < n; ++i) {
-    auto s = std::make_shared<client_state>(client_state{conns[i].get(), i, 0, std::mt19937(i), {}});
-    states.push_back(s);
-    step(s);
-  }
-  ASSERT_EQ(all_done.get_future().wait_for(300s), std::future_status::ready);
-  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1s).count();
+  std::atomic<unsigned> bad{0};
+  double secs = transact_everyone(conns, rounds, limit, bad);
+  ASSERT_GE(secs, 0) << "the transacts did not finish";
   std::printf("[ scale ] %u transacts (random sizes up to %zu bytes) in %.2f s: %.0f/s\n", n * rounds, limit, secs,
               n * rounds / secs);
   EXPECT_EQ(bad.load(), 0u) << "every reply matches its own request";
 
   for (auto& c : conns) c->close();
-  states.clear();
   done.notify();
   EXPECT_EQ(server.wait(), 0) << "the server saw exactly one call per request";
   work.reset();
@@ -189,18 +203,6 @@ TEST_F(Scale, TenThousandConcurrentClientsTransactWithNothingLostOrCrossed) {
 unsigned remote_clients_wanted() {
   if (const char* e = std::getenv("NPIPE_REMOTE_STRESS_CLIENTS"); e && *e) return static_cast<unsigned>(std::stoul(e));
   return 1000;
-}
-
-std::uint16_t free_tcp_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
-  socklen_t len = sizeof sa;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
-  ::close(fd);
-  return ntohs(sa.sin_port);
 }
 
 TEST_F(Scale, ThousandRemoteTlsClientsThroughOneGatewayWithNothingLostOrCrossed) {
@@ -227,11 +229,9 @@ TEST_F(Scale, ThousandRemoteTlsClientsThroughOneGatewayWithNothingLostOrCrossed)
       ++served;
       return r.take();
     });
-    gateway_options g;
+    auto g = loopback_gateway(gateway_certs_and_psk());
     g.exports = {name.name()};
-    g.listen = {"127.0.0.1"};
     g.port = port;
-    g.tls = gateway_certs_and_psk();
     g.max_connections = n + 16;
     gateway gw(g);
     std::thread t1([&] { ctx.run(); }), t2([&] { ctx.run(); });
@@ -261,26 +261,10 @@ TEST_F(Scale, ThousandRemoteTlsClientsThroughOneGatewayWithNothingLostOrCrossed)
   co.tls = client_psk();
   auto remote = remote_name("127.0.0.1", port, name);
   std::vector<std::unique_ptr<async_connection>> conns;
-  std::atomic<unsigned> connect_failures{0};
   auto t0 = std::chrono::steady_clock::now();
-  for (unsigned base = 0; base < n; base += 100) { // waves: the gateway's listen backlog stays short
-    unsigned wave = std::min(100u, n - base);
-    std::vector<std::future<void>> fs;
-    for (unsigned i = 0; i < wave; ++i) {
-      conns.push_back(std::make_unique<async_connection>(ctx));
-      auto p = std::make_shared<std::promise<void>>();
-      fs.push_back(p->get_future());
-      conns.back()->async_connect(remote, co, 60s, [p, &connect_failures](std::error_code ec) {
-        if (ec) {
-          if (++connect_failures == 1) std::fprintf(stderr, "first connect failure: %s\n", ec.message().c_str());
-        }
-        p->set_value();
-      });
-    }
-    for (auto& f : fs) f.get();
-  }
+  unsigned connect_failures = connect_in_waves(ctx, n, 100, remote, co, conns); // short gateway backlog
   auto connect_time = std::chrono::steady_clock::now() - t0;
-  ASSERT_EQ(connect_failures.load(), 0u);
+  ASSERT_EQ(connect_failures, 0u);
   std::this_thread::sleep_for(500ms);
   long rss_idle = rss_kib(server.pid());
   double per_conn = static_cast<double>(rss_idle - rss_before) * 1024.0 / n;
@@ -288,43 +272,14 @@ TEST_F(Scale, ThousandRemoteTlsClientsThroughOneGatewayWithNothingLostOrCrossed)
               "idle remote connection\n",
               n, std::chrono::duration<double>(connect_time).count(), rss_before, rss_idle, per_conn);
 
-  std::atomic<unsigned> bad{0}, finished{0};
-  std::promise<void> all_done;
-  auto t1s = std::chrono::steady_clock::now();
-  struct client_state {
-    async_connection* c;
-    std::uint32_t id;
-    std::uint32_t seq = 0;
-    std::mt19937 rng;
-    std::vector<std::byte> req;
-  };
-  std::vector<std::shared_ptr<client_state>> states;
-  std::function<void(std::shared_ptr<client_state>)> step = [&](std::shared_ptr<client_state> s) {
-    if (s->seq == rounds) {
-      if (++finished == n) all_done.set_value();
-      return;
-    }
-    std::size_t size = s->rng() % 8 == 0 ? limit : s->rng() % (limit + 1);
-    s->req = make_request(s->id, s->seq, size, s->rng);
-    s->c->async_transact(asio::buffer(s->req), 60s, [&, s](std::error_code ec, std::vector<std::byte> reply) {
-      if (ec || reply != s->req) ++bad;
-      ++s->seq;
-      step(s);
-    });
-  };
-  for (unsigned i = 0; i < n; ++i) {
-    auto st = std::make_shared<client_state>(client_state{conns[i].get(), i, 0, std::mt19937(i), {}});
-    states.push_back(st);
-    step(st);
-  }
-  ASSERT_EQ(all_done.get_future().wait_for(300s), std::future_status::ready);
-  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1s).count();
+  std::atomic<unsigned> bad{0};
+  double secs = transact_everyone(conns, rounds, limit, bad);
+  ASSERT_GE(secs, 0) << "the transacts did not finish";
   std::printf("[ scale ] %u remote transacts (random sizes up to %zu bytes) in %.2f s: %.0f/s\n", n * rounds, limit,
               secs, n * rounds / secs);
   EXPECT_EQ(bad.load(), 0u) << "every reply matches its own request";
 
   for (auto& c : conns) c->close();
-  states.clear();
   done.notify();
   EXPECT_EQ(server.wait(), 0) << "the server saw exactly one call per request";
   work.reset();

@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <filesystem>
 #include <mutex>
 
@@ -54,6 +57,27 @@ tls_options gateway_certs_and_psk() {
   t.key_file = cert("server.key");
   t.psk = load_psk_file(cert("psk.txt"));
   return t;
+}
+
+std::uint16_t free_tcp_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+  socklen_t len = sizeof sa;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
+  ::close(fd);
+  return ntohs(sa.sin_port);
+}
+
+gateway_options loopback_gateway(const tls_options& tls) {
+  gateway_options g;
+  g.exports = {"*"};
+  g.listen = {"127.0.0.1"};
+  g.port = 0;
+  g.tls = tls;
+  return g;
 }
 
 pipe_name remote_name(const std::string& host, std::uint16_t port, const pipe_name& local) {

@@ -23,6 +23,13 @@ tls_options client_psk();
 /// A gateway that accepts client certificates signed by the CA, or the PSK.
 tls_options gateway_certs_and_psk();
 
+/// A TCP port on 127.0.0.1 that was free a moment ago (for servers forked
+/// before they can report the port they got).
+std::uint16_t free_tcp_port();
+
+/// A gateway for tests: 127.0.0.1, a free port, every pipe exported.
+gateway_options loopback_gateway(const tls_options& tls);
+
 /// `\\HOST:PORT\pipe\NAME` for a local pipe name served through a gateway.
 pipe_name remote_name(const std::string& host, std::uint16_t port, const pipe_name& local);
 

@@ -10,6 +10,10 @@
 #include <chrono>
 #include <cstddef>
 #include <functional>
+#include <future>
+#include <memory>
+#include <tuple>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -108,6 +112,18 @@ run_result run(const std::vector<std::string>& argv, const std::string& input = 
                std::chrono::milliseconds limit = std::chrono::seconds(30));
 
 #endif // _WIN32
+
+/// A completion handler that hands (error_code, values...) to a future, so
+/// errors arrive as values: TSan cannot see libstdc++'s exception_ptr
+/// reference counts, so exceptions crossing threads (use_future) look racy.
+/// Returns {handler, future}.
+template <class... A>
+auto outcome() {
+  auto p = std::make_shared<std::promise<std::tuple<std::error_code, A...>>>();
+  auto f = p->get_future();
+  auto h = [p](std::error_code ec, A... a) { p->set_value({ec, std::move(a)...}); };
+  return std::make_pair(std::move(h), std::move(f));
+}
 
 inline std::span<const std::byte> bytes(std::string_view s) { return std::as_bytes(std::span(s)); }
 inline std::string text(const std::vector<std::byte>& v) { return {reinterpret_cast<const char*>(v.data()), v.size()}; }
