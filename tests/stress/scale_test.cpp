@@ -90,9 +90,6 @@ unsigned connect_in_waves(asio::io_context& ctx, unsigned n, unsigned wave, cons
 // finish. `bad` counts replies that are not exactly their request.
 double transact_everyone(const std::vector<std::unique_ptr<async_connection>>& conns, unsigned rounds,
                          std::size_t limit, std::atomic<unsigned>& bad) {
-  const unsigned n = static_cast<unsigned>(conns.size());
-  std::atomic<unsigned> finished{0};
-  std::promise<void> all_done;
   struct client_state {
     async_connection* c;
     std::uint32_t id;
@@ -100,23 +97,40 @@ double transact_everyone(const std::vector<std::unique_ptr<async_connection>>& c
     std::mt19937 rng;
     std::vector<std::byte> req;
   };
-  std::function<void(std::shared_ptr<client_state>)> step = [&](std::shared_ptr<client_state> s) {
-    if (s->seq == rounds) {
-      if (++finished == n) all_done.set_value();
-      return;
-    }
-    std::size_t size = s->rng() % 8 == 0 ? limit : s->rng() % (limit + 1);
-    s->req = make_request(s->id, s->seq, size, s->rng);
-    s->c->async_transact(asio::buffer(s->req), 60s, [&, s](std::error_code ec, std::vector<std::byte> reply) {
-      if (ec || reply != s->req) ++bad;
-      ++s->seq;
-      step(s);
-    });
+  // Shared with every completion handler: the last one to run may still be
+  // inside `step` when this function returns, so none of it lives on our stack.
+  struct run_state {
+    unsigned n, rounds;
+    std::size_t limit;
+    std::atomic<unsigned>* bad;
+    std::atomic<unsigned> finished{0};
+    std::promise<void> all_done;
   };
+  auto rs = std::make_shared<run_state>();
+  rs->n = static_cast<unsigned>(conns.size());
+  rs->rounds = rounds;
+  rs->limit = limit;
+  rs->bad = &bad;
+  struct stepper {
+    static void step(const std::shared_ptr<run_state>& rs, const std::shared_ptr<client_state>& s) {
+      if (s->seq == rs->rounds) {
+        if (++rs->finished == rs->n) rs->all_done.set_value();
+        return;
+      }
+      std::size_t size = s->rng() % 8 == 0 ? rs->limit : s->rng() % (rs->limit + 1);
+      s->req = make_request(s->id, s->seq, size, s->rng);
+      s->c->async_transact(asio::buffer(s->req), 60s, [rs, s](std::error_code ec, std::vector<std::byte> reply) {
+        if (ec || reply != s->req) ++*rs->bad;
+        ++s->seq;
+        step(rs, s);
+      });
+    }
+  };
+  auto done = rs->all_done.get_future();
   auto t0 = std::chrono::steady_clock::now();
-  for (unsigned i = 0; i < n; ++i)
-    step(std::make_shared<client_state>(client_state{conns[i].get(), i, 0, std::mt19937(i), {}}));
-  if (all_done.get_future().wait_for(300s) != std::future_status::ready) return -1;
+  for (unsigned i = 0; i < rs->n; ++i)
+    stepper::step(rs, std::make_shared<client_state>(client_state{conns[i].get(), i, 0, std::mt19937(i), {}}));
+  if (done.wait_for(300s) != std::future_status::ready) return -1;
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 

@@ -102,16 +102,16 @@ int thread_count();
 /// Resident memory of a process (this one by default), KiB; -1 if unknown.
 long rss_kib(int pid = 0);
 
+#endif // _WIN32
+
 /// Run a program (a bare name is looked up in PATH), optionally with input,
-/// collecting its output.
+/// collecting its output; killed when `limit` passes. Linux and Windows.
 struct run_result {
   int exit_code = -1;
   std::string out, err;
 };
 run_result run(const std::vector<std::string>& argv, const std::string& input = {},
                std::chrono::milliseconds limit = std::chrono::seconds(30));
-
-#endif // _WIN32
 
 /// A completion handler that hands (error_code, values...) to a future, so
 /// errors arrive as values: TSan cannot see libstdc++'s exception_ptr

@@ -27,6 +27,8 @@
 
 #ifdef _WIN32
 #include <windows.h>
+#include <fcntl.h>
+#include <io.h>
 #else
 #include <pthread.h>
 #include <signal.h>
@@ -461,6 +463,9 @@ int run_send(const std::string& name_text, const std::string& text, const std::s
     }
     message.assign(std::istreambuf_iterator<char>(in), {});
   } else if (text == "-" || text.empty()) {
+#ifdef _WIN32
+    _setmode(_fileno(stdin), _O_BINARY); // the message byte for byte
+#endif
     message.assign(std::istreambuf_iterator<char>(std::cin), {});
   } else {
     message = text;
@@ -475,7 +480,13 @@ int run_send(const std::string& name_text, const std::string& text, const std::s
   if (ec) return report(ec, "write failed");
   auto reply = c.receive(npipe::timeout(timeout_ms), ec);
   if (ec) return report(ec, "no response");
-  if (raw) std::cout << as_text(reply) << std::flush;
+  if (raw) {
+#ifdef _WIN32
+    std::cout.flush();
+    _setmode(_fileno(stdout), _O_BINARY); // the reply byte for byte: no CR before LF, no ^Z as end of file
+#endif
+    std::cout << as_text(reply) << std::flush;
+  }
   else std::cout << "Response received: [" << as_text(reply) << "]" << std::endl;
   return 0;
 }
