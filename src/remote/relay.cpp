@@ -119,6 +119,10 @@ void relay::idle_check(timeout t) {
   timer_.expires_after(t);
   timer_.async_wait([self = shared_from_this()](std::error_code ec) {
     if (ec || self->closed_) return;
+    // Until the local side has said something (the server's answer to the
+    // hello), a quiet link is a client waiting for a busy pipe: its wait is
+    // the server's to end, not the idle timeout's.
+    if (!self->local_spoke_) return self->idle_check(self->idle_);
     auto quiet = std::chrono::steady_clock::now() - self->last_;
     if (quiet >= self->idle_)
       return self->close("no bytes either way for " + std::to_string(self->idle_.count()) + " ms (idle timeout)");
@@ -175,6 +179,7 @@ void relay::pump_down() {
     if (n == 0) return close("the local end closed"); // everything it sent has gone out
     if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? wait_local() : close("the local end failed");
     last_ = std::chrono::steady_clock::now();
+    local_spoke_ = true;
     std::size_t len = static_cast<std::size_t>(n), off = 0;
     while (off < len) {
       std::size_t k = 0;

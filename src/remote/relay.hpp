@@ -72,7 +72,9 @@ private:
 };
 
 /// Copies bytes both ways between `link` and `local` until either side ends,
-/// an error, or `idle` passes with no byte in either direction. Holds no
+/// an error, or `idle` passes with no byte in either direction (counted once
+/// the local side has sent something: before that, a gateway's client may be
+/// waiting for a busy pipe, which only the server ends). Holds no
 /// buffer while idle: it waits for readiness, reads into a per-thread
 /// scratch buffer and keeps only what the other side cannot take yet.
 /// Everything runs on the executor of `local` (a strand).
@@ -104,6 +106,7 @@ private:
   std::size_t down_off_ = 0;
   std::chrono::steady_clock::time_point last_;
   bool closed_ = false;
+  bool local_spoke_ = false; // the idle timeout counts from the local side's first bytes
   mutable std::mutex end_mu_;
   std::error_code end_ec_;
   std::string end_detail_;

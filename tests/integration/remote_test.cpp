@@ -559,6 +559,39 @@ TEST_F(Remote, SilentPeersAreDroppedByTheHandshakeAndIdleTimeouts) {
   EXPECT_EQ(echo.accepted(), 2);
 }
 
+TEST_F(Remote, AClientWaitingForABusyPipeIsNotIdleAndBusyAndWaitWorkRemotely) {
+  auto name = random_pipe();
+  server_options so;
+  so.max_instances = 1;
+  counting_echo echo(name, so);
+  auto g = loopback_gateway(gateway_certs_and_psk());
+  g.idle_timeout = 300ms;
+  gateway gw(g);
+  client_options co;
+  co.tls = client_psk();
+  auto remote = remote_name("127.0.0.1", gw.port(), name);
+  auto first = connect(remote, co, 5s);
+  EXPECT_EQ(first.transact("one"), "one");
+  std::error_code ec;
+  connect(remote, co, no_wait, ec);
+  EXPECT_EQ(ec, errc::pipe_busy) << "no instance free, no wait asked for";
+  // A waiter quiet for longer than the idle timeout gets in when the
+  // instance frees (the first client keeps busy meanwhile, so it stays).
+  auto waiter = std::async(std::launch::async, [&] { return connect(remote, co, 10s); });
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(first.transact("busy"), "busy");
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(waiter.wait_for(0s), std::future_status::timeout) << "still waiting, not dropped as idle";
+  first.close();
+  auto second = waiter.get();
+  EXPECT_EQ(second.transact("two"), "two");
+  // Once admitted, the idle timeout applies.
+  std::this_thread::sleep_for(1s);
+  second.receive(5s, ec);
+  EXPECT_EQ(ec, errc::broken_pipe) << "idle after its answer";
+}
+
 TEST_F(Remote, TheGatewaysConnectionCapClosesTheExtraConnectionAtOnce) {
   auto name = random_pipe();
   counting_echo echo(name);
