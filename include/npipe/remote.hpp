@@ -58,7 +58,9 @@ struct gateway_options {
   /// before it reaches any pipe.
   timeout handshake_timeout = defaults::handshake_timeout;
   /// A relayed connection with no bytes in either direction for this long is
-  /// closed (TCP keepalive also detects vanished hosts). forever keeps them.
+  /// closed, counted from the server's answer (a client waiting for a busy
+  /// pipe is not idle). TCP keepalive also detects vanished hosts. forever
+  /// keeps them.
   timeout idle_timeout{300'000};
   /// Most remote clients at once; more are closed at once.
   unsigned max_connections = defaults::max_connections;
