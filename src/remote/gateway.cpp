@@ -244,13 +244,11 @@ private:
     g_->emit(gateway_event::kind::relayed, address_, who_, pipe_, {});
     timer_.cancel();
     out_ = {};
-    auto r = std::make_shared<relay>(std::move(link_), std::move(local_), g_->opts.idle_timeout, tls_done_);
+    auto r = std::make_shared<relay>(std::move(link_), std::move(local_), g_->opts.idle_timeout, tls_done_,
+                                     relay::sides{"the client", "the server"});
     r->start([self = shared_from_this()](const std::string& why) {
       self->closed_ = true;
-      std::string reason = why == "the remote end closed" ? "the client closed"
-                           : why == "the local end closed" ? "the server closed"
-                                                            : why;
-      self->g_->emit(gateway_event::kind::closed, self->address_, self->who_, self->pipe_, std::move(reason));
+      self->g_->emit(gateway_event::kind::closed, self->address_, self->who_, self->pipe_, why);
     });
   }
 

@@ -103,8 +103,13 @@ void remote_link::close(bool tls_up) noexcept {
 
 // ---------------------------------------------------------------------- relay
 
-relay::relay(std::unique_ptr<remote_link> link, unix_socket local, timeout idle, bool tls_up)
-    : link_(std::move(link)), local_(std::move(local)), timer_(local_.get_executor()), idle_(idle), tls_up_(tls_up) {}
+relay::relay(std::unique_ptr<remote_link> link, unix_socket local, timeout idle, bool tls_up, sides names)
+    : link_(std::move(link)), local_sock_(std::move(local)), timer_(local_sock_.get_executor()), idle_(idle),
+      tls_up_(tls_up), remote_(std::move(names.remote)), local_(std::move(names.local)) {}
+
+std::string relay::remote_end() const {
+  return link_->end_error() ? link_->end_detail() : remote_ + " closed";
+}
 
 void relay::start(std::function<void(const std::string&)> on_end) {
   on_end_ = std::move(on_end);
@@ -136,7 +141,7 @@ void relay::pump_up() {
   for (int i = 0; i < burst; ++i) {
     std::size_t n = 0;
     remote_io r = link_->read(scratch(), relay_buffer, n);
-    if (r == remote_io::end) return close(link_->end_error() ? link_->end_detail() : "the remote end closed");
+    if (r == remote_io::end) return close(remote_end());
     if (r != remote_io::done) {
       link_->wait(r, [self = shared_from_this()](std::error_code ec) {
         if (ec || self->closed_) return self->close();
@@ -146,26 +151,26 @@ void relay::pump_up() {
     }
     last_ = std::chrono::steady_clock::now();
     ssize_t k;
-    do k = ::send(local_.native_handle(), scratch(), n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    do k = ::send(local_sock_.native_handle(), scratch(), n, MSG_NOSIGNAL | MSG_DONTWAIT);
     while (k < 0 && errno == EINTR);
-    if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return close("the local end closed");
+    if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return close(local_ + " closed");
     std::size_t sent = k > 0 ? static_cast<std::size_t>(k) : 0;
     if (sent < n) { // the local side is slower: keep the rest, read no more until it is taken
       up_pending_.assign(scratch() + sent, scratch() + n);
-      asio::async_write(local_, asio::buffer(up_pending_), [self = shared_from_this()](std::error_code ec, std::size_t) {
-        if (ec) return self->close("the local end closed");
+      asio::async_write(local_sock_, asio::buffer(up_pending_), [self = shared_from_this()](std::error_code ec, std::size_t) {
+        if (ec) return self->close(self->local_ + " closed");
         self->up_pending_ = {};
         self->pump_up();
       });
       return;
     }
   }
-  asio::post(local_.get_executor(), [self = shared_from_this()] { self->pump_up(); });
+  asio::post(local_sock_.get_executor(), [self = shared_from_this()] { self->pump_up(); });
 }
 
 // local -> remote
 void relay::wait_local() {
-  local_.async_wait(unix_socket::wait_read, [self = shared_from_this()](std::error_code ec) {
+  local_sock_.async_wait(unix_socket::wait_read, [self = shared_from_this()](std::error_code ec) {
     if (ec || self->closed_) return self->close();
     self->pump_down();
   });
@@ -174,17 +179,17 @@ void relay::wait_local() {
 void relay::pump_down() {
   for (int i = 0; i < burst; ++i) {
     ssize_t n;
-    do n = ::recv(local_.native_handle(), scratch(), relay_buffer, MSG_DONTWAIT);
+    do n = ::recv(local_sock_.native_handle(), scratch(), relay_buffer, MSG_DONTWAIT);
     while (n < 0 && errno == EINTR);
-    if (n == 0) return close("the local end closed"); // everything it sent has gone out
-    if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? wait_local() : close("the local end failed");
+    if (n == 0) return close(local_ + " closed"); // everything it sent has gone out
+    if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? wait_local() : close(local_ + " failed");
     last_ = std::chrono::steady_clock::now();
     local_spoke_ = true;
     std::size_t len = static_cast<std::size_t>(n), off = 0;
     while (off < len) {
       std::size_t k = 0;
       remote_io r = link_->write(scratch() + off, len - off, k);
-      if (r == remote_io::end) return close(link_->end_error() ? link_->end_detail() : "the remote end closed");
+      if (r == remote_io::end) return close(remote_end());
       if (r != remote_io::done) { // the remote side is slower: keep the rest, read no more until it is taken
         down_pending_.assign(scratch() + off, scratch() + len);
         down_off_ = 0;
@@ -197,14 +202,14 @@ void relay::pump_down() {
       off += k;
     }
   }
-  asio::post(local_.get_executor(), [self = shared_from_this()] { self->pump_down(); });
+  asio::post(local_sock_.get_executor(), [self = shared_from_this()] { self->pump_down(); });
 }
 
 void relay::flush_down() {
   while (down_off_ < down_pending_.size()) {
     std::size_t k = 0;
     remote_io r = link_->write(down_pending_.data() + down_off_, down_pending_.size() - down_off_, k);
-    if (r == remote_io::end) return close(link_->end_error() ? link_->end_detail() : "the remote end closed");
+    if (r == remote_io::end) return close(remote_end());
     if (r != remote_io::done) {
       link_->wait(r, [self = shared_from_this()](std::error_code ec) {
         if (ec || self->closed_) return self->close();
@@ -234,7 +239,7 @@ void relay::close(std::string why) {
   }
   timer_.cancel();
   std::error_code ignore;
-  local_.close(ignore);
+  local_sock_.close(ignore);
   link_->close(tls_up_);
   if (auto f = std::move(on_end_)) f(why);
 }

@@ -80,9 +80,15 @@ private:
 /// Everything runs on the executor of `local` (a strand).
 class relay : public std::enable_shared_from_this<relay> {
 public:
-  relay(std::unique_ptr<remote_link> link, unix_socket local, timeout idle, bool tls_up);
+  /// What the two ends are called in the reasons a relay ends with.
+  struct sides {
+    std::string remote; ///< e.g. "the client"
+    std::string local;  ///< e.g. "the server"
+  };
+  relay(std::unique_ptr<remote_link> link, unix_socket local, timeout idle, bool tls_up, sides names);
   /// Start copying; `on_end` runs once, on the strand, when the relay
-  /// stops, with why ("the remote end closed", the idle timeout, a TLS error).
+  /// stops, with why ("<remote> closed", "<local> closed", the idle timeout,
+  /// a TLS error).
   void start(std::function<void(const std::string& why)> on_end = {});
   /// Stop now (on the strand).
   void close(std::string why = "closed");
@@ -95,12 +101,14 @@ private:
   void pump_down();
   void flush_down();
   void idle_check(timeout t);
+  std::string remote_end() const; // why the remote side ended: its error, or that it closed
 
   std::unique_ptr<remote_link> link_;
-  unix_socket local_;
+  unix_socket local_sock_;
   asio::steady_timer timer_;
   timeout idle_;
   bool tls_up_;
+  std::string remote_, local_; // the sides' names
   std::function<void(const std::string&)> on_end_;
   std::vector<std::byte> up_pending_, down_pending_;
   std::size_t down_off_ = 0;

@@ -461,7 +461,8 @@ void async_pipe::bridge() {
     return fail_connect(io_error(ec), "cannot use the socket pair");
   }
   bool tls_up = c.link->ssl() != nullptr;
-  relay_ = std::make_shared<relay>(std::move(c.link), std::move(near), forever, tls_up);
+  relay_ = std::make_shared<relay>(std::move(c.link), std::move(near), forever, tls_up,
+                                   relay::sides{"the gateway at " + c.path, "this end"});
   asio::dispatch(c.net_strand, [r = relay_] { r->start(); });
   begin_hello();
 }
