@@ -341,11 +341,10 @@ void async_pipe::begin_hello() {
   asio::async_write(socket_, asio::buffer(conn_->hello),
                     [self = shared_from_this()](const std::error_code& e, std::size_t) {
                       if (!self->conn_) return;
-                      if (e) {
-                        self->fail_connect(io_error(e), "the server of " + self->conn_->name.str() +
-                                                            " closed the connection during the handshake");
-                        return;
-                      }
+                      // A write that failed because the peer answered and
+                      // hung up (a gateway saying "TLS required", a refusal)
+                      // still leaves that answer to read: read it either way.
+                      (void)e;
                       self->on_reply_bytes({}, 0);
                     });
 }

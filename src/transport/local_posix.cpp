@@ -874,8 +874,10 @@ bool client_handshake(byte_stream& stream, const pipe_name& name, const client_o
         return false;
       }
     } else {
-      if (!ec) ec = make_error_code(errc::broken_pipe);
-      return false;
+      // The peer may have answered and hung up before taking all of it (a
+      // refusal): its answer is still there to read, and says more.
+      ec.clear();
+      break;
     }
   }
 
