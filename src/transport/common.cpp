@@ -1,6 +1,10 @@
 // SPDX-License-Identifier: MIT
 #include "transport/transport.hpp"
 
+#ifdef _WIN32
+#include <windows.h>
+#endif
+
 #include <algorithm>
 #include <climits>
 #include <cstdint>
@@ -8,19 +12,40 @@
 namespace npipe {
 
 namespace {
-thread_local std::string error_detail;
-}
+#ifdef _WIN32
+// Not a thread_local std::string: mingw-w64 may free a thread_local's
+// storage before running its destructor at thread exit (GCC bug 80816,
+// mingw-w64 bug 527), which crashed threads that had used npipe. A
+// fiber-local slot's callback frees the string at thread exit instead.
+void WINAPI free_detail(void* p) { delete static_cast<std::string*>(p); }
 
-std::string last_error_detail() { return error_detail; }
+std::string& error_detail() {
+  static const DWORD slot = ::FlsAlloc(free_detail);
+  auto* s = static_cast<std::string*>(::FlsGetValue(slot));
+  if (!s) {
+    s = new std::string;
+    ::FlsSetValue(slot, s);
+  }
+  return *s;
+}
+#else
+std::string& error_detail() {
+  thread_local std::string detail;
+  return detail;
+}
+#endif
+} // namespace
+
+std::string last_error_detail() { return error_detail(); }
 
 namespace detail {
 
-void set_error_detail(std::string detail) { error_detail = std::move(detail); }
-void clear_error_detail() { error_detail.clear(); }
+void set_error_detail(std::string detail) { error_detail() = std::move(detail); }
+void clear_error_detail() { error_detail().clear(); }
 
 void throw_error(const std::error_code& ec, const std::string& what) {
   std::string msg = "npipe: " + what;
-  if (!error_detail.empty()) msg += " (" + error_detail + ")";
+  if (!error_detail().empty()) msg += " (" + error_detail() + ")";
   throw std::system_error(ec, msg);
 }
 
