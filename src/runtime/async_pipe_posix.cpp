@@ -230,11 +230,11 @@ void async_pipe::init_open(connection_params p) {
   kick();
 }
 
-bool async_pipe::adopt(int fd, connection_params p, std::error_code& ec) {
+bool async_pipe::adopt(std::intptr_t fd, connection_params p, std::error_code& ec) {
   int family = AF_UNIX;
-  socket_.assign(asio::generic::stream_protocol(family, 0), fd, ec);
+  socket_.assign(asio::generic::stream_protocol(family, 0), static_cast<int>(fd), ec);
   if (ec) {
-    ::close(fd);
+    ::close(static_cast<int>(fd));
     ec = io_error(ec);
     if (p.on_close) p.on_close();
     return false;

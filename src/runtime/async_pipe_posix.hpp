@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// One pipe end driven by Asio: npipe framing (docs/protocol.md) over a
+// Linux: one pipe end driven by Asio: npipe framing (docs/protocol.md) over a
 // stream socket, with queued sends, queued receives, flush acknowledgements,
 // per-operation timeouts and cancellation. Everything runs on the end's
 // strand; the entry points in async_ops post there.
@@ -56,7 +56,7 @@ public:
   // The rest runs on strand() only.
 
   /// Take over a connected socket the server admitted.
-  bool adopt(int fd, connection_params p, std::error_code& ec);
+  bool adopt(std::intptr_t fd, connection_params p, std::error_code& ec);
   void connect(pipe_name name, client_options opts, timeout t, asio::cancellation_slot slot, completion<> done);
   /// `owned`, if not empty, is the payload (and msg is ignored).
   void send(asio::const_buffer msg, std::vector<std::byte> owned, timeout t, asio::cancellation_slot slot,

@@ -178,7 +178,10 @@ bool async_server_impl::open(const pipe_name& name, const server_options& opts, 
   std::weak_ptr<async_server_impl> w = weak_from_this();
   admission_ = open_local_server(name, opts, ec, [w](admitted_client&& a) {
     if (auto s = w.lock()) s->admitted(std::move(a));
-    else ::close(static_cast<int>(a.handle));
+    else {
+      close_native_handle(a.handle);
+      if (a.params.on_close) a.params.on_close();
+    }
   });
   if (!admission_) return false;
   if (opts_.idle_timeout > timeout::zero()) asio::dispatch(sweep_strand_, [self = shared_from_this()] { self->arm_sweep(); });
@@ -237,7 +240,7 @@ void async_server_impl::admitted(admitted_client&& a) {
     ++admitted_count_;
     live_[id].pipe = p;
   }
-  asio::post(p->strand(), [self = shared_from_this(), p, id, fd = static_cast<int>(a.handle),
+  asio::post(p->strand(), [self = shared_from_this(), p, id, fd = a.handle,
                            params = std::move(a.params)]() mutable {
     p->on_closed = [w = std::weak_ptr<async_server_impl>(self), id] {
       if (auto s = w.lock()) s->closed(id);

@@ -3,10 +3,9 @@
 // so deadlines and close() from another thread work (no thread is left
 // blocked in ConnectNamedPipe or ReadFile). See docs/semantics.md.
 
-#include <windows.h>
-#include <sddl.h>
+#include "transport/win32_util.hpp"
 
-#include "transport/transport.hpp"
+#include <sddl.h>
 
 #include <npipe/local_path.hpp>
 
@@ -53,7 +52,6 @@ std::vector<local_pipe_info> list_local_pipes(std::error_code& ec, std::string_v
 } // namespace npipe
 
 namespace npipe::detail {
-namespace {
 
 std::wstring widen(const std::string& s) {
   if (s.empty()) return {};
@@ -71,15 +69,10 @@ std::string narrow(const wchar_t* w) {
   return s;
 }
 
-} // namespace
-
 std::string narrow_name(const wchar_t* w) { return narrow(w); }
-
-namespace {
 
 std::wstring wide_path(const pipe_name& name) { return widen("\\\\.\\pipe\\" + name.name()); }
 
-// A Win32 error as an npipe error, keeping the code.
 std::error_code win32_error(DWORD e) {
   int os = static_cast<int>(e);
   switch (e) {
@@ -106,6 +99,10 @@ DWORD wait_ms(deadline dl) {
   auto left = dl.remaining().count();
   return static_cast<DWORD>(std::clamp<long long>(left, 0, INFINITE - 1));
 }
+
+void close_native_handle(std::intptr_t h) noexcept { ::CloseHandle(reinterpret_cast<HANDLE>(h)); }
+
+namespace {
 
 // A manual-reset event owned by one direction of one handle.
 class event {
@@ -404,45 +401,13 @@ public:
       return;
     }
     // FlushFileBuffers cannot be overlapped: run it on a helper thread and
-    // cancel it (CancelSynchronousIo) when the deadline passes.
-    struct shared {
-      std::mutex mu;
-      std::condition_variable cv;
-      HANDLE thread = nullptr; // the helper's own handle, for CancelSynchronousIo
-      bool started = false, done = false;
-      DWORD err = 0;
-    };
-    auto st = std::make_shared<shared>();
-    HANDLE h = h_;
+    // cancel it when the deadline passes.
     try {
-      std::thread t([st, h] {
-        {
-          std::lock_guard slk(st->mu);
-          ::DuplicateHandle(::GetCurrentProcess(), ::GetCurrentThread(), ::GetCurrentProcess(), &st->thread, 0,
-                            FALSE, DUPLICATE_SAME_ACCESS);
-          st->started = true;
-          st->cv.notify_all();
-        }
-        BOOL ok = ::FlushFileBuffers(h);
-        std::lock_guard slk(st->mu);
-        st->err = ok ? 0 : ::GetLastError();
-        st->done = true;
-        st->cv.notify_all();
-      });
-      std::unique_lock slk(st->mu);
-      bool finished = st->cv.wait_until(slk, dl.at, [&] { return st->done; });
-      if (!finished) {
-        // Cancel until the flush gives up (it may not have started waiting yet).
-        while (!st->done) {
-          if (st->started && st->thread) ::CancelSynchronousIo(st->thread);
-          st->cv.wait_for(slk, std::chrono::milliseconds(10));
-        }
-      }
-      DWORD err = st->err;
-      HANDLE th = st->thread;
-      slk.unlock();
-      t.join();
-      if (th) ::CloseHandle(th);
+      DWORD err = 0;
+      background_flush f;
+      f.start(h_, [&err](DWORD e) { err = e; });
+      bool finished = f.wait_until(dl);
+      f.stop(); // cancels if still running; joins (err is settled then)
       if (!finished) ec = err == 0 ? std::error_code() : make_error_code(errc::timed_out);
       else if (err) ec = closed_error(err);
     } catch (const std::system_error& e) {
@@ -528,32 +493,12 @@ private:
   bool tx_broken_ = false;
 };
 
-peer_identity client_of(HANDLE h) {
-  peer_identity p;
-  ULONG pid = 0;
-  if (::GetNamedPipeClientProcessId(h, &pid)) p.pid = static_cast<std::int64_t>(pid);
-  // The client opened with SECURITY_IDENTIFICATION: its name can be read.
-  if (::ImpersonateNamedPipeClient(h)) {
-    wchar_t name[256];
-    DWORD len = 256;
-    if (::GetUserNameW(name, &len)) p.user = narrow(name);
-    ::RevertToSelf();
-  }
-  return p;
-}
-
-peer_identity server_of(HANDLE h) {
-  peer_identity p;
-  ULONG pid = 0;
-  if (::GetNamedPipeServerProcessId(h, &pid)) p.pid = static_cast<std::int64_t>(pid);
-  return p;
-}
-
 // ----------------------------------------------------------------- server
 
 class win32_server final : public server_impl, public std::enable_shared_from_this<win32_server> {
 public:
-  win32_server(pipe_name name, server_options opts) : name_(std::move(name)), opts_(std::move(opts)) {}
+  win32_server(pipe_name name, server_options opts, admission_sink sink)
+      : name_(std::move(name)), opts_(std::move(opts)), sink_(std::move(sink)) {}
   ~win32_server() override { close(); }
 
   bool open(std::error_code& ec) {
@@ -561,6 +506,12 @@ public:
     if (opts_.accept_remote) {
       set_error_detail("remote clients (npipe's TLS gateway) are Linux-only for now; Windows pipes keep "
                        "PIPE_REJECT_REMOTE_CLIENTS");
+      ec = make_error_code(errc::not_supported);
+      return false;
+    }
+    if (opts_.max_per_user) {
+      set_error_detail("max_per_user needs npipe's handshake to tell one user \"busy\"; Win32 pipes have none: "
+                       "limit the clients with max_instances (or max_connections)");
       ec = make_error_code(errc::not_supported);
       return false;
     }
@@ -589,77 +540,34 @@ public:
     path_ = wide_path(name_);
     HANDLE h = create_instance(true, ec);
     if (h == INVALID_HANDLE_VALUE) return false;
-    std::lock_guard lk(mu_);
-    listening_ = h;
+    {
+      std::lock_guard lk(mu_);
+      listening_ = h;
+    }
+    if (sink_) {
+      try {
+        admission_ = std::thread([this] { admit(); });
+      } catch (const std::system_error& e) {
+        close();
+        ec = e.code();
+        return false;
+      }
+    }
     return true;
   }
 
   std::unique_ptr<connection_impl> accept(deadline dl, std::error_code& ec) override {
-    std::unique_lock serial(accept_mu_, std::defer_lock);
-    if (!lock_until(serial, dl)) {
-      ec = make_error_code(errc::timed_out);
+    if (sink_) {
+      set_error_detail("this server hands its clients to the async runtime");
+      ec = make_error_code(errc::invalid_state);
       return nullptr;
     }
-    HANDLE h;
-    {
-      std::lock_guard lk(mu_);
-      if (closed_) {
-        ec = make_error_code(errc::operation_aborted);
-        return nullptr;
-      }
-      h = listening_;
-    }
-    if (h == INVALID_HANDLE_VALUE) { // every instance was taken: make one as soon as one frees
-      std::unique_lock lk(mu_);
-      auto ready = [&] { return closed_ || listening_ != INVALID_HANDLE_VALUE; };
-      if (dl.never()) cv_.wait(lk, ready);
-      else if (!cv_.wait_until(lk, dl.at, ready)) {
-        ec = make_error_code(errc::timed_out);
-        return nullptr;
-      }
-      if (closed_) {
-        ec = make_error_code(errc::operation_aborted);
-        return nullptr;
-      }
-      h = listening_;
-    }
-    DWORD n = 0, err = 0;
-    auto r = overlapped(h, accept_event_.get(), dl, [&](OVERLAPPED* ov) { return ::ConnectNamedPipe(h, ov); }, n,
-                        err);
-    if (r == io_end::failed && err != ERROR_PIPE_CONNECTED) {
-      std::lock_guard lk(mu_);
-      ec = closed_ ? make_error_code(errc::operation_aborted) : win32_error(err);
-      if (!closed_ && err == ERROR_NO_DATA) ::DisconnectNamedPipe(h); // a client came and went: listen again
-      return nullptr;
-    }
-    if (r == io_end::timed_out) {
-      std::lock_guard lk(mu_);
-      ec = make_error_code(closed_ ? errc::operation_aborted : errc::timed_out);
-      return nullptr;
-    }
-    // Connected: this instance becomes the connection; make the next one
-    // now, so the name never disappears and the next client can connect.
-    std::error_code cec;
-    bool room;
-    {
-      std::lock_guard lk(mu_);
-      room = active_ + 1 < instance_cap();
-    }
-    HANDLE next = room ? create_instance(false, cec) : INVALID_HANDLE_VALUE;
-    {
-      std::lock_guard lk(mu_);
-      if (closed_) {
-        if (next != INVALID_HANDLE_VALUE) ::CloseHandle(next);
-        ::DisconnectNamedPipe(h);
-        ec = make_error_code(errc::operation_aborted);
-        return nullptr;
-      }
-      listening_ = next;
-      ++active_;
-    }
-    peer_identity peer = client_of(h);
-    auto mode = opts_.read_mode.value_or(opts_.type == pipe_type::message ? read_mode::message : read_mode::byte);
-    return std::make_unique<win32_connection>(h, true, opts_.type, mode, name_, opts_.max_message_size,
+    peer_identity peer;
+    HANDLE h = accept_handle(dl, peer, ec);
+    if (h == INVALID_HANDLE_VALUE) return nullptr;
+    // The connection takes the instance back when it closes: the server
+    // reuses it for the next client, as Win32 servers do.
+    return std::make_unique<win32_connection>(h, true, opts_.type, mode(), name_, opts_.max_message_size,
                                               std::move(peer), [w = weak_from_this()](HANDLE done) {
                                                 if (auto s = w.lock()) s->release(done);
                                                 else ::CloseHandle(done);
@@ -675,8 +583,9 @@ public:
       h = std::exchange(listening_, INVALID_HANDLE_VALUE);
       cv_.notify_all();
     }
+    if (h != INVALID_HANDLE_VALUE) ::CancelIoEx(h, nullptr); // wakes accept()
+    if (admission_.joinable() && admission_.get_id() != std::this_thread::get_id()) admission_.join();
     if (h != INVALID_HANDLE_VALUE) {
-      ::CancelIoEx(h, nullptr); // wakes accept()
       std::lock_guard serial(accept_mu_);
       ::CloseHandle(h);
     }
@@ -697,6 +606,125 @@ public:
   }
 
 private:
+  npipe::read_mode mode() const noexcept {
+    return opts_.read_mode.value_or(opts_.type == pipe_type::message ? read_mode::message : read_mode::byte);
+  }
+
+  // Waits for a client on the listening instance (ConnectNamedPipe,
+  // overlapped, within `dl`) and makes the next instance. The caller owns
+  // the connected handle.
+  HANDLE accept_handle(deadline dl, peer_identity& peer, std::error_code& ec) {
+    std::unique_lock serial(accept_mu_, std::defer_lock);
+    if (!lock_until(serial, dl)) {
+      ec = make_error_code(errc::timed_out);
+      return INVALID_HANDLE_VALUE;
+    }
+    HANDLE h;
+    {
+      // Every instance may be taken: listen again as soon as one frees (a
+      // released instance, or room for a new one).
+      std::unique_lock lk(mu_);
+      auto ready = [&] { return closed_ || listening_ != INVALID_HANDLE_VALUE || active_ < instance_cap(); };
+      if (dl.never()) cv_.wait(lk, ready);
+      else if (!cv_.wait_until(lk, dl.at, ready)) {
+        ec = make_error_code(errc::timed_out);
+        return INVALID_HANDLE_VALUE;
+      }
+      if (closed_) {
+        ec = make_error_code(errc::operation_aborted);
+        return INVALID_HANDLE_VALUE;
+      }
+      h = listening_;
+    }
+    if (h == INVALID_HANDLE_VALUE) {
+      h = create_instance(false, ec);
+      if (h == INVALID_HANDLE_VALUE) return h;
+      std::lock_guard lk(mu_);
+      if (closed_) {
+        ::CloseHandle(h);
+        ec = make_error_code(errc::operation_aborted);
+        return INVALID_HANDLE_VALUE;
+      }
+      listening_ = h;
+    }
+    DWORD n = 0, err = 0;
+    auto r = overlapped(h, accept_event_.get(), dl, [&](OVERLAPPED* ov) { return ::ConnectNamedPipe(h, ov); }, n,
+                        err);
+    if (r == io_end::failed && err != ERROR_PIPE_CONNECTED) {
+      std::lock_guard lk(mu_);
+      ec = closed_ ? make_error_code(errc::operation_aborted) : win32_error(err);
+      if (!closed_ && err == ERROR_NO_DATA) ::DisconnectNamedPipe(h); // a client came and went: listen again
+      return INVALID_HANDLE_VALUE;
+    }
+    if (r == io_end::timed_out) {
+      std::lock_guard lk(mu_);
+      ec = make_error_code(closed_ ? errc::operation_aborted : errc::timed_out);
+      return INVALID_HANDLE_VALUE;
+    }
+    // Connected: this instance becomes the connection; make the next one
+    // now, so the name never disappears and the next client can connect.
+    std::error_code cec;
+    bool room;
+    {
+      std::lock_guard lk(mu_);
+      room = active_ + 1 < instance_cap();
+    }
+    HANDLE next = room ? create_instance(false, cec) : INVALID_HANDLE_VALUE;
+    {
+      std::lock_guard lk(mu_);
+      if (closed_) {
+        if (next != INVALID_HANDLE_VALUE) ::CloseHandle(next);
+        ::DisconnectNamedPipe(h);
+        ec = make_error_code(errc::operation_aborted);
+        return INVALID_HANDLE_VALUE;
+      }
+      listening_ = next;
+      ++active_;
+    }
+    peer = client_of(h);
+    return h;
+  }
+
+  // The async runtime's admission thread: every connected instance goes to
+  // the sink, which owns it; closing it frees the instance (instance_gone).
+  void admit() {
+    for (;;) {
+      peer_identity peer;
+      std::error_code ec;
+      // Bounded waits: a close() that cancels just before the wait starts
+      // is still seen promptly.
+      HANDLE h = accept_handle(deadline::after(std::chrono::milliseconds(200)), peer, ec);
+      if (h == INVALID_HANDLE_VALUE) {
+        if (!is_open()) return;
+        if (ec != errc::timed_out) ::Sleep(10); // a client came and went, or no instance could be made
+        continue;
+      }
+      connection_params p;
+      p.name = name_;
+      p.type = opts_.type;
+      p.mode = mode();
+      p.max_message = opts_.max_message_size;
+      p.peer_max_message = SIZE_MAX;
+      p.peer = std::move(peer);
+      p.on_close = [w = weak_from_this()] {
+        if (auto s = w.lock()) s->instance_gone();
+      };
+      try {
+        sink_(admitted_client{reinterpret_cast<std::intptr_t>(h), std::move(p)});
+      } catch (...) {
+        ::CloseHandle(h); // out of memory: this client is refused, the next one may fit
+        instance_gone();
+      }
+    }
+  }
+
+  // An admitted instance was closed by its owner.
+  void instance_gone() {
+    std::lock_guard lk(mu_);
+    if (active_ > 0) --active_;
+    cv_.notify_all();
+  }
+
   unsigned instance_cap() const noexcept {
     return opts_.max_instances >= unlimited_instances ? opts_.max_connections
                                                       : std::min(opts_.max_instances, opts_.max_connections);
@@ -762,20 +790,72 @@ private:
   unsigned active_ = 0;
   bool closed_ = false;
   event accept_event_;
+  admission_sink sink_;
+  std::thread admission_;
 };
 
 } // namespace
 
 std::shared_ptr<server_impl> open_local_server(const pipe_name& name, const server_options& opts,
                                                std::error_code& ec, admission_sink sink) {
-  if (sink) {
-    set_error_detail("the async runtime is not available on Windows yet");
-    ec = make_error_code(errc::not_supported);
-    return nullptr;
-  }
-  auto s = std::make_shared<win32_server>(name, opts);
+  auto s = std::make_shared<win32_server>(name, opts, std::move(sink));
   if (!s->open(ec)) return nullptr;
   return s;
+}
+
+peer_identity client_of(HANDLE h) {
+  peer_identity p;
+  ULONG pid = 0;
+  if (::GetNamedPipeClientProcessId(h, &pid)) p.pid = static_cast<std::int64_t>(pid);
+  // The client opened with SECURITY_IDENTIFICATION: its name can be read.
+  if (::ImpersonateNamedPipeClient(h)) {
+    wchar_t name[256];
+    DWORD len = 256;
+    if (::GetUserNameW(name, &len)) p.user = narrow(name);
+    ::RevertToSelf();
+  }
+  return p;
+}
+
+peer_identity server_of(HANDLE h) {
+  peer_identity p;
+  ULONG pid = 0;
+  if (::GetNamedPipeServerProcessId(h, &pid)) p.pid = static_cast<std::int64_t>(pid);
+  return p;
+}
+
+open_status open_client(const std::wstring& path, const pipe_name& name, const client_options& opts,
+                        client_handle& out, DWORD& err, std::error_code& ec) {
+  ec.clear();
+  err = 0;
+  HANDLE h = ::CreateFileW(path.c_str(), GENERIC_READ | GENERIC_WRITE, 0, nullptr, OPEN_EXISTING,
+                           FILE_FLAG_OVERLAPPED | SECURITY_SQOS_PRESENT | SECURITY_IDENTIFICATION, nullptr);
+  if (h == INVALID_HANDLE_VALUE) {
+    err = ::GetLastError();
+    if (err == ERROR_PIPE_BUSY) return open_status::busy;
+    if (err == ERROR_FILE_NOT_FOUND) return open_status::missing;
+    ec = win32_error(err);
+    return open_status::failed;
+  }
+  DWORD flags = 0;
+  ::GetNamedPipeInfo(h, &flags, nullptr, nullptr, nullptr);
+  pipe_type type = (flags & PIPE_TYPE_MESSAGE) ? pipe_type::message : pipe_type::byte;
+  read_mode mode = opts.read_mode.value_or(type == pipe_type::message ? read_mode::message : read_mode::byte);
+  if (mode == read_mode::message && type == pipe_type::byte) {
+    ::CloseHandle(h);
+    set_error_detail("message read mode needs a message pipe; " + name.str() + " is a byte pipe");
+    ec = make_error_code(errc::invalid_argument);
+    return open_status::failed;
+  }
+  DWORD m = mode == read_mode::message ? PIPE_READMODE_MESSAGE : PIPE_READMODE_BYTE;
+  if (!::SetNamedPipeHandleState(h, &m, nullptr, nullptr)) {
+    err = ::GetLastError();
+    ec = win32_error(err);
+    ::CloseHandle(h);
+    return open_status::failed;
+  }
+  out = client_handle{h, type, mode, server_of(h)};
+  return open_status::opened;
 }
 
 std::unique_ptr<connection_impl> connect_local(const pipe_name& name, const client_options& opts, deadline dl,
@@ -786,23 +866,23 @@ std::unique_ptr<connection_impl> connect_local(const pipe_name& name, const clie
     return nullptr;
   }
   std::wstring path = wide_path(name);
-  HANDLE h = INVALID_HANDLE_VALUE;
+  client_handle c;
   bool waited = false;
   for (;;) {
-    h = ::CreateFileW(path.c_str(), GENERIC_READ | GENERIC_WRITE, 0, nullptr, OPEN_EXISTING,
-                      FILE_FLAG_OVERLAPPED | SECURITY_SQOS_PRESENT | SECURITY_IDENTIFICATION, nullptr);
-    if (h != INVALID_HANDLE_VALUE) break;
-    DWORD e = ::GetLastError();
-    if (e == ERROR_FILE_NOT_FOUND && waited && !dl.passed()) { // it was there: between instances
-      ::Sleep(std::min<DWORD>(10, wait_ms(dl)));
-      continue;
-    }
-    if (e != ERROR_PIPE_BUSY) {
-      if (e == ERROR_FILE_NOT_FOUND) set_error_detail("no server is listening on " + name.str());
+    DWORD e = 0;
+    auto st = open_client(path, name, opts, c, e, ec);
+    if (st == open_status::opened) break;
+    if (st == open_status::failed) return nullptr;
+    if (st == open_status::missing) {
+      if (waited && !dl.passed()) { // it was there: between instances
+        ::Sleep(std::min<DWORD>(10, wait_ms(dl)));
+        continue;
+      }
+      set_error_detail("no server is listening on " + name.str());
       ec = win32_error(e);
       return nullptr;
     }
-    // WaitNamedPipe, within the caller's deadline.
+    // Busy: WaitNamedPipe, within the caller's deadline.
     DWORD ms = wait_ms(dl);
     if (ms == 0) {
       set_error_detail(waited ? "no instance of " + name.str() + " became free in time"
@@ -826,29 +906,79 @@ std::unique_ptr<connection_impl> connect_local(const pipe_name& name, const clie
       ::Sleep(std::min<DWORD>(10, wait_ms(dl)));
     }
   }
-  DWORD flags = 0;
-  ::GetNamedPipeInfo(h, &flags, nullptr, nullptr, nullptr);
-  pipe_type type = (flags & PIPE_TYPE_MESSAGE) ? pipe_type::message : pipe_type::byte;
-  read_mode mode = opts.read_mode.value_or(type == pipe_type::message ? read_mode::message : read_mode::byte);
-  if (mode == read_mode::message && type == pipe_type::byte) {
-    ::CloseHandle(h);
-    set_error_detail("message read mode needs a message pipe; " + name.str() + " is a byte pipe");
-    ec = make_error_code(errc::invalid_argument);
-    return nullptr;
-  }
-  DWORD m = mode == read_mode::message ? PIPE_READMODE_MESSAGE : PIPE_READMODE_BYTE;
-  if (!::SetNamedPipeHandleState(h, &m, nullptr, nullptr)) {
-    ec = win32_error(::GetLastError());
-    ::CloseHandle(h);
-    return nullptr;
-  }
-  auto c = std::make_unique<win32_connection>(h, false, type, mode, name, opts.max_message_size, server_of(h),
-                                              nullptr);
+  auto conn = std::make_unique<win32_connection>(c.h, false, c.type, c.mode, name, opts.max_message_size,
+                                                 std::move(c.server), nullptr);
   if (!first.empty()) {
-    c->write(first, dl, ec);
+    conn->write(first, dl, ec);
     if (ec) return nullptr;
   }
-  return c;
+  return conn;
+}
+
+// ------------------------------------------------------- background_flush
+
+void background_flush::start(HANDLE h, std::function<void(DWORD)> done) {
+  stop();
+  st_ = std::make_shared<shared>();
+  t_ = std::thread([st = st_, h, done = std::move(done)] {
+    {
+      std::lock_guard lk(st->mu);
+      ::DuplicateHandle(::GetCurrentProcess(), ::GetCurrentThread(), ::GetCurrentProcess(), &st->thread, 0, FALSE,
+                        DUPLICATE_SAME_ACCESS);
+      st->started = true;
+    }
+    BOOL ok = ::FlushFileBuffers(h);
+    DWORD err = ok ? 0 : ::GetLastError();
+    done(err);
+    std::lock_guard lk(st->mu);
+    st->err = err;
+    st->done = true;
+    st->cv.notify_all();
+  });
+}
+
+bool background_flush::finished() const {
+  if (!st_) return true;
+  std::lock_guard lk(st_->mu);
+  return st_->done;
+}
+
+DWORD background_flush::error() const {
+  if (!st_) return 0;
+  std::lock_guard lk(st_->mu);
+  return st_->err;
+}
+
+bool background_flush::wait_until(deadline dl) {
+  if (!st_) return true;
+  std::unique_lock lk(st_->mu);
+  if (dl.never()) {
+    st_->cv.wait(lk, [&] { return st_->done; });
+    return true;
+  }
+  return st_->cv.wait_until(lk, dl.at, [&] { return st_->done; });
+}
+
+void background_flush::stop() noexcept {
+  if (!st_) return;
+  {
+    // Cancel until the flush gives up (it may not have started waiting yet).
+    std::unique_lock lk(st_->mu);
+    while (!st_->done) {
+      if (st_->started && st_->thread) ::CancelSynchronousIo(st_->thread);
+      st_->cv.wait_for(lk, std::chrono::milliseconds(10));
+    }
+  }
+  join();
+}
+
+void background_flush::join() noexcept {
+  if (t_.joinable()) {
+    if (t_.get_id() == std::this_thread::get_id()) t_.detach(); // the helper itself, after its flush
+    else t_.join();
+  }
+  if (st_ && st_->thread) ::CloseHandle(st_->thread);
+  st_.reset();
 }
 
 } // namespace npipe::detail

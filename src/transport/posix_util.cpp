@@ -36,6 +36,8 @@ std::error_code errno_error(int e) {
   }
 }
 
+void close_native_handle(std::intptr_t h) noexcept { ::close(static_cast<int>(h)); }
+
 fd_stream::~fd_stream() {
   if (fd_ >= 0) ::close(fd_);
 }

@@ -93,6 +93,8 @@ struct admitted_client {
   std::intptr_t handle = -1;
   connection_params params;
 };
+/// Close an admitted client's handle (a socket fd, or a Win32 pipe handle).
+void close_native_handle(std::intptr_t h) noexcept;
 /// Where a server hands admitted clients when it is not accept()'s queue
 /// (the async runtime). Called on the server's admission thread.
 using admission_sink = std::function<void(admitted_client&&)>;

@@ -1,0 +1,161 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// Windows: one pipe end driven by Asio on the I/O completion port. The
+// handle is a genuine Win32 named pipe; every read, write and connect is an
+// overlapped call whose completion Asio delivers (windows::overlapped_ptr),
+// so message boundaries, ERROR_MORE_DATA and zero-length messages are the
+// kernel's. Everything runs on the end's strand; the entry points in
+// async_ops post there.
+//
+// Reads happen only for a waiting receiver: what the pipe holds stays in
+// the pipe (the writer's buffer fills: backpressure). A read that a
+// timeout or cancel stops keeps whatever it got (`held_`), so the next
+// receive continues the message. One write and one read are outstanding at
+// a time, each with its own OVERLAPPED, so a deadline cancels exactly it
+// (CancelIoEx). FlushFileBuffers has no overlapped form: it runs on a
+// helper thread (background_flush) that the deadline cancels.
+
+#include "runtime/registry.hpp"
+#include "transport/transport.hpp"
+
+#include <npipe/async.hpp>
+
+#include <asio/steady_timer.hpp>
+#include <asio/strand.hpp>
+#include <asio/windows/stream_handle.hpp>
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace npipe::detail {
+
+class background_flush;
+
+class async_pipe final : public abandonable, public std::enable_shared_from_this<async_pipe> {
+public:
+  using strand_type = asio::strand<asio::any_io_executor>;
+
+  /// A new end, enrolled with its context's runtime_registry.
+  static std::shared_ptr<async_pipe> create(const asio::any_io_executor& ex);
+  explicit async_pipe(const asio::any_io_executor& ex);
+  ~async_pipe() override;
+  void abandon() noexcept override;
+  async_pipe(const async_pipe&) = delete;
+  async_pipe& operator=(const async_pipe&) = delete;
+
+  strand_type& strand() noexcept { return strand_; }
+
+  // Thread-safe.
+  bool is_open() const noexcept { return open_.load(std::memory_order_acquire); }
+  /// Fixed once connected (or adopted); read it after that.
+  const connection_params& params() const noexcept { return p_; }
+  npipe::read_mode mode() const noexcept { return mode_.load(std::memory_order_relaxed); }
+  clock::time_point last_activity() const noexcept {
+    return clock::time_point(clock::duration(activity_.load(std::memory_order_relaxed)));
+  }
+
+  // The rest runs on strand() only.
+
+  /// Take over a connected server instance (a HANDLE) the server admitted.
+  bool adopt(std::intptr_t handle, connection_params p, std::error_code& ec);
+  void connect(pipe_name name, client_options opts, timeout t, asio::cancellation_slot slot, completion<> done);
+  /// `owned`, if not empty, is the payload (and msg is ignored).
+  void send(asio::const_buffer msg, std::vector<std::byte> owned, timeout t, asio::cancellation_slot slot,
+            completion<std::size_t> done);
+  void receive(timeout t, asio::cancellation_slot slot, completion<std::vector<std::byte>> done);
+  void read_some(asio::mutable_buffer buf, timeout t, asio::cancellation_slot slot, completion<read_result> done);
+  void transact(std::vector<std::byte> request, timeout t, asio::cancellation_slot slot,
+                completion<std::vector<std::byte>> done);
+  void flush(timeout t, asio::cancellation_slot slot, completion<> done);
+  /// Complete every pending operation with operation_aborted.
+  void cancel();
+  /// Close; pending operations complete with `why` (and `detail`).
+  void close(std::error_code why = make_error_code(errc::operation_aborted), std::string detail = {});
+  /// Nothing received and unread, nothing queued to send.
+  bool quiet() const noexcept;
+  /// The peer closed the pipe in the middle of a message.
+  bool eof_mid_message() const noexcept { return eof_ && held_ && held_->more; }
+  /// Bytes queued to send and not yet taken by the pipe.
+  std::size_t queued_bytes() const noexcept { return tx_bytes_; }
+
+  /// Called once on the strand when the end closes (the server's registry).
+  std::function<void()> on_closed;
+
+private:
+  struct op;
+  struct connecting;
+  // Bytes read off the pipe that no receiver has taken yet: the head of one
+  // message (`more`: its rest is still in the pipe) or, in byte read mode,
+  // a run of bytes.
+  struct held_bytes {
+    std::vector<std::byte> data;
+    std::size_t off = 0;
+    bool more = false;
+  };
+
+  std::unique_ptr<op> make_op(timeout t, asio::cancellation_slot& slot);
+  void arm(op& o, timeout t, asio::cancellation_slot& slot);
+  void end_op(std::uint64_t id, errc why);
+  void finish(op& o, std::error_code ec, const std::string& detail = {});
+  HANDLE native() noexcept { return handle_.native_handle(); }
+  std::error_code pipe_error(DWORD e, std::string& detail) const;
+  void init_open(HANDLE h, connection_params p);
+
+  // receiving
+  void kick();
+  bool serve_reader(op& o);
+  void start_read(op& o);
+  void on_read(const std::error_code& ec, std::size_t n);
+  void rx_fail(std::error_code ec, std::string detail);
+
+  // sending
+  void queue_write(std::unique_ptr<op> o);
+  void start_tx();
+  void on_written(const std::error_code& ec, std::size_t n);
+  void on_flushed(DWORD err);
+  void fail_writes(std::error_code ec, const std::string& detail);
+
+  // connecting
+  void connect_attempt();
+  void fail_connect(std::error_code ec, std::string detail);
+
+  void touch() noexcept {
+    activity_.store(clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+  }
+
+  strand_type strand_;
+  asio::windows::stream_handle handle_;
+  connection_params p_;
+  std::atomic<npipe::read_mode> mode_{npipe::read_mode::message};
+  std::atomic<bool> open_{false};
+  std::atomic<clock::rep> activity_{0};
+  bool closed_ = false;
+  std::uint64_t next_id_ = 1;
+
+  // receive side
+  std::vector<std::unique_ptr<op>> readers_;
+  std::optional<held_bytes> held_;
+  bool rx_active_ = false;       // a ReadFile is outstanding (into held_->data)
+  OVERLAPPED* rx_ov_ = nullptr;  // its OVERLAPPED, for CancelIoEx
+  std::size_t rx_base_ = 0;      // where in held_->data it writes
+  bool eof_ = false;
+  std::error_code rx_err_;
+  std::string rx_detail_;
+  bool in_kick_ = false, kick_again_ = false;
+
+  // send side: sends and flushes, in order; the head is in progress
+  std::vector<std::unique_ptr<op>> writes_;
+  std::size_t tx_bytes_ = 0;
+  bool tx_active_ = false;
+  OVERLAPPED* tx_ov_ = nullptr;
+  bool tx_broken_ = false;
+  std::unique_ptr<background_flush> flusher_;
+  std::uint64_t flush_gen_ = 0; // which flush a helper's posted result belongs to
+
+  std::unique_ptr<connecting> conn_;
+};
+
+} // namespace npipe::detail
