@@ -2,9 +2,13 @@
 // The async server runtime and the async client API: the integration rows
 // run against every server style (function, coroutine, reply-later,
 // per-connection), plus the limits, graceful stop and the async client.
+// Linux (epoll) and Windows (IOCP, under Wine in CI); the few rows that
+// need npipe's socket framing (raw frames, the handshake) are Linux-only.
 
-#include "raw_peer.hpp"
 #include "test_support.hpp"
+#ifndef _WIN32
+#include "raw_peer.hpp"
+#endif
 
 #include <npipe/async.hpp>
 #include <npipe/npipe.hpp>
@@ -14,6 +18,7 @@
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/io_context.hpp>
 #include <asio/steady_timer.hpp>
+#include <asio/thread_pool.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/use_future.hpp>
 
@@ -25,9 +30,11 @@
 #include <future>
 #include <optional>
 #include <random>
-#include <sys/socket.h>
 #include <thread>
+#ifndef _WIN32
+#include <sys/socket.h>
 #include <unistd.h>
+#endif
 
 using namespace std::chrono_literals;
 using namespace npipe;
@@ -86,6 +93,15 @@ asio::awaitable<void> accept_loop(async_server& srv) {
   }
 }
 
+// Threads that reply later, off the server's executor. A pool, not a thread
+// per request: under Wine a freshly detached thread now and then does not
+// start for over 10 s (seen here: one in ~2000), which would fail the row
+// for a reason that is not npipe's.
+asio::thread_pool& replier() {
+  static asio::thread_pool pool(4);
+  return pool;
+}
+
 // Starts an echo service on `srv` written in style `s`.
 void serve_echo(async_server& srv, style s) {
   switch (s) {
@@ -100,7 +116,7 @@ void serve_echo(async_server& srv, style s) {
     break;
   case style::reply_later:
     srv.serve([](request r, reply rp) {
-      std::thread([r = std::move(r), rp = std::move(rp)]() mutable { rp.send(r.take()); }).detach();
+      asio::post(replier(), [r = std::move(r), rp = std::move(rp)]() mutable { rp.send(r.take()); });
     });
     break;
   case style::per_connection:
@@ -198,7 +214,7 @@ TEST_P(Styles, BusyWaitAndPeerIdentity) {
   first.close();
   auto second = waiter.get();
   EXPECT_EQ(text(second.transact(bytes("two"), 10s)), "two");
-  EXPECT_EQ(second.peer().pid, ::getpid()) << "the server's identity, seen by the client";
+  EXPECT_EQ(second.peer().pid, self_pid()) << "the server's identity, seen by the client";
 }
 
 TEST_P(Styles, OversizedFrameClosesOnlyThatClient) {
@@ -207,12 +223,22 @@ TEST_P(Styles, OversizedFrameClosesOnlyThatClient) {
   auto& srv = start_echo(o);
   const auto& name = name_;
   auto good = connect(name);
+#ifdef _WIN32
+  // A Win32 client knows no peer limit: the server sees the size (ERROR_MORE_DATA,
+  // PeekNamedPipe) before taking the message in, and drops that client.
+  auto bad = connect(name);
+  std::error_code wec, ec;
+  bad.write(pattern(200 << 10, 4), 10s, wec); // may fail as the server hangs up
+  bad.receive(10s, ec);
+  EXPECT_EQ(ec, errc::broken_pipe) << ec.message();
+#else
   int fd = raw_session(srv.native_path(), raw_hello(name));
   ASSERT_GE(fd, 0);
   const char huge[] = {1, '\xff', '\xff', '\xff', '\xff'}; // a data frame of 4 GiB - 1
   ASSERT_EQ(::send(fd, huge, sizeof huge, MSG_NOSIGNAL), ssize_t(sizeof huge));
   EXPECT_TRUE(closed_by_server(fd));
   ::close(fd);
+#endif
   EXPECT_EQ(text(good.transact(bytes("still here"), 10s)), "still here");
 }
 
@@ -284,11 +310,9 @@ TEST_F(Async, RepliesLeaveInRequestOrderWhateverOrderTheyFinish) {
   auto name = random_pipe();
   async_server srv(ctx_, name);
   srv.serve([](request r, reply rp) {
-    int delay = 30 - std::stoi(std::string(r.text())) * 3; // later requests finish first
-    std::thread([delay, rp = std::move(rp), t = std::string(r.text())]() mutable {
-      std::this_thread::sleep_for(std::chrono::milliseconds(delay));
-      rp.send(t);
-    }).detach();
+    auto delay = std::chrono::milliseconds(30 - std::stoi(std::string(r.text())) * 3); // later requests finish first
+    auto t = std::make_shared<asio::steady_timer>(replier(), delay);
+    t->async_wait([t, rp = std::move(rp), m = std::string(r.text())](const std::error_code&) mutable { rp.send(m); });
   });
   auto c = connect(name);
   for (int i = 0; i < 10; ++i) c.write(std::to_string(i));
@@ -311,14 +335,18 @@ TEST_F(Async, ClientThatNeverReadsMeetsBackpressureAndServerMemoryStaysBounded) 
   });
   auto c = connect(name);
   // Write small requests without ever reading the 64 KiB replies.
+  // Wine does not hold a pipe to its buffer size (Windows does): writes
+  // there never block, so the client stops by itself; the server's side of
+  // the row is the same everywhere.
+  const int most = under_wine() ? 2000 : 100'000;
   int sent = 0;
   std::error_code ec;
-  while (sent < 100'000) {
+  while (sent < most) {
     c.write(bytes("q"), 500ms, ec);
     if (ec) break;
     ++sent;
   }
-  EXPECT_EQ(ec, errc::timed_out) << "the server stopped reading: the client's writes block";
+  if (!under_wine()) EXPECT_EQ(ec, errc::timed_out) << "the server stopped reading: the client's writes block";
   auto s = srv.stats();
   EXPECT_LE(s.queued_bytes, o.max_queued_bytes + answer.size() + 64) << "queued reply bytes stay near the cap";
   EXPECT_LT(handled.load(), 64) << "the handler is not fed requests whose replies cannot go out";
@@ -390,6 +418,14 @@ TEST_F(Async, ConnectionCapsTotalAndPerUserRefuseFastAndKeepSessions) {
   auto name2 = random_pipe();
   server_options u;
   u.max_per_user = 2;
+#ifdef _WIN32
+  // Telling one user "busy" needs npipe's handshake; plain Win32 pipes have none.
+  async_server refused(ctx_.get_executor());
+  refused.open(name2, u, ec);
+  EXPECT_EQ(ec, errc::not_supported);
+  EXPECT_NE(last_error_detail().find("max_instances"), std::string::npos) << last_error_detail();
+  return;
+#endif
   async_server srv2(ctx_, name2, u);
   srv2.serve([](request r) { return r.take(); });
   auto a = connect(name2), b = connect(name2);
@@ -414,28 +450,37 @@ TEST_F(Async, ClientLeavingBetweenMessagesIsNormalButMidMessageIsReported) {
     auto c = connect(name);
     EXPECT_EQ(c.transact("one"), "one");
   } // closed right after its reply
+#ifdef _WIN32
+  // A Win32 message arrives whole or not at all: no client can leave in the
+  // middle of one. The normal end is the row here.
+  const std::size_t expected = 1;
+#else
+  const std::size_t expected = 2;
   int fd = raw_session(srv.native_path(), raw_hello(name));
   ASSERT_GE(fd, 0);
   const std::string half = raw_frame(std::string(1000, 'z')).substr(0, 500);
   ASSERT_EQ(::send(fd, half.data(), half.size(), MSG_NOSIGNAL), ssize_t(half.size()));
   ::close(fd); // gone in the middle of a message
+#endif
   for (int i = 0; i < 500; ++i) {
     {
       std::lock_guard lk(mu);
-      if (events.size() == 2) break;
+      if (events.size() == expected) break;
     }
     std::this_thread::sleep_for(10ms);
   }
   std::lock_guard lk(mu);
-  ASSERT_EQ(events.size(), 2u);
+  ASSERT_EQ(events.size(), expected);
   std::sort(events.begin(), events.end(),
             [](const auto& a, const auto& b) { return a.connection_id < b.connection_id; });
   EXPECT_FALSE(events[0].reason) << "a client that leaves between messages ends normally: "
                                  << events[0].reason.message();
+  if (expected < 2) return;
   EXPECT_EQ(events[1].reason, errc::broken_pipe);
   EXPECT_NE(events[1].detail.find("middle of a message"), std::string::npos) << events[1].detail;
 }
 
+#ifndef _WIN32 // the handshake is npipe's framing on Unix sockets
 TEST_F(Async, SilentClientIsDroppedAtTheHandshakeTimeout) {
   run_threads();
   auto name = random_pipe();
@@ -449,6 +494,7 @@ TEST_F(Async, SilentClientIsDroppedAtTheHandshakeTimeout) {
   ::close(fd);
   EXPECT_EQ(call(name, "fine", 5s), "fine");
 }
+#endif
 
 TEST_F(Async, HandlerExceptionsAndDroppedRepliesCloseOnlyThatClient) {
   run_threads();
@@ -473,10 +519,15 @@ TEST_F(Async, GracefulStopFinishesInFlightRemovesTheNameAndLeaksNoDescriptor) {
   run_threads();
   {
     // Warm up: Asio creates its reactor's descriptors (epoll, eventfd,
-    // timerfd) on first use; they belong to the io_context, not to a server.
+    // timerfd) on first use, and on Windows a thread for its timers; they
+    // belong to the io_context, not to a server.
     async_server warm(ctx_, random_pipe());
     warm.serve([](request r) { return r.take(); });
     EXPECT_EQ(call(warm.name(), "warm", 5s), "warm");
+    asio::steady_timer tick(ctx_, 1ms);
+    tick.wait();
+    asio::steady_timer async_tick(ctx_, 1ms);
+    async_tick.async_wait(asio::use_future).get();
     warm.stop(1s);
   }
   int fds_before = open_fds();
@@ -502,7 +553,9 @@ TEST_F(Async, GracefulStopFinishesInFlightRemovesTheNameAndLeaksNoDescriptor) {
     srv.stop(5s);
     auto took = std::chrono::steady_clock::now() - t0;
     EXPECT_LT(took, 3s) << "stop() returns once in-flight requests are answered";
+#ifndef _WIN32
     EXPECT_FALSE(std::filesystem::exists(path)) << "the socket file is removed";
+#endif
     for (auto& r : replies) EXPECT_EQ(text(r.get()), "slow") << "in-flight requests finished";
     std::error_code ec;
     connect(name, {}, no_wait, ec);
@@ -514,8 +567,9 @@ TEST_F(Async, GracefulStopFinishesInFlightRemovesTheNameAndLeaksNoDescriptor) {
   }
   EXPECT_EQ(open_fds(), fds_before) << "no descriptor outlives the server and its clients";
   // The test's own helper threads (std::async) may still be exiting.
-  for (int i = 0; i < 200 && thread_count() != threads_before; ++i) std::this_thread::sleep_for(10ms);
-  EXPECT_EQ(thread_count(), threads_before) << "the server's admission thread is gone";
+  // (Wine's own worker threads come and go too: at most as many as before.)
+  for (int i = 0; i < 200 && thread_count() > threads_before; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_LE(thread_count(), threads_before) << "the server's admission thread is gone";
 }
 
 TEST_F(Async, StopBoundsRequestsThatNeverFinish) {
@@ -598,7 +652,7 @@ TEST_F(Async, AsyncClientWithCallbacksFuturesAndCoroutines) {
   std::string m2 = "future";
   EXPECT_EQ(f.async_send(asio::buffer(m2), asio::use_future).get(), m2.size());
   EXPECT_EQ(text(f.async_receive(asio::use_future).get()), "future");
-  EXPECT_EQ(f.peer().pid, ::getpid());
+  EXPECT_EQ(f.peer().pid, self_pid());
 
   // Coroutines, with a partial read that says "more data".
   auto coro = asio::co_spawn(
@@ -699,12 +753,18 @@ TEST_F(Async, AsyncConnectErrorsMatchTheBlockingOnes) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s);
   async_connection wrong(ctx_);
   client_options strict;
+#ifdef _WIN32
+  strict.require_server_uid = 1; // a POSIX uid: Windows protects the name with its DACL instead
+  const auto refused = errc::not_supported;
+#else
   strict.require_server_uid = ::geteuid() + 1;
+  const auto refused = errc::access_denied;
+#endif
   holder.close();
   {
     auto [h, f] = outcome<>();
     wrong.async_connect(name, strict, 2s, std::move(h));
-    EXPECT_EQ(std::get<0>(f.get()), errc::access_denied);
+    EXPECT_EQ(std::get<0>(f.get()), refused);
   }
 }
 
@@ -712,11 +772,11 @@ TEST_F(Async, AsyncFlushWaitsUntilThePeerHasReadEverything) {
   run_threads();
   auto name = random_pipe();
   server srv(name);
-  signal_pipe read_now;
+  std::promise<void> read_now;
   std::atomic<bool> peer_read{false};
-  std::thread peer([&] {
+  std::thread peer([&, go = read_now.get_future()] {
     auto c = srv.accept(10s);
-    read_now.wait();
+    go.wait();
     c.receive(10s);
     peer_read = true;
     std::error_code ec;
@@ -728,7 +788,7 @@ TEST_F(Async, AsyncFlushWaitsUntilThePeerHasReadEverything) {
   c.async_send(asio::buffer(small), asio::use_future).get();
   auto flushed = c.async_flush(10s, asio::use_future);
   EXPECT_EQ(flushed.wait_for(200ms), std::future_status::timeout) << "the peer has not read yet";
-  read_now.notify();
+  read_now.set_value();
   flushed.get();
   // The peer's library acknowledges inside its receive(), just before the
   // peer's thread sets the flag: allow it that moment.

@@ -18,11 +18,9 @@
 
 #ifdef _WIN32
 #include <windows.h>
-#define NPIPE_GETPID() static_cast<std::int64_t>(::GetCurrentProcessId())
 #else
 #include "remote_support.hpp"
 #include <unistd.h>
-#define NPIPE_GETPID() static_cast<std::int64_t>(::getpid())
 #endif
 
 using namespace std::chrono_literals;
@@ -92,15 +90,6 @@ protected:
   gateway gw_;
 #endif
 };
-
-bool under_wine() {
-#ifdef _WIN32
-  HMODULE ntdll = ::GetModuleHandleW(L"ntdll.dll");
-  return ntdll && ::GetProcAddress(ntdll, "wine_get_version") != nullptr;
-#else
-  return false;
-#endif
-}
 
 // A server thread that echoes every message of `clients` clients in turn.
 class echo_thread {
@@ -328,8 +317,8 @@ TEST_P(Portable, PeerProcessIdsOnBothEnds) {
   auto c = open(name);
   auto client = seen.get_future().get();
   if (!remote()) {
-    EXPECT_EQ(c.peer().pid, NPIPE_GETPID()) << "GetNamedPipeServerProcessId";
-    EXPECT_EQ(client.pid, NPIPE_GETPID()) << "GetNamedPipeClientProcessId";
+    EXPECT_EQ(c.peer().pid, self_pid()) << "GetNamedPipeServerProcessId";
+    EXPECT_EQ(client.pid, self_pid()) << "GetNamedPipeClientProcessId";
     EXPECT_FALSE(client.is_remote());
   } else {
     // Across machines there are no process ids: each end learns the other's

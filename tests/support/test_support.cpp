@@ -6,6 +6,7 @@
 #include <random>
 #include <thread>
 #ifdef _WIN32
+#include <windows.h>
 #include <process.h>
 #define NPIPE_GETPID _getpid
 #else
@@ -14,6 +15,17 @@
 #endif
 
 namespace npipe::test {
+
+bool under_wine() {
+#ifdef _WIN32
+  HMODULE ntdll = ::GetModuleHandleW(L"ntdll.dll");
+  return ntdll && ::GetProcAddress(ntdll, "wine_get_version") != nullptr;
+#else
+  return false;
+#endif
+}
+
+std::int64_t self_pid() { return static_cast<std::int64_t>(NPIPE_GETPID()); }
 
 std::string random_name(std::string_view prefix) {
   static std::mt19937_64 rng{std::random_device{}()};

@@ -95,14 +95,20 @@ private:
   child child_;
 };
 
-/// Open file descriptors of this process (counted in /proc/self/fd).
-int open_fds();
-/// Threads of this process (counted in /proc/self/task).
-int thread_count();
 /// Resident memory of a process (this one by default), KiB; -1 if unknown.
 long rss_kib(int pid = 0);
 
 #endif // _WIN32
+
+/// True when this Windows build runs under Wine (some Win32 behaviour differs).
+bool under_wine();
+/// This process's id.
+std::int64_t self_pid();
+/// Open descriptors of this process: /proc/self/fd on Linux, the handle
+/// count (GetProcessHandleCount) on Windows.
+int open_fds();
+/// Threads of this process.
+int thread_count();
 
 /// Run a program (a bare name is looked up in PATH), optionally with input,
 /// collecting its output; killed when `limit` passes. Linux and Windows.

@@ -3,6 +3,7 @@
 #include "test_support.hpp"
 
 #include <windows.h>
+#include <tlhelp32.h>
 
 #include <atomic>
 #include <chrono>
@@ -128,6 +129,25 @@ run_result run(const std::vector<std::string>& argv, const std::string& input, s
   ::CloseHandle(out_r);
   ::CloseHandle(err_r);
   return r;
+}
+
+int open_fds() {
+  DWORD n = 0;
+  ::GetProcessHandleCount(::GetCurrentProcess(), &n);
+  return static_cast<int>(n);
+}
+
+int thread_count() {
+  HANDLE snap = ::CreateToolhelp32Snapshot(TH32CS_SNAPTHREAD, 0);
+  if (snap == INVALID_HANDLE_VALUE) return -1;
+  THREADENTRY32 te{};
+  te.dwSize = sizeof te;
+  int n = 0;
+  DWORD me = ::GetCurrentProcessId();
+  for (BOOL ok = ::Thread32First(snap, &te); ok; ok = ::Thread32Next(snap, &te))
+    if (te.th32OwnerProcessID == me) ++n;
+  ::CloseHandle(snap);
+  return n;
 }
 
 } // namespace npipe::test
