@@ -2,12 +2,12 @@
 // npipe: the command-line tool. `serve` and `send` are the seed sample's
 // NamedPipeServer and NamedPipeClient.
 
+#include <npipe/async.hpp>
 #include <npipe/npipe.hpp>
 #ifndef _WIN32
-#include <npipe/async.hpp>
 #include <npipe/remote.hpp>
-#include <asio/io_context.hpp>
 #endif
+#include <asio/io_context.hpp>
 
 #include <CLI/CLI.hpp>
 
@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <ctime>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <iterator>
 #include <condition_variable>
@@ -191,84 +192,7 @@ void print_listening(const npipe::pipe_name& name, const std::string& where) {
   std::cout << "Listening on " << name.str() << " (" << where << ")" << std::endl;
 }
 
-#ifdef _WIN32
-// Windows: the async runtime is not on IOCP yet, so this is the classic
-// multithreaded Win32 pipe server: a thread per client, each serving until
-// its client leaves. Ctrl-C (or Ctrl-Break) stops accepting and disconnects
-// the clients.
-std::atomic<npipe::server*> console_server{nullptr};
-
-BOOL WINAPI on_console_event(DWORD) {
-  if (auto* s = console_server.load()) s->close();
-  return TRUE;
-}
-
-int run_serve(const serve_args& a) {
-  npipe::server_options o;
-  if (!server_options_of(a, o)) return 2;
-  auto name = parse_name(a.name);
-  npipe::server srv;
-  std::error_code ec;
-  srv.open(name, o, ec);
-  if (ec) return report(ec, "cannot serve " + name.str());
-  print_listening(name, srv.native_path());
-  console_server = &srv;
-  ::SetConsoleCtrlHandler(on_console_event, TRUE);
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<npipe::connection*> live;
-  std::atomic<std::uint64_t> next_id{0};
-  auto serve_one = [&](npipe::connection& c) {
-    std::uint64_t id = ++next_id, requests = 0;
-    if (a.verbose) {
-      std::lock_guard lk(out_mu);
-      std::cout << "client " << id << " connected: " << describe(c.peer()) << std::endl;
-    }
-    std::error_code rec;
-    for (;;) {
-      auto msg = c.receive(rec);
-      if (rec) break;
-      ++requests;
-      c.write(answer(a, as_text(msg)), rec);
-      if (rec || a.once) break;
-    }
-    std::error_code fec;
-    c.flush(std::chrono::seconds(5), fec); // as the seed: flush, then disconnect
-    c.close();
-    if (a.verbose) {
-      std::lock_guard lk(out_mu);
-      std::cout << "client " << id << " disconnected after " << requests << " request" << (requests == 1 ? "" : "s");
-      if (rec && rec != npipe::errc::broken_pipe && rec != npipe::errc::not_connected) std::cout << ": " << rec.message();
-      std::cout << std::endl;
-    }
-  };
-  for (;;) {
-    auto c = srv.accept(ec);
-    if (ec) break;
-    if (a.once) {
-      serve_one(c);
-      break;
-    }
-    auto owned = std::make_shared<npipe::connection>(std::move(c));
-    {
-      std::lock_guard lk(mu);
-      live.push_back(owned.get());
-    }
-    std::thread([&, owned] {
-      serve_one(*owned);
-      std::lock_guard lk(mu);
-      live.erase(std::find(live.begin(), live.end(), owned.get()));
-      cv.notify_all();
-    }).detach();
-  }
-  console_server = nullptr;
-  srv.close();
-  std::unique_lock lk(mu);
-  for (auto* c : live) c->close();
-  cv.wait(lk, [&] { return live.empty(); });
-  return 0;
-}
-#else
+#ifndef _WIN32
 std::string security_of(const npipe::tls_options& t) {
   if (t.insecure) return "INSECURE plaintext";
   std::string s = "TLS 1.3";
@@ -358,14 +282,31 @@ int run_gateway(const gateway_args& a) {
   return 0;
 }
 
+#endif // !_WIN32
+
+#ifdef _WIN32
+// Ctrl-C / Ctrl-Break / closing the console: the serve loop's stop.
+std::function<void()> console_stop;
+std::mutex console_mu;
+
+BOOL WINAPI on_console_event(DWORD) {
+  std::lock_guard lk(console_mu);
+  if (console_stop) console_stop();
+  return TRUE;
+}
+#endif
+
 // The seed's server, as a real one: any number of clients at once on the
-// async runtime; each message gets "<version> | <date time>" (or itself,
-// with --echo). Ctrl-C stops gracefully: no new clients, requests in flight
-// are answered, then every connection closes.
+// async runtime (epoll on Linux, the I/O completion port on Windows); each
+// message gets "<version> | <date time>" (or itself, with --echo). Ctrl-C
+// stops gracefully: no new clients, requests in flight are answered, then
+// every connection closes.
 int run_serve(const serve_args& a) {
   npipe::server_options o;
   if (!server_options_of(a, o)) return 2;
+#ifndef _WIN32
   auto sigs = stop_signals(); // every thread inherits the mask; one thread waits for them
+#endif
   auto name = parse_name(a.name);
   asio::io_context ctx;
   auto work = asio::make_work_guard(ctx);
@@ -374,6 +315,7 @@ int run_serve(const serve_args& a) {
   srv.open(name, o, ec);
   if (ec) return report(ec, "cannot serve " + name.str());
   print_listening(name, srv.native_path());
+#ifndef _WIN32
   npipe::gateway gw;
   if (a.remote) {
     npipe::gateway_options g;
@@ -387,6 +329,7 @@ int run_serve(const serve_args& a) {
     if (a.verbose) log_gateway_events(gw);
     print_gateway(g, gw.port());
   }
+#endif
 
   std::mutex stop_mu;
   std::condition_variable stop_cv;
@@ -418,24 +361,38 @@ int run_serve(const serve_args& a) {
 
   std::vector<std::thread> pool;
   for (unsigned i = 0; i < a.threads; ++i) pool.emplace_back([&ctx] { ctx.run(); });
+#ifdef _WIN32
+  {
+    std::lock_guard lk(console_mu);
+    console_stop = request_stop;
+  }
+  ::SetConsoleCtrlHandler(on_console_event, TRUE);
+#else
   std::thread sig([&] {
     int s = 0;
     sigwait(&sigs, &s);
     request_stop();
   });
   sig.detach();
+#endif
   {
     std::unique_lock lk(stop_mu);
     stop_cv.wait(lk, [&] { return stop_now; });
   }
+#ifdef _WIN32
+  {
+    std::lock_guard lk(console_mu);
+    console_stop = nullptr;
+  }
+#else
   gw.close(); // no new remote clients; relayed ones end with their local connections
+#endif
   srv.stop(npipe::timeout(a.grace_ms)); // the name goes at once; answers in flight still go out
   work.reset();
   ctx.stop();
   for (auto& t : pool) t.join();
   return 0;
 }
-#endif
 
 // ----------------------------------------------------------------- send
 
