@@ -43,7 +43,9 @@ std::byte* scratch() {
 std::error_code io_error(const std::error_code& ec) {
   if (ec == asio::error::eof) return err(errc::broken_pipe);
   if (ec == asio::error::operation_aborted) return err(errc::operation_aborted);
-  if (ec.category() == std::system_category()) return errno_error(ec.value());
+  // Asio reports OS errors in its own category ("asio.system"), not std::system_category().
+  if (ec.category() == asio::error::get_system_category() || ec.category() == std::system_category())
+    return errno_error(ec.value());
   return ec;
 }
 
