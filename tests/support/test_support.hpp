@@ -119,6 +119,29 @@ struct run_result {
 run_result run(const std::vector<std::string>& argv, const std::string& input = {},
                std::chrono::milliseconds limit = std::chrono::seconds(30));
 
+/// A program running in the background (Linux and Windows), for rows whose
+/// peer is another process that may be killed. Its output goes to this
+/// process's stderr (Linux) or nowhere (Windows). The destructor kills it.
+class process {
+public:
+  explicit process(const std::vector<std::string>& argv);
+  ~process();
+  process(const process&) = delete;
+  process& operator=(const process&) = delete;
+  std::int64_t pid() const noexcept { return pid_; }
+  /// Kill at once (SIGKILL, TerminateProcess): no cleanup runs in the child.
+  void kill();
+  /// Wait for it to exit (killing it when `limit` passes); its exit code,
+  /// 128+signal on Linux.
+  int wait(std::chrono::milliseconds limit = std::chrono::seconds(30));
+
+private:
+  std::int64_t pid_ = -1;
+  void* handle_ = nullptr; // Windows: the process handle
+  int status_ = -1;
+  bool reaped_ = false;
+};
+
 /// A completion handler that hands (error_code, values...) to a future, so
 /// errors arrive as values: TSan cannot see libstdc++'s exception_ptr
 /// reference counts, so exceptions crossing threads (use_future) look racy.

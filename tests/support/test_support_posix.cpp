@@ -14,6 +14,7 @@
 #include <fstream>
 #include <poll.h>
 #include <random>
+#include <thread>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -173,6 +174,48 @@ run_result run(const std::vector<std::string>& argv, const std::string& input, s
   untrack(pid);
   r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
   return r;
+}
+
+process::process(const std::vector<std::string>& argv) {
+  std::vector<char*> args; // built before fork: the child must not allocate
+  for (auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int null = ::open("/dev/null", O_RDWR);
+    ::dup2(null, 0);
+    ::dup2(2, 1); // its output goes with the test's diagnostics
+    ::execvp(args[0], args.data());
+    ::_exit(127);
+  }
+  if (pid > 0) track(pid);
+  pid_ = pid;
+}
+
+process::~process() {
+  kill();
+  wait();
+}
+
+void process::kill() {
+  if (pid_ > 0 && !reaped_) ::kill(static_cast<pid_t>(pid_), SIGKILL);
+}
+
+int process::wait(std::chrono::milliseconds limit) {
+  if (pid_ <= 0 || reaped_) return status_;
+  auto until = std::chrono::steady_clock::now() + limit;
+  int st = 0;
+  for (;;) {
+    pid_t r = ::waitpid(static_cast<pid_t>(pid_), &st, WNOHANG);
+    if (r == static_cast<pid_t>(pid_)) break;
+    if (r < 0) return status_;
+    if (std::chrono::steady_clock::now() >= until) ::kill(static_cast<pid_t>(pid_), SIGKILL);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  untrack(static_cast<pid_t>(pid_));
+  reaped_ = true;
+  status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  return status_;
 }
 
 int open_fds() {

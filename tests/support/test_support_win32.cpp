@@ -150,4 +150,40 @@ int thread_count() {
   return n;
 }
 
+process::process(const std::vector<std::string>& argv) {
+  std::wstring cmd;
+  for (std::size_t i = 0; i < argv.size(); ++i)
+    cmd += (i ? L" " : L"") + quote(widen(i == 0 ? windows_path(argv[0]) : argv[i]));
+  STARTUPINFOW si{};
+  si.cb = sizeof si;
+  PROCESS_INFORMATION pi{};
+  // Inherits nothing: another test's pipe ends must not leak into it.
+  if (!::CreateProcessW(nullptr, cmd.data(), nullptr, nullptr, FALSE, 0, nullptr, nullptr, &si, &pi)) return;
+  ::CloseHandle(pi.hThread);
+  handle_ = pi.hProcess;
+  pid_ = static_cast<std::int64_t>(pi.dwProcessId);
+}
+
+process::~process() {
+  kill();
+  wait();
+  if (handle_) ::CloseHandle(static_cast<HANDLE>(handle_));
+}
+
+void process::kill() {
+  if (handle_ && !reaped_) ::TerminateProcess(static_cast<HANDLE>(handle_), 137);
+}
+
+int process::wait(std::chrono::milliseconds limit) {
+  if (!handle_ || reaped_) return status_;
+  HANDLE h = static_cast<HANDLE>(handle_);
+  if (::WaitForSingleObject(h, static_cast<DWORD>(limit.count())) != WAIT_OBJECT_0) ::TerminateProcess(h, 124);
+  ::WaitForSingleObject(h, INFINITE);
+  DWORD code = 0;
+  ::GetExitCodeProcess(h, &code);
+  status_ = static_cast<int>(code);
+  reaped_ = true;
+  return status_;
+}
+
 } // namespace npipe::test

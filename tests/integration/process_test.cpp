@@ -1,0 +1,185 @@
+// SPDX-License-Identifier: MIT
+// Rows whose peer is another process, killed at the worst moment: a server
+// while its client waits for the reply, clients in the middle of their
+// sessions, a client that the server is flushing to. Written once; Linux
+// and Windows (under Wine in CI). The peer is npipe_test_peer
+// (tests/support/test_peer.cpp).
+
+#include "test_support.hpp"
+
+#include <npipe/async.hpp>
+#include <npipe/npipe.hpp>
+
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/io_context.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <thread>
+
+using namespace std::chrono_literals;
+using namespace npipe;
+using namespace npipe::test;
+
+namespace {
+
+const std::string peer_exe = NPIPE_TEST_PEER;
+
+// Connect once the peer process has opened `name`.
+connection connect_when_up(const pipe_name& name, timeout t = 20s) {
+  auto until = std::chrono::steady_clock::now() + t;
+  for (;;) {
+    std::error_code ec;
+    auto c = connect(name, {}, 5s, ec);
+    if (!ec) return c;
+    if (ec != errc::not_found || std::chrono::steady_clock::now() >= until)
+      throw std::system_error(ec, "the peer process never served " + name.str());
+    std::this_thread::sleep_for(10ms);
+  }
+}
+
+// Poll `done` every 10 ms for up to `t`.
+template <class F>
+bool eventually(F done, std::chrono::milliseconds t = 10s) {
+  auto until = std::chrono::steady_clock::now() + t;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(10ms);
+  }
+  return true;
+}
+
+// An io_context run by two threads for the test's duration.
+class Processes : public local_test {
+protected:
+  void run_threads() {
+    work_.emplace(ctx_.get_executor());
+    for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { ctx_.run(); });
+  }
+  void TearDown() override {
+    work_.reset();
+    ctx_.stop();
+    for (auto& t : threads_) t.join();
+    local_test::TearDown();
+  }
+  asio::io_context ctx_;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
+  std::vector<std::thread> threads_;
+};
+
+TEST_F(Processes, AServerKilledWhileItsClientWaitsForTheReplyIsBrokenPipePromptly) {
+  auto name = random_pipe();
+  process peer({peer_exe, "hang", name.name()});
+  auto c = connect_when_up(name);
+  EXPECT_EQ(c.peer().pid, peer.pid()) << "the server is the other process";
+  c.write("question");
+  auto waiting = std::async(std::launch::async, [&] {
+    std::error_code ec;
+    c.receive(20s, ec);
+    return ec;
+  });
+  EXPECT_EQ(waiting.wait_for(300ms), std::future_status::timeout) << "the peer never answers";
+  auto t0 = std::chrono::steady_clock::now();
+  peer.kill();
+  auto ec = waiting.get();
+  EXPECT_EQ(ec, errc::broken_pipe) << ec.message();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s) << "at once, not at the deadline";
+  peer.wait();
+  // A new server takes the name the dead one held (on Linux its socket file
+  // is left behind, stale; on Windows the name went with the process).
+  server again(name);
+  std::thread client([&] { EXPECT_EQ(call(name, "again", 10s), "again"); });
+  auto s = again.accept(10s);
+  s.write(s.receive(10s));
+  client.join();
+}
+
+TEST_F(Processes, ClientsKilledMidSessionLeaveTheAsyncServerServingAndNothingBehind) {
+  run_threads();
+  auto name = random_pipe();
+  async_server srv(ctx_, name);
+  std::mutex mu;
+  std::vector<client_event> events;
+  srv.on_client_event([&](const client_event& e) {
+    std::lock_guard lk(mu);
+    events.push_back(e);
+  });
+  srv.serve([](request r) { return r.text() == "hello" ? std::string("hi") : std::string(r.text()); });
+  EXPECT_EQ(call(name, "warm", 10s), "warm"); // the runtime's own handles and threads exist from here on
+  ASSERT_TRUE(eventually([&] { return srv.stats().connections == 0; }));
+  const int fds_before = open_fds();
+
+  constexpr std::size_t n = 6;
+  std::set<std::int64_t> pids;
+  {
+    std::vector<std::unique_ptr<process>> peers;
+    for (std::size_t i = 0; i < n; ++i) {
+      peers.push_back(std::make_unique<process>(std::vector<std::string>{peer_exe, "hold", name.name()}));
+      pids.insert(peers.back()->pid());
+    }
+    ASSERT_TRUE(eventually([&] { return srv.stats().connections == n && srv.stats().requests >= n + 1; }, 30s))
+        << srv.stats().connections << " connected, " << srv.stats().requests << " requests";
+    EXPECT_EQ(call(name, "meanwhile", 10s), "meanwhile");
+    for (auto& p : peers) p->kill();
+    for (auto& p : peers) p->wait();
+  } // the process handles go too (Windows counts them as ours)
+  EXPECT_TRUE(eventually([&] { return srv.stats().connections == 0; }))
+      << srv.stats().connections << " connections left after their clients died";
+  EXPECT_EQ(call(name, "still here", 10s), "still here") << "the server serves on";
+  EXPECT_TRUE(eventually([&] { return srv.stats().connections == 0; }));
+  EXPECT_TRUE(eventually([&] { return open_fds() <= fds_before; }, 2s))
+      << open_fds() << " descriptors/handles now, " << fds_before << " before";
+
+  std::lock_guard lk(mu); // (the observer takes it too: not while waiting above)
+  std::set<std::int64_t> came, went;
+  for (auto& e : events) {
+    if (!pids.count(e.peer.pid)) continue;
+    (e.what == client_event::kind::connected ? came : went).insert(e.peer.pid);
+    if (e.what == client_event::kind::disconnected) {
+      EXPECT_EQ(e.requests, 1u);
+      EXPECT_FALSE(e.reason) << "a client that dies between messages just leaves: " << e.reason.message() << " (" << e.detail << ")";
+    }
+  }
+  EXPECT_EQ(came, pids) << "each peer process, by its process id";
+  EXPECT_EQ(went, pids);
+}
+
+TEST_F(Processes, AFlushToAClientThatDiesFailsPromptlyInsteadOfWaiting) {
+  run_threads();
+  auto name = random_pipe();
+  async_server srv(ctx_, name);
+  std::promise<std::error_code> flushed;
+  std::promise<void> sent;
+  asio::co_spawn(
+      ctx_,
+      [&]() -> asio::awaitable<void> {
+        auto c = co_await srv.async_accept(asio::use_awaitable);
+        auto m = co_await c.async_receive(asio::use_awaitable); // "hello"
+        std::vector<std::byte> big(1 << 20, std::byte{'x'});   // more than the pipe holds: the client must read
+        c.async_send(asio::buffer(big), [](std::error_code, std::size_t) {});
+        sent.set_value();
+        auto [ec] = co_await c.async_flush(30s, asio::experimental::as_tuple(asio::use_awaitable));
+        flushed.set_value(ec);
+        (void)m;
+      },
+      asio::detached);
+  process peer({peer_exe, "hold", name.name()});
+  auto flush_ended = flushed.get_future();
+  sent.get_future().wait();
+  EXPECT_EQ(flush_ended.wait_for(300ms), std::future_status::timeout) << "the client reads nothing: the flush waits";
+  auto t0 = std::chrono::steady_clock::now();
+  peer.kill();
+  ASSERT_EQ(flush_ended.wait_for(10s), std::future_status::ready) << "the flush still waits for a dead client";
+  auto ec = flush_ended.get();
+  EXPECT_TRUE(ec == errc::broken_pipe || ec == errc::not_connected) << ec.message();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+}
+
+} // namespace
