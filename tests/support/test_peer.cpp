@@ -6,13 +6,16 @@
 //   npipe_test_peer hold NAME    connect, send "hello", then wait to be killed
 //   npipe_test_peer hang NAME    serve NAME: take one client's request, never answer
 //   npipe_test_peer echo NAME    serve NAME: echo every message of one client, then exit
+//   npipe_test_peer big NAME N   connect, send one message of N bytes, then wait to be killed
 
 #include <npipe/npipe.hpp>
 
 #include <chrono>
 #include <cstdio>
 #include <string_view>
+#include <string>
 #include <thread>
+#include <vector>
 
 namespace {
 
@@ -21,20 +24,26 @@ namespace {
 }
 
 int usage() {
-  std::fputs("usage: npipe_test_peer hold|hang|echo NAME\n", stderr);
+  std::fputs("usage: npipe_test_peer hold|hang|echo NAME, or big NAME BYTES\n", stderr);
   return 2;
 }
 
 } // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 3) return usage();
+  if (argc < 3) return usage();
   std::string_view mode = argv[1];
   npipe::pipe_name name(argv[2]);
   try {
     if (mode == "hold") {
       auto c = npipe::connect(name, {}, std::chrono::seconds(20));
       c.write(std::string_view("hello"));
+      forever();
+    }
+    if (mode == "big" && argc == 4) {
+      auto c = npipe::connect(name, {}, std::chrono::seconds(20));
+      std::vector<std::byte> m(std::stoull(argv[3]), std::byte{'m'});
+      c.write(m);
       forever();
     }
     if (mode == "hang" || mode == "echo") {
