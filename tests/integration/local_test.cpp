@@ -401,53 +401,6 @@ TEST_F(Local, FlushWaitsUntilThePeerHasRead) {
   EXPECT_EQ(client.wait(), 0);
 }
 
-TEST_F(Local, FlushTimesOutWhenThePeerDoesNotRead) {
-  auto name = random_pipe();
-  server s(name);
-  auto cl = connect(name);
-  auto c = s.accept(5s);
-  c.write("unread");
-  std::error_code ec;
-  c.flush(200ms, ec);
-  EXPECT_EQ(ec, errc::timed_out);
-  EXPECT_EQ(cl.receive_string(), "unread");
-  c.flush(5s, ec);
-  EXPECT_FALSE(ec) << "the client has taken everything off the pipe: " << ec.message();
-}
-
-TEST_F(Local, FlushFailsWhenThePeerClosesWithoutReading) {
-  auto name = random_pipe();
-  server s(name);
-  auto cl = connect(name);
-  auto c = s.accept(5s);
-  c.write("never read");
-  std::thread closer([&] {
-    std::this_thread::sleep_for(200ms);
-    cl.close();
-  });
-  std::error_code ec;
-  c.flush(10s, ec);
-  closer.join();
-  EXPECT_EQ(ec, errc::broken_pipe) << ec.message();
-}
-
-TEST_F(Local, FlushSucceedsWhenThePeerReadAllThenClosed) {
-  auto name = random_pipe();
-  server s(name);
-  auto cl = connect(name);
-  auto c = s.accept(5s);
-  c.write("reply");
-  EXPECT_EQ(cl.receive_string(), "reply");
-  std::thread closer([&] {
-    std::this_thread::sleep_for(200ms);
-    cl.close(); // the seed's client: read the reply, close the handle
-  });
-  std::error_code ec;
-  c.flush(10s, ec);
-  closer.join();
-  EXPECT_FALSE(ec) << ec.message();
-}
-
 // ------------------------------------------------------------------ identity
 
 TEST_F(Local, PeerCredentialsOnBothEnds) {
@@ -828,68 +781,6 @@ TEST_F(Local, WritingToAClosedPeerIsAnErrorNotSigpipe) {
   auto chunk = pattern(64 << 10, 3);
   for (int i = 0; i < 100 && !ec; ++i) c.write(chunk, 5s, ec);
   EXPECT_EQ(ec, errc::broken_pipe) << ec.message();
-}
-
-TEST_F(Local, CloseFromAnotherThreadUnblocksAReader) {
-  auto name = random_pipe();
-  server s(name);
-  auto c = connect(name);
-  auto sc = s.accept(5s);
-  auto reader = std::async(std::launch::async, [&] {
-    std::error_code ec;
-    c.receive(30s, ec);
-    return ec;
-  });
-  std::this_thread::sleep_for(100ms);
-  c.close();
-  EXPECT_EQ(reader.get(), errc::not_connected);
-}
-
-TEST_F(Local, ReadTimeoutKeepsTheConnectionUsable) {
-  auto name = random_pipe();
-  server s(name);
-  auto c = connect(name);
-  auto sc = s.accept(5s);
-  std::error_code ec;
-  c.receive(100ms, ec);
-  EXPECT_EQ(ec, errc::timed_out);
-  sc.write("later");
-  EXPECT_EQ(c.receive_string(5s), "later");
-}
-
-TEST_F(Local, LimitsAreValidated) {
-  server_options o;
-  o.max_instances = 0;
-  server s;
-  std::error_code ec;
-  s.open(random_pipe(), o, ec);
-  EXPECT_EQ(ec, errc::invalid_argument);
-  o.max_instances = 256;
-  s.open(random_pipe(), o, ec);
-  EXPECT_EQ(ec, errc::invalid_argument);
-  o.max_instances = 1;
-  o.max_message_size = 4095;
-  s.open(random_pipe(), o, ec);
-  EXPECT_EQ(ec, errc::invalid_argument) << "a server takes at least 4 KiB, the size call() pipelines";
-}
-
-TEST_F(Local, CallPipelinesSmallRequestsAndTransactsLargeOnes) {
-  auto name = random_pipe();
-  server s(name);
-  std::thread srv([&] {
-    for (int i = 0; i < 2; ++i) {
-      auto c = s.accept(10s);
-      auto m = c.receive();
-      c.write(m);
-    }
-  });
-  auto small = pattern(4096, 1), large = pattern(100'000, 2);
-  std::error_code ec;
-  EXPECT_EQ(call(name, small, 10s, ec), small);
-  EXPECT_FALSE(ec);
-  EXPECT_EQ(call(name, large, 10s, ec), large);
-  EXPECT_FALSE(ec);
-  srv.join();
 }
 
 TEST_F(Local, ServersAreLocalAndRemoteClientsNeedTlsSettings) {

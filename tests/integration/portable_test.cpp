@@ -12,7 +12,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <future>
 #include <thread>
 
@@ -392,6 +394,147 @@ TEST_P(Portable, CloseAbortsAcceptAndRemovesTheName) {
   closer.join();
   open(name, no_wait, ec);
   EXPECT_EQ(ec, errc::not_found);
+}
+
+TEST_P(Portable, FlushTimesOutWhileThePeerDoesNotReadAndSucceedsOnceItHas) {
+  auto name = random_pipe();
+  server s(name, sopts());
+  auto cl = open(name);
+  auto c = s.accept(10s);
+  c.write("unread");
+  std::error_code ec;
+  c.flush(200ms, ec);
+  EXPECT_EQ(ec, errc::timed_out);
+  EXPECT_EQ(cl.receive_string(5s), "unread");
+  // The client has taken everything; it waits in a read (over a gateway the
+  // flush's marker must reach a reading peer: docs/semantics.md).
+  auto again = std::async(std::launch::async, [&] {
+    std::error_code fec;
+    c.flush(5s, fec);
+    return fec;
+  });
+  std::error_code rec;
+  cl.receive(1s, rec);
+  EXPECT_EQ(rec, errc::timed_out) << "nothing else was sent";
+  ec = again.get();
+  EXPECT_FALSE(ec) << "the client has taken everything off the pipe: " << ec.message();
+}
+
+TEST_P(Portable, FlushFailsWhenThePeerClosesWithoutReading) {
+  auto name = random_pipe();
+  server s(name, sopts());
+  auto cl = open(name);
+  auto c = s.accept(10s);
+  c.write("never read");
+  std::thread closer([&] {
+    std::this_thread::sleep_for(200ms);
+    cl.close();
+  });
+  std::error_code ec;
+  c.flush(10s, ec);
+  closer.join();
+  EXPECT_EQ(ec, errc::broken_pipe) << ec.message();
+}
+
+TEST_P(Portable, FlushSucceedsWhenThePeerReadAllThenClosed) {
+  auto name = random_pipe();
+  server s(name, sopts());
+  auto cl = open(name);
+  auto c = s.accept(10s);
+  c.write("reply");
+  EXPECT_EQ(cl.receive_string(5s), "reply");
+  std::thread closer([&] {
+    std::this_thread::sleep_for(200ms);
+    cl.close(); // the seed's client: read the reply, close the handle
+  });
+  std::error_code ec;
+  c.flush(10s, ec);
+  closer.join();
+  EXPECT_FALSE(ec) << ec.message();
+}
+
+TEST_P(Portable, CloseFromAnotherThreadUnblocksAReader) {
+  auto name = random_pipe();
+  server s(name, sopts());
+  auto c = open(name);
+  auto sc = s.accept(10s);
+  auto reader = std::async(std::launch::async, [&] {
+    std::error_code ec;
+    c.receive(30s, ec);
+    return ec;
+  });
+  std::this_thread::sleep_for(100ms);
+  auto t0 = std::chrono::steady_clock::now();
+  c.close();
+  EXPECT_EQ(reader.get(), errc::not_connected);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+}
+
+TEST_P(Portable, ReadTimeoutKeepsTheConnectionUsable) {
+  auto name = random_pipe();
+  server s(name, sopts());
+  auto c = open(name);
+  auto sc = s.accept(10s);
+  std::error_code ec;
+  c.receive(100ms, ec);
+  EXPECT_EQ(ec, errc::timed_out);
+  sc.write("later");
+  EXPECT_EQ(c.receive_string(5s), "later");
+}
+
+TEST_P(Portable, CallPipelinesSmallRequestsAndTransactsLargeOnes) {
+  auto name = random_pipe();
+  server s(name, sopts());
+  std::thread srv([&] {
+    for (int i = 0; i < 2; ++i) {
+      auto c = s.accept(10s);
+      auto m = c.receive(10s);
+      c.write(m);
+    }
+  });
+  auto small = pattern(4096, 1), large = pattern(100'000, 2);
+  std::error_code ec;
+  EXPECT_EQ(call(dial(name), small, 10s, ec, copts()), small);
+  EXPECT_FALSE(ec) << ec.message();
+  EXPECT_EQ(call(dial(name), large, 10s, ec, copts()), large);
+  EXPECT_FALSE(ec) << ec.message();
+  srv.join();
+}
+
+TEST_P(Portable, NamesAreCaseInsensitiveAndLongNamesWork) {
+  auto mixed = random_name("MiXeD");
+  server s(pipe_name(mixed), sopts());
+  std::string lower = mixed;
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char ch) { return std::tolower(ch); });
+  std::thread t([&] { s.accept(10s).write("found"); });
+  EXPECT_EQ(open(pipe_name(lower)).receive_string(10s), "found");
+  t.join();
+  std::string long_name = random_name() + std::string(180, 'x') + " with spaces";
+  server l(pipe_name{long_name}, sopts());
+  auto c = open(pipe_name{long_name});
+  auto sc = l.accept(10s);
+  c.write("long");
+  EXPECT_EQ(sc.receive_string(5s), "long");
+  EXPECT_EQ(sc.name(), pipe_name{long_name});
+#ifndef _WIN32
+  EXPECT_NE(l.native_path().find('#'), std::string::npos) << "hashed to fit a socket path, not truncated";
+#endif
+}
+
+TEST(PortableLimits, ServerOptionsAreValidated) {
+  server_options o;
+  o.max_instances = 0;
+  server s;
+  std::error_code ec;
+  s.open(random_pipe(), o, ec);
+  EXPECT_EQ(ec, errc::invalid_argument);
+  o.max_instances = 256;
+  s.open(random_pipe(), o, ec);
+  EXPECT_EQ(ec, errc::invalid_argument);
+  o.max_instances = 1;
+  o.max_message_size = 4095;
+  s.open(random_pipe(), o, ec);
+  EXPECT_EQ(ec, errc::invalid_argument) << "a server takes at least 4 KiB, the size call() pipelines";
 }
 
 #ifdef _WIN32
