@@ -51,25 +51,9 @@ std::error_code io_error(const std::error_code& ec) {
 
 } // namespace
 
-struct async_pipe::op {
-  std::uint64_t id = 0;
-  std::unique_ptr<asio::steady_timer> timer;
-  // receivers
-  completion<std::vector<std::byte>> on_msg;
-  completion<read_result> on_some;
-  asio::mutable_buffer buf;
-  // senders
-  completion<std::size_t> on_sent;
+struct async_pipe::op : async_op {
   std::array<std::byte, protocol::frame_header_size> hdr{};
-  asio::const_buffer payload;
-  std::vector<std::byte> owned;
-  bool started = false;
-  bool timed_out = false;
-  completion<std::vector<std::byte>> then_receive; // transact: the reply's receiver, queued once sent
-  timeout then_timeout = forever;
-  // flushers and connect
-  completion<> on_done;
-  std::uint64_t target = 0;
+  std::uint64_t target = 0; // a flusher: the acknowledgement it waits for
 };
 
 struct async_pipe::connecting {
@@ -126,30 +110,9 @@ std::unique_ptr<async_pipe::op> async_pipe::make_op(timeout t, asio::cancellatio
   return o;
 }
 
-void async_pipe::arm(op& o, timeout t, asio::cancellation_slot& slot) {
-  if (t >= timeout::zero()) {
-    o.timer = std::make_unique<asio::steady_timer>(strand_, t);
-    o.timer->async_wait([w = weak_from_this(), id = o.id](const std::error_code& ec) {
-      if (ec) return;
-      if (auto self = w.lock()) self->end_op(id, errc::timed_out);
-    });
-  }
-  if (slot.is_connected()) {
-    slot.assign([w = weak_from_this(), id = o.id](asio::cancellation_type) {
-      if (auto self = w.lock()) asio::dispatch(self->strand_, [self, id] { self->end_op(id, errc::operation_aborted); });
-    });
-  }
-}
+void async_pipe::arm(op& o, timeout t, asio::cancellation_slot& slot) { arm_op(*this, o, t, slot); }
 
-void async_pipe::finish(op& o, std::error_code ec, const std::string& detail) {
-  if (o.timer) o.timer->cancel();
-  if (ec) set_error_detail(detail);
-  if (o.on_msg) std::exchange(o.on_msg, nullptr)(ec, {});
-  else if (o.on_some) std::exchange(o.on_some, nullptr)(ec, read_result{});
-  else if (o.on_sent) std::exchange(o.on_sent, nullptr)(ec, 0);
-  else if (o.on_done) std::exchange(o.on_done, nullptr)(ec);
-  if (o.then_receive) std::exchange(o.then_receive, nullptr)(ec, {});
-}
+void async_pipe::finish(op& o, std::error_code ec, const std::string& detail) { finish_op(o, ec, detail); }
 
 // Takes the unstarted send at writes_[i] back out of the queue.
 std::unique_ptr<async_pipe::op> async_pipe::withdraw_write(std::size_t i) {
@@ -928,15 +891,7 @@ void async_pipe::on_tx(const std::error_code& ec, std::size_t n) {
       r->id = o->id;
       r->timer = std::move(o->timer);
       r->on_msg = std::move(o->then_receive);
-      if (r->timer) {
-        // the transact's deadline goes on; re-arm what is left of it
-        auto left = r->timer->expiry();
-        r->timer = std::make_unique<asio::steady_timer>(strand_, left);
-        r->timer->async_wait([w = weak_from_this(), id = r->id](const std::error_code& e) {
-          if (e) return;
-          if (auto self = w.lock()) self->end_op(id, errc::timed_out);
-        });
-      }
+      if (r->timer) start_deadline(*this, *r, r->timer->expiry()); // the transact's deadline goes on
       readers_.push_back(std::move(r));
     } else if (o->on_sent) {
       std::exchange(o->on_sent, nullptr)({}, o->payload.size());

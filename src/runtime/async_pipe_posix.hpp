@@ -11,6 +11,7 @@
 // holds no buffer, only a readiness wait.
 
 #include "core/protocol.hpp"
+#include "runtime/async_op.hpp"
 #include "runtime/registry.hpp"
 #include "transport/transport.hpp"
 
@@ -81,6 +82,10 @@ public:
   std::function<void()> on_closed;
 
 private:
+  template <class Pipe>
+  friend void start_deadline(Pipe& pipe, async_op& o, clock::time_point at);
+  template <class Pipe>
+  friend void arm_op(Pipe& pipe, async_op& o, timeout t, asio::cancellation_slot& slot);
   struct op;
   struct inbox_msg {
     std::vector<std::byte> data;

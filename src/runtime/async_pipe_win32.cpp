@@ -53,23 +53,8 @@ OVERLAPPED* start_overlapped(asio::strand<asio::any_io_executor>& strand, Call c
 
 } // namespace
 
-struct async_pipe::op {
-  std::uint64_t id = 0;
-  std::unique_ptr<asio::steady_timer> timer;
-  // receivers
-  completion<std::vector<std::byte>> on_msg;
-  completion<read_result> on_some;
-  asio::mutable_buffer buf;
-  // senders
-  completion<std::size_t> on_sent;
-  asio::const_buffer payload;
-  std::vector<std::byte> owned;
-  std::size_t written = 0;
-  bool started = false;
-  bool timed_out = false;                          // its deadline passed while it was in progress
-  completion<std::vector<std::byte>> then_receive; // transact: the reply's receiver, queued once sent
-  // flushers and connect
-  completion<> on_done;
+struct async_pipe::op : async_op {
+  std::size_t written = 0; // a send: how much of it the pipe has taken
   bool is_flush = false;
 };
 
@@ -129,30 +114,9 @@ std::unique_ptr<async_pipe::op> async_pipe::make_op(timeout t, asio::cancellatio
   return o;
 }
 
-void async_pipe::arm(op& o, timeout t, asio::cancellation_slot& slot) {
-  if (t >= timeout::zero()) {
-    o.timer = std::make_unique<asio::steady_timer>(strand_, t);
-    o.timer->async_wait([w = weak_from_this(), id = o.id](const std::error_code& ec) {
-      if (ec) return;
-      if (auto self = w.lock()) self->end_op(id, errc::timed_out);
-    });
-  }
-  if (slot.is_connected()) {
-    slot.assign([w = weak_from_this(), id = o.id](asio::cancellation_type) {
-      if (auto self = w.lock()) asio::dispatch(self->strand_, [self, id] { self->end_op(id, errc::operation_aborted); });
-    });
-  }
-}
+void async_pipe::arm(op& o, timeout t, asio::cancellation_slot& slot) { arm_op(*this, o, t, slot); }
 
-void async_pipe::finish(op& o, std::error_code ec, const std::string& detail) {
-  if (o.timer) o.timer->cancel();
-  if (ec) set_error_detail(detail);
-  if (o.on_msg) std::exchange(o.on_msg, nullptr)(ec, {});
-  else if (o.on_some) std::exchange(o.on_some, nullptr)(ec, read_result{});
-  else if (o.on_sent) std::exchange(o.on_sent, nullptr)(ec, 0);
-  else if (o.on_done) std::exchange(o.on_done, nullptr)(ec);
-  if (o.then_receive) std::exchange(o.then_receive, nullptr)(ec, {});
-}
+void async_pipe::finish(op& o, std::error_code ec, const std::string& detail) { finish_op(o, ec, detail); }
 
 // Ends operation `id` with `why`: a deadline (timed_out) or a cancellation
 // (operation_aborted). A receiver just leaves the queue: a read in progress
@@ -604,13 +568,7 @@ void async_pipe::on_written(const std::error_code& ec, std::size_t n) {
       auto r = std::make_unique<op>();
       r->id = taken->id;
       r->on_msg = std::move(taken->then_receive);
-      if (taken->timer) {
-        r->timer = std::make_unique<asio::steady_timer>(strand_, taken->timer->expiry());
-        r->timer->async_wait([w = weak_from_this(), id = r->id](const std::error_code& te) {
-          if (te) return;
-          if (auto self = w.lock()) self->end_op(id, errc::timed_out);
-        });
-      }
+      if (taken->timer) start_deadline(*this, *r, taken->timer->expiry());
       readers_.push_back(std::move(r));
       kick();
     } else if (taken->on_sent) {

@@ -15,6 +15,7 @@
 // (CancelIoEx). FlushFileBuffers has no overlapped form: it runs on a
 // helper thread (background_flush) that the deadline cancels.
 
+#include "runtime/async_op.hpp"
 #include "runtime/registry.hpp"
 #include "transport/transport.hpp"
 
@@ -85,6 +86,10 @@ public:
   std::function<void()> on_closed;
 
 private:
+  template <class Pipe>
+  friend void start_deadline(Pipe& pipe, async_op& o, clock::time_point at);
+  template <class Pipe>
+  friend void arm_op(Pipe& pipe, async_op& o, timeout t, asio::cancellation_slot& slot);
   struct op;
   struct connecting;
   // Bytes read off the pipe that no receiver has taken yet: the head of one
