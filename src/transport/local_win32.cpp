@@ -837,9 +837,19 @@ open_status open_client(const std::wstring& path, const pipe_name& name, const c
     ec = win32_error(err);
     return open_status::failed;
   }
+  // The server may disconnect the instance the moment it is connected: then
+  // the client is connected to a closed pipe, as on Linux, and its first
+  // call says broken_pipe (the calls below fail with ERROR_PIPE_NOT_CONNECTED).
+  auto gone = [](DWORD e) { return e == ERROR_PIPE_NOT_CONNECTED || e == ERROR_BROKEN_PIPE || e == ERROR_NO_DATA; };
   DWORD flags = 0;
-  ::GetNamedPipeInfo(h, &flags, nullptr, nullptr, nullptr);
-  pipe_type type = (flags & PIPE_TYPE_MESSAGE) ? pipe_type::message : pipe_type::byte;
+  bool known = ::GetNamedPipeInfo(h, &flags, nullptr, nullptr, nullptr);
+  if (!known && !gone(::GetLastError())) {
+    err = ::GetLastError();
+    ec = win32_error(err);
+    ::CloseHandle(h);
+    return open_status::failed;
+  }
+  pipe_type type = !known || (flags & PIPE_TYPE_MESSAGE) ? pipe_type::message : pipe_type::byte;
   read_mode mode = opts.read_mode.value_or(type == pipe_type::message ? read_mode::message : read_mode::byte);
   if (mode == read_mode::message && type == pipe_type::byte) {
     ::CloseHandle(h);
@@ -848,7 +858,7 @@ open_status open_client(const std::wstring& path, const pipe_name& name, const c
     return open_status::failed;
   }
   DWORD m = mode == read_mode::message ? PIPE_READMODE_MESSAGE : PIPE_READMODE_BYTE;
-  if (!::SetNamedPipeHandleState(h, &m, nullptr, nullptr)) {
+  if (known && !::SetNamedPipeHandleState(h, &m, nullptr, nullptr) && !gone(::GetLastError())) {
     err = ::GetLastError();
     ec = win32_error(err);
     ::CloseHandle(h);
