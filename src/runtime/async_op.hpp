@@ -1,15 +1,21 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// What a pending operation of an async pipe is, on every system: its
-// completion, its deadline and its hook into the caller's cancellation
-// slot. async_pipe_posix and async_pipe_win32 derive their own op from it.
+// What every async pipe end shares, on every system: its strand and
+// thread-safe state (async_pipe_common), and what a pending operation is —
+// its completion, its deadline and its hook into the caller's cancellation
+// slot (async_op). async_pipe_posix and async_pipe_win32 build on both.
 
+#include "runtime/registry.hpp"
 #include "transport/transport.hpp"
 
 #include <npipe/async.hpp>
 
 #include <asio/dispatch.hpp>
 #include <asio/steady_timer.hpp>
+#include <asio/strand.hpp>
+
+#include <atomic>
+#include <functional>
 
 #include <cstdint>
 #include <memory>
@@ -17,6 +23,38 @@
 #include <vector>
 
 namespace npipe::detail {
+
+/// The state of a pipe end that its users read from any thread, and its strand.
+class async_pipe_common : public abandonable {
+public:
+  using strand_type = asio::strand<asio::any_io_executor>;
+
+  strand_type& strand() noexcept { return strand_; }
+
+  // Thread-safe.
+  bool is_open() const noexcept { return open_.load(std::memory_order_acquire); }
+  /// Fixed once connected (or adopted); read it after that.
+  const connection_params& params() const noexcept { return p_; }
+  npipe::read_mode mode() const noexcept { return mode_.load(std::memory_order_relaxed); }
+  clock::time_point last_activity() const noexcept {
+    return clock::time_point(clock::duration(activity_.load(std::memory_order_relaxed)));
+  }
+
+  /// Called once on the strand when the end closes (the server's registry).
+  std::function<void()> on_closed;
+
+protected:
+  explicit async_pipe_common(const asio::any_io_executor& ex) : strand_(asio::make_strand(ex)) { touch(); }
+  void touch() noexcept { activity_.store(clock::now().time_since_epoch().count(), std::memory_order_relaxed); }
+
+  strand_type strand_;
+  connection_params p_;
+  std::atomic<npipe::read_mode> mode_{npipe::read_mode::message};
+  std::atomic<bool> open_{false};
+  std::atomic<clock::rep> activity_{0};
+  bool closed_ = false;     // on the strand
+  std::uint64_t next_id_ = 1; // on the strand: operation ids
+};
 
 struct async_op {
   std::uint64_t id = 0;

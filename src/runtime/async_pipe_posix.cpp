@@ -78,7 +78,7 @@ struct async_pipe::connecting {
   explicit connecting(const asio::any_io_executor& ex) : timer(ex), net_strand(asio::make_strand(ex)) {}
 };
 
-async_pipe::async_pipe(const asio::any_io_executor& ex) : strand_(asio::make_strand(ex)), socket_(strand_) { touch(); }
+async_pipe::async_pipe(const asio::any_io_executor& ex) : async_pipe_common(ex), socket_(strand_) {}
 
 std::shared_ptr<async_pipe> async_pipe::create(const asio::any_io_executor& ex) {
   auto p = std::make_shared<async_pipe>(ex);

@@ -12,7 +12,6 @@
 
 #include "core/protocol.hpp"
 #include "runtime/async_op.hpp"
-#include "runtime/registry.hpp"
 #include "transport/transport.hpp"
 
 #include <npipe/async.hpp>
@@ -31,10 +30,8 @@ namespace npipe::detail {
 
 class relay;
 
-class async_pipe final : public abandonable, public std::enable_shared_from_this<async_pipe> {
+class async_pipe final : public async_pipe_common, public std::enable_shared_from_this<async_pipe> {
 public:
-  using strand_type = asio::strand<asio::any_io_executor>;
-
   /// A new end, enrolled with its context's runtime_registry.
   static std::shared_ptr<async_pipe> create(const asio::any_io_executor& ex);
   explicit async_pipe(const asio::any_io_executor& ex);
@@ -43,18 +40,7 @@ public:
   async_pipe(const async_pipe&) = delete;
   async_pipe& operator=(const async_pipe&) = delete;
 
-  strand_type& strand() noexcept { return strand_; }
-
-  // Thread-safe.
-  bool is_open() const noexcept { return open_.load(std::memory_order_acquire); }
-  /// Fixed once connected (or adopted); read it after that.
-  const connection_params& params() const noexcept { return p_; }
-  npipe::read_mode mode() const noexcept { return mode_.load(std::memory_order_relaxed); }
-  clock::time_point last_activity() const noexcept {
-    return clock::time_point(clock::duration(activity_.load(std::memory_order_relaxed)));
-  }
-
-  // The rest runs on strand() only.
+  // The rest runs on strand() only (the thread-safe part is async_pipe_common).
 
   /// Take over a connected socket the server admitted.
   bool adopt(std::intptr_t fd, connection_params p, std::error_code& ec);
@@ -77,9 +63,6 @@ public:
   bool eof_mid_message() const noexcept { return eof_ && (in_big_ || !pend_.empty()); }
   /// Bytes queued to send and not yet taken by the kernel.
   std::size_t queued_bytes() const noexcept { return tx_bytes_; }
-
-  /// Called once on the strand when the end closes (the server's registry).
-  std::function<void()> on_closed;
 
 private:
   template <class Pipe>
@@ -135,18 +118,7 @@ private:
   void bridge();
   void init_open(connection_params p);
 
-  void touch() noexcept {
-    activity_.store(clock::now().time_since_epoch().count(), std::memory_order_relaxed);
-  }
-
-  strand_type strand_;
   asio::generic::stream_protocol::socket socket_;
-  connection_params p_;
-  std::atomic<npipe::read_mode> mode_{npipe::read_mode::message};
-  std::atomic<bool> open_{false};
-  std::atomic<clock::rep> activity_{0};
-  bool closed_ = false;
-  std::uint64_t next_id_ = 1;
 
   // receive side
   std::vector<std::unique_ptr<op>> readers_;

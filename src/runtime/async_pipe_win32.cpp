@@ -70,7 +70,7 @@ struct async_pipe::connecting {
   explicit connecting(const asio::any_io_executor& ex) : timer(ex) {}
 };
 
-async_pipe::async_pipe(const asio::any_io_executor& ex) : strand_(asio::make_strand(ex)), handle_(strand_) { touch(); }
+async_pipe::async_pipe(const asio::any_io_executor& ex) : async_pipe_common(ex), handle_(strand_) {}
 
 std::shared_ptr<async_pipe> async_pipe::create(const asio::any_io_executor& ex) {
   auto p = std::make_shared<async_pipe>(ex);
