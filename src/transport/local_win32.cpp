@@ -583,12 +583,16 @@ public:
       h = std::exchange(listening_, INVALID_HANDLE_VALUE);
       cv_.notify_all();
     }
-    if (h != INVALID_HANDLE_VALUE) ::CancelIoEx(h, nullptr); // wakes accept()
-    if (admission_.joinable() && admission_.get_id() != std::this_thread::get_id()) admission_.join();
     if (h != INVALID_HANDLE_VALUE) {
-      std::lock_guard serial(accept_mu_);
+      // Wake accept() (or the admission thread) and wait until it lets go of
+      // the instance. Cancel again while waiting: a cancel that lands just
+      // before its ConnectNamedPipe starts would otherwise be lost.
+      std::unique_lock serial(accept_mu_, std::defer_lock);
+      do ::CancelIoEx(h, nullptr);
+      while (!serial.try_lock_for(std::chrono::milliseconds(5)));
       ::CloseHandle(h);
     }
+    if (admission_.joinable() && admission_.get_id() != std::this_thread::get_id()) admission_.join();
     if (sd_) {
       ::LocalFree(sd_);
       sd_ = nullptr;
@@ -691,12 +695,10 @@ private:
     for (;;) {
       peer_identity peer;
       std::error_code ec;
-      // Bounded waits: a close() that cancels just before the wait starts
-      // is still seen promptly.
-      HANDLE h = accept_handle(deadline::after(std::chrono::milliseconds(200)), peer, ec);
+      HANDLE h = accept_handle(deadline{}, peer, ec); // close() cancels it
       if (h == INVALID_HANDLE_VALUE) {
         if (!is_open()) return;
-        if (ec != errc::timed_out) ::Sleep(10); // a client came and went, or no instance could be made
+        ::Sleep(10); // a client came and went, or no instance could be made: listen again
         continue;
       }
       connection_params p;
