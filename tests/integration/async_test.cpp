@@ -5,6 +5,7 @@
 // Linux (epoll) and Windows (IOCP, under Wine in CI); the few rows that
 // need npipe's socket framing (raw frames, the handshake) are Linux-only.
 
+#include "async_fixture.hpp"
 #include "test_support.hpp"
 #ifndef _WIN32
 #include "raw_peer.hpp"
@@ -42,23 +43,7 @@ using namespace npipe::test;
 
 namespace {
 
-// An io_context run by `n` threads for the test's duration.
-class Async : public local_test {
-protected:
-  void run_threads(unsigned n = 2) {
-    work_.emplace(ctx_.get_executor());
-    for (unsigned i = 0; i < n; ++i) threads_.emplace_back([this] { ctx_.run(); });
-  }
-  void TearDown() override {
-    work_.reset();
-    ctx_.stop();
-    for (auto& t : threads_) t.join();
-    local_test::TearDown();
-  }
-  asio::io_context ctx_;
-  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
-  std::vector<std::thread> threads_;
-};
+using Async = async_test;
 
 
 enum class style { function, coroutine, reply_later, per_connection };

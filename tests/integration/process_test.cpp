@@ -5,6 +5,7 @@
 // and Windows (under Wine in CI). The peer is npipe_test_peer
 // (tests/support/test_peer.cpp).
 
+#include "async_fixture.hpp"
 #include "test_support.hpp"
 
 #include <npipe/async.hpp>
@@ -57,23 +58,7 @@ bool eventually(F done, std::chrono::milliseconds t = 10s) {
   return true;
 }
 
-// An io_context run by two threads for the test's duration.
-class Processes : public local_test {
-protected:
-  void run_threads() {
-    work_.emplace(ctx_.get_executor());
-    for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { ctx_.run(); });
-  }
-  void TearDown() override {
-    work_.reset();
-    ctx_.stop();
-    for (auto& t : threads_) t.join();
-    local_test::TearDown();
-  }
-  asio::io_context ctx_;
-  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
-  std::vector<std::thread> threads_;
-};
+using Processes = async_test;
 
 TEST_F(Processes, AServerKilledWhileItsClientWaitsForTheReplyIsBrokenPipePromptly) {
   auto name = random_pipe();
