@@ -411,14 +411,16 @@ void async_pipe::start_read(op& o) {
   const bool msg_mode = mode() == npipe::read_mode::message;
   std::size_t have = held_ ? held_->data.size() - held_->off : 0;
   std::size_t want;
-  if (o.on_msg && msg_mode) {
-    // The seed's loop: read, and while ERROR_MORE_DATA read on. PeekNamedPipe
-    // says how much of the message is left, so the limit is checked before
-    // anything is allocated for it.
+  if (o.on_msg && msg_mode && !(held_ && held_->more)) {
+    want = first_read; // most messages fit; a longer one says ERROR_MORE_DATA
+  } else if (o.on_msg && msg_mode) {
+    // The seed's loop: while ERROR_MORE_DATA, read on. PeekNamedPipe says how
+    // much of the message is left, so the limit is checked before anything
+    // is allocated for it.
     DWORD total = 0, left = 0;
     if (!::PeekNamedPipe(native(), nullptr, 0, nullptr, &total, &left)) total = left = 0;
-    want = left > 0 ? left : (held_ ? byte_receive : first_read);
-    if (have + (left > 0 ? left : 0) > p_.max_message) {
+    want = left > 0 ? left : byte_receive;
+    if (have + left > p_.max_message) {
       rx_fail(err(errc::message_too_large), "the peer sent a message of at least " + std::to_string(have + left) +
                                                 " bytes, over this end's limit of " +
                                                 std::to_string(p_.max_message) + " bytes; the connection is closed");
