@@ -45,6 +45,13 @@ public:
 
 protected:
   explicit async_pipe_common(const asio::any_io_executor& ex) : strand_(asio::make_strand(ex)) { touch(); }
+  /// An end never closed on its strand (its context stopped first) still
+  /// frees its server instance and its registry entry; runs after the
+  /// derived end has closed its socket or handle.
+  ~async_pipe_common() override {
+    if (p_.on_close) p_.on_close();
+    if (on_closed) on_closed();
+  }
   void touch() noexcept { activity_.store(clock::now().time_since_epoch().count(), std::memory_order_relaxed); }
 
   strand_type strand_;

@@ -86,12 +86,7 @@ std::shared_ptr<async_pipe> async_pipe::create(const asio::any_io_executor& ex) 
   return p;
 }
 
-async_pipe::~async_pipe() {
-  // Never closed on the strand (its context stopped first): free the
-  // server instance and the registry entry anyway.
-  if (p_.on_close) p_.on_close();
-  if (on_closed) on_closed();
-}
+async_pipe::~async_pipe() = default;
 
 void async_pipe::abandon() noexcept {
   // The context is shutting down: no thread runs the strand now.

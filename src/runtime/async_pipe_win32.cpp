@@ -80,10 +80,6 @@ std::shared_ptr<async_pipe> async_pipe::create(const asio::any_io_executor& ex) 
 
 async_pipe::~async_pipe() {
   if (flusher_) flusher_->stop();
-  // Never closed on the strand (its context stopped first): free the
-  // server instance and the registry entry anyway.
-  if (p_.on_close) p_.on_close();
-  if (on_closed) on_closed();
 }
 
 void async_pipe::abandon() noexcept {
