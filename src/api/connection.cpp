@@ -143,6 +143,7 @@ std::unique_ptr<detail::connection_impl> open_client(const pipe_name& name, cons
     ec = make_error_code(errc::invalid_name);
     return nullptr;
   }
+  if (!detail::check_client_options(opts, ec)) return nullptr;
   if (!name.is_local()) return detail::connect_remote(name, opts, dl, ec, first);
   return detail::connect_local(name, opts, dl, ec, first);
 }

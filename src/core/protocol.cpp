@@ -103,7 +103,7 @@ decode_status decode_reply(std::span<const std::byte> in, reply& out, std::error
   if (in.size() < reply_size) return decode_status::need_more;
   auto st = std::to_integer<std::uint8_t>(in[5]);
   auto type = std::to_integer<std::uint8_t>(in[6]);
-  if (st > static_cast<std::uint8_t>(status::tls_required) || type > 1 || in[7] != std::byte{0})
+  if (st > static_cast<std::uint8_t>(last_status) || type > 1 || in[7] != std::byte{0})
     return fail(ec, errc::protocol_error);
   out.version = std::to_integer<std::uint8_t>(in[4]);
   out.status = static_cast<status>(st);
@@ -150,6 +150,7 @@ std::error_code status_error(status s) noexcept {
   case status::shutting_down: return make_error_code(errc::not_found);
   case status::user_limit: return make_error_code(errc::pipe_busy);
   case status::tls_required: return make_error_code(errc::access_denied);
+  case status::overloaded: return make_error_code(errc::pipe_busy);
   case status::bad_version:
   case status::protocol_error: break;
   }

@@ -51,7 +51,9 @@ enum class status : std::uint8_t {
   shutting_down = 6,
   user_limit = 7, ///< this user has as many connections as the server allows one user
   tls_required = 8, ///< a plaintext hello reached a gateway that speaks only TLS
+  overloaded = 9,   ///< too many connections are still in their handshake; this one was let go
 };
+inline constexpr status last_status = status::overloaded;
 
 /// Server's answer to a hello.
 struct reply {

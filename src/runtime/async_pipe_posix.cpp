@@ -4,6 +4,7 @@
 #include "remote/remote.hpp"
 #include "remote/tls.hpp"
 
+#include "core/framing.hpp"
 #include "transport/local_posix.hpp"
 #include "transport/posix_util.hpp"
 
@@ -29,8 +30,19 @@ constexpr std::size_t big_frame = 16u << 10;      // larger frames are read stra
 constexpr std::size_t header_read = 16u << 10;    // a first read on an idle connection asks for this much
 constexpr std::size_t lookahead_limit = 4u << 20; // how far a flush reads ahead for its acknowledgement
 constexpr std::size_t byte_receive = 64u << 10;   // byte read mode: most a receive returns
-constexpr std::size_t byte_chunk = 1u << 20;      // byte pipes: largest frame we send
 constexpr std::size_t max_batch = 64;             // sends gathered into one write
+constexpr std::size_t acks_per_write = 256;       // flush acknowledgements gathered into one write
+
+// A run of flush acknowledgements to write from, instead of one queued operation each.
+const std::array<std::byte, acks_per_write * protocol::frame_header_size>& ack_run() {
+  static const auto run = [] {
+    std::array<std::byte, acks_per_write * protocol::frame_header_size> a{};
+    auto one = protocol::encode_frame_header(protocol::frame_type::flush_ack, 0);
+    for (std::size_t i = 0; i < acks_per_write; ++i) std::copy(one.begin(), one.end(), a.begin() + i * one.size());
+    return a;
+  }();
+  return run;
+}
 
 std::error_code err(errc e) { return make_error_code(e); }
 
@@ -56,6 +68,10 @@ struct async_pipe::op : async_op {
   std::uint64_t target = 0; // a flusher: the acknowledgement it waits for
 };
 
+// What a queued send costs in memory: the operation and the payload it
+// holds or points into (counted against the peer's queued-bytes cap).
+std::size_t async_pipe::queued_cost(const op& o) noexcept { return sizeof(op) + o.payload.size(); }
+
 struct async_pipe::connecting {
   pipe_name name;
   client_options opts;
@@ -69,6 +85,7 @@ struct async_pipe::connecting {
   std::size_t got = 0;
   asio::steady_timer timer;
   bool replying = false;
+  std::chrono::milliseconds retry_pause{1}; // between attempts when the server let us go in the handshake
   // Remote pipes: TCP (and TLS) to the host's gateway, on the relay's strand.
   asio::strand<asio::any_io_executor> net_strand;
   std::unique_ptr<asio::ip::tcp::resolver> resolver;
@@ -113,7 +130,7 @@ void async_pipe::finish(op& o, std::error_code ec, const std::string& detail) { 
 std::unique_ptr<async_pipe::op> async_pipe::withdraw_write(std::size_t i) {
   auto taken = std::move(writes_[i]);
   writes_.erase(writes_.begin() + static_cast<std::ptrdiff_t>(i));
-  tx_bytes_ -= taken->hdr.size() + taken->payload.size();
+  tx_bytes_ -= queued_cost(*taken);
   return taken;
 }
 
@@ -211,6 +228,10 @@ void async_pipe::connect(pipe_name name, client_options opts, timeout t, asio::c
   if (open_ || conn_ || closed_) {
     finish(*o, err(errc::invalid_state), closed_ ? "this connection object was closed; make a new one"
                                                  : "this connection is already open or connecting");
+    return;
+  }
+  if (std::error_code oec; !check_client_options(opts, oec)) {
+    finish(*o, oec, last_error_detail());
     return;
   }
   conn_ = std::make_unique<connecting>(asio::any_io_executor(strand_));
@@ -451,8 +472,22 @@ void async_pipe::on_reply_bytes(const std::error_code& ec, std::size_t n) {
   }
   connection_params p;
   std::error_code aec;
+  bool overloaded = false;
   if (!client_accepts(c.name, c.opts, rep, c.wait_ms, std::move(c.server), c.path,
-                      std::span(c.in.data() + protocol::reply_size, c.got - protocol::reply_size), p, aec)) {
+                      std::span(c.in.data() + protocol::reply_size, c.got - protocol::reply_size), p, aec,
+                      &overloaded)) {
+    if (overloaded && c.name.is_local() && !c.dl.passed() && c.dl.remaining() >= c.retry_pause) {
+      // Let go in its handshake by a server flooded with unfinished ones: a
+      // client that may wait tries again, as the blocking connect does.
+      c.got = 0;
+      c.replying = false;
+      c.timer.expires_after(c.retry_pause);
+      c.retry_pause = std::min(c.retry_pause * 2, std::chrono::milliseconds(16));
+      c.timer.async_wait([self = shared_from_this()](const std::error_code& e) {
+        if (!e && self->conn_) self->connect_attempt();
+      });
+      return;
+    }
     fail_connect(aec, last_error_detail());
     return;
   }
@@ -484,7 +519,7 @@ bool async_pipe::inbox_has_data() const noexcept { return inbox_messages_ > 0; }
 
 void async_pipe::pop_front_msg() {
   inbox_bytes_ -= inbox_[inbox_head_].data.size();
-  if (!inbox_[inbox_head_].flush) --inbox_messages_;
+  if (!inbox_[inbox_head_].flushes) --inbox_messages_;
   inbox_[inbox_head_] = {};
   if (++inbox_head_ == inbox_.size()) {
     inbox_head_ = 0;
@@ -494,9 +529,13 @@ void async_pipe::pop_front_msg() {
 }
 
 void async_pipe::ack_leading_flushes() {
-  while (inbox_head_ < inbox_.size() && inbox_[inbox_head_].flush) {
+  while (inbox_head_ < inbox_.size() && inbox_[inbox_head_].flushes) {
+    std::size_t n = inbox_[inbox_head_].flushes;
     pop_front_msg();
-    if (!tx_broken_ && !closed_) queue_frame(protocol::frame_type::flush_ack, nullptr);
+    if (!tx_broken_ && !closed_) {
+      acks_owed_ += n; // a count, not queued operations: a peer that floods flushes costs no memory
+      start_tx();
+    }
   }
 }
 
@@ -516,7 +555,7 @@ std::size_t async_pipe::take_bytes(std::byte* out, std::size_t n, bool one_messa
   more = false;
   while (inbox_head_ < inbox_.size()) {
     auto& m = inbox_[inbox_head_];
-    if (m.flush) {
+    if (m.flushes) {
       if (one_message && got > 0) break;
       ack_leading_flushes();
       continue;
@@ -599,6 +638,7 @@ void async_pipe::deliver() {
     }
   }
   ack_leading_flushes();
+  start_tx(); // acknowledgements owed since the last write (parse counts some directly)
   // Flushers whose acknowledgement has arrived; or that cannot get one.
   for (std::size_t i = 0; i < flushers_.size();) {
     auto& f = *flushers_[i];
@@ -636,19 +676,17 @@ void async_pipe::kick() {
 
 bool async_pipe::rx_wanted() const noexcept {
   if (!is_open() || eof_ || rx_err_ || rx_active_) return false;
+  // A peer that sends flushes but does not read our acknowledgements is not
+  // read any further until it does: what it can make us owe stays bounded.
+  if (acks_owed_ * framing::control_frame_cost >= p_.max_queued) return false;
   if (in_big_ || !inbox_has_data()) return true;
   return !flushers_.empty() && inbox_bytes_ < lookahead_limit;
 }
 
 void async_pipe::start_rx() {
   rx_active_ = true;
-  if (in_big_) {
-    socket_.async_read_some(asio::buffer(big_.data() + big_got_, big_.size() - big_got_),
-                            [self = shared_from_this()](const std::error_code& ec, std::size_t n) {
-                              self->on_big(ec, n);
-                            });
-    return;
-  }
+  // Always a readiness wait, never a read into a buffer sized in advance: a
+  // large frame's buffer grows only once its bytes are there to read.
   socket_.async_wait(asio::socket_base::wait_read,
                      [self = shared_from_this()](const std::error_code& ec) { self->on_readable(ec); });
 }
@@ -661,13 +699,36 @@ void async_pipe::on_readable(const std::error_code& ec) {
     kick();
     return;
   }
+  try {
+    read_available();
+  } catch (const std::bad_alloc&) {
+    // An allocation this peer caused failed: it ends this connection only.
+    rx_fail(no_memory_error(), "out of memory receiving from the peer; the connection is closed");
+  }
+  kick();
+}
+
+void async_pipe::read_available() {
   std::byte* buf = scratch();
   for (int rounds = 0; rounds < 4; ++rounds) {
     std::error_code rec;
     if (in_big_) {
       // A large frame goes straight into its message, without a trip back
-      // through the reactor while the kernel has more of it.
-      std::size_t n = socket_.read_some(asio::buffer(big_.data() + big_got_, big_.size() - big_got_), rec);
+      // through the reactor while the kernel has more of it. Its buffer
+      // grows with what has arrived (framing::room_for), never from the
+      // header's word alone.
+      std::size_t n = 0;
+      if (big_got_ < big_.size()) {
+        n = socket_.read_some(asio::buffer(big_.data() + big_got_, big_.size() - big_got_), rec);
+      } else {
+        // No room left: read into the scratch buffer first, so the message
+        // grows only by bytes that are really here.
+        n = socket_.read_some(asio::buffer(buf, std::min(scratch_size, big_total_ - big_got_)), rec);
+        if (!rec) {
+          big_.resize(framing::room_for(big_got_ + n, big_total_));
+          std::memcpy(big_.data() + big_got_, buf, n);
+        }
+      }
       if (rec == asio::error::would_block || rec == asio::error::try_again) break;
       if (rec) {
         if (rec == asio::error::eof) eof_ = true;
@@ -676,12 +737,12 @@ void async_pipe::on_readable(const std::error_code& ec) {
       }
       touch();
       big_got_ += n;
-      if (big_got_ < big_.size()) continue;
+      if (big_got_ < big_total_) continue;
       inbox_bytes_ += big_.size();
-      inbox_.push_back({std::move(big_), 0, false});
+      inbox_.push_back({std::move(big_), 0, 0});
       ++inbox_messages_;
       big_ = {};
-      big_got_ = 0;
+      big_got_ = big_total_ = 0;
       in_big_ = false;
       break;
     }
@@ -702,29 +763,6 @@ void async_pipe::on_readable(const std::error_code& ec) {
     parse(buf, n);
     if (inbox_has_data() || (n < want && !in_big_)) break;
   }
-  kick();
-}
-
-void async_pipe::on_big(const std::error_code& ec, std::size_t n) {
-  rx_active_ = false;
-  if (closed_) return;
-  if (ec) {
-    if (ec == asio::error::eof) eof_ = true;
-    else if (ec != asio::error::operation_aborted) rx_fail(io_error(ec), "reading the pipe failed: " + ec.message());
-    kick();
-    return;
-  }
-  touch();
-  big_got_ += n;
-  if (big_got_ == big_.size()) {
-    inbox_bytes_ += big_.size();
-    inbox_.push_back({std::move(big_), 0, false});
-      ++inbox_messages_;
-    big_ = {};
-    big_got_ = 0;
-    in_big_ = false;
-  }
-  kick();
 }
 
 void async_pipe::parse(const std::byte* data, std::size_t n) {
@@ -764,21 +802,28 @@ bool async_pipe::parse_frames(const std::byte* data, std::size_t n, std::size_t&
       used += protocol::frame_header_size;
       continue;
     case protocol::frame_type::flush:
-      inbox_.push_back({{}, 0, true});
+      // Flushes in a row are one marker; with nothing unread before them
+      // they are owed at once.
+      if (inbox_head_ == inbox_.size() && !in_big_) ++acks_owed_;
+      else if (inbox_.back().flushes) ++inbox_.back().flushes;
+      else inbox_.push_back({{}, 0, 1});
       used += protocol::frame_header_size;
       continue;
     case protocol::frame_type::data: break;
     }
     if (avail >= h.length) {
-      inbox_.push_back({std::vector<std::byte>(body, body + h.length), 0, false});
+      inbox_.push_back({std::vector<std::byte>(body, body + h.length), 0, 0});
       ++inbox_messages_;
       inbox_bytes_ += h.length;
       used += protocol::frame_header_size + h.length;
       continue;
     }
     if (h.length >= big_frame) { // the length was checked against max_message above
-      big_.resize(h.length);
-      std::memcpy(big_.data(), body, avail);
+      big_total_ = h.length;
+      if (avail) { // what arrived, and room to grow; a header alone commits nothing
+        big_.resize(framing::room_for(avail, big_total_));
+        std::memcpy(big_.data(), body, avail);
+      }
       big_got_ = avail;
       in_big_ = true;
       used = n;
@@ -821,14 +866,18 @@ void async_pipe::queue_frame(protocol::frame_type t, std::unique_ptr<op> o) {
   }
   std::size_t len = o->payload.size(); // `owned`, if used, is what payload points into
   o->hdr = protocol::encode_frame_header(t, static_cast<std::uint32_t>(len));
-  tx_bytes_ += o->hdr.size() + len;
+  tx_bytes_ += queued_cost(*o);
   writes_.push_back(std::move(o));
   start_tx();
 }
 
 void async_pipe::start_tx() {
-  if (tx_active_ || writes_.empty() || closed_) return;
+  if (tx_active_ || (writes_.empty() && acks_owed_ == 0) || closed_ || tx_broken_) return;
   txbufs_.clear();
+  // Acknowledgements first: they are whole frames, and the peer counts them
+  // wherever they fall between our frames.
+  tx_acks_ = std::min(acks_owed_, acks_per_write);
+  if (tx_acks_) txbufs_.push_back(asio::buffer(ack_run().data(), tx_acks_ * protocol::frame_header_size));
   tx_batch_ = std::min(writes_.size(), max_batch);
   for (std::size_t i = 0; i < tx_batch_; ++i) {
     auto& o = *writes_[i];
@@ -847,7 +896,7 @@ void async_pipe::on_tx(const std::error_code& ec, std::size_t n) {
   std::vector<std::unique_ptr<op>> batch(std::make_move_iterator(writes_.begin()),
                                          std::make_move_iterator(writes_.begin() + static_cast<std::ptrdiff_t>(tx_batch_)));
   writes_.erase(writes_.begin(), writes_.begin() + static_cast<std::ptrdiff_t>(tx_batch_));
-  for (auto& o : batch) tx_bytes_ -= o->hdr.size() + o->payload.size();
+  for (auto& o : batch) tx_bytes_ -= queued_cost(*o);
   if (ec && n == 0 && !closed_ && ec == asio::error::operation_aborted) {
     // A timed-out send stopped the write before any byte went: nothing is
     // torn. Complete the timed-out ones; put the rest back.
@@ -856,7 +905,7 @@ void async_pipe::on_tx(const std::error_code& ec, std::size_t n) {
       if (o->timed_out) finish(*o, err(errc::timed_out));
       else {
         o->started = false;
-        tx_bytes_ += o->hdr.size() + o->payload.size();
+        tx_bytes_ += queued_cost(*o);
         back.push_back(std::move(o));
       }
     }
@@ -879,6 +928,7 @@ void async_pipe::on_tx(const std::error_code& ec, std::size_t n) {
     return;
   }
   touch();
+  acks_owed_ -= tx_acks_;
   for (auto& o : batch) {
     if (o->timer) o->timer->cancel();
     if (o->then_receive) { // transact: the request is out; now its reply
@@ -900,6 +950,7 @@ void async_pipe::fail_writes(std::error_code ec, const std::string& detail) {
   auto rest = std::move(writes_);
   writes_.clear();
   tx_bytes_ = 0;
+  acks_owed_ = 0;
   for (auto& o : rest) finish(*o, ec, detail);
   auto fs = std::move(flushers_);
   flushers_.clear();
@@ -931,7 +982,7 @@ void async_pipe::send(asio::const_buffer msg, std::vector<std::byte> owned, time
   // Byte pipe: frames of at most byte_chunk (and the peer's limit); the last
   // one carries the completion.
   const std::byte* base = owned.empty() ? static_cast<const std::byte*>(msg.data()) : owned.data();
-  std::size_t chunk = std::max<std::size_t>(1, std::min(byte_chunk, p_.peer_max_message));
+  const std::size_t chunk = framing::byte_frame_size(p_.peer_max_message);
   std::size_t off = 0;
   do {
     std::size_t len = std::min(chunk, size - off);
@@ -1005,19 +1056,21 @@ void async_pipe::flush(timeout t, asio::cancellation_slot slot, completion<> don
 void async_pipe::close(std::error_code why, std::string detail) {
   if (closed_) return;
   if (conn_) fail_connect(why, detail.empty() ? "the connection was closed" : detail);
-  if (is_open() && writes_.empty() && !in_big_ && !tx_broken_) {
+  if (is_open() && writes_.empty() && !tx_active_ && !in_big_ && !tx_broken_) {
     // Acknowledge flushes the application has satisfied, so the peer's
     // flush() succeeds instead of breaking (as the blocking end does).
     if (!rx_active_ && !eof_ && !rx_err_ && !inbox_has_data()) {
       std::error_code rec;
       std::size_t n = socket_.read_some(asio::buffer(scratch(), scratch_size), rec);
-      if (!rec) parse(scratch(), n);
+      try {
+        if (!rec) parse(scratch(), n);
+      } catch (const std::bad_alloc&) {
+      }
     }
-    std::size_t acks = 0;
-    for (std::size_t i = inbox_head_; i < inbox_.size() && inbox_[i].flush; ++i) ++acks;
-    auto ack = protocol::encode_frame_header(protocol::frame_type::flush_ack, 0);
-    for (std::size_t i = 0; i < acks; ++i)
-      ::send(socket_.native_handle(), ack.data(), ack.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    std::size_t acks = acks_owed_;
+    for (std::size_t i = inbox_head_; i < inbox_.size() && inbox_[i].flushes; ++i) acks += inbox_[i].flushes;
+    acks = std::min(acks, acks_per_write); // a best effort that never blocks
+    ::send(socket_.native_handle(), ack_run().data(), acks * protocol::frame_header_size, MSG_NOSIGNAL | MSG_DONTWAIT);
   }
   closed_ = true;
   open_.store(false, std::memory_order_release);

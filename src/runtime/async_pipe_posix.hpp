@@ -61,8 +61,9 @@ public:
   bool quiet() const noexcept;
   /// The peer closed the pipe in the middle of a message.
   bool eof_mid_message() const noexcept { return eof_ && (in_big_ || !pend_.empty()); }
-  /// Bytes queued to send and not yet taken by the kernel.
-  std::size_t queued_bytes() const noexcept { return tx_bytes_; }
+  /// What is queued to send and not yet taken by the kernel, as the memory
+  /// it takes (operations, payloads, acknowledgements owed).
+  std::size_t queued_bytes() const noexcept { return tx_bytes_ + acks_owed_ * protocol::frame_header_size; }
 
 private:
   template <class Pipe>
@@ -73,13 +74,15 @@ private:
   struct inbox_msg {
     std::vector<std::byte> data;
     std::size_t off = 0;
-    bool flush = false; // a flush marker: acknowledge once everything before it is read
+    std::size_t flushes = 0; // a flush marker (for this many flushes in a row): acknowledge once
+                             // everything before it is read
   };
 
   std::unique_ptr<op> make_op(timeout t, asio::cancellation_slot& slot);
   void arm(op& o, timeout t, asio::cancellation_slot& slot);
   void end_op(std::uint64_t id, errc why);
   std::unique_ptr<op> withdraw_write(std::size_t i);
+  static std::size_t queued_cost(const op& o) noexcept;
   void finish(op& o, std::error_code ec, const std::string& detail = {});
 
   // receiving
@@ -94,7 +97,7 @@ private:
   bool rx_wanted() const noexcept;
   void start_rx();
   void on_readable(const std::error_code& ec);
-  void on_big(const std::error_code& ec, std::size_t n);
+  void read_available();
   void parse(const std::byte* data, std::size_t n);
   bool parse_frames(const std::byte* data, std::size_t n, std::size_t& used);
   void rx_fail(std::error_code ec, std::string detail);
@@ -128,8 +131,9 @@ private:
   std::size_t inbox_messages_ = 0; // data entries in the inbox (not flush markers): no scan to ask
 
   std::vector<std::byte> pend_;  // an incomplete small frame
-  std::vector<std::byte> big_;   // a large frame being read straight into place
+  std::vector<std::byte> big_;   // a large frame being read straight into place, grown as it arrives
   std::size_t big_got_ = 0;
+  std::size_t big_total_ = 0;    // its payload length
   bool in_big_ = false;
   bool rx_active_ = false;
   bool eof_ = false;
@@ -141,6 +145,8 @@ private:
   std::vector<std::unique_ptr<op>> writes_;
   std::vector<asio::const_buffer> txbufs_;
   std::size_t tx_batch_ = 0;
+  std::size_t tx_acks_ = 0;      // acknowledgements in the write in progress
+  std::size_t acks_owed_ = 0;    // flush acknowledgements to send (a count: they are all alike)
   std::size_t tx_bytes_ = 0;
   bool tx_active_ = false;
   bool tx_broken_ = false;

@@ -233,6 +233,10 @@ void async_pipe::connect(pipe_name name, client_options opts, timeout t, asio::c
     return;
   }
   std::error_code ec;
+  if (!check_client_options(opts, ec)) {
+    finish(*o, ec, last_error_detail());
+    return;
+  }
   if (!name.is_local()) {
     connect_remote(name, opts, deadline::after(t), ec, {}); // says why this build cannot
     finish(*o, ec ? ec : err(errc::not_supported), last_error_detail());

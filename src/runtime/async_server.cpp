@@ -59,7 +59,8 @@ public:
 
 private:
   void pump() {
-    if (reading_ || stopping_ || ended_ || in_flight_ >= max_in_flight_ || pipe_->queued_bytes() >= max_queued_)
+    if (reading_ || stopping_ || ended_ || peer_done_ || in_flight_ >= max_in_flight_ ||
+        pipe_->queued_bytes() >= max_queued_)
       return;
     reading_ = true;
     pipe_->receive(forever, {}, [self = shared_from_this()](std::error_code ec, std::vector<std::byte> msg) {
@@ -74,6 +75,12 @@ private:
       // A client that hangs up between messages ends normally (it may have
       // read its last reply already while our write completion is on its way).
       bool normal = ec == errc::broken_pipe && !pipe_->eof_mid_message();
+      if (normal && in_flight_ > 0) {
+        // It may only have shut down its sending side and still be reading:
+        // every request handed to the handler gets its reply, then we close.
+        peer_done_ = true;
+        return;
+      }
       end(normal ? std::error_code() : ec, normal ? std::string() : last_error_detail());
       return;
     }
@@ -114,11 +121,18 @@ private:
     }
     if (ended_) return;
     if (ec) {
-      end(ec, last_error_detail());
+      // After the client's end of stream a failed reply means it has gone
+      // altogether: a normal end, not an error.
+      if (peer_done_ && ec == errc::broken_pipe) end({}, {});
+      else end(ec, last_error_detail());
       return;
     }
     if (stopping_ && in_flight_ == 0) {
       end({}, "the server is stopping");
+      return;
+    }
+    if (peer_done_ && in_flight_ == 0) {
+      end({}, {}); // the last reply to a client that stopped sending has gone out
       return;
     }
     pump();
@@ -146,6 +160,7 @@ private:
   std::size_t max_queued_;
   unsigned in_flight_ = 0;
   bool reading_ = false, stopping_ = false, ended_ = false;
+  bool peer_done_ = false; // the client's end of stream came with requests in flight
   std::uint64_t next_seq_ = 0, send_seq_ = 0, requests_ = 0;
   std::map<std::uint64_t, std::vector<std::byte>> done_; // replies waiting for earlier ones
 };

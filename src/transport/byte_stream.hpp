@@ -49,6 +49,11 @@ public:
   /// True if the peer process has taken every byte written so far off the
   /// stream (not merely its kernel or network). False when unknown.
   virtual bool peer_took_everything() noexcept { return false; }
+  /// True if the peer's end of stream means it has gone (TCP, TLS, a
+  /// gateway's relay), so a write after it must fail at once; false for a
+  /// local peer, which may have shut down only its sending side and still
+  /// read (the kernel fails a write to a peer that really closed).
+  virtual bool end_means_gone() const noexcept { return true; }
 };
 
 } // namespace npipe::detail

@@ -1,13 +1,17 @@
 // SPDX-License-Identifier: MIT
 #include "transport/transport.hpp"
 
+#include "core/framing.hpp"
+
 #ifdef _WIN32
 #include <windows.h>
 #endif
 
 #include <algorithm>
+#include <cerrno>
 #include <climits>
 #include <cstdint>
+#include <string>
 
 namespace npipe {
 
@@ -49,19 +53,56 @@ void throw_error(const std::error_code& ec, const std::string& what) {
   throw std::system_error(ec, msg);
 }
 
+std::error_code no_memory_error() noexcept {
+#ifdef _WIN32
+  return make_error_code(errc::system_error, ERROR_NOT_ENOUGH_MEMORY);
+#else
+  return make_error_code(errc::system_error, ENOMEM);
+#endif
+}
+
+namespace {
+// "server_options::max_instances is 0; allowed: 1..255": the field, its value, the range.
+bool out_of_range(const char* field, long long value, const std::string& allowed, std::error_code& ec) {
+  set_error_detail(std::string(field) + " is " + std::to_string(value) + "; allowed: " + allowed);
+  ec = make_error_code(errc::invalid_argument);
+  return false;
+}
+const std::string limit_range =
+    std::to_string(framing::min_receive_limit) + ".." + std::to_string(framing::max_receive_limit);
+} // namespace
+
 bool check_server_options(const server_options& o, std::error_code& ec) {
-  if (o.max_instances < 1 || o.max_instances > unlimited_instances || o.max_connections < 1 ||
-      o.max_message_size < pipelined_request_max || o.max_message_size > UINT32_MAX || o.max_in_flight < 1) {
-    set_error_detail("max_instances must be 1..255, max_connections and max_in_flight at least 1, and "
-                     "max_message_size 4096..4294967295");
-    ec = make_error_code(errc::invalid_argument);
-    return false;
-  }
+  ec.clear();
+  if (o.max_instances < 1 || o.max_instances > unlimited_instances)
+    return out_of_range("server_options::max_instances", o.max_instances, "1..255 (255: unlimited)", ec);
+  if (o.max_connections < 1) return out_of_range("server_options::max_connections", o.max_connections, "1 or more", ec);
+  if (o.max_message_size < framing::min_receive_limit || o.max_message_size > framing::max_receive_limit)
+    return out_of_range("server_options::max_message_size", static_cast<long long>(o.max_message_size), limit_range,
+                        ec);
+  if (o.max_in_flight < 1) return out_of_range("server_options::max_in_flight", o.max_in_flight, "1 or more", ec);
+  if (o.max_pending < 1) return out_of_range("server_options::max_pending", o.max_pending, "1 or more", ec);
+  if (o.max_queued_bytes < 1)
+    return out_of_range("server_options::max_queued_bytes", static_cast<long long>(o.max_queued_bytes), "1 or more",
+                        ec);
+  if (o.handshake_timeout == timeout::zero() || (o.handshake_timeout < timeout::zero() && o.handshake_timeout != forever))
+    return out_of_range("server_options::handshake_timeout (ms)", o.handshake_timeout.count(),
+                        "more than 0, or forever", ec);
+  if (o.idle_timeout == timeout::zero() || (o.idle_timeout < timeout::zero() && o.idle_timeout != forever))
+    return out_of_range("server_options::idle_timeout (ms)", o.idle_timeout.count(), "more than 0, or forever", ec);
   if (o.read_mode == read_mode::message && o.type == pipe_type::byte) {
-    set_error_detail("message read mode needs a message pipe");
+    set_error_detail("server_options::read_mode is message, but type is byte: message read mode needs a message pipe");
     ec = make_error_code(errc::invalid_argument);
     return false;
   }
+  return true;
+}
+
+bool check_client_options(const client_options& o, std::error_code& ec) {
+  ec.clear();
+  if (o.max_message_size < framing::min_receive_limit || o.max_message_size > framing::max_receive_limit)
+    return out_of_range("client_options::max_message_size", static_cast<long long>(o.max_message_size), limit_range,
+                        ec);
   return true;
 }
 

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 #include "transport/framed_connection.hpp"
 
+#include "core/framing.hpp"
+
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -12,7 +14,6 @@ constexpr std::size_t rx_chunk = 64u << 10;      // normal receive buffer
 constexpr std::size_t direct_read_min = 16u << 10; // read straight into the caller's buffer from here on
 constexpr std::size_t header_read = 16u << 10;     // a read that looks for a frame header asks for this much
 constexpr std::size_t lookahead_limit = 4u << 20; // how far flush() and peek() may buffer ahead
-constexpr std::size_t byte_chunk = 1u << 20;      // byte pipes: largest frame we send
 
 std::error_code err(errc e) { return make_error_code(e); }
 
@@ -291,10 +292,35 @@ read_result framed_connection::read(std::span<std::byte> buf, deadline dl, std::
   }
   rx_owner rx(*this);
   if (!rx.acquire(dl, ec)) return {};
-  return read_locked(buf, dl, ec);
+  try {
+    return read_locked(buf, dl, ec);
+  } catch (const std::bad_alloc&) {
+    out_of_memory(ec);
+    return {};
+  }
+}
+
+// An allocation the peer caused (a large message, read-ahead) that fails
+// ends this connection only: the stream cannot be resynchronised.
+void framed_connection::out_of_memory(std::error_code& ec) noexcept {
+  if (!rx_err_) {
+    rx_err_ = no_memory_error();
+    set_error_detail("out of memory receiving from the peer; the connection is closed");
+  }
+  ec = rx_err_;
+  s_->shutdown();
 }
 
 std::vector<std::byte> framed_connection::receive(deadline dl, std::error_code& ec) {
+  try {
+    return receive_locked(dl, ec);
+  } catch (const std::bad_alloc&) {
+    out_of_memory(ec);
+    return {};
+  }
+}
+
+std::vector<std::byte> framed_connection::receive_locked(deadline dl, std::error_code& ec) {
   ec.clear();
   if (!is_open()) {
     ec = err(errc::not_connected);
@@ -315,16 +341,28 @@ std::vector<std::byte> framed_connection::receive(deadline dl, std::error_code& 
         if (st == head_status::data) have = true;
         else if (st == head_status::error || !fill(dl, ec)) return {};
       }
-      // The frame length was checked against max_message before we got here.
+      // The frame length was checked against max_message before we got here,
+      // but it is only the peer's word: the message's buffer grows as its
+      // bytes arrive (framing::room_for), so a header alone commits nothing.
       out = std::move(partial_);
       partial_.clear();
       std::size_t got = out.size();
-      out.resize(got + msg_left_);
+      const std::size_t total = got + msg_left_;
+      auto keep = [&] {
+        out.resize(got);
+        partial_ = std::move(out); // a later receive() or read() continues the message
+      };
       while (msg_left_ > 0) {
+        if (got == out.size()) {
+          if (buffered() == 0 && !wait_readable(dl, ec)) {
+            keep();
+            return {};
+          }
+          out.resize(framing::room_for(got, total));
+        }
         std::size_t n = 0;
         if (!payload(out.data() + got, out.size() - got, dl, n, ec)) {
-          out.resize(got);
-          partial_ = std::move(out); // keep it: a later receive() or read() continues the message
+          keep();
           return {};
         }
         got += n;
@@ -337,7 +375,7 @@ std::vector<std::byte> framed_connection::receive(deadline dl, std::error_code& 
   return out;
 }
 
-bool framed_connection::data_pending() noexcept {
+bool framed_connection::data_pending() {
   if (in_msg_ || !partial_.empty()) return true;
   fill_nonblocking(rx_.size());
   for (std::size_t pos = rpos_; pos + protocol::frame_header_size <= rend_;) {
@@ -363,7 +401,14 @@ std::vector<std::byte> framed_connection::transact(std::span<const std::byte> re
   {
     rx_owner rx(*this);
     if (!rx.acquire(dl, ec)) return {};
-    if (data_pending()) {
+    bool pending = false;
+    try {
+      pending = data_pending();
+    } catch (const std::bad_alloc&) {
+      out_of_memory(ec);
+      return {};
+    }
+    if (pending) {
       set_error_detail("the pipe holds an unread message; receive it before transact");
       ec = err(errc::invalid_state);
       return {};
@@ -386,7 +431,12 @@ peek_result framed_connection::peek(std::span<std::byte> buf, std::error_code& e
     ec = err(errc::invalid_state);
     return {};
   }
-  fill_nonblocking(std::max(lookahead_limit, rx_chunk));
+  try {
+    fill_nonblocking(std::max(lookahead_limit, rx_chunk));
+  } catch (const std::bad_alloc&) {
+    out_of_memory(ec);
+    return {};
+  }
   if (!in_msg_) head(deadline::after(no_wait), ec);
   ec.clear();
   const bool msg = mode_.load(std::memory_order_relaxed) == npipe::read_mode::message;
@@ -463,9 +513,12 @@ void framed_connection::send_frame(protocol::frame_type t, std::span<const std::
                                    std::error_code& ec) {
   ec.clear();
   std::lock_guard lk(tx_mu_);
-  // A peer that closed its end cannot read: over TCP the first write after
-  // that would still "succeed" (the reset comes later); say so at once.
-  if (tx_broken_ || peer_closed_.load(std::memory_order_acquire)) {
+  // Over TCP (and through a gateway) the peer's end of stream means it has
+  // gone, and the first write after that would still "succeed" (the reset
+  // comes later): say so at once. A local peer that only shut down its
+  // sending side can still read its replies; the kernel reports a real
+  // close on the write itself.
+  if (tx_broken_ || (peer_closed_.load(std::memory_order_acquire) && s_->end_means_gone())) {
     ec = err(errc::broken_pipe);
     return;
   }
@@ -490,7 +543,7 @@ void framed_connection::write(std::span<const std::byte> data, deadline dl, std:
     send_frame(protocol::frame_type::data, data, dl, ec);
     return;
   }
-  std::size_t chunk = std::max<std::size_t>(1, std::min(byte_chunk, p_.peer_max_message));
+  const std::size_t chunk = framing::byte_frame_size(p_.peer_max_message);
   while (!data.empty() && !ec) {
     auto n = std::min(chunk, data.size());
     send_frame(protocol::frame_type::data, data.first(n), dl, ec);
@@ -558,7 +611,14 @@ void framed_connection::flush(deadline dl, std::error_code& ec) noexcept {
       std::lock_guard lk(state_mu_);
       if (acks_seen_ >= target) return;
     }
-    if (!fill(dl, ec, lookahead_limit)) {
+    bool filled = false;
+    try {
+      filled = fill(dl, ec, lookahead_limit);
+    } catch (const std::bad_alloc&) {
+      out_of_memory(ec);
+      return;
+    }
+    if (!filled) {
       if (ec == errc::invalid_state)
         set_error_detail("flush cannot see the peer's acknowledgement behind " + std::to_string(buffered()) +
                          " unread bytes; read them first");
@@ -572,7 +632,10 @@ void framed_connection::close() noexcept {
   // If our application has read everything the peer sent before a flush,
   // acknowledge it now, so the peer's flush() succeeds instead of breaking.
   if (rx_owner rx(*this); rx.try_acquire()) {
-    fill_nonblocking(rx_.size());
+    try {
+      fill_nonblocking(rx_.size());
+    } catch (const std::bad_alloc&) {
+    }
     if (!in_msg_ && partial_.empty()) {
       std::error_code ignore;
       head(deadline::after(timeout(100)), ignore, false);

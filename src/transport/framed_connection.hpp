@@ -53,8 +53,10 @@ private:
   head_status head(deadline dl, std::error_code& ec, bool take_data = true);
   bool payload(std::byte* out, std::size_t want, deadline dl, std::size_t& n, std::error_code& ec);
   void scan_for_acks();
-  bool data_pending() noexcept;
+  bool data_pending();
   read_result read_locked(std::span<std::byte> buf, deadline dl, std::error_code& ec);
+  std::vector<std::byte> receive_locked(deadline dl, std::error_code& ec);
+  void out_of_memory(std::error_code& ec) noexcept;
   // The receive side is owned by one caller at a time: a flag under state_mu_
   // (not a timed mutex, so waits honour deadlines and flushers can wait for
   // acks and for the flag with one condition variable).

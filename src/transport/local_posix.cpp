@@ -2,6 +2,7 @@
 // Linux local pipes: Unix domain stream sockets carrying npipe frames.
 // See docs/semantics.md for how each Win32 behaviour is kept.
 
+#include "core/framing.hpp"
 #include "core/name_map.hpp"
 #include "core/protocol.hpp"
 #include "transport/framed_connection.hpp"
@@ -413,6 +414,7 @@ private:
     clock::time_point until;
     peer_identity peer;
     std::vector<std::byte> buf;
+    std::uint64_t seq = 0; // accept order: the oldest of a user goes first when slots run out
   };
   struct waiter {
     int fd;
@@ -456,12 +458,17 @@ private:
       auto now = clock::now();
       fds.clear();
       fds.push_back({wake_fd_, POLLIN, 0});
-      bool poll_listen = pending_.size() < opts_.max_pending && now >= accept_paused_until;
+      // The accept queue is always drained (unless out of descriptors): a
+      // full set of handshake slots lets the oldest of the user holding the
+      // most go, instead of leaving everyone else in the kernel's backlog.
+      bool poll_listen = now >= accept_paused_until;
       fds.push_back({poll_listen ? listen_.fd : -1, POLLIN, 0});
       auto wake_at = clock::time_point::max();
       if (!poll_listen && now < accept_paused_until) wake_at = accept_paused_until;
+      polled_seq_.clear();
       for (auto& p : pending_) {
         fds.push_back({p.fd, POLLIN, 0});
+        polled_seq_.push_back(p.seq);
         wake_at = std::min(wake_at, p.until);
       }
       for (auto& w : waiters_) {
@@ -487,8 +494,8 @@ private:
       }
       // Indexes into fds for the pending and waiting lists, before they change.
       std::size_t pbase = 2, wbase = 2 + pending_.size();
-      std::vector<short> prev(pending_.size()), wrev(waiters_.size());
-      for (std::size_t i = 0; i < pending_.size(); ++i) prev[i] = fds[pbase + i].revents;
+      std::vector<short> prev(polled_seq_.size()), wrev(waiters_.size());
+      for (std::size_t i = 0; i < polled_seq_.size(); ++i) prev[i] = fds[pbase + i].revents;
       for (std::size_t i = 0; i < waiters_.size(); ++i) wrev[i] = fds[wbase + i].revents;
 
       // Waiters first: a freed instance goes to whoever waited longest.
@@ -503,7 +510,7 @@ private:
   }
 
   void accept_new(clock::time_point& paused_until) {
-    while (pending_.size() < opts_.max_pending) {
+    for (unsigned i = 0; i < accept_batch; ++i) {
       // Blocking sockets: a read with no deadline is then one recv() that sleeps
       // in the kernel. The acceptor itself only uses MSG_DONTWAIT on them.
       int fd = ::accept4(listen_.fd, nullptr, nullptr, SOCK_CLOEXEC);
@@ -522,56 +529,131 @@ private:
         int v = static_cast<int>(std::min<std::size_t>(opts_.out_buffer_size, INT_MAX));
         ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof v);
       }
-      auto limit = opts_.handshake_timeout < timeout::zero() ? clock::time_point::max()
-                                                              : clock::now() + opts_.handshake_timeout;
-      pending_.push_back({fd, limit, peer_of(fd), {}});
+      auto now = clock::now();
+      auto limit = opts_.handshake_timeout < timeout::zero() ? clock::time_point::max() : now + opts_.handshake_timeout;
+      pending p{fd, limit, peer_of(fd), {}, ++accept_seq_};
+      // A client says hello as it connects: usually it is here already, and
+      // the connection never needs a handshake slot.
+      if (read_hello(p, now)) continue;
+      hold(std::move(p));
     }
   }
 
+  // Reads what `p` has sent; true when its handshake is over (admitted,
+  // parked as a waiter, refused or closed), false while it is incomplete.
+  bool read_hello(pending& p, clock::time_point now) {
+    std::byte tmp[2048];
+    ssize_t n = ::recv(p.fd, tmp, sizeof tmp, MSG_DONTWAIT);
+    if (n <= 0) {
+      if (n < 0 && (errno == EAGAIN || errno == EINTR)) return false;
+      ::close(p.fd); // gave up, or a probe
+      return true;
+    }
+    p.buf.insert(p.buf.end(), tmp, tmp + n);
+    protocol::hello h;
+    std::size_t used = 0;
+    std::error_code ec;
+    auto st = protocol::decode_hello(p.buf, h, used, ec);
+    if (st == protocol::decode_status::need_more) return false;
+    if (st == protocol::decode_status::error) {
+      send_reply(p.fd, protocol::status::protocol_error, opts_);
+      ::close(p.fd);
+      return true;
+    }
+    std::vector<std::byte> extra(p.buf.begin() + static_cast<std::ptrdiff_t>(used), p.buf.end());
+    on_hello(p.fd, p.peer, std::move(h), std::move(extra), now);
+    return true;
+  }
+
+  // A connection whose hello is not complete takes a handshake slot. One
+  // user's unfinished handshakes count against max_per_user (with its
+  // connections), and when every slot is taken the oldest unfinished
+  // handshake of the user holding the most slots is let go: silent
+  // connections from one user cannot lock another out.
+  void hold(pending p) {
+    const std::int64_t uid = p.peer.uid;
+    if (opts_.max_per_user) {
+      unsigned connected = 0;
+      {
+        std::lock_guard lk(mu_);
+        if (auto it = per_user_.find(uid); it != per_user_.end()) connected = it->second;
+      }
+      if (pending_per_user_[uid] + connected >= opts_.max_per_user) {
+        send_reply(p.fd, protocol::status::user_limit, opts_);
+        ::close(p.fd);
+        return;
+      }
+    }
+    if (pending_.size() >= opts_.max_pending) let_one_go(uid);
+    ++pending_per_user_[uid];
+    pending_.push_back(std::move(p));
+  }
+
+  void let_one_go(std::int64_t newcomer) {
+    std::int64_t victim = newcomer;
+    unsigned most = pending_per_user_[newcomer];
+    for (auto& [uid, count] : pending_per_user_) {
+      if (count > most) {
+        most = count;
+        victim = uid;
+      }
+    }
+    std::size_t oldest = pending_.size();
+    for (std::size_t i = 0; i < pending_.size(); ++i)
+      if (pending_[i].peer.uid == victim && (oldest == pending_.size() || pending_[i].seq < pending_[oldest].seq))
+        oldest = i;
+    if (oldest == pending_.size()) return; // the newcomer's user holds none: cannot happen while all are full
+    send_reply(pending_[oldest].fd, protocol::status::overloaded, opts_);
+    ::close(pending_[oldest].fd);
+    forget_pending(pending_[oldest].peer.uid);
+    pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(oldest));
+  }
+
+  void forget_pending(std::int64_t uid) {
+    if (auto it = pending_per_user_.find(uid); it != pending_per_user_.end() && --it->second == 0)
+      pending_per_user_.erase(it);
+  }
+
   void serve_pending(const std::vector<short>& revents, clock::time_point now) {
+    // By accept order (seq), not index: let_one_go may have removed entries
+    // since revents was taken, and accept_new appended new ones.
+    // pending_ stays in accept order (entries are appended and removed, never
+    // reordered), so one walk pairs it with what was polled.
     std::vector<pending> keep;
     keep.reserve(pending_.size());
-    for (std::size_t i = 0; i < pending_.size(); ++i) {
-      auto& p = pending_[i];
-      if (i < revents.size() && revents[i]) {
-        std::byte tmp[2048];
-        ssize_t n = ::recv(p.fd, tmp, sizeof tmp, MSG_DONTWAIT);
-        if (n <= 0) {
-          if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-            keep.push_back(std::move(p));
-            continue;
-          }
-          ::close(p.fd); // gave up, or a probe
-          continue;
-        }
-        p.buf.insert(p.buf.end(), tmp, tmp + n);
-        protocol::hello h;
-        std::size_t used = 0;
-        std::error_code ec;
-        auto st = protocol::decode_hello(p.buf, h, used, ec);
-        if (st == protocol::decode_status::error) {
-          send_reply(p.fd, protocol::status::protocol_error, opts_);
-          ::close(p.fd);
-          continue;
-        }
-        if (st == protocol::decode_status::done) {
-          std::vector<std::byte> extra(p.buf.begin() + static_cast<std::ptrdiff_t>(used), p.buf.end());
-          on_hello(p.fd, p.peer, std::move(h), std::move(extra), now);
-          continue;
-        }
+    auto old = std::move(pending_);
+    pending_.clear();
+    std::size_t k = 0;
+    for (std::size_t i = 0; i < old.size(); ++i) {
+      auto& p = old[i];
+      while (k < polled_seq_.size() && polled_seq_[k] < p.seq) ++k;
+      short rev = k < polled_seq_.size() && polled_seq_[k] == p.seq ? revents[k] : 0;
+      if (rev && read_hello(p, now)) {
+        forget_pending(p.peer.uid);
+        continue;
       }
       if (now >= p.until) {
         ::close(p.fd); // handshake timeout: slow or silent client
+        forget_pending(p.peer.uid);
         continue;
       }
       keep.push_back(std::move(p));
     }
+    // Handshakes taken in meanwhile (on_hello never adds to pending_, but be safe).
+    for (auto& p : pending_) keep.push_back(std::move(p));
     pending_.swap(keep);
   }
 
   void on_hello(int fd, peer_identity peer, protocol::hello h, std::vector<std::byte> extra, clock::time_point now) {
     if (h.version != protocol::version) {
       send_reply(fd, protocol::status::bad_version, opts_);
+      ::close(fd);
+      return;
+    }
+    if (h.max_message < framing::min_receive_limit) {
+      // Byte pipes are cut into frames of the peer's limit: a tiny limit
+      // would turn each reply into a flood of headers.
+      send_reply(fd, protocol::status::protocol_error, opts_);
       ::close(fd);
       return;
     }
@@ -677,6 +759,7 @@ private:
     p.mode = opts_.read_mode.value_or(opts_.type == pipe_type::message ? read_mode::message : read_mode::byte);
     p.max_message = opts_.max_message_size;
     p.peer_max_message = h.max_message;
+    p.max_queued = opts_.max_queued_bytes;
     p.peer = std::move(peer);
     p.initial = std::move(extra);
     p.on_close = [w = weak_from_this(), uid = p.peer.uid] {
@@ -711,7 +794,11 @@ private:
   bool closed_ = false;
 
   // Owned by the acceptor thread.
-  std::vector<pending> pending_;
+  static constexpr unsigned accept_batch = 256; // connections taken per wake-up before serving the others
+  std::vector<pending> pending_;               // in accept order
+  std::vector<std::uint64_t> polled_seq_;      // which pending entries the last poll watched
+  std::map<std::int64_t, unsigned> pending_per_user_;
+  std::uint64_t accept_seq_ = 0;
   std::deque<waiter> waiters_;
 };
 
@@ -806,9 +893,11 @@ std::string client_hello(const pipe_name& name, const client_options& opts, dead
 
 bool client_accepts(const pipe_name& name, const client_options& opts, const protocol::reply& rep,
                     std::uint32_t wait_ms, peer_identity server, const std::string& where,
-                    std::span<const std::byte> extra, connection_params& p, std::error_code& ec) {
+                    std::span<const std::byte> extra, connection_params& p, std::error_code& ec,
+                    bool* overloaded) {
   if (rep.status != protocol::status::ok) {
     ec = protocol::status_error(rep.status);
+    if (overloaded) *overloaded = rep.status == protocol::status::overloaded && wait_ms > 0;
     switch (rep.status) {
     case protocol::status::user_limit:
       set_error_detail("this user already has as many connections to " + name.str() + " as the server allows");
@@ -839,8 +928,18 @@ bool client_accepts(const pipe_name& name, const client_options& opts, const pro
     case protocol::status::shutting_down:
       set_error_detail("the server of " + name.str() + " is shutting down");
       break;
+    case protocol::status::overloaded:
+      set_error_detail(std::string(name.is_local() ? "the server of " + name.str() : "the gateway at " + where) +
+                       " has too many connections still in their handshake and let this one go; try again");
+      break;
     default: break;
     }
+    return false;
+  }
+  if (rep.max_message < framing::min_receive_limit) {
+    set_error_detail("the server at " + where + " declared a receive limit of " + std::to_string(rep.max_message) +
+                     " bytes, below npipe's minimum of " + std::to_string(framing::min_receive_limit));
+    ec = make_error_code(errc::protocol_error);
     return false;
   }
   p.name = name;
@@ -860,7 +959,7 @@ bool client_accepts(const pipe_name& name, const client_options& opts, const pro
 
 bool client_handshake(byte_stream& stream, const pipe_name& name, const client_options& opts, deadline dl,
                       std::span<const std::byte> first, peer_identity server, const std::string& where,
-                      connection_params& p, std::error_code& ec) {
+                      connection_params& p, std::error_code& ec, bool* overloaded) {
   deadline io_dl = dl.never() ? dl : deadline{dl.at + handshake_slack};
   std::uint32_t wait_ms = 0;
   auto bytes = client_hello(name, opts, dl, first, wait_ms);
@@ -923,7 +1022,7 @@ bool client_handshake(byte_stream& stream, const pipe_name& name, const client_o
     }
   }
   return client_accepts(name, opts, rep, wait_ms, std::move(server), where,
-                        std::span(in.data() + protocol::reply_size, got - protocol::reply_size), p, ec);
+                        std::span(in.data() + protocol::reply_size, got - protocol::reply_size), p, ec, overloaded);
 }
 
 std::unique_ptr<connection_impl> connect_local(const pipe_name& name, const client_options& opts, deadline dl,
@@ -933,35 +1032,42 @@ std::unique_ptr<connection_impl> connect_local(const pipe_name& name, const clie
   sockaddr_un sa;
   socklen_t len = 0;
   make_sockaddr(path, sa, len);
-  int fd = -1;
+  auto pause = std::chrono::milliseconds(1);
   for (;;) {
-    fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
       ec = errno_error(errno);
       return nullptr;
     }
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), len) == 0) {
-      // Connected without waiting (a full backlog said EAGAIN instead); from
-      // here on blocking, as on the server side, with MSG_DONTWAIT where needed.
-      ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-      break;
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), len) != 0) {
+      int e = errno;
+      ::close(fd);
+      if (e == EAGAIN && !dl.passed()) {
+        // The server's accept backlog is full: rare, and brief. Retry until the deadline.
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        if (!dl.passed()) continue;
+      }
+      ec = connect_error(e, path);
+      return nullptr;
     }
-    int e = errno;
-    ::close(fd);
-    if (e == EAGAIN && !dl.passed()) {
-      // The server's accept backlog is full: rare, and brief. Retry until the deadline.
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      if (!dl.passed()) continue;
-    }
-    ec = connect_error(e, path);
-    return nullptr;
+    // Connected without waiting (a full backlog said EAGAIN instead); from
+    // here on blocking, as on the server side, with MSG_DONTWAIT where needed.
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    auto stream = std::make_unique<fd_stream>(fd);
+    peer_identity server = peer_of(fd);
+    if (!check_server(name, opts, server, ec)) return nullptr;
+    connection_params p;
+    bool overloaded = false;
+    if (client_handshake(*stream, name, opts, dl, first, std::move(server), path, p, ec, &overloaded))
+      return std::make_unique<framed_connection>(std::move(stream), std::move(p));
+    // Let go in its handshake by a server flooded with unfinished ones: as
+    // with a full backlog, a client that may wait tries again.
+    if (!overloaded || dl.passed() || dl.remaining() < pause) return nullptr;
+    stream.reset();
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::milliseconds(16));
+    ec.clear();
   }
-  auto stream = std::make_unique<fd_stream>(fd);
-  peer_identity server = peer_of(fd);
-  if (!check_server(name, opts, server, ec)) return nullptr;
-  connection_params p;
-  if (!client_handshake(*stream, name, opts, dl, first, std::move(server), path, p, ec)) return nullptr;
-  return std::make_unique<framed_connection>(std::move(stream), std::move(p));
 }
 
 } // namespace npipe::detail

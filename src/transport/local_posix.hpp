@@ -33,15 +33,19 @@ bool check_server(const pipe_name& name, const client_options& opts, const peer_
 std::string client_hello(const pipe_name& name, const client_options& opts, deadline dl,
                          std::span<const std::byte> first, std::uint32_t& wait_ms);
 /// Interprets the server's reply: on ok fills `p` (extra = bytes after the
-/// reply), else sets ec and a detail that says why.
+/// reply), else sets ec and a detail that says why. `overloaded`, if given,
+/// says whether the server let this connection go in its handshake
+/// (protocol::status::overloaded) while the client was willing to wait: it
+/// may then connect again within its deadline.
 bool client_accepts(const pipe_name& name, const client_options& opts, const protocol::reply& rep,
                     std::uint32_t wait_ms, peer_identity server, const std::string& where,
-                    std::span<const std::byte> extra, connection_params& p, std::error_code& ec);
+                    std::span<const std::byte> extra, connection_params& p, std::error_code& ec,
+                    bool* overloaded = nullptr);
 /// The whole client handshake over a connected stream (hello out, reply in,
 /// client_accepts); `where` names the endpoint in messages (a socket path,
 /// or HOST:PORT for a remote pipe).
 bool client_handshake(byte_stream& stream, const pipe_name& name, const client_options& opts, deadline dl,
                       std::span<const std::byte> first, peer_identity server, const std::string& where,
-                      connection_params& p, std::error_code& ec);
+                      connection_params& p, std::error_code& ec, bool* overloaded = nullptr);
 
 } // namespace npipe::detail

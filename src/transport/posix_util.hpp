@@ -34,6 +34,7 @@ public:
   bool wait(bool for_write, deadline dl, std::error_code& ec) noexcept override;
   void shutdown() noexcept override;
   bool peer_took_everything() noexcept override;
+  bool end_means_gone() const noexcept override { return !local_peer_; }
   int fd() const noexcept { return fd_; }
 
 private:

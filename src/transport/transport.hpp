@@ -82,6 +82,9 @@ struct connection_params {
   npipe::read_mode mode = npipe::read_mode::message;
   std::size_t max_message = defaults::max_message_size;      ///< what this end accepts
   std::size_t peer_max_message = defaults::max_message_size; ///< what the peer accepts
+  /// Most this end queues on the peer's behalf (acknowledgements it owes)
+  /// before it stops reading the peer (server_options::max_queued_bytes).
+  std::size_t max_queued = defaults::max_queued_bytes;
   peer_identity peer;
   std::vector<std::byte> initial;                            ///< bytes already read past the handshake
   std::function<void()> on_close;                            ///< e.g. free a server instance
@@ -99,8 +102,14 @@ void close_native_handle(std::intptr_t h) noexcept;
 /// (the async runtime). Called on the server's admission thread.
 using admission_sink = std::function<void(admitted_client&&)>;
 
+/// The error for an allocation a peer caused that failed (ENOMEM, or
+/// ERROR_NOT_ENOUGH_MEMORY on Windows): it ends that peer's connection only.
+std::error_code no_memory_error() noexcept;
+
 /// The option checks every server backend makes first (with the detail).
 bool check_server_options(const server_options& o, std::error_code& ec);
+/// The same for clients (every connect, local or remote, blocking or async).
+bool check_client_options(const client_options& o, std::error_code& ec);
 
 /// Local pipes, implemented per system (local_posix.cpp, local_win32.cpp).
 /// With a sink, admitted clients go there and accept() is not used.

@@ -256,7 +256,8 @@ TEST_F(Robust, SilentClientsFillOnlyThePendingCapAndTimeOut) {
   server s(name, o);
   std::vector<int> silent;
   for (int i = 0; i < 4; ++i) silent.push_back(raw_connect(s.native_path()));
-  // Two are pending, two wait in the kernel's backlog; all are dropped in turn.
+  // Two hold the handshake slots; the two before them were let go (told so)
+  // as the later ones came; the last two are dropped by the handshake timeout.
   auto t0 = std::chrono::steady_clock::now();
   auto c = connect(name, {}, 10s);
   EXPECT_TRUE(c.is_open());

@@ -1,0 +1,509 @@
+// SPDX-License-Identifier: MIT
+// Hostile peers against a local server, each test one property that must
+// hold whatever a client the access policy admits does: memory it can make
+// the server hold is bounded by what it sent plus a small allowance, an
+// allocation it causes that fails ends only its own connection, a
+// half-closed peer gets its replies, and one user's silent connections do
+// not lock out another user. The peers speak npipe's wire format by hand
+// (docs/protocol.md). Servers whose memory is measured run in their own
+// process, read off /proc.
+
+#include "raw_peer.hpp"
+#include "test_support.hpp"
+
+#include "runtime/async_pipe.hpp"
+
+#include <npipe/async.hpp>
+#include <npipe/npipe.hpp>
+
+#include <asio/io_context.hpp>
+#include <asio/thread_pool.hpp>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <future>
+#include <mutex>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <thread>
+#include <unistd.h>
+#include <linux/sockios.h>
+
+using namespace std::chrono_literals;
+using namespace npipe;
+using namespace npipe::test;
+
+namespace {
+
+using Hostile = local_test;
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool sanitized = true; // their allocators reserve far more address space than they use
+#else
+constexpr bool sanitized = false;
+#endif
+
+// A data frame header announcing `length` bytes (and nothing after it).
+std::string header(std::uint32_t length, char type = '\x01') {
+  std::string h(1, type);
+  for (int i = 0; i < 4; ++i) h += static_cast<char>(length >> (8 * i));
+  return h;
+}
+
+// Bytes we wrote that the server has not read yet (a Unix stream socket
+// charges them to the sender until the receiver reads them).
+int unread_by_server(int fd) {
+  int n = -1;
+  return ::ioctl(fd, SIOCOUTQ, &n) == 0 ? n : -1;
+}
+
+// Waits until the server has read everything sent on each of `fds`.
+bool server_read_all(const std::vector<int>& fds, std::chrono::milliseconds limit = 20s) {
+  auto until = std::chrono::steady_clock::now() + limit;
+  for (int fd : fds) {
+    while (unread_by_server(fd) != 0) {
+      if (std::chrono::steady_clock::now() > until) return false;
+      std::this_thread::sleep_for(1ms);
+    }
+  }
+  return true;
+}
+
+// An async echo server in its own process, so its memory can be measured
+// and its death seen. Forked at construction (before this process starts
+// threads); serves after start() until stop(); exit code 0 if it lived.
+class server_process {
+public:
+  server_process(pipe_name name, server_options opts, rlim_t address_space = 0)
+      : child_([this, name, opts, address_space] {
+          if (address_space) {
+            rlimit r{address_space, address_space};
+            if (::setrlimit(RLIMIT_AS, &r) != 0) return 90;
+          }
+          asio::io_context ctx;
+          auto work = asio::make_work_guard(ctx);
+          std::error_code ec;
+          async_server srv(ctx.get_executor());
+          srv.open(name, opts, ec);
+          if (ec) return 91;
+          srv.serve([](request r) { return r.take(); });
+          std::thread t1([&] { ctx.run(); }), t2([&] { ctx.run(); });
+          ready_.notify();
+          done_.wait(std::chrono::seconds(300));
+          srv.stop(1s);
+          ctx.stop();
+          t1.join();
+          t2.join();
+          return 0;
+        }) {}
+  void start() {
+    child_.start();
+    ASSERT_TRUE(ready_.wait(30s)) << "the server process did not start";
+  }
+  int pid() const { return child_.pid(); }
+  long rss() const { return rss_kib(child_.pid()); }
+  int stop() {
+    done_.notify();
+    return child_.wait();
+  }
+
+private:
+  signal_pipe ready_, done_; // declared before child_: it uses them
+  gated_child child_;
+};
+
+bool raise_fd_limit(rlim_t want) {
+  rlimit r{};
+  if (::getrlimit(RLIMIT_NOFILE, &r) != 0) return false;
+  if (r.rlim_cur >= want) return true;
+  r.rlim_cur = std::min(want, r.rlim_max);
+  return ::setrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur >= want;
+}
+
+bool send_all(int fd, std::string_view bytes) {
+  while (!bytes.empty()) {
+    ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    bytes.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+// ------------------------------------------------ memory a peer can pin
+
+// 1,024 clients each send only a maximal frame header (32 MiB): the server
+// grows a message's buffer as its bytes arrive, so the headers cost it
+// (almost) nothing. Then, under a 1 GiB address-space limit, clients that
+// really send tens of MiB each exhaust it: the allocations that fail end
+// those connections only, and the server serves on.
+TEST_F(Hostile, FrameHeadersCommitNothingAndAFailedAllocationEndsOnlyItsPeer) {
+  watchdog(240);
+  constexpr int attackers = 1024;
+  ASSERT_TRUE(raise_fd_limit(attackers + 256));
+  auto name = random_pipe("hdr");
+  server_options o;
+  o.max_connections = attackers + 64;
+  server_process srv(name, o, sanitized ? 0 : rlim_t(1) << 30);
+  srv.start();
+  std::error_code ec;
+  std::string path = local_path(name, ec);
+  ASSERT_EQ(call(name, bytes("warm up"), 5s, ec).size(), 7u) << ec.message() << ": " << last_error_detail();
+  long before = srv.rss();
+
+  std::vector<int> fds;
+  std::string hdr = header(32u << 20);
+  for (int i = 0; i < attackers; ++i) {
+    int fd = raw_session(path, raw_hello(name));
+    ASSERT_GE(fd, 0) << "attacker " << i << " could not connect";
+    ASSERT_TRUE(send_all(fd, hdr));
+    fds.push_back(fd);
+  }
+  ASSERT_TRUE(server_read_all(fds)) << "the server did not read the headers";
+  long after = srv.rss();
+  std::printf("[ hostile ] %d connections announcing 32 MiB each: server RSS %ld -> %ld KiB (+%ld KiB)\n", attackers,
+              before, after, after - before);
+  EXPECT_LT(after - before, 64 << 10) << "the headers alone made the server commit memory";
+  EXPECT_EQ(call(name, bytes("still here"), 5s, ec).size(), 10u) << ec.message();
+
+  if (!sanitized) {
+    // 40 x 31 MiB of real payload against a 1 GiB address space.
+    constexpr int heavy = 40;
+    constexpr std::size_t each = 31u << 20;
+    std::vector<int> big;
+    for (int i = 0; i < heavy; ++i) {
+      int fd = raw_session(path, raw_hello(name));
+      ASSERT_GE(fd, 0);
+      ASSERT_TRUE(send_all(fd, hdr));
+      big.push_back(fd);
+    }
+    std::vector<std::size_t> sent(heavy, 0);
+    std::vector<bool> cut(heavy, false);
+    std::string chunk(256 << 10, 'x');
+    auto until = std::chrono::steady_clock::now() + 120s;
+    for (bool busy = true; busy && std::chrono::steady_clock::now() < until;) {
+      busy = false;
+      for (int i = 0; i < heavy; ++i) {
+        if (cut[i] || sent[i] >= each) continue;
+        busy = true;
+        ssize_t n = ::send(big[i], chunk.data(), std::min(chunk.size(), each - sent[i]), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) sent[i] += static_cast<std::size_t>(n);
+        else if (n < 0 && errno != EAGAIN) cut[i] = true; // the server closed it
+      }
+      if (busy) {
+        std::vector<pollfd> pf;
+        for (int i = 0; i < heavy; ++i)
+          if (!cut[i] && sent[i] < each) pf.push_back({big[i], POLLOUT, 0});
+        ::poll(pf.data(), pf.size(), 100);
+      }
+    }
+    int closed = static_cast<int>(std::count(cut.begin(), cut.end(), true));
+    std::printf("[ hostile ] %d clients sending 31 MiB each under a 1 GiB address space: %d closed by the server\n",
+                heavy, closed);
+    EXPECT_GT(closed, 0) << "the address-space limit never bit: the test proves nothing";
+    EXPECT_LT(closed, heavy);
+    EXPECT_EQ(call(name, bytes("served on"), 5s, ec).size(), 9u) << ec.message() << ": " << last_error_detail();
+    for (int fd : big) ::close(fd);
+  }
+  for (int fd : fds) ::close(fd);
+  EXPECT_EQ(srv.stop(), 0) << "the server process died";
+}
+
+// The blocking receive() grows its buffer as the message arrives too.
+TEST_F(Hostile, BlockingReceiveCommitsNothingAHeaderAnnounces) {
+  auto name = random_pipe("bhdr");
+  server s(name);
+  constexpr int n = 64;
+  std::vector<int> fds;
+  std::vector<connection> conns;
+  for (int i = 0; i < n; ++i) {
+    int fd = raw_session(s);
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(send_all(fd, header(32u << 20) + std::string(100, 'y')));
+    fds.push_back(fd);
+    conns.push_back(s.accept(5s));
+  }
+  long before = rss_kib();
+  for (auto& c : conns) {
+    std::error_code ec;
+    auto m = c.receive(20ms, ec);
+    EXPECT_EQ(ec, errc::timed_out) << ec.message();
+  }
+  long after = rss_kib();
+  std::printf("[ hostile ] %d blocking receives of announced 32 MiB messages: RSS %ld -> %ld KiB\n", n, before, after);
+  EXPECT_LT(after - before, 16 << 10);
+  // What did arrive is kept: the rest completes the message.
+  auto sender = std::async(std::launch::async, [fd = fds[0]] { return send_all(fd, std::string((32u << 20) - 100, 'z')); });
+  std::error_code ec;
+  auto m = conns[0].receive(10s, ec);
+  EXPECT_TRUE(sender.get());
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_EQ(m.size(), std::size_t(32u << 20));
+  EXPECT_EQ(static_cast<char>(m[0]), 'y');
+  EXPECT_EQ(static_cast<char>(m.back()), 'z');
+  for (int fd : fds) ::close(fd);
+}
+
+// A client that sends only flush frames and never reads the
+// acknowledgements: the server owes it at most max_queued_bytes worth of
+// them, stops reading it there, and keeps serving others.
+TEST_F(Hostile, AFlushFloodCostsAtMostTheQueuedCap) {
+  watchdog(120);
+  auto name = random_pipe("flood");
+  server_options o;
+  o.max_queued_bytes = 1 << 20;
+  server_process srv(name, o);
+  srv.start();
+  std::error_code ec;
+  std::string path = local_path(name, ec);
+  ASSERT_EQ(call(name, bytes("warm up"), 5s, ec).size(), 7u);
+  long before = srv.rss();
+  int fd = raw_session(path, raw_hello(name));
+  ASSERT_GE(fd, 0);
+  int rcv = 4096; // and a small receive buffer, so acknowledgements back up quickly
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
+  std::string flushes;
+  for (int i = 0; i < 8192; ++i) flushes += header(0, '\x02');
+  std::size_t sent = 0;
+  bool stopped = false;
+  auto until = std::chrono::steady_clock::now() + 20s;
+  while (!stopped && std::chrono::steady_clock::now() < until) {
+    std::size_t at = sent % flushes.size(); // a partial send leaves us mid-run: keep frames whole
+    ssize_t n = ::send(fd, flushes.data() + at, flushes.size() - at, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      sent += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (errno != EAGAIN) {
+      ADD_FAILURE() << "the server closed the connection: " << std::strerror(errno);
+      break;
+    }
+    pollfd pf{fd, POLLOUT, 0};
+    stopped = ::poll(&pf, 1, 1000) == 0; // a second without room: the server has stopped reading us
+  }
+  long after = srv.rss();
+  std::printf("[ hostile ] a client sent %zu MiB of flush frames without reading: server RSS %ld -> %ld KiB\n",
+              sent >> 20, before, after);
+  EXPECT_TRUE(stopped) << "the server kept reading a client that does not read its acknowledgements";
+  EXPECT_LT(after - before, 4 << 10) << "acknowledgements owed grew past the queued-bytes cap";
+  EXPECT_EQ(call(name, bytes("others are served"), 5s, ec).size(), 17u) << ec.message();
+  ::close(fd);
+  EXPECT_EQ(srv.stop(), 0);
+}
+
+// A hello declaring a receive limit below the protocol's floor is refused:
+// a byte pipe cuts replies into frames of the peer's limit.
+TEST_F(Hostile, AHelloWithATinyReceiveLimitIsRefused) {
+  auto name = random_pipe("tiny");
+  server_options o;
+  o.type = pipe_type::byte;
+  server s(name, o);
+  std::string hello = raw_hello(name);
+  hello[12] = 1; // max_message = 1
+  hello[13] = hello[14] = hello[15] = 0;
+  int fd = raw_connect(s.native_path());
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd, hello));
+  char reply[16];
+  ASSERT_EQ(::recv(fd, reply, 16, MSG_WAITALL), 16);
+  EXPECT_EQ(reply[5], 5) << "status protocol_error";
+  EXPECT_TRUE(closed_by_server(fd));
+  ::close(fd);
+}
+
+// What a byte-pipe reply queues for a client that does not read costs
+// about its payload, whatever limit the client claimed.
+TEST_F(Hostile, AQueuedByteReplyCostsAboutItsPayload) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  asio::io_context ctx;
+  auto work = asio::make_work_guard(ctx);
+  std::thread t([&] { ctx.run(); });
+  auto p = detail::async_pipe::create(ctx.get_executor());
+  detail::connection_params params;
+  params.type = pipe_type::byte;
+  params.mode = read_mode::byte;
+  params.peer_max_message = 1; // what a lying hello said before the floor
+  std::promise<std::size_t> queued;
+  const std::size_t payload = 4u << 20;
+  asio::dispatch(p->strand(), [&] {
+    std::error_code ec;
+    ASSERT_TRUE(p->adopt(sv[0], params, ec));
+    p->send({}, std::vector<std::byte>(payload), forever, {}, [](std::error_code, std::size_t) {});
+    queued.set_value(p->queued_bytes());
+  });
+  std::size_t q = queued.get_future().get();
+  std::printf("[ hostile ] a %zu-byte byte-pipe reply to a client claiming a 1-byte limit queues %zu bytes (%.3fx)\n",
+              payload, q, static_cast<double>(q) / payload);
+  EXPECT_LE(q, payload + payload / 10);
+  asio::dispatch(p->strand(), [p] { p->close(); });
+  work.reset();
+  ::close(sv[1]);
+  t.join();
+}
+
+// ---------------------------------------------------------- half-close
+
+// The client pipelines 16 requests, then shuts down its sending side and
+// reads: every request the server handed to a handler is answered.
+std::size_t replies_after_half_close(const std::string& path, const pipe_name& name, int requests) {
+  int fd = raw_connect(path);
+  if (fd < 0) return 0;
+  std::string out = raw_hello(name);
+  for (int i = 0; i < requests; ++i) out += raw_frame("request " + std::to_string(i));
+  send_all(fd, out);
+  ::shutdown(fd, SHUT_WR);
+  std::string in;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    in.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  if (in.size() < 16 || in[5] != 0) return 0;
+  std::size_t count = 0;
+  for (std::size_t pos = 16; pos + 5 <= in.size(); ++count) {
+    std::uint32_t len = 0;
+    for (int i = 0; i < 4; ++i) len |= static_cast<std::uint32_t>(static_cast<unsigned char>(in[pos + 1 + i])) << (8 * i);
+    pos += 5 + len;
+  }
+  return count;
+}
+
+TEST_F(Hostile, AHalfClosedClientGetsEveryReplyFromTheAsyncServer) {
+  auto name = random_pipe("half");
+  asio::io_context ctx;
+  auto work = asio::make_work_guard(ctx);
+  asio::thread_pool later(1);
+  async_server srv(ctx, name);
+  std::mutex mu;
+  std::vector<reply> held;
+  constexpr int n = 16;
+  srv.serve([&](request, reply rp) {
+    std::lock_guard lk(mu);
+    held.push_back(std::move(rp));
+    if (held.size() == n) // all handed out: answer them now, from elsewhere
+      asio::post(later, [&] {
+        std::lock_guard lk2(mu);
+        for (auto& r : held) r.send(std::string_view("reply"));
+        held.clear();
+      });
+  });
+  std::thread t([&] { ctx.run(); });
+  EXPECT_EQ(replies_after_half_close(srv.native_path(), name, n), std::size_t(n));
+  srv.stop(2s);
+  work.reset();
+  t.join();
+  later.join();
+}
+
+TEST_F(Hostile, AHalfClosedClientGetsEveryReplyFromTheBlockingServer) {
+  auto name = random_pipe("bhalf");
+  server s(name);
+  constexpr int n = 16;
+  auto client = std::async(std::launch::async, [&] { return replies_after_half_close(s.native_path(), name, n); });
+  auto c = s.accept(10s);
+  // One thread reads every request, up to the client's end of stream; only
+  // then are the replies written.
+  std::vector<std::string> requests;
+  for (;;) {
+    std::error_code ec;
+    auto m = c.receive(10s, ec);
+    if (ec) {
+      EXPECT_EQ(ec, errc::broken_pipe) << ec.message();
+      break;
+    }
+    requests.push_back(text(m));
+  }
+  EXPECT_EQ(requests.size(), std::size_t(n));
+  for (auto& r : requests) {
+    std::error_code ec;
+    c.write(bytes("re: " + r), 5s, ec);
+    EXPECT_FALSE(ec) << "a reply to a half-closed client: " << ec.message();
+  }
+  c.close();
+  EXPECT_EQ(client.get(), std::size_t(n));
+}
+
+// ------------------------------------------------------ fair admission
+
+// 2,000 connections that never say hello, held by one user (and reopened as
+// the server lets them go), do not lock out a client of another user.
+TEST_F(Hostile, SilentConnectionsOfOneUserDoNotLockOutAnother) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run the attacker as another user";
+  watchdog(180);
+  constexpr int silent = 2000;
+  auto name = random_pipe("fair");
+  signal_pipe holding, stop;
+  std::string path; // known before the fork: the child needs it
+  {
+    std::error_code ec;
+    path = local_path(name, ec);
+  }
+  gated_child attacker([&] {
+    if (!raise_fd_limit(silent + 64)) return 80;
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) return 81;
+    std::vector<int> fds;
+    for (int i = 0; i < silent; ++i) {
+      int fd = raw_connect(path);
+      if (fd < 0) return 82;
+      fds.push_back(fd);
+    }
+    holding.notify();
+    std::vector<pollfd> pf(fds.size());
+    for (;;) {
+      for (std::size_t i = 0; i < fds.size(); ++i) pf[i] = {fds[i], POLLIN, 0};
+      ::poll(pf.data(), pf.size(), 20);
+      for (std::size_t i = 0; i < fds.size(); ++i) {
+        if (!pf[i].revents) continue;
+        ::close(fds[i]); // let go (or answered): take another slot at once
+        int fd = raw_connect(path);
+        if (fd >= 0) fds[i] = fd;
+      }
+      if (stop.wait(0ms)) return 0;
+    }
+  });
+  server_options o;
+  o.access = access_policy::everyone();
+  asio::io_context ctx;
+  auto work = asio::make_work_guard(ctx);
+  async_server srv(ctx, name, o);
+  srv.serve([](request r) { return r.take(); });
+  std::thread t([&] { ctx.run(); });
+  attacker.start();
+  ASSERT_TRUE(holding.wait(60s)) << "the attacker could not open its connections";
+
+  std::vector<double> ms;
+  int failures = 0;
+  std::string first_failure;
+  for (int i = 0; i < 200; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    std::error_code ec;
+    auto r = call(name, bytes("legit"), 5s, ec);
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    if (ec || text(r) != "legit") {
+      if (!failures++) first_failure = ec.message() + " (" + last_error_detail() + ")";
+    }
+  }
+  int fds_now = open_fds();
+  stop.notify();
+  EXPECT_EQ(attacker.wait(), 0);
+  std::sort(ms.begin(), ms.end());
+  std::printf("[ hostile ] %d silent connections of uid 65534: 200 calls of uid 0, p50 %.2f ms, p99 %.2f ms, max %.2f ms; "
+              "server process fds %d\n",
+              silent, ms[100], ms[197], ms.back(), fds_now);
+  EXPECT_EQ(failures, 0) << first_failure;
+  EXPECT_LT(ms[197], 2000.0) << "p99 of the other user's calls";
+  EXPECT_LT(fds_now, 400) << "the server held on to the silent connections";
+  srv.stop(2s);
+  work.reset();
+  t.join();
+}
+
+} // namespace
