@@ -7,6 +7,8 @@
 #include "runtime/async_server.hpp"
 
 #include <asio/dispatch.hpp>
+#include <asio/execution/outstanding_work.hpp>
+#include <asio/prefer.hpp>
 
 #include <algorithm>
 #include <map>
@@ -178,11 +180,13 @@ void async_server_impl::abandon() noexcept {
   std::deque<accept_op> accepts;
   std::deque<std::shared_ptr<async_pipe>> ready;
   std::shared_ptr<request_handler> h;
+  asio::any_io_executor work;
   {
     std::lock_guard lk(mu_);
     accepts.swap(accepts_);
     ready.swap(ready_);
     h = std::move(handler_);
+    work = std::move(work_);
   }
   // destroyed here, outside the lock, without being invoked
 }
@@ -199,6 +203,13 @@ bool async_server_impl::open(const pipe_name& name, const server_options& opts, 
     }
   });
   if (!admission_) return false;
+  // An open server is outstanding work, as a pending async_accept is in
+  // Asio: ctx.run() keeps going until stop() or close(), so clients that
+  // come later are served.
+  {
+    std::lock_guard lk(mu_);
+    work_ = asio::prefer(ex_, asio::execution::outstanding_work.tracked);
+  }
   if (opts_.idle_timeout > timeout::zero()) asio::dispatch(sweep_strand_, [self = shared_from_this()] { self->arm_sweep(); });
   return true;
 }
@@ -412,9 +423,14 @@ void async_server_impl::stop(timeout grace, bool wait) {
     for (auto& p : all)
       asio::dispatch(p->strand(), [p] { p->close(make_error_code(errc::operation_aborted), "the server stopped"); });
   };
+  auto release_work = [&] {
+    std::lock_guard lk(mu_);
+    work_ = asio::any_io_executor();
+  };
   if (!wait) {
     drop_observer(); // no event after close() returns
     force_close();
+    release_work();
     return;
   }
   std::unique_lock lk(mu_);
@@ -428,6 +444,7 @@ void async_server_impl::stop(timeout grace, bool wait) {
   }
   lk.unlock();
   drop_observer(); // no event after stop() returns
+  release_work();
 }
 
 server_stats async_server_impl::stats() const {

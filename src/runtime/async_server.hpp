@@ -79,6 +79,7 @@ private:
   std::deque<std::shared_ptr<async_pipe>> ready_;
   std::deque<accept_op> accepts_;
   std::shared_ptr<request_handler> handler_;
+  asio::any_io_executor work_; // tracks outstanding work while open (under mu_)
   std::shared_mutex obs_mu_;
   std::function<void(const client_event&)> observer_; // under obs_mu_
   std::atomic<std::uint64_t> requests_{0};

@@ -253,6 +253,34 @@ INSTANTIATE_TEST_SUITE_P(Server, Styles,
 
 // ----------------------------------------------------------------- limits
 
+// The README's server, exactly as written: serve(), then run(). An open
+// server is outstanding work, so run() serves clients that come later and
+// returns only after stop().
+TEST_F(Async, ServeThenRunKeepsServingClientsThatComeLaterUntilStop) {
+  auto name = random_pipe("readme");
+  asio::io_context ctx; // no work guard: the server must be enough
+  npipe::async_server srv(ctx, name);
+  srv.serve([](npipe::request r) { return std::string("echo: ") + std::string(r.text()); });
+  std::atomic<bool> returned{false};
+  std::thread runner([&] {
+    ctx.run();
+    returned = true;
+  });
+  for (int i = 0; i < 3; ++i) {
+    // Clients arrive 200 ms apart: the gaps are the scenario (a server with
+    // no client for a while), not a synchronisation.
+    std::this_thread::sleep_for(200ms);
+    std::error_code ec;
+    auto r = call(name, bytes("client " + std::to_string(i)), 5s, ec);
+    EXPECT_FALSE(ec) << "client " << i << ": " << ec.message() << " (" << last_error_detail() << ")";
+    EXPECT_EQ(text(r), "echo: client " + std::to_string(i));
+    EXPECT_FALSE(returned.load()) << "run() returned while the server was open";
+  }
+  srv.stop(1s);
+  runner.join(); // returns now that the server is stopped
+  EXPECT_TRUE(returned.load());
+}
+
 TEST_F(Async, InFlightCapHoldsAgainstAPipeliningClient) {
   run_threads();
   auto name = random_pipe();
