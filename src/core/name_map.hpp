@@ -2,7 +2,9 @@
 #pragma once
 // The stable mapping from a local pipe name to a socket file (Linux). Pure code.
 //
-//   folded = NAME with ASCII A-Z folded to a-z   (names are case-insensitive)
+//   folded = folded_name(): NAME with Unicode simple case folding, as UTF-8
+//            (names are case-insensitive; its length in bytes can differ
+//            from NAME's, and only an all-ASCII folding can map directly)
 //   file   = folded            if it is only [a-z0-9._+@=,{}-], does not start
 //                              with '.', and DIR/file fits in sun_path (107 bytes)
 //          = "#" + 16 hex digits of FNV-1a-64(folded)   otherwise

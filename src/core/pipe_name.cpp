@@ -2,6 +2,7 @@
 #include <npipe/error.hpp>
 #include <npipe/pipe_name.hpp>
 
+#include "core/case_fold.hpp"
 #include "core/utf8.hpp"
 
 #include <charconv>
@@ -117,11 +118,7 @@ pipe_name pipe_name::parse(std::string_view text, std::error_code& ec) {
   return out;
 }
 
-std::string pipe_name::folded_name() const {
-  std::string s = name_;
-  for (auto& c : s) c = fold(c);
-  return s;
-}
+std::string pipe_name::folded_name() const { return detail::case_fold_utf8(name_); }
 
 std::string pipe_name::str() const {
   std::string s = "\\\\";
@@ -140,7 +137,7 @@ std::string pipe_name::str() const {
 }
 
 bool operator==(const pipe_name& a, const pipe_name& b) noexcept {
-  return a.port_ == b.port_ && iequals(a.host_, b.host_) && iequals(a.name_, b.name_);
+  return a.port_ == b.port_ && iequals(a.host_, b.host_) && detail::case_fold_equal(a.name_, b.name_);
 }
 
 } // namespace npipe

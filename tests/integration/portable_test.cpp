@@ -533,6 +533,44 @@ TEST_P(Portable, NamesAreCaseInsensitiveAndLongNamesWork) {
 #endif
 }
 
+// Names compare by Unicode simple case folding (README, "Names on Linux").
+// On Windows the system matches a client's name to a server's by its own
+// uppercase table, one to one and for UTF-16 units: it agrees with the
+// folding for case pairs in the BMP, but not for a character that only folds
+// to a letter (KELVIN SIGN, ẞ, final sigma), nor outside the BMP.
+TEST_P(Portable, NamesAreCaseInsensitiveAcrossUnicode) {
+#ifdef _WIN32
+  constexpr bool windows = true;
+#else
+  constexpr bool windows = false;
+#endif
+  const std::string suffix = "-" + random_name();
+  // What a client spelling `client` gets from a server opened as `server`.
+  auto reach = [&](const std::string& server, const std::string& client) -> std::string {
+    echo_thread echo(pipe_name(server + suffix), sopts());
+    std::error_code ec;
+    auto c = open(pipe_name(client + suffix), 5s, ec);
+    if (!ec) c.write("hello", ec);
+    std::string echoed = ec ? std::string() : c.receive_string(5s, ec);
+    if (ec) return ec == errc::not_found ? "not_found" : ec.message();
+    return echoed == "hello" ? "found" : "echoed " + echoed;
+  };
+  EXPECT_EQ(reach("ÜNÏCØDÉ", "ünïcødé"), "found");
+  EXPECT_EQ(reach("ünïcødé", "ÜNÏCØDÉ"), "found");
+  EXPECT_EQ(reach("ПРИВЕТ", "привет"), "found");
+  EXPECT_EQ(reach("ΣΊΣΥΦΟΣ", "σίσυφοσ"), "found");
+  EXPECT_EQ(reach("\u023A", "\u2C65"), "found") << "2 bytes, folded 3";
+  EXPECT_EQ(reach("straße", "strasse"), "not_found") << "simple folding: one character to one";
+  EXPECT_EQ(reach("ü", "u"), "not_found");
+  // Where Windows' comparison differs from the folding (README, docs/decisions.md).
+  const std::string linux_only = windows ? "not_found" : "found";
+  EXPECT_EQ(reach("\u212A", "k"), linux_only) << "KELVIN SIGN";
+  EXPECT_EQ(reach("\u212A", "K"), linux_only) << "KELVIN SIGN";
+  EXPECT_EQ(reach("STRA\u1E9EE", "straße"), linux_only) << "capital sharp s";
+  EXPECT_EQ(reach("ΣΊΣΥΦΟΣ", "σίσυφος"), linux_only) << "final sigma";
+  EXPECT_EQ(reach("\U00010400", "\U00010428"), linux_only) << "Deseret, outside the BMP";
+}
+
 TEST(PortableLimits, ServerOptionsAreValidated) {
   server_options o;
   o.max_instances = 0;

@@ -45,6 +45,31 @@ TEST(NameMap, MappingIsStable) {
   EXPECT_EQ(path("/d", "with space"), "/d/#2fa3977cadeceaa7");
 }
 
+TEST(NameMap, NonAsciiNamesHashTheirUnicodeFolding) {
+  auto lower = path("/d", "ünïcødé");
+  EXPECT_EQ(lower.substr(0, 4), "/d/#");
+  EXPECT_EQ(path("/d", "ÜNÏCØDÉ"), lower) << "one socket file for every spelling";
+  EXPECT_EQ(path("/d", "ÜnÏcØdÉ"), lower);
+  EXPECT_EQ(lower, path("/d", "\\\\.\\pipe\\ünïcødé"));
+  EXPECT_EQ(path("/d", "ΣΊΣΥΦΟΣ"), path("/d", "σίσυφος"));
+  EXPECT_EQ(path("/d", "STRA\u1E9EE"), path("/d", "straße"));
+  EXPECT_NE(path("/d", "straße"), path("/d", "strasse"));
+  EXPECT_EQ(path("/d", "\u023A x"), path("/d", "\u2C65 x")) << "the folding is 1 byte longer";
+  // Stable (documented in the README): FNV-1a-64 of the folded UTF-8.
+  EXPECT_EQ(npipe::detail::fnv1a64("ünïcødé"), 0x7fe9369f83b596a0ull);
+  EXPECT_EQ(lower, "/d/#7fe9369f83b596a0");
+}
+
+TEST(NameMap, NamesThatFoldToTheDirectSetMapDirectly) {
+  EXPECT_EQ(path("/d", "\u212Aelvin"), "/d/kelvin") << "KELVIN SIGN folds to ASCII k";
+  EXPECT_EQ(path("/d", "\u212Aelvin"), path("/d", "KELVIN"));
+  // 90 three-byte KELVIN SIGNs (270 bytes) fold to 90 bytes: short enough to map directly.
+  std::string kelvins;
+  for (int i = 0; i < 90; ++i)
+    kelvins += "\u212A";
+  EXPECT_EQ(path("/d", kelvins), "/d/" + std::string(90, 'k'));
+}
+
 TEST(NameMap, DirectoryTooLongIsAnError) {
   std::error_code ec;
   socket_path(std::string(100, 'd'), pipe_name("x y"), ec);

@@ -39,6 +39,48 @@ TEST(PipeName, CaseInsensitiveLikeWindows) {
   EXPECT_FALSE(ok("a") == ok("b"));
 }
 
+TEST(PipeName, CaseInsensitiveAcrossUnicodeBySimpleFolding) {
+  EXPECT_EQ(ok("ÜNÏCØDÉ"), ok("ünïcødé"));
+  EXPECT_EQ(ok("ÜNÏCØDÉ").folded_name(), "ünïcødé");
+  EXPECT_EQ(ok("ÜNÏCØDÉ").name(), "ÜNÏCØDÉ") << "the spelling is kept";
+  EXPECT_EQ(ok("\\\\.\\pipe\\ПРИВЕТ"), ok("привет"));
+  EXPECT_EQ(ok("ΣΊΣΥΦΟΣ"), ok("σίσυφος")) << "final sigma folds to sigma";
+  EXPECT_EQ(ok("ΣΊΣΥΦΟΣ").folded_name(), "σίσυφοσ");
+  EXPECT_EQ(ok("\U00010400x"), ok("\U00010428X")) << "Deseret, 4-byte characters";
+  // Where simple folding and Windows' uppercase comparison differ (README).
+  EXPECT_EQ(ok("\u212Aelvin"), ok("kelvin")) << "KELVIN SIGN folds to k";
+  EXPECT_EQ(ok("\u212Aelvin").folded_name(), "kelvin");
+  EXPECT_EQ(ok("STRA\u1E9EE"), ok("straße")) << "capital sharp s folds to ß";
+  // Simple folding: one character to one, no Turkic rules.
+  EXPECT_FALSE(ok("straße") == ok("strasse"));
+  EXPECT_FALSE(ok("I") == ok("ı"));
+  EXPECT_FALSE(ok("\u0130") == ok("i"));
+  EXPECT_FALSE(ok("ü") == ok("u"));
+  EXPECT_FALSE(ok("ünïcødé") == ok("ünïcødé2"));
+  // The host stays an ASCII name compared without case; the NAME is folded on remote names too.
+  EXPECT_EQ(ok("\\\\Server1\\pipe\\ÜNÏ"), ok("\\\\server1\\pipe\\ünï"));
+  EXPECT_FALSE(ok("\\\\server1\\pipe\\ünï") == ok("ünï"));
+}
+
+TEST(PipeName, FoldingCanChangeTheByteLength) {
+  // U+023A is 2 bytes, its folding U+2C65 is 3: limits are in characters.
+  std::string upper, lower;
+  for (std::size_t i = 0; i < pipe_name::max_name_chars; ++i) {
+    upper += "\u023A";
+    lower += "\u2C65";
+  }
+  auto n = ok(upper);
+  EXPECT_EQ(n.name().size(), 512u);
+  EXPECT_EQ(n.folded_name(), lower);
+  EXPECT_EQ(n.folded_name().size(), 768u);
+  EXPECT_EQ(n, ok(lower));
+  EXPECT_FALSE(n == ok(lower.substr(3)));
+  std::string deseret;
+  for (std::size_t i = 0; i < pipe_name::max_name_chars; ++i)
+    deseret += "\U00010400";
+  EXPECT_EQ(ok(deseret).folded_name().size(), 1024u) << "the longest name folds within the hello's 1024 bytes";
+}
+
 TEST(PipeName, RemoteForms) {
   auto h = ok("\\\\server1\\pipe\\svc");
   EXPECT_FALSE(h.is_local());
