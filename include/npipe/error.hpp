@@ -18,6 +18,19 @@
 ///
 /// Errors that carry an OS code also compare equal to the matching generic
 /// condition (`ec == std::errc::connection_refused`).
+///
+/// What the texts say, one rule everywhere:
+/// - `ec.message()` of a code that carries an OS code is the condition in a
+///   few words and the OS's own message ("not found [OS error 2: No such
+///   file or directory]"): the same condition comes from pipes, key files
+///   and TCP ports, so no advice about pipes is added to it.
+/// - `ec.message()` of a code without one (npipe found the condition
+///   itself) is the condition's generic advice ("all instances of the pipe
+///   are busy; wait with a timeout or ...").
+/// - last_error_detail() names the specific cause where npipe knows it: the
+///   path, port, peer, user or limit involved, and for TLS which side
+///   refused and why. Print it in preference to the generic advice, with the
+///   OS's message when there is one; `npipe` does exactly that.
 
 #include <string>
 #include <system_error>
@@ -78,6 +91,8 @@ struct std::is_error_condition_enum<npipe::errc> : std::true_type {};
 namespace npipe {
 /// Specifics (paths, pids, uids, limits) about the most recent error npipe
 /// reported on this thread, e.g. "pipe directory /tmp/.npipe is owned by uid
-/// 1000". Empty if there are none. Throwing overloads include it in what().
+/// 1000", or for TLS "the gateway at 192.0.2.10:4455 refused the TLS
+/// handshake: this end's certificate has expired (...)". Empty if there are
+/// none. Throwing overloads include it in what().
 std::string last_error_detail();
 } // namespace npipe

@@ -24,17 +24,31 @@ std::string pipe_directory(std::string_view override_dir = {});
 /// On Windows: the `\\.\pipe\NAME` path.
 std::string local_path(const pipe_name& name, std::error_code& ec, std::string_view override_dir = {});
 
+/// What list_local_pipes() found behind a socket file.
+enum class local_pipe_state : unsigned char {
+  live,                ///< a server listens and accepted a probe connection from this user
+  live_not_accessible, ///< a server listens, but the file's permissions refuse this user (a probe gets EACCES)
+  stale,               ///< nobody listens: left by a server that ended without removing it
+  unknown,             ///< the probe failed for another reason, or liveness cannot be seen from here
+};
+
 /// One entry of list_local_pipes().
 struct local_pipe_info {
   std::string file;      ///< file name in the pipe directory (the folded NAME, or "#hash" for hashed names)
   std::string path;      ///< full socket path
   long owner_uid = -1;   ///< owner of the socket file
-  bool live = false;     ///< a server accepted a probe connection
+  /// A server listens (state is live or live_not_accessible). Kept for
+  /// callers that only ask whether a name is taken.
+  bool live = false;
+  local_pipe_state state = local_pipe_state::unknown;
 };
 
 /// The pipes in a pipe directory (Linux: each socket is probed with a
-/// connection attempt that sends nothing). On Windows: every named pipe on
-/// the machine (`\\.\pipe\*`), npipe's or not.
+/// connection attempt that sends nothing; a socket this user may not connect
+/// to is looked up among the machine's listening Unix sockets, so that a live
+/// pipe of another user is not taken for a stale one). A missing directory is
+/// an empty list. On Windows: every named pipe on the machine
+/// (`\\.\pipe\*`), npipe's or not, all live.
 std::vector<local_pipe_info> list_local_pipes(std::error_code& ec, std::string_view override_dir = {});
 
 } // namespace npipe

@@ -13,6 +13,8 @@ constexpr int errc_mask = (1 << errc_bits) - 1;
 errc errc_part(int value) noexcept { return static_cast<errc>(value & errc_mask); }
 int os_part(int value) noexcept { return value >> errc_bits; }
 
+// What to do about a condition npipe itself found (a code without an OS
+// error). Each text has to hold wherever npipe reports the condition bare.
 const char* advice(errc e) noexcept {
   switch (e) {
   case errc::ok: return "success";
@@ -22,8 +24,8 @@ const char* advice(errc e) noexcept {
   case errc::timed_out: return "timed out: the deadline passed before the peer answered or an instance became free";
   case errc::message_too_large: return "the message is larger than the receiver's limit; raise max_message_size or split the message";
   case errc::name_in_use: return "another live server owns this pipe name; stop it or choose another name";
-  case errc::access_denied: return "access denied: the server's access policy or file permissions refuse this user";
-  case errc::broken_pipe: return "the pipe was closed by the other end";
+  case errc::access_denied: return "access denied: the server's access policy, a file's permissions or the TLS peer refused";
+  case errc::broken_pipe: return "the other end closed the connection";
   case errc::protocol_error: return "protocol error: the peer sent data that is not npipe's protocol (wrong program or version?)";
   case errc::invalid_name: return "invalid pipe name; use \\\\.\\pipe\\NAME with a NAME of 1-256 characters and no '\\' or '/'";
   case errc::invalid_argument: return "invalid argument";
@@ -37,18 +39,46 @@ const char* advice(errc e) noexcept {
   return "unknown npipe error";
 }
 
+// The condition in a few words, for codes that carry an OS error: the OS
+// says what happened, and the advice above may not fit (ENOENT on a key
+// file is not "no server is listening"; EADDRINUSE on a TCP port is not a
+// pipe name in use).
+const char* short_name(errc e) noexcept {
+  switch (e) {
+  case errc::ok: return "success";
+  case errc::not_found: return "not found";
+  case errc::pipe_busy: return "pipe busy";
+  case errc::more_data: return "more data";
+  case errc::timed_out: return "timed out";
+  case errc::message_too_large: return "message too large";
+  case errc::name_in_use: return "in use";
+  case errc::access_denied: return "access denied";
+  case errc::broken_pipe: return "connection closed";
+  case errc::protocol_error: return "protocol error";
+  case errc::invalid_name: return "invalid name";
+  case errc::invalid_argument: return "invalid argument";
+  case errc::not_connected: return "not connected";
+  case errc::operation_aborted: return "aborted";
+  case errc::invalid_state: return "invalid state";
+  case errc::unsafe_directory: return "unsafe directory";
+  case errc::not_supported: return "not supported";
+  case errc::system_error: return "system error";
+  }
+  return "unknown npipe error";
+}
+
 class npipe_category final : public std::error_category {
 public:
   const char* name() const noexcept override { return "npipe"; }
   std::string message(int value) const override {
-    std::string m = advice(errc_part(value));
-    if (int os = os_part(value); os != 0) {
-      m += " [OS error ";
-      m += std::to_string(os);
-      m += ": ";
-      m += std::system_category().message(os);
-      m += "]";
-    }
+    int os = os_part(value);
+    if (os == 0) return advice(errc_part(value));
+    std::string m = short_name(errc_part(value));
+    m += " [OS error ";
+    m += std::to_string(os);
+    m += ": ";
+    m += std::system_category().message(os);
+    m += "]";
     return m;
   }
   std::error_condition default_error_condition(int value) const noexcept override {

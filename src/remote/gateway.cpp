@@ -506,6 +506,12 @@ std::vector<psk_key> load_psk_file(const std::string& path, std::error_code& ec)
     return {};
   }
   std::ifstream in(path);
+  if (S_ISDIR(st.st_mode) || !in) { // a directory, or not readable by this user
+    int e = S_ISDIR(st.st_mode) ? EISDIR : errno;
+    detail::set_error_detail("cannot read the PSK file " + path);
+    ec = detail::errno_error(e);
+    return {};
+  }
   std::vector<psk_key> out;
   std::string line;
   int no = 0;

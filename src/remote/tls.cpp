@@ -283,6 +283,48 @@ bool peer_identity_of(SSL* ssl, const context& ctx, std::string& who, std::error
   return true;
 }
 
+namespace {
+
+// The peer's alert (an OpenSSL reason of SSL_AD_REASON_OFFSET + the alert),
+// said as what the peer refused and why, from what this end offered.
+// Empty for reasons that are not an alert.
+std::string refusal(SSL* ssl, int reason, const std::string& peer, const std::string& text) {
+  if (reason < SSL_AD_REASON_OFFSET) return {};
+  const context* c = context_of(ssl);
+  bool client = !SSL_is_server(ssl);
+  const psk_key* offered = client && c && !c->options().psk.empty() ? &c->options().psk.front() : nullptr;
+  std::string why;
+  switch (reason) {
+  case SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED:
+    why = "it requires a client certificate (or a pre-shared key it knows) and none was given";
+    break;
+  case SSL_R_TLSV1_ALERT_UNKNOWN_CA: why = "this end's certificate is not signed by a CA it trusts"; break;
+  case SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED: why = "this end's certificate has expired"; break;
+  case SSL_R_SSLV3_ALERT_CERTIFICATE_REVOKED: why = "this end's certificate is revoked"; break;
+  case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
+  case SSL_R_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE:
+  case SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN: why = "it cannot accept this end's certificate"; break;
+  case SSL_R_SSLV3_ALERT_ILLEGAL_PARAMETER:
+  case SSL_R_TLSV1_ALERT_DECRYPT_ERROR:
+    // A PSK binder that does not verify is answered with illegal_parameter.
+    if (offered)
+      why = "its pre-shared key for identity '" + offered->identity + "' differs from this end's (use the same key "
+            "file on both ends)";
+    break;
+  case SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE:
+    why = offered ? "it accepts neither the pre-shared key identity '" + offered->identity + "' nor a certificate"
+                  : "it found no credentials or parameters it accepts";
+    break;
+  case SSL_R_TLSV1_ALERT_ACCESS_DENIED: why = "it denies access"; break;
+  default: break;
+  }
+  std::string out = peer + " refused the TLS handshake";
+  if (!why.empty()) out += ": " + why;
+  return out + " (TLS: " + text + ")";
+}
+
+} // namespace
+
 std::error_code handshake_error(SSL* ssl, int ret, const std::string& peer) {
   int err = SSL_get_error(ssl, ret);
   int sys = errno;
@@ -291,8 +333,24 @@ std::error_code handshake_error(SSL* ssl, int ret, const std::string& peer) {
   long verify = SSL_get_verify_result(ssl);
   std::string text = last_error_text("");
   if (reason == SSL_R_CERTIFICATE_VERIFY_FAILED && verify != X509_V_OK) {
-    set_error_detail("the certificate of " + peer + " failed verification: " +
-                     X509_verify_cert_error_string(verify));
+    std::string why = X509_verify_cert_error_string(verify);
+    const context* c = context_of(ssl);
+    if (!SSL_is_server(ssl) && c && !c->options().psk.empty()) {
+      // A server that accepts the offered identity sends no certificate.
+      set_error_detail(peer + " does not know the pre-shared key identity '" + c->options().psk.front().identity +
+                       "' and presented a certificate instead, which failed verification: " + why +
+                       (c->options().ca_file.empty() ? " (no CA is configured to verify it)" : ""));
+      return make_error_code(errc::access_denied);
+    }
+    switch (verify) {
+    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE: why += " (it is not signed by the CA this end trusts)"; break;
+    default: break;
+    }
+    set_error_detail("the certificate of " + peer + " failed verification: " + why);
     return make_error_code(errc::access_denied);
   }
   switch (reason) {
@@ -313,7 +371,8 @@ std::error_code handshake_error(SSL* ssl, int ret, const std::string& peer) {
     return make_error_code(errc::broken_pipe, err == SSL_ERROR_SYSCALL ? sys : 0);
   }
   if (err == SSL_ERROR_SYSCALL && text.empty()) return errno_error(sys);
-  set_error_detail("TLS with " + peer + " failed: " + (text.empty() ? "no reason given" : text));
+  if (auto r = refusal(ssl, reason, peer, text); !r.empty()) set_error_detail(r);
+  else set_error_detail("TLS with " + peer + " failed: " + (text.empty() ? "no reason given" : text));
   return make_error_code(errc::access_denied);
 }
 
@@ -329,11 +388,11 @@ bool session_failure(SSL* ssl, int ret, const std::string& peer, std::error_code
   }
   // An alert from the peer after our handshake finished (TLS 1.3 checks the
   // client's certificate then): say what it refused.
+  int reason = ERR_GET_REASON(first);
   std::string text = last_error_text();
-  bool alert = text.find("alert") != std::string::npos;
-  if (alert) set_error_detail(peer + " refused this connection's TLS credentials (" + text + ")");
-  else set_error_detail("TLS with " + peer + " failed: " + text);
-  ec = make_error_code(alert ? errc::access_denied : errc::protocol_error);
+  std::string r = refusal(ssl, reason, peer, text);
+  set_error_detail(r.empty() ? "TLS with " + peer + " failed: " + text : r);
+  ec = make_error_code(r.empty() ? errc::protocol_error : errc::access_denied);
   return true;
 }
 

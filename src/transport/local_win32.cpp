@@ -42,6 +42,7 @@ std::vector<local_pipe_info> list_local_pipes(std::error_code& ec, std::string_v
     info.file = detail::narrow_name(fd.cFileName);
     info.path = "\\\\.\\pipe\\" + info.file;
     info.live = true; // a pipe name exists only while its server does
+    info.state = local_pipe_state::live;
     out.push_back(std::move(info));
   } while (::FindNextFileW(f, &fd));
   ::FindClose(f);

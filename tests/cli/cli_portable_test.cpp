@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -81,6 +82,45 @@ TEST_F(CliEverywhere, BadNamesAndUsageAreExitCode2) {
   EXPECT_NE(r.err.find("is not a pipe name"), std::string::npos) << r.err;
   r = run({cli, "no-such-command"});
   EXPECT_NE(r.exit_code, 0);
+}
+
+TEST_F(CliEverywhere, UsageErrorsExitTwoWithOneLineAndHelpIsNotAnError) {
+  auto n = random_name("clip");
+  std::vector<std::vector<std::string>> cases = {
+      {"no-such-command"}, {}, {"send"}, {"send", n, "x", "--timeout", "-1"}, {"call", n, "x", "--file", "f.bin"},
+      {"send", n, "x", "--nope"}, {"serve", n, "--grace", "-1"}, {"serve", n, "--idle-timeout", "-1"},
+      {"serve", n, "--max-queued", "-1"}, {"serve", n, "--threads", "0"}, {"bench", n, "--size", "-1"},
+      {"bench", n, "--seconds", "-1"}};
+  for (auto& args : cases) {
+    std::vector<std::string> argv{cli};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto r = run(argv, {}, 10s);
+    std::string err = lf(r.err), shown;
+    for (auto& a : args) shown += " " + a;
+    EXPECT_EQ(r.exit_code, 2) << shown << ": " << err;
+    EXPECT_EQ(err.rfind("npipe: ", 0), 0u) << shown << ": " << err;
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << shown << ": " << err;
+  }
+  EXPECT_EQ(run({cli, "--version"}).exit_code, 0);
+  EXPECT_EQ(run({cli, "send", "--help"}).exit_code, 0);
+}
+
+TEST_F(CliEverywhere, CallOnABytePipeWithALargeMessageEchoesItAll) {
+  std::string data;
+  for (int i = 0; i < (4 << 20); ++i) data += static_cast<char>((i * 131) >> 3);
+  auto file = std::filesystem::temp_directory_path() / (random_name("clip") + ".bin");
+  std::ofstream(file, std::ios::binary).write(data.data(), static_cast<std::streamsize>(data.size()));
+  auto name = random_name("clip");
+  process server({cli, "serve", "--type", "byte", "--echo", "-q", name});
+  auto small = run_when_served({cli, "send", name, "hi"});
+  EXPECT_EQ(lf(small.out), "Response received: [hi]\n") << small.err;
+  auto r = run({cli, "call", name, "--file", file.string(), "--timeout", "30000"}, {}, 60s);
+  std::filesystem::remove(file);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.size(), data.size());
+  EXPECT_TRUE(r.out == data) << "the whole echo, byte for byte";
+  server.kill();
+  server.wait();
 }
 
 TEST_F(CliEverywhere, HelpOnEverySubcommand) {
