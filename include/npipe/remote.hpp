@@ -57,12 +57,26 @@ struct gateway_options {
   /// TCP connect to forwarded hello: a client slower than this is dropped
   /// before it reaches any pipe.
   timeout handshake_timeout = defaults::handshake_timeout;
+  /// TCP connect to a finished TLS handshake (on a plaintext gateway: to a
+  /// whole hello): an unauthenticated connection slower than this is dropped.
+  timeout auth_timeout{3'000};
+  /// Most connections that have not authenticated yet (not through TLS, or
+  /// on a plaintext gateway not through their hello), from all addresses.
+  /// When a new one comes and every slot is taken, the oldest
+  /// unauthenticated connection of the address holding the most slots is
+  /// dropped: nobody can lock the port without credentials.
+  unsigned max_unauthenticated = 64;
+  /// The same per source address (IPv4 address, or IPv6 /64 network); past
+  /// it that address's oldest unauthenticated connection is dropped.
+  unsigned max_unauthenticated_per_address = 16;
   /// A relayed connection with no bytes in either direction for this long is
   /// closed, counted from the server's answer (a client waiting for a busy
   /// pipe is not idle). TCP keepalive also detects vanished hosts. forever
   /// keeps them.
   timeout idle_timeout{300'000};
-  /// Most remote clients at once; more are closed at once.
+  /// Most authenticated remote clients at once; the next one is told the
+  /// pipe is busy (over TLS) and closed at once. Unauthenticated connections
+  /// have their own, smaller budget (max_unauthenticated).
   unsigned max_connections = defaults::max_connections;
   /// I/O threads relaying bytes.
   unsigned threads = 2;
@@ -70,22 +84,30 @@ struct gateway_options {
   std::string pipe_dir;
 };
 
-/// What a gateway has done so far.
+/// What a gateway has done so far. Every connection taken ends up in
+/// exactly one of dropped, tls_failed, refused and relayed (a relayed one
+/// later also in closed), so once the gateway is quiet:
+/// accepted == dropped + tls_failed + refused + relayed and closed == relayed.
 struct gateway_stats {
   std::uint64_t accepted = 0;    ///< TCP connections taken
-  std::uint64_t tls_failed = 0;  ///< dropped in the TLS handshake (bad or missing credentials, not TLS, timeout)
-  std::uint64_t refused = 0;     ///< completed TLS but not relayed (not exported, bad hello, no server)
-  std::uint64_t relayed = 0;     ///< relayed to a local pipe
+  std::uint64_t dropped = 0;     ///< let go before authenticating, for a newer one (the unauthenticated caps)
+  std::uint64_t tls_failed = 0;  ///< ended before or in the TLS handshake (bad or missing credentials, not TLS,
+                                 ///< timeout, left)
+  std::uint64_t refused = 0;     ///< authenticated but not relayed (not exported, bad hello, no server, the
+                                 ///< server's refusal, over max_connections)
+  std::uint64_t relayed = 0;     ///< accepted by a local pipe's server and relayed to it
+  std::uint64_t closed = 0;      ///< relayed connections that have ended
   unsigned active = 0;           ///< connections open now
 };
 
 /// One thing that happened to a remote client (see gateway::on_event).
 struct gateway_event {
   enum class kind : std::uint8_t {
-    relayed,    ///< authenticated, asked for an exported pipe, handed to its server
-    refused,    ///< authenticated but not relayed (not exported, no server, bad hello, over a cap)
-    tls_failed, ///< dropped before or during the TLS handshake
+    relayed,    ///< authenticated, asked for an exported pipe, accepted by its server
+    refused,    ///< authenticated but not relayed (not exported, no server, the server refused, bad hello, over a cap)
+    tls_failed, ///< ended before or during the TLS handshake
     closed,     ///< a relayed connection ended
+    dropped,    ///< an unauthenticated connection let go for a newer one (max_unauthenticated...)
   };
   kind what = kind::relayed;
   std::string address; ///< the client's, "192.0.2.7:50123" or "[2001:db8::1]:50123"

@@ -25,6 +25,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
+#include <map>
 #include <mutex>
 #include <fstream>
 #include <thread>
@@ -44,13 +46,15 @@ constexpr std::size_t max_hello_bytes =
 
 } // namespace
 
+class gateway_session;
+
 // What every session needs from its gateway; sessions keep it alive.
 struct gateway_shared {
   gateway_options opts;
   std::shared_ptr<tls::context> tls;
   bool export_all = false;
   std::vector<std::string> exports; // folded
-  std::atomic<std::uint64_t> accepted{0}, tls_failed{0}, refused{0}, relayed{0};
+  std::atomic<std::uint64_t> accepted{0}, dropped{0}, tls_failed{0}, refused{0}, relayed{0}, closed{0};
   std::atomic<unsigned> active{0};
 
   std::mutex ev_mu;
@@ -64,45 +68,215 @@ struct gateway_shared {
   bool exported(const pipe_name& n) const {
     return export_all || std::find(exports.begin(), exports.end(), n.folded_name()) != exports.end();
   }
+
+  // Admission. Connections that have not authenticated are few and cheap to
+  // drop; authenticated ones have their own budget (max_connections).
+  struct unauthenticated {
+    std::string key; // source address, or IPv6 /64
+    std::weak_ptr<gateway_session> session;
+    bool talking = false; // has sent its first byte (its TLS handshake has begun)
+  };
+  std::mutex adm_mu;
+  std::map<std::uint64_t, unauthenticated> unauth; // by accept order
+  std::map<std::string, unsigned> unauth_per_key;
+  unsigned authenticated = 0;
+  std::uint64_t next_seq = 0;
+
+  /// A new unauthenticated connection from `key`: registers it and returns
+  /// the one to drop for it, if a cap is reached.
+  std::shared_ptr<gateway_session> admit(std::uint64_t& seq, const std::string& key,
+                                         const std::shared_ptr<gateway_session>& s) {
+    std::lock_guard lk(adm_mu);
+    std::string victim_key;
+    unsigned& mine = unauth_per_key[key];
+    if (mine >= opts.max_unauthenticated_per_address) {
+      victim_key = key;
+    } else if (unauth.size() >= opts.max_unauthenticated) {
+      victim_key = key;
+      unsigned most = mine;
+      for (auto& [k, n] : unauth_per_key)
+        if (n > most) {
+          most = n;
+          victim_key = k;
+        }
+    }
+    std::shared_ptr<gateway_session> victim;
+    if (!victim_key.empty()) {
+      // The oldest of that address that has said nothing yet: it can be
+      // told, in plaintext, to try again. When that address is the
+      // newcomer's own and all its others are in their TLS handshake, the
+      // newcomer itself is told (a burst from one host is slowed, not cut);
+      // another address's oldest goes even mid-handshake (it holds the most).
+      auto pick = unauth.end(), oldest = unauth.end();
+      for (auto it = unauth.begin(); it != unauth.end(); ++it) {
+        if (it->second.key != victim_key) continue;
+        if (oldest == unauth.end()) oldest = it;
+        if (!it->second.talking) {
+          pick = it;
+          break;
+        }
+      }
+      if (pick == unauth.end() && victim_key != key) pick = oldest;
+      if (pick == unauth.end()) {
+        seq = 0; // the newcomer: not registered, dropped at once
+        return s;
+      }
+      victim = pick->second.session.lock();
+      forget(pick);
+    }
+    seq = ++next_seq;
+    unauth[seq] = {key, s};
+    ++unauth_per_key[key];
+    return victim;
+  }
+  void forget(std::map<std::uint64_t, unauthenticated>::iterator it) {
+    if (auto k = unauth_per_key.find(it->second.key); k != unauth_per_key.end() && --k->second == 0)
+      unauth_per_key.erase(k);
+    unauth.erase(it);
+  }
+  /// The connection `seq` has sent its first byte; false if it was chosen
+  /// to be dropped a moment ago (its drop, which tells it so, is on its way).
+  bool talking(std::uint64_t seq) {
+    std::lock_guard lk(adm_mu);
+    auto it = unauth.find(seq);
+    if (it == unauth.end()) return false;
+    it->second.talking = true;
+    return true;
+  }
+  std::atomic<unsigned> lingering{0}; // dropped connections still being told why
+  enum class graduation { ok, dropped, full };
+  /// The connection `seq` has authenticated: it leaves the unauthenticated
+  /// budget for the authenticated one (unless it was chosen to be dropped).
+  graduation graduate(std::uint64_t seq) {
+    std::lock_guard lk(adm_mu);
+    auto it = unauth.find(seq);
+    if (it == unauth.end()) return graduation::dropped;
+    forget(it);
+    if (authenticated >= opts.max_connections) return graduation::full;
+    ++authenticated;
+    return graduation::ok;
+  }
+  void leave(std::uint64_t seq, bool graduated) {
+    std::lock_guard lk(adm_mu);
+    if (graduated) --authenticated;
+    else if (auto it = unauth.find(seq); it != unauth.end()) forget(it);
+  }
 };
 
 namespace {
 
+// Rate limits count IPv6 clients by their /64 network (one host's usual
+// allocation), IPv4 (and IPv4-mapped IPv6) clients by their address.
+std::string address_key(const tcp::endpoint& ep) {
+  auto a = ep.address();
+  if (a.is_v6() && a.to_v6().is_v4_mapped()) a = asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
+  if (a.is_v4()) return a.to_string();
+  auto b = a.to_v6().to_bytes();
+  std::string k = "v6:";
+  static constexpr char hex[] = "0123456789abcdef";
+  for (int i = 0; i < 8; ++i) {
+    k += hex[b[static_cast<std::size_t>(i)] >> 4];
+    k += hex[b[static_cast<std::size_t>(i)] & 15];
+  }
+  return k;
+}
+
+const char* refusal_text(protocol::status st) {
+  switch (st) {
+  case protocol::status::busy: return "the server said busy";
+  case protocol::status::not_found: return "the server serves another name";
+  case protocol::status::access_denied: return "the server refused it (remote clients not accepted, or access policy)";
+  case protocol::status::bad_version: return "the server does not speak this protocol version";
+  case protocol::status::protocol_error: return "the server refused the hello (protocol error)";
+  case protocol::status::shutting_down: return "the server is shutting down";
+  case protocol::status::user_limit: return "the server's per-user limit";
+  case protocol::status::overloaded: return "the server is flooded with unfinished handshakes";
+  default: return "the server refused it";
+  }
+}
+
+} // namespace
+
 // One remote client, from TCP accept to the hand-over to its relay. Runs on
-// the session's strand (the executor of its sockets and timer).
-class session : public std::enable_shared_from_this<session> {
+// the session's strand (the executor of its sockets and timer). Ends in
+// exactly one of the gateway's counts: dropped, tls_failed, refused, relayed.
+class gateway_session : public std::enable_shared_from_this<gateway_session> {
 public:
-  session(std::shared_ptr<gateway_shared> g, tcp::socket s, std::string address)
+  gateway_session(std::shared_ptr<gateway_shared> g, tcp::socket s, std::string address)
       : g_(std::move(g)), timer_(s.get_executor()), local_(s.get_executor()), address_(std::move(address)),
-        link_(std::make_unique<remote_link>(std::move(s), nullptr)) {
+        link_(std::make_unique<remote_link>(std::move(s), nullptr)), started_(clock::now()) {
     ++g_->active;
   }
-  ~session() { --g_->active; }
+  ~gateway_session() {
+    if (lingers_) --g_->lingering;
+    // Every path below counts its end; one that did not (the gateway
+    // closing with the session in flight) counts by how far it got.
+    if (outcome_ == outcome::none) {
+      if (!authenticated_) ++g_->tls_failed;
+      else ++g_->refused;
+    }
+    g_->leave(seq_, graduated_);
+    --g_->active;
+  }
 
-  void start() {
-    arm(g_->opts.handshake_timeout, [this] {
-      if (tls_done_) refused("no hello within the handshake timeout");
-      else tls_failed("no TLS handshake within the handshake timeout");
-      close();
+  asio::any_io_executor executor() { return timer_.get_executor(); }
+
+  void start(std::uint64_t seq) {
+    seq_ = seq;
+    auto earliest = [](timeout a, timeout b) { return a < timeout::zero() ? b : b < timeout::zero() ? a : std::min(a, b); };
+    arm(earliest(g_->opts.auth_timeout, g_->opts.handshake_timeout), [this] {
+      fail(g_->tls ? "no TLS handshake within the authentication timeout (auth_timeout)"
+                   : "no hello within the authentication timeout (auth_timeout)");
     });
     // Look at the first byte before speaking TLS: a plaintext npipe hello
     // gets a plaintext answer saying TLS is required, a TLS hello at a
     // plaintext gateway is refused.
-    link_->wait(remote_io::want_read, [self = shared_from_this()](std::error_code ec) {
-      if (ec || self->closed_) return self->close();
-      self->on_first_byte();
-    });
+    wait_remote(remote_io::want_read, &gateway_session::on_first_byte);
+  }
+
+  /// Let go to make room for a newer unauthenticated connection (on the strand).
+  void drop(const std::string& why) {
+    if (closed_ || authenticated_) return;
+    count(outcome::dropped, gateway_event::kind::dropped, why);
+    if (talking_) return close(); // its TLS handshake has begun: it cannot read a plaintext word now
+    // Not a byte from it yet: say in plaintext that it may try again (an
+    // npipe client does, within its deadline), and close. A moment's linger
+    // keeps a hello in flight from turning the close into a reset that
+    // destroys the answer; bounded, so a flood of drops holds few sockets.
+    auto rep = protocol::encode_reply({protocol::version, protocol::status::overloaded, pipe_type::message, 0});
+    [[maybe_unused]] auto n = ::send(rfd(), rep.data(), rep.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (g_->lingering.load() >= g_->opts.max_unauthenticated) return close();
+    ++g_->lingering;
+    lingers_ = true;
+    ::shutdown(rfd(), SHUT_WR);
+    arm(std::chrono::milliseconds(200), [this] { close(); });
+    drain();
   }
 
 private:
+  enum class outcome { none, dropped, tls_failed, refused, relayed };
+
   int rfd() { return link_->socket().native_handle(); }
-  void tls_failed(std::string why) {
-    ++g_->tls_failed;
-    g_->emit(gateway_event::kind::tls_failed, address_, who_, pipe_, std::move(why));
+  // Counts how this session ended (once) and tells the observer.
+  void count(outcome o, gateway_event::kind k, std::string why) {
+    if (outcome_ != outcome::none) return;
+    outcome_ = o;
+    switch (o) {
+    case outcome::dropped: ++g_->dropped; break;
+    case outcome::tls_failed: ++g_->tls_failed; break;
+    case outcome::refused: ++g_->refused; break;
+    case outcome::relayed: ++g_->relayed; break;
+    case outcome::none: break;
+    }
+    g_->emit(k, address_, who_, pipe_, std::move(why));
   }
-  void refused(std::string why) {
-    ++g_->refused;
-    g_->emit(gateway_event::kind::refused, address_, who_, pipe_, std::move(why));
+  void tls_failed(std::string why) { count(outcome::tls_failed, gateway_event::kind::tls_failed, std::move(why)); }
+  void refused(std::string why) { count(outcome::refused, gateway_event::kind::refused, std::move(why)); }
+  // Ends the session with the reason counted for the phase it is in.
+  void fail(std::string why) {
+    if (authenticated_) refused(std::move(why));
+    else tls_failed(std::move(why));
+    close();
   }
 
   template <class F>
@@ -114,9 +288,10 @@ private:
     });
   }
   // Wait on the remote socket, then call `then` (unless closed meanwhile).
-  void wait_remote(remote_io want, void (session::*then)()) {
+  void wait_remote(remote_io want, void (gateway_session::*then)()) {
     link_->wait(want, [self = shared_from_this(), then](std::error_code ec) {
-      if (ec || self->closed_) return self->close();
+      if (self->closed_) return;
+      if (ec) return self->fail("waiting for the client failed: " + ec.message());
       (self.get()->*then)();
     });
   }
@@ -124,7 +299,14 @@ private:
   void on_first_byte() {
     char first = 0;
     ssize_t n = ::recv(rfd(), &first, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n <= 0) return close();
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+      // Readiness is a hint, not a promise: with several threads (and
+      // edge-triggered wake-ups) the byte may not be here yet. Wait again.
+      return wait_remote(remote_io::want_read, &gateway_session::on_first_byte);
+    }
+    if (n <= 0) return fail(n == 0 ? "left before saying anything" : std::string("reading failed: ") + std::strerror(errno));
+    if (!g_->talking(seq_)) return; // being dropped: drop() says so, in plaintext, before any TLS
+    talking_ = true;
     if (g_->tls) {
       if (first == 'N') { // plaintext: answer in plaintext
         tls_failed("a plaintext npipe hello at a TLS port");
@@ -133,8 +315,7 @@ private:
       SSL* ssl = SSL_new(g_->tls->native());
       if (!ssl || !tls::attach_socket(ssl, rfd())) {
         if (ssl) SSL_free(ssl);
-        tls_failed("out of memory for a TLS session");
-        return close();
+        return fail("out of memory for a TLS session");
       }
       SSL_set_accept_state(ssl);
       link_ = std::make_unique<remote_link>(std::move(link_->socket()), ssl);
@@ -142,29 +323,48 @@ private:
       return handshake();
     }
     if (first == 0x16) { // a TLS handshake record: the client wants TLS we do not have
-      tls_failed("a TLS client at a plaintext (--insecure) port");
-      return close();
+      return fail("a TLS client at a plaintext (--insecure) port");
     }
     tls_done_ = true;
     who_ = "insecure";
-    read_hello();
+    read_hello(); // a plaintext client authenticates (becomes one of max_connections) with its hello
   }
 
   void handshake() {
     remote_io r = link_->handshake_step();
     if (r == remote_io::end) {
       tls::handshake_error(link_->ssl(), 0, "the client at " + address_);
-      tls_failed(last_error_detail());
-      return close();
+      return fail(last_error_detail());
     }
-    if (r != remote_io::done) return wait_remote(r, &session::handshake);
+    if (r != remote_io::done) return wait_remote(r, &gateway_session::handshake);
     std::error_code ec;
-    if (!tls::peer_identity_of(link_->ssl(), *g_->tls, who_, ec)) {
-      tls_failed(last_error_detail());
-      return close();
-    }
+    if (!tls::peer_identity_of(link_->ssl(), *g_->tls, who_, ec)) return fail(last_error_detail());
     tls_done_ = true;
+    if (!authenticate()) return;
     read_hello();
+  }
+
+  // Moves this connection to the authenticated budget; false when it ended.
+  bool authenticate() {
+    switch (g_->graduate(seq_)) {
+    case gateway_shared::graduation::dropped:
+      close(); // chosen to make room a moment ago; drop() counts it
+      return false;
+    case gateway_shared::graduation::full:
+      authenticated_ = true;
+      // Told it may try again (overloaded): a client that waits gets the
+      // next free place.
+      refuse(protocol::status::overloaded, "over max_connections (" + std::to_string(g_->opts.max_connections) + ")");
+      return false;
+    case gateway_shared::graduation::ok: break;
+    }
+    authenticated_ = graduated_ = true;
+    // From here the whole handshake budget applies (TCP connect to hello).
+    auto spent = std::chrono::duration_cast<timeout>(clock::now() - started_);
+    auto left = g_->opts.handshake_timeout < timeout::zero() ? forever
+                                                             : std::max(g_->opts.handshake_timeout - spent, timeout(1));
+    arm(left, [this] { fail("no hello within the handshake timeout"); });
+    return true;
   }
 
   void read_hello() {
@@ -175,16 +375,14 @@ private:
       std::size_t n = 0;
       remote_io r = link_->read(hello_.data() + have, max_hello_bytes - have, n);
       hello_.resize(have + (r == remote_io::done ? n : 0));
-      if (r == remote_io::end) {
-        refused(link_->end_error() ? link_->end_detail() : "left before saying which pipe");
-        return close();
-      }
-      if (r != remote_io::done) return wait_remote(r, &session::read_hello);
+      if (r == remote_io::end) return fail(link_->end_error() ? link_->end_detail() : "left before saying which pipe");
+      if (r != remote_io::done) return wait_remote(r, &gateway_session::read_hello);
       protocol::hello h;
       std::size_t used = 0;
       std::error_code ec;
       auto st = protocol::decode_hello(hello_, h, used, ec);
       if (st == protocol::decode_status::need_more) continue;
+      if (!authenticated_ && !authenticate()) return; // plaintext: the hello is the credential
       if (st == protocol::decode_status::error) return refuse(protocol::status::protocol_error, "not npipe's hello");
       if (h.forwarded) return refuse(protocol::status::protocol_error, "a forwarded hello from the network");
       return on_hello(std::move(h), used);
@@ -237,19 +435,31 @@ private:
   }
 
   // From here the local server answers (ok, busy after a wait, ...) and the
-  // two ends talk npipe frames through the relay. The session lives on
-  // until the relay ends, so the gateway's count of connections stays right.
+  // two ends talk npipe frames through the relay, which tells us the
+  // server's answer: relayed if it accepted the client, refused if not. The
+  // session lives on until the relay ends, so the gateway's count of
+  // connections stays right.
   void relay_now() {
-    ++g_->relayed;
-    g_->emit(gateway_event::kind::relayed, address_, who_, pipe_, {});
     timer_.cancel();
     out_ = {};
     auto r = std::make_shared<relay>(std::move(link_), std::move(local_), g_->opts.idle_timeout, tls_done_,
                                      relay::sides{"the client", "the server"});
-    r->start([self = shared_from_this()](const std::string& why) {
-      self->closed_ = true;
-      self->g_->emit(gateway_event::kind::closed, self->address_, self->who_, self->pipe_, why);
-    });
+    r->start(
+        [self = shared_from_this()](const std::string& why) {
+          self->closed_ = true;
+          if (self->outcome_ == outcome::relayed) {
+            ++self->g_->closed;
+            self->g_->emit(gateway_event::kind::closed, self->address_, self->who_, self->pipe_, why);
+          } else {
+            self->refused("the server did not answer: " + why);
+          }
+        },
+        [w = weak_from_this()](protocol::status st) {
+          auto self = w.lock();
+          if (!self) return;
+          if (st == protocol::status::ok) self->count(outcome::relayed, gateway_event::kind::relayed, {});
+          else self->refused(refusal_text(st));
+        });
   }
 
   // Refuse the client (the answer says why in npipe's terms, the event in ours).
@@ -269,7 +479,7 @@ private:
       std::size_t k = 0;
       remote_io r = link_->write(reply_.data() + reply_off_, reply_.size() - reply_off_, k);
       if (r == remote_io::end) return close();
-      if (r != remote_io::done) return wait_remote(r, &session::send_reply);
+      if (r != remote_io::done) return wait_remote(r, &gateway_session::send_reply);
       reply_off_ += k;
     }
     linger();
@@ -293,7 +503,14 @@ private:
     for (;;) {
       ssize_t n = ::recv(rfd(), sink, sizeof sink, MSG_DONTWAIT);
       if (n > 0) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return wait_remote(remote_io::want_read, &session::drain);
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        link_->wait(remote_io::want_read, [self = shared_from_this()](std::error_code ec) {
+          if (self->closed_) return;
+          if (ec) return self->close();
+          self->drain();
+        });
+        return;
+      }
       if (n < 0 && errno == EINTR) continue;
       return close();
     }
@@ -316,8 +533,16 @@ private:
   std::vector<std::byte> hello_, reply_;
   std::size_t reply_off_ = 0;
   std::string out_;
+  clock::time_point started_;
+  std::uint64_t seq_ = 0;
+  outcome outcome_ = outcome::none;
   bool tls_done_ = false, closed_ = false;
+  bool talking_ = false, lingers_ = false;
+  bool authenticated_ = false; // through TLS (plaintext: through its hello), or refused after it
+  bool graduated_ = false;     // counted in gateway_shared::authenticated
 };
+
+namespace {
 
 std::string address_of(const tcp::endpoint& ep) {
   return endpoint_text(ep.address().to_string(), ep.port());
@@ -330,8 +555,9 @@ public:
   bool open(const gateway_options& o, std::error_code& ec) {
     g_ = std::make_shared<gateway_shared>();
     g_->opts = o;
-    if (o.threads < 1 || o.max_connections < 1) {
-      set_error_detail("a gateway needs at least one thread and one connection");
+    if (o.threads < 1 || o.max_connections < 1 || o.max_unauthenticated < 1 || o.max_unauthenticated_per_address < 1) {
+      set_error_detail("a gateway needs at least one thread, and max_connections, max_unauthenticated and "
+                       "max_unauthenticated_per_address of at least 1");
       ec = make_error_code(errc::invalid_argument);
       return false;
     }
@@ -415,7 +641,8 @@ public:
   }
   gateway_stats stats() const noexcept {
     if (!g_) return {};
-    return {g_->accepted.load(), g_->tls_failed.load(), g_->refused.load(), g_->relayed.load(), g_->active.load()};
+    return {g_->accepted.load(), g_->dropped.load(), g_->tls_failed.load(), g_->refused.load(),
+            g_->relayed.load(),  g_->closed.load(),  g_->active.load()};
   }
   bool is_open() const noexcept { return !closed_.load() && !acceptors_.empty(); }
 
@@ -431,15 +658,24 @@ private:
       ++g_->accepted;
       std::error_code pec;
       auto peer = s.remote_endpoint(pec);
-      if (pec || g_->active.load() >= g_->opts.max_connections) {
-        ++g_->refused;
-        g_->emit(gateway_event::kind::refused, pec ? std::string() : address_of(peer), {}, {},
-                 "over max_connections (" + std::to_string(g_->opts.max_connections) + ")");
+      if (pec) { // gone already
+        ++g_->tls_failed;
+        g_->emit(gateway_event::kind::tls_failed, {}, {}, {}, "left before it could be served");
         s.close(pec);
       } else {
         tune_tcp(s.native_handle());
-        std::string where = address_of(peer);
-        std::make_shared<session>(g_, std::move(s), std::move(where))->start();
+        auto session = std::make_shared<gateway_session>(g_, std::move(s), address_of(peer));
+        std::uint64_t seq = 0;
+        auto victim = g_->admit(seq, address_key(peer), session);
+        if (victim == session) {
+          asio::dispatch(session->executor(), [session] {
+            session->drop("over max_unauthenticated_per_address or max_unauthenticated; told to try again");
+          });
+        } else {
+          if (victim)
+            asio::dispatch(victim->executor(), [victim] { victim->drop("made room for a newer connection"); });
+          session->start(seq);
+        }
       }
       accept(acc);
     });

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <cstring>
 
 #include <npipe/error.hpp>
 
@@ -111,8 +112,9 @@ std::string relay::remote_end() const {
   return link_->end_error() ? link_->end_detail() : remote_ + " closed";
 }
 
-void relay::start(std::function<void(const std::string&)> on_end) {
+void relay::start(std::function<void(const std::string&)> on_end, std::function<void(protocol::status)> on_reply) {
   on_end_ = std::move(on_end);
+  on_reply_ = std::move(on_reply);
   last_ = std::chrono::steady_clock::now();
   pump_up();
   wait_local();
@@ -186,6 +188,7 @@ void relay::pump_down() {
     last_ = std::chrono::steady_clock::now();
     local_spoke_ = true;
     std::size_t len = static_cast<std::size_t>(n), off = 0;
+    if (on_reply_) watch_reply(scratch(), len);
     while (off < len) {
       std::size_t k = 0;
       remote_io r = link_->write(scratch() + off, len - off, k);
@@ -224,6 +227,19 @@ void relay::flush_down() {
   pump_down();
 }
 
+// The local side's first 16 bytes are its answer to the hello.
+void relay::watch_reply(const std::byte* p, std::size_t n) {
+  std::size_t take = std::min(n, reply_.size() - reply_got_);
+  std::memcpy(reply_.data() + reply_got_, p, take);
+  reply_got_ += take;
+  if (reply_got_ < reply_.size()) return;
+  protocol::reply r;
+  std::error_code ec;
+  auto st = protocol::decode_reply(reply_, r, ec) == protocol::decode_status::done ? r.status
+                                                                                 : protocol::status::protocol_error;
+  std::exchange(on_reply_, nullptr)(st);
+}
+
 std::pair<std::error_code, std::string> relay::end_reason() const {
   std::lock_guard lk(end_mu_);
   return {end_ec_, end_detail_};
@@ -241,6 +257,7 @@ void relay::close(std::string why) {
   std::error_code ignore;
   local_sock_.close(ignore);
   link_->close(tls_up_);
+  on_reply_ = nullptr; // no answer came: on_end says why
   if (auto f = std::move(on_end_)) f(why);
 }
 

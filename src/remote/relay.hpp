@@ -6,6 +6,7 @@
 // relays remote clients to local pipes with it; the async client relays its
 // Unix-socket end of a socketpair to a remote gateway.
 
+#include "core/protocol.hpp"
 #include "remote/tls.hpp"
 #include "transport/transport.hpp"
 
@@ -15,6 +16,7 @@
 
 #include <openssl/ssl.h>
 
+#include <array>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -88,8 +90,11 @@ public:
   relay(std::unique_ptr<remote_link> link, unix_socket local, timeout idle, bool tls_up, sides names);
   /// Start copying; `on_end` runs once, on the strand, when the relay
   /// stops, with why ("<remote> closed", "<local> closed", the idle timeout,
-  /// a TLS error).
-  void start(std::function<void(const std::string& why)> on_end = {});
+  /// a TLS error). `on_reply`, if set, runs once with the status of the
+  /// handshake reply the local side sends first (a gateway relaying to a
+  /// server: whether the server accepted the client).
+  void start(std::function<void(const std::string& why)> on_end = {},
+             std::function<void(protocol::status)> on_reply = {});
   /// Stop now (on the strand).
   void close(std::string why = "closed");
   /// Why the remote side ended, if with an error (any thread).
@@ -110,6 +115,10 @@ private:
   bool tls_up_;
   std::string remote_, local_; // the sides' names
   std::function<void(const std::string&)> on_end_;
+  std::function<void(protocol::status)> on_reply_;
+  std::array<std::byte, protocol::reply_size> reply_{}; // the first bytes down, while on_reply_ waits
+  std::size_t reply_got_ = 0;
+  void watch_reply(const std::byte* p, std::size_t n);
   std::vector<std::byte> up_pending_, down_pending_;
   std::size_t down_off_ = 0;
   std::chrono::steady_clock::time_point last_;

@@ -21,6 +21,7 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <thread>
 
 namespace npipe::detail {
 
@@ -117,29 +118,46 @@ std::unique_ptr<connection_impl> connect_remote(const pipe_name& name, const cli
   // top, and a bounded time when the caller waits forever.
   deadline net = dl.never() ? deadline::after(defaults::handshake_timeout)
                             : deadline{std::max(dl.at, clock::now() + handshake_slack)};
-  int fd = dial(name.host(), port, net, where, ec);
-  if (fd < 0) return nullptr;
-  tune_tcp(fd);
+  // A gateway flooded with connections still authenticating lets some go
+  // and says so (status overloaded): a client that may wait tries again.
+  auto pause = std::chrono::milliseconds(1);
+  const bool may_wait = dl.never() || dl.remaining() > timeout::zero();
+  for (;;) {
+    int fd = dial(name.host(), port, net, where, ec);
+    if (fd < 0) return nullptr;
+    tune_tcp(fd);
 
-  peer_identity server{-1, -1, -1, "insecure", where};
-  std::unique_ptr<byte_stream> stream;
-  if (ctx) {
-    SSL* ssl = tls::new_client_session(*ctx, name.host(), ec);
-    if (!ssl) {
-      ::close(fd);
-      return nullptr;
+    peer_identity server{-1, -1, -1, "insecure", where};
+    std::unique_ptr<byte_stream> stream;
+    bool overloaded = false;
+    if (ctx) {
+      SSL* ssl = tls::new_client_session(*ctx, name.host(), ec);
+      if (!ssl) {
+        ::close(fd);
+        return nullptr;
+      }
+      auto t = std::make_unique<tls::tls_stream>(fd, ssl, "the gateway at " + where);
+      // A gateway that never answers must not hold a client without a deadline forever.
+      if (t->handshake(net, ec)) {
+        if (!tls::peer_identity_of(t->native(), *ctx, server.user, ec)) return nullptr;
+        stream = std::move(t);
+      } else {
+        overloaded = tls::plaintext_answer(t->native()) == protocol::status::overloaded;
+      }
+    } else {
+      stream = std::make_unique<fd_stream>(fd, /*local_peer=*/false);
     }
-    auto t = std::make_unique<tls::tls_stream>(fd, ssl, "the gateway at " + where);
-    // A gateway that never answers must not hold a client without a deadline forever.
-    if (!t->handshake(net, ec)) return nullptr;
-    if (!tls::peer_identity_of(t->native(), *ctx, server.user, ec)) return nullptr;
-    stream = std::move(t);
-  } else {
-    stream = std::make_unique<fd_stream>(fd, /*local_peer=*/false);
+    if (stream) {
+      connection_params p;
+      if (client_handshake(*stream, name, opts, dl, first, std::move(server), where, p, ec, &overloaded))
+        return std::make_unique<framed_connection>(std::move(stream), std::move(p));
+    }
+    if (!overloaded || !may_wait || clock::now() + pause >= net.at) return nullptr;
+    stream.reset();
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::milliseconds(16));
+    ec.clear();
   }
-  connection_params p;
-  if (!client_handshake(*stream, name, opts, dl, first, std::move(server), where, p, ec)) return nullptr;
-  return std::make_unique<framed_connection>(std::move(stream), std::move(p));
 }
 
 } // namespace npipe::detail

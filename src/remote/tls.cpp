@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 #include "remote/tls.hpp"
 
+#include "core/protocol.hpp"
+
 #include "transport/posix_util.hpp"
 
 #include <openssl/err.h>
@@ -12,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 
 namespace npipe::detail::tls {
@@ -326,6 +329,11 @@ std::string refusal(SSL* ssl, int reason, const std::string& peer, const std::st
 } // namespace
 
 std::error_code handshake_error(SSL* ssl, int ret, const std::string& peer) {
+  if (auto answer = plaintext_answer(ssl); answer && *answer == protocol::status::overloaded) {
+    ERR_clear_error();
+    set_error_detail(peer + " has too many connections still authenticating and let this one go; try again");
+    return make_error_code(errc::pipe_busy);
+  }
   int err = SSL_get_error(ssl, ret);
   int sys = errno;
   unsigned long first = ERR_peek_error();
@@ -405,12 +413,20 @@ tls_stream::~tls_stream() {
 
 namespace {
 // OpenSSL's socket BIO writes with write(2): a peer that went away would
-// raise SIGPIPE and kill the program. This BIO sends with MSG_NOSIGNAL.
+// raise SIGPIPE and kill the program. This BIO sends with MSG_NOSIGNAL, and
+// keeps the first bytes it receives: a gateway that lets a connection go
+// before its TLS handshake says so in plaintext (an npipe reply).
+struct socket_bio {
+  int fd;
+  std::array<std::byte, protocol::reply_size> first{};
+  std::size_t first_n = 0;
+};
+socket_bio* data_of(BIO* b) { return static_cast<socket_bio*>(BIO_get_data(b)); }
+
 int bio_write(BIO* b, const char* data, int len) {
   BIO_clear_retry_flags(b);
   for (;;) {
-    ssize_t n = ::send(static_cast<int>(reinterpret_cast<std::intptr_t>(BIO_get_data(b))), data,
-                       static_cast<std::size_t>(len), MSG_NOSIGNAL);
+    ssize_t n = ::send(data_of(b)->fd, data, static_cast<std::size_t>(len), MSG_NOSIGNAL);
     if (n >= 0) return static_cast<int>(n);
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) BIO_set_retry_write(b);
@@ -419,9 +435,14 @@ int bio_write(BIO* b, const char* data, int len) {
 }
 int bio_read(BIO* b, char* data, int len) {
   BIO_clear_retry_flags(b);
+  socket_bio* sb = data_of(b);
   for (;;) {
-    ssize_t n = ::recv(static_cast<int>(reinterpret_cast<std::intptr_t>(BIO_get_data(b))), data,
-                       static_cast<std::size_t>(len), 0);
+    ssize_t n = ::recv(sb->fd, data, static_cast<std::size_t>(len), 0);
+    if (n > 0 && sb->first_n < sb->first.size()) {
+      std::size_t k = std::min(sb->first.size() - sb->first_n, static_cast<std::size_t>(n));
+      std::memcpy(sb->first.data() + sb->first_n, data, k);
+      sb->first_n += k;
+    }
     if (n >= 0) return static_cast<int>(n);
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) BIO_set_retry_read(b);
@@ -433,13 +454,23 @@ int bio_create(BIO* b) {
   BIO_set_init(b, 1);
   return 1;
 }
+int bio_destroy(BIO* b) {
+  delete data_of(b);
+  BIO_set_data(b, nullptr);
+  return 1;
+}
+int socket_bio_type() {
+  static const int t = BIO_get_new_index() | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR;
+  return t;
+}
 BIO_METHOD* nosignal_socket() {
   static BIO_METHOD* m = [] {
-    BIO_METHOD* x = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR, "npipe socket");
+    BIO_METHOD* x = BIO_meth_new(socket_bio_type(), "npipe socket");
     BIO_meth_set_write(x, bio_write);
     BIO_meth_set_read(x, bio_read);
     BIO_meth_set_ctrl(x, bio_ctrl);
     BIO_meth_set_create(x, bio_create);
+    BIO_meth_set_destroy(x, bio_destroy);
     return x;
   }();
   return m;
@@ -447,11 +478,27 @@ BIO_METHOD* nosignal_socket() {
 } // namespace
 
 bool attach_socket(SSL* ssl, int fd) noexcept {
+  auto* sb = new (std::nothrow) socket_bio{fd};
+  if (!sb) return false;
   BIO* bio = BIO_new(nosignal_socket());
-  if (!bio) return false;
-  BIO_set_data(bio, reinterpret_cast<void*>(static_cast<std::intptr_t>(fd)));
+  if (!bio) {
+    delete sb;
+    return false;
+  }
+  BIO_set_data(bio, sb);
   SSL_set_bio(ssl, bio, bio);
   return true;
+}
+
+std::optional<protocol::status> plaintext_answer(SSL* ssl) noexcept {
+  BIO* b = ssl ? SSL_get_rbio(ssl) : nullptr;
+  if (!b || BIO_method_type(b) != socket_bio_type()) return std::nullopt;
+  const socket_bio* sb = data_of(b);
+  if (!sb || sb->first_n < sb->first.size()) return std::nullopt;
+  protocol::reply r;
+  std::error_code ec;
+  if (protocol::decode_reply(sb->first, r, ec) != protocol::decode_status::done) return std::nullopt;
+  return r.status;
 }
 
 bool tls_stream::handshake(deadline dl, std::error_code& ec) noexcept {

@@ -5,6 +5,7 @@
 // peer's identity after a handshake, error texts, and a byte_stream over a
 // TLS session for the blocking client.
 
+#include "core/protocol.hpp"
 #include "transport/byte_stream.hpp"
 
 #include <npipe/options.hpp>
@@ -13,6 +14,7 @@
 
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <system_error>
 
@@ -57,6 +59,12 @@ std::error_code handshake_error(SSL* ssl, int ret, const std::string& peer);
 /// Make `ssl` read and write the socket `fd` (without SIGPIPE); false if
 /// OpenSSL cannot allocate.
 bool attach_socket(SSL* ssl, int fd) noexcept;
+
+/// After a failed client handshake on a socket attached with
+/// attach_socket(): the status of the plaintext npipe reply the gateway sent
+/// instead of TLS, if that is what came (status::overloaded: it let the
+/// connection go to make room; a client that may wait tries again).
+std::optional<protocol::status> plaintext_answer(SSL* ssl) noexcept;
 
 /// After an SSL_read/SSL_write that returned `ret` and is not WANT_*: false
 /// for an end of the stream (close_notify, or TCP closed without it), else

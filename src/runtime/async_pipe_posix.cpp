@@ -86,13 +86,15 @@ struct async_pipe::connecting {
   asio::steady_timer timer;
   bool replying = false;
   std::chrono::milliseconds retry_pause{1}; // between attempts when the server let us go in the handshake
+  asio::steady_timer retry;                 // that pause, for a remote link (timer is the deadline then)
+  clock::time_point net_at;                 // remote: setting up the link ends by then
   // Remote pipes: TCP (and TLS) to the host's gateway, on the relay's strand.
   asio::strand<asio::any_io_executor> net_strand;
   std::unique_ptr<asio::ip::tcp::resolver> resolver;
   std::unique_ptr<tcp_socket> tcp;
   std::shared_ptr<tls::context> tls;
   std::unique_ptr<remote_link> link;
-  explicit connecting(const asio::any_io_executor& ex) : timer(ex), net_strand(asio::make_strand(ex)) {}
+  explicit connecting(const asio::any_io_executor& ex) : timer(ex), retry(ex), net_strand(asio::make_strand(ex)) {}
 };
 
 async_pipe::async_pipe(const asio::any_io_executor& ex) : async_pipe_common(ex), socket_(strand_) {}
@@ -343,17 +345,23 @@ void async_pipe::remote_connect() {
   }
   std::uint16_t port = c.name.port() ? c.name.port() : default_remote_port;
   c.path = endpoint_text(c.name.host(), port); // "where", in messages
-  // The caller's timeout is the wait for an instance; the link gets at least
-  // handshake_slack on top (the timer set by connect()), and a bound when
-  // the caller waits forever.
-  if (c.dl.never()) {
-    c.timer.expires_after(defaults::handshake_timeout);
-    c.timer.async_wait([w = weak_from_this()](const std::error_code& e) {
-      if (e) return;
-      if (auto self = w.lock(); self && self->conn_)
-        self->fail_connect(err(errc::timed_out), "the gateway at " + self->conn_->path + " could not be reached in time");
-    });
-  }
+  // The caller's timeout is the wait for an instance; setting up the link
+  // gets at least handshake_slack on top, and a bound when the caller waits
+  // forever (as the blocking client).
+  c.net_at = c.dl.never() ? clock::now() + defaults::handshake_timeout
+                          : std::max(c.dl.at, clock::now() + handshake_slack);
+  c.timer.expires_at(c.net_at);
+  c.timer.async_wait([w = weak_from_this()](const std::error_code& e) {
+    if (e) return;
+    if (auto self = w.lock(); self && self->conn_ && !self->conn_->replying)
+      self->fail_connect(err(errc::timed_out), "the gateway at " + self->conn_->path + " could not be reached in time");
+  });
+  dial_gateway();
+}
+
+void async_pipe::dial_gateway() {
+  auto& c = *conn_;
+  std::uint16_t port = c.name.port() ? c.name.port() : default_remote_port;
   c.resolver = std::make_unique<asio::ip::tcp::resolver>(c.net_strand);
   c.resolver->async_resolve(
       c.name.host(), std::to_string(port),
@@ -406,7 +414,19 @@ void async_pipe::tls_step() {
   auto& c = *conn_;
   remote_io r = c.link->handshake_step();
   if (r == remote_io::end) {
+    bool overloaded = tls::plaintext_answer(c.link->ssl()) == protocol::status::overloaded;
     auto e = tls::handshake_error(c.link->ssl(), 0, "the gateway at " + c.path);
+    if (overloaded && (c.dl.never() || !c.dl.passed()) && clock::now() + c.retry_pause < c.net_at) {
+      // The gateway let this connection go to make room (it said so in
+      // plaintext): a client that may wait tries again, as the blocking one does.
+      c.link.reset();
+      c.retry.expires_after(c.retry_pause);
+      c.retry_pause = std::min(c.retry_pause * 2, std::chrono::milliseconds(16));
+      c.retry.async_wait(asio::bind_executor(strand_, [self = shared_from_this()](const std::error_code& te) {
+        if (!te && self->conn_) self->dial_gateway();
+      }));
+      return;
+    }
     return fail_connect(e, last_error_detail());
   }
   if (r != remote_io::done) {
@@ -486,6 +506,25 @@ void async_pipe::on_reply_bytes(const std::error_code& ec, std::size_t n) {
       c.timer.async_wait([self = shared_from_this()](const std::error_code& e) {
         if (!e && self->conn_) self->connect_attempt();
       });
+      return;
+    }
+    if (overloaded && !c.name.is_local() &&
+        (c.dl.never() ? clock::now() + c.retry_pause < c.net_at : clock::now() + c.retry_pause < c.dl.at)) {
+      // A full gateway (max_connections) said so: take this link down and dial again.
+      if (relay_) {
+        asio::dispatch(c.net_strand, [r = relay_] { r->close("the gateway was full; trying again"); });
+        relay_.reset();
+      }
+      std::error_code ignore;
+      socket_.close(ignore);
+      c.got = 0;
+      c.replying = false;
+      c.link.reset();
+      c.retry.expires_after(c.retry_pause);
+      c.retry_pause = std::min(c.retry_pause * 2, std::chrono::milliseconds(16));
+      c.retry.async_wait(asio::bind_executor(strand_, [self = shared_from_this()](const std::error_code& te) {
+        if (!te && self->conn_) self->dial_gateway();
+      }));
       return;
     }
     fail_connect(aec, last_error_detail());

@@ -116,6 +116,7 @@ private:
   void fail_connect(std::error_code ec, std::string detail);
   void begin_hello();
   void remote_connect();
+  void dial_gateway();
   void on_tcp_connect(const std::error_code& ec);
   void tls_step();
   void bridge();

@@ -1017,8 +1017,13 @@ bool client_accepts(const pipe_name& name, const client_options& opts, const pro
       set_error_detail("the server of " + name.str() + " is shutting down");
       break;
     case protocol::status::overloaded:
-      set_error_detail(std::string(name.is_local() ? "the server of " + name.str() : "the gateway at " + where) +
-                       " has too many connections still in their handshake and let this one go; try again");
+      set_error_detail(name.is_local()
+                           ? "the server of " + name.str() +
+                                 " has too many connections still in their handshake (max_pending) and let this "
+                                 "one go; try again"
+                           : "the gateway at " + where +
+                                 " is full (its max_connections, or too many connections still authenticating); "
+                                 "try again");
       break;
     default: break;
     }

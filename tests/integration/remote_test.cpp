@@ -24,10 +24,13 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/time.h>
+#include <poll.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <mutex>
 #include <fstream>
@@ -283,11 +286,22 @@ TEST_F(Remote, UnexportedPipesAndServersThatRefuseRemoteClientsSaySo) {
   auto closed_name = random_pipe();
   server plain(closed_name);
   auto gw = start_gateway(gateway_certs_and_psk());
+  std::promise<gateway_event> refusal;
+  std::atomic<bool> once{true};
+  gw.on_event([&](const gateway_event& e) {
+    if (once.exchange(false)) refusal.set_value(e);
+  });
   std::error_code ec;
   connect(remote_name("127.0.0.1", gw.port(), closed_name), co, 5s, ec);
   EXPECT_EQ(ec, errc::access_denied);
   EXPECT_NE(last_error_detail().find("does not accept remote clients"), std::string::npos) << last_error_detail();
   EXPECT_EQ(plain.active_instances(), 0u);
+  // The gateway reports the server's refusal as a refusal, not as a relay.
+  auto e = refusal.get_future().get();
+  EXPECT_EQ(e.what, gateway_event::kind::refused);
+  EXPECT_NE(e.reason.find("refused"), std::string::npos) << e.reason;
+  EXPECT_EQ(gw.stats().relayed, 0u);
+  EXPECT_EQ(gw.stats().refused, 1u);
 }
 
 TEST_F(Remote, HostNamesResolveAndTheCertificateNameIsChecked) {
@@ -592,33 +606,115 @@ TEST_F(Remote, AClientWaitingForABusyPipeIsNotIdleAndBusyAndWaitWorkRemotely) {
   EXPECT_EQ(ec, errc::broken_pipe) << "idle after its answer";
 }
 
-TEST_F(Remote, TheGatewaysConnectionCapClosesTheExtraConnectionAtOnce) {
+// max_connections counts authenticated clients only: idle TCP connections
+// do not take their places, and the client over the cap is told at once
+// (and, willing to wait, gets in when one leaves).
+TEST_F(Remote, TheGatewaysConnectionCapCountsAuthenticatedClientsAndTellsTheNextAtOnce) {
   auto name = random_pipe();
   counting_echo echo(name);
   auto g = loopback_gateway(gateway_certs_and_psk());
   g.max_connections = 2;
-  g.handshake_timeout = 10s;
   gateway gw(g);
-  int a = raw_tcp_connect("127.0.0.1", gw.port()), b = raw_tcp_connect("127.0.0.1", gw.port());
-  ASSERT_GE(a, 0);
-  ASSERT_GE(b, 0);
-  for (int i = 0; i < 200 && gw.stats().active < 2; ++i) std::this_thread::sleep_for(10ms);
-  EXPECT_EQ(gw.stats().active, 2u);
-  int extra = raw_tcp_connect("127.0.0.1", gw.port());
-  ASSERT_GE(extra, 0);
-  auto t0 = std::chrono::steady_clock::now();
-  char byte;
-  EXPECT_EQ(::recv(extra, &byte, 1, 0), 0) << "closed by the gateway";
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s) << "at once, not at the handshake timeout";
-  ::close(extra);
-  // Once one of the two leaves, a real client gets in.
-  ::close(a);
-  for (int i = 0; i < 200 && gw.stats().active > 1; ++i) std::this_thread::sleep_for(10ms);
+  std::vector<int> idle;
+  for (int i = 0; i < 5; ++i) idle.push_back(raw_tcp_connect("127.0.0.1", gw.port()));
   client_options co;
   co.tls = client_psk();
-  auto c = connect(remote_name("127.0.0.1", gw.port(), name), co, 5s);
+  auto remote = remote_name("127.0.0.1", gw.port(), name);
+  auto a = connect(remote, co, 5s), b = connect(remote, co, 5s);
+  EXPECT_EQ(a.transact("one"), "one") << "idle unauthenticated connections do not take an authenticated place";
+  EXPECT_EQ(b.transact("two"), "two");
+  auto t0 = std::chrono::steady_clock::now();
+  std::error_code ec;
+  connect(remote, co, no_wait, ec);
+  EXPECT_EQ(ec, errc::pipe_busy) << ec.message();
+  EXPECT_NE(last_error_detail().find("max_connections"), std::string::npos) << last_error_detail();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s) << "at once, not at a timeout";
+  // Willing to wait, the next client gets in when one leaves.
+  auto waiter = std::async(std::launch::async, [&] { return connect(remote, co, 10s); });
+  EXPECT_EQ(waiter.wait_for(300ms), std::future_status::timeout) << "still trying while both places are taken";
+  a.close();
+  auto c = waiter.get();
   EXPECT_EQ(c.transact("room again"), "room again");
-  ::close(b);
+  for (int fd : idle) ::close(fd);
+}
+
+// 1,000 idle TCP connections from one address (no credentials needed) do
+// not keep a client at another address out: unauthenticated connections
+// have their own small budget, per address too, and the oldest of the
+// address holding the most is dropped for a newcomer.
+TEST_F(Remote, UnauthenticatedConnectionsFromOneAddressDoNotDelayAClientAtAnother) {
+  watchdog(180);
+  rlimit r{};
+  ::getrlimit(RLIMIT_NOFILE, &r);
+  r.rlim_cur = std::min<rlim_t>(r.rlim_max, 4096);
+  ::setrlimit(RLIMIT_NOFILE, &r);
+  ASSERT_GE(r.rlim_cur, 2500u);
+  auto name = random_pipe();
+  counting_echo echo(name);
+  auto g = loopback_gateway(gateway_certs_and_psk());
+  g.max_connections = 100; // as the attack was first tried: 300 idle connections locked it
+  gateway gw(g);
+  const std::uint16_t port = gw.port();
+  // The attacker: 1,000 connections from 127.0.0.2 that never speak, each
+  // reopened as soon as the gateway lets it go.
+  auto open_one = [port] {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    sockaddr_in src{};
+    src.sin_family = AF_INET;
+    ::inet_pton(AF_INET, "127.0.0.2", &src.sin_addr);
+    ::bind(fd, reinterpret_cast<sockaddr*>(&src), sizeof src);
+    sockaddr_in dst{};
+    dst.sin_family = AF_INET;
+    dst.sin_port = htons(port);
+    ::inet_pton(AF_INET, "127.0.0.1", &dst.sin_addr);
+    ::connect(fd, reinterpret_cast<sockaddr*>(&dst), sizeof dst);
+    return fd;
+  };
+  std::atomic<bool> stop{false}, holding{false};
+  std::atomic<std::uint64_t> reopened{0};
+  std::thread attacker([&] {
+    std::vector<int> fds;
+    for (int i = 0; i < 1000; ++i) fds.push_back(open_one());
+    holding = true;
+    std::vector<pollfd> pf(fds.size());
+    while (!stop) {
+      for (std::size_t i = 0; i < fds.size(); ++i) pf[i] = {fds[i], POLLIN, 0};
+      ::poll(pf.data(), pf.size(), 20);
+      for (std::size_t i = 0; i < fds.size(); ++i) {
+        if (!(pf[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+        ::close(fds[i]);
+        fds[i] = open_one();
+        ++reopened;
+      }
+    }
+    for (int fd : fds) ::close(fd);
+  });
+  for (int i = 0; i < 1000 && !holding; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_TRUE(holding.load());
+  client_options co;
+  co.tls = client_psk();
+  auto remote = remote_name("127.0.0.1", port, name);
+  std::vector<double> ms;
+  int failures = 0;
+  std::string first_failure;
+  for (int i = 0; i < 200; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    std::error_code ec;
+    auto reply = call(remote, bytes("legit"), 5s, ec, co);
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    if ((ec || text(reply) != "legit") && !failures++) first_failure = ec.message() + " (" + last_error_detail() + ")";
+  }
+  stop = true;
+  attacker.join();
+  std::sort(ms.begin(), ms.end());
+  auto st = gw.stats();
+  std::printf("[ hostile ] 1000 idle TCP connections from 127.0.0.2 (%llu reopened): 200 TLS calls from 127.0.0.1, "
+              "p50 %.2f ms, p99 %.2f ms, max %.2f ms; gateway dropped %llu unauthenticated\n",
+              static_cast<unsigned long long>(reopened.load()), ms[100], ms[197], ms.back(),
+              static_cast<unsigned long long>(st.dropped));
+  EXPECT_EQ(failures, 0) << first_failure;
+  EXPECT_LT(ms[197], 2000.0) << "p99 of the legitimate client's calls";
+  EXPECT_GT(st.dropped, 0u);
 }
 
 // ------------------------------------------------------------- the CLI

@@ -23,6 +23,7 @@
 #include <cstring>
 #include <fstream>
 #include <future>
+#include <mutex>
 #include <random>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -300,6 +301,76 @@ TEST_F(Scale, ThousandRemoteTlsClientsThroughOneGatewayWithNothingLostOrCrossed)
   ctx.stop();
   t1.join();
   t2.join();
+}
+
+// 10,000 TLS connect + call + close cycles (4 clients at a time) through a
+// gateway with two I/O threads: none fails, and every session the gateway
+// ends is counted under a reason (a session closed on a spurious wake-up
+// used to leave the client with "closed during the TLS handshake" and the
+// gateway with no count at all).
+unsigned tls_cycles_wanted() {
+  if (const char* e = std::getenv("NPIPE_REMOTE_STRESS_CYCLES"); e && *e) return static_cast<unsigned>(std::stoul(e));
+  return 10'000;
+}
+
+TEST_F(Scale, TenThousandTlsCallCyclesThroughATwoThreadGatewayAllSucceedAndAreCounted) {
+  const unsigned n = tls_cycles_wanted();
+  constexpr unsigned clients = 4;
+  watchdog(600);
+  auto name = random_pipe("cycles");
+  server_options o;
+  o.accept_remote = true;
+  asio::io_context ctx;
+  async_server srv(ctx, name, o);
+  srv.serve([](request r) { return r.take(); });
+  std::thread t1([&] { ctx.run(); });
+  auto g = loopback_gateway(gateway_certs_and_psk());
+  g.exports = {name.name()};
+  g.threads = 2;
+  gateway gw(g);
+  client_options co;
+  co.tls = client_psk();
+  auto remote = remote_name("127.0.0.1", gw.port(), name);
+  std::atomic<unsigned> next{0}, failures{0};
+  std::mutex mu;
+  std::string first_failure;
+  auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::thread> ts;
+  for (unsigned c = 0; c < clients; ++c)
+    ts.emplace_back([&] {
+      for (unsigned i = next++; i < n; i = next++) {
+        std::error_code ec;
+        std::string req = "cycle " + std::to_string(i);
+        auto reply = call(remote, bytes(req), 10s, ec, co);
+        if (ec || text(reply) != req) {
+          std::lock_guard lk(mu);
+          if (failures++ == 0) first_failure = "cycle " + std::to_string(i) + ": " + ec.message() + " (" + last_error_detail() + ")";
+        }
+      }
+    });
+  for (auto& t : ts) t.join();
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  // The last sessions end a moment after their clients: wait for that.
+  auto until = std::chrono::steady_clock::now() + 10s;
+  while ((gw.stats().active > 0 || gw.stats().closed < gw.stats().relayed) && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(5ms);
+  auto st = gw.stats();
+  std::printf("[ scale ] %u TLS connect+call+close cycles through a 2-thread gateway in %.2f s (%.0f/s): accepted %llu, "
+              "relayed %llu, closed %llu, tls_failed %llu, refused %llu, dropped %llu\n",
+              n, secs, n / secs, static_cast<unsigned long long>(st.accepted),
+              static_cast<unsigned long long>(st.relayed), static_cast<unsigned long long>(st.closed),
+              static_cast<unsigned long long>(st.tls_failed), static_cast<unsigned long long>(st.refused),
+              static_cast<unsigned long long>(st.dropped));
+  EXPECT_EQ(failures.load(), 0u) << first_failure;
+  EXPECT_EQ(st.active, 0u);
+  EXPECT_EQ(st.accepted, st.dropped + st.tls_failed + st.refused + st.relayed) << "every session counted once";
+  EXPECT_EQ(st.closed, st.relayed);
+  EXPECT_EQ(st.tls_failed, 0u);
+  EXPECT_EQ(st.refused, 0u);
+  EXPECT_GE(st.relayed, n);
+  gw.close();
+  srv.stop(2s);
+  t1.join();
 }
 
 } // namespace

@@ -159,6 +159,7 @@ void log_gateway_events(npipe::gateway& gw) {
       break;
     case k::tls_failed: std::cout << "TLS failed for " << who << ": " << e.reason << std::endl; break;
     case k::closed: std::cout << who << " left " << e.pipe << ": " << e.reason << std::endl; break;
+    case k::dropped: std::cout << "dropped unauthenticated " << who << ": " << e.reason << std::endl; break;
     }
   });
 }
@@ -243,8 +244,9 @@ namespace {
 struct gateway_args {
   std::vector<std::string> exports, listen;
   long port = 4455;
-  long idle_ms = 300'000, handshake_ms = npipe::defaults::handshake_timeout.count();
+  long idle_ms = 300'000, handshake_ms = npipe::defaults::handshake_timeout.count(), auth_ms = 3'000;
   unsigned max_connections = npipe::defaults::max_connections, threads = 2;
+  unsigned max_unauthenticated = 64, max_unauthenticated_per_address = 16;
   std::string dir;
   bool verbose = false;
   tls_args tls;
@@ -264,8 +266,19 @@ CLI::App* add_gateway_command(CLI::App& app) {
   gateway->add_option("--handshake-timeout", ga.handshake_ms, "Drop a client not through TLS and hello within ms")
       ->transform(whole(1, 0x7fffffff))
       ->capture_default_str();
-  gateway->add_option("--max-connections", ga.max_connections, "Most remote clients at once")
+  gateway->add_option("--auth-timeout", ga.auth_ms, "Drop a client not through TLS (plaintext: its hello) within ms")
+      ->transform(whole(1, 0x7fffffff))
+      ->capture_default_str();
+  gateway->add_option("--max-connections", ga.max_connections, "Most authenticated remote clients at once")
       ->transform(whole(1, 1u << 24))
+      ->capture_default_str();
+  gateway->add_option("--max-unauthenticated", ga.max_unauthenticated,
+                      "Most connections not yet through TLS, from all addresses")
+      ->transform(whole(1, 1u << 20))
+      ->capture_default_str();
+  gateway->add_option("--max-unauthenticated-per-address", ga.max_unauthenticated_per_address,
+                      "Most connections not yet through TLS from one address (IPv6: one /64)")
+      ->transform(whole(1, 1u << 20))
       ->capture_default_str();
   gateway->add_option("--threads", ga.threads, "I/O threads")->transform(whole(1, 1024))->capture_default_str();
   gateway->add_option("--dir", ga.dir, "Pipe directory (default $NPIPE_DIR or /tmp/.npipe)");
@@ -284,7 +297,10 @@ int run_gateway() {
   g.port = static_cast<std::uint16_t>(a.port);
   g.idle_timeout = ms(a.idle_ms);
   g.handshake_timeout = npipe::timeout(a.handshake_ms);
+  g.auth_timeout = npipe::timeout(a.auth_ms);
   g.max_connections = a.max_connections;
+  g.max_unauthenticated = a.max_unauthenticated;
+  g.max_unauthenticated_per_address = a.max_unauthenticated_per_address;
   g.threads = a.threads;
   g.pipe_dir = a.dir;
   if (int rc = tls_options_of(a.tls, g.tls); rc != 0) return rc;
@@ -307,7 +323,7 @@ int run_gateway() {
   gw.close();
   if (a.verbose) {
     std::cout << "accepted " << st.accepted << ", relayed " << st.relayed << ", TLS failures " << st.tls_failed
-              << ", refused " << st.refused << std::endl;
+              << ", refused " << st.refused << ", dropped unauthenticated " << st.dropped << std::endl;
   }
   return 0;
 }
