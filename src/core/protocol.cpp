@@ -151,6 +151,7 @@ std::error_code status_error(status s) noexcept {
   case status::user_limit: return make_error_code(errc::pipe_busy);
   case status::tls_required: return make_error_code(errc::access_denied);
   case status::overloaded: return make_error_code(errc::pipe_busy);
+  case status::wait_queue_full: return make_error_code(errc::pipe_busy);
   case status::bad_version:
   case status::protocol_error: break;
   }

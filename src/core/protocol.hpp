@@ -52,8 +52,9 @@ enum class status : std::uint8_t {
   user_limit = 7, ///< this user has as many connections as the server allows one user
   tls_required = 8, ///< a plaintext hello reached a gateway that speaks only TLS
   overloaded = 9,   ///< too many connections are still in their handshake; this one was let go
+  wait_queue_full = 10, ///< every instance is busy and as many clients as the server allows are waiting
 };
-inline constexpr status last_status = status::overloaded;
+inline constexpr status last_status = status::wait_queue_full;
 
 /// Server's answer to a hello.
 struct reply {

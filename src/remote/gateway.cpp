@@ -191,6 +191,7 @@ const char* refusal_text(protocol::status st) {
   case protocol::status::shutting_down: return "the server is shutting down";
   case protocol::status::user_limit: return "the server's per-user limit";
   case protocol::status::overloaded: return "the server is flooded with unfinished handshakes";
+  case protocol::status::wait_queue_full: return "the server's instances are busy and its waiting room is full";
   default: return "the server refused it";
   }
 }

@@ -5,6 +5,7 @@
 #include "remote/tls.hpp"
 
 #include "core/framing.hpp"
+#include "core/pipe_rules.hpp"
 #include "transport/local_posix.hpp"
 #include "transport/posix_util.hpp"
 
@@ -147,6 +148,9 @@ void async_pipe::end_op(std::uint64_t id, errc why) {
       if ((*it)->id != id) continue;
       auto o = std::move(*it);
       q->erase(it);
+      // A transact that gives up after its request went out still has its
+      // reply coming: it is owed, and discarded when it arrives.
+      if (o->transact_reply) debt_.gave_up(false);
       finish(*o, err(why));
       return;
     }
@@ -173,7 +177,10 @@ void async_pipe::end_op(std::uint64_t id, errc why) {
 void async_pipe::cancel() {
   auto rs = std::move(readers_);
   readers_.clear();
-  for (auto& o : rs) finish(*o, err(errc::operation_aborted));
+  for (auto& o : rs) {
+    if (o->transact_reply) debt_.gave_up(false);
+    finish(*o, err(errc::operation_aborted));
+  }
   auto fs = std::move(flushers_);
   flushers_.clear();
   for (auto& o : fs) finish(*o, err(errc::operation_aborted));
@@ -630,9 +637,21 @@ std::error_code async_pipe::rx_state_error(std::string& detail) const {
   return {};
 }
 
+// Discards the replies owed to transacts that gave up, as far as they have
+// arrived (whole messages: they are read ahead like any other).
+void async_pipe::settle_debt() {
+  while (debt_.owed > 0) {
+    ack_leading_flushes();
+    if (!inbox_has_data()) return;
+    take_message();
+    --debt_.owed;
+  }
+  ack_leading_flushes();
+}
+
 // Satisfies the reader if it can; true when it completed (and was removed).
 bool async_pipe::serve_reader(op& o) {
-  ack_leading_flushes();
+  settle_debt();
   const bool msg_mode = mode() == npipe::read_mode::message;
   if (!inbox_has_data()) {
     std::string detail;
@@ -975,6 +994,7 @@ void async_pipe::on_tx(const std::error_code& ec, std::size_t n) {
       r->id = o->id;
       r->timer = std::move(o->timer);
       r->on_msg = std::move(o->then_receive);
+      r->transact_reply = true;
       if (r->timer) start_deadline(*this, *r, r->timer->expiry()); // the transact's deadline goes on
       readers_.push_back(std::move(r));
     } else if (o->on_sent) {
@@ -1051,12 +1071,16 @@ void async_pipe::transact(std::vector<std::byte> request, timeout t, asio::cance
   }
   if (p_.type != pipe_type::message || mode() != npipe::read_mode::message) {
     o->on_msg = std::move(done);
-    finish(*o, err(errc::invalid_state), "transact needs a message pipe in message read mode");
+    finish(*o, err(errc::invalid_state), pipe_rules::transact_needs_message_mode);
     return;
   }
-  if (inbox_has_data() || in_big_ || !pend_.empty() || !readers_.empty()) {
+  // Replies owed to transacts that gave up do not count as unread: they
+  // are discarded as they come, ahead of this one's.
+  settle_debt();
+  std::size_t unread = inbox_messages_ + (in_big_ || !pend_.empty() ? 1 : 0);
+  if (unread > debt_.owed || !readers_.empty()) {
     o->on_msg = std::move(done);
-    finish(*o, err(errc::invalid_state), "the pipe holds an unread message; receive it before transact");
+    finish(*o, err(errc::invalid_state), pipe_rules::transact_needs_no_unread);
     return;
   }
   if (tx_broken_ || request.size() > p_.peer_max_message) {

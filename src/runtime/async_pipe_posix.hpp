@@ -10,6 +10,7 @@
 // sender's kernel buffer fills and it blocks (backpressure). An idle end
 // holds no buffer, only a readiness wait.
 
+#include "core/pipe_rules.hpp"
 #include "core/protocol.hpp"
 #include "runtime/async_op.hpp"
 #include "transport/transport.hpp"
@@ -89,6 +90,7 @@ private:
   void kick();
   void deliver();
   bool serve_reader(op& o);
+  void settle_debt();
   bool inbox_has_data() const noexcept;
   std::vector<std::byte> take_message();
   std::size_t take_bytes(std::byte* out, std::size_t n, bool one_message, bool& more);
@@ -130,6 +132,7 @@ private:
   std::size_t inbox_head_ = 0;
   std::size_t inbox_bytes_ = 0;
   std::size_t inbox_messages_ = 0; // data entries in the inbox (not flush markers): no scan to ask
+  pipe_rules::reply_debt debt_;    // replies of transacts that gave up: discarded as they arrive
 
   std::vector<std::byte> pend_;  // an incomplete small frame
   std::vector<std::byte> big_;   // a large frame being read straight into place, grown as it arrives

@@ -8,6 +8,7 @@
 #include <asio/post.hpp>
 #include <asio/windows/overlapped_ptr.hpp>
 
+#include "core/pipe_rules.hpp"
 #include "remote/remote.hpp"
 #include "transport/win32_util.hpp"
 
@@ -126,6 +127,9 @@ void async_pipe::end_op(std::uint64_t id, errc why) {
     if ((*it)->id != id) continue;
     auto o = std::move(*it);
     readers_.erase(it);
+    // A transact that gives up after its request went out still has its
+    // reply coming: it is owed, and discarded when it arrives.
+    if (o->transact_reply) debt_.gave_up(false);
     finish(*o, err(why));
     return;
   }
@@ -164,7 +168,10 @@ void async_pipe::end_op(std::uint64_t id, errc why) {
 void async_pipe::cancel() {
   auto rs = std::move(readers_);
   readers_.clear();
-  for (auto& o : rs) finish(*o, err(errc::operation_aborted));
+  for (auto& o : rs) {
+    if (o->transact_reply) debt_.gave_up(false);
+    finish(*o, err(errc::operation_aborted));
+  }
   for (std::size_t i = 0; i < writes_.size();) {
     if (writes_[i]->started) {
       if (writes_[i]->is_flush) {
@@ -348,6 +355,20 @@ void async_pipe::kick() {
 
 // Satisfies the reader from held_ if it can; true when it completed.
 bool async_pipe::serve_reader(op& o) {
+  // Replies owed to transacts that gave up go first (pipe_rules::reply_debt):
+  // each is read like any message, then dropped.
+  while (debt_.owed > 0) {
+    if (held_ && !held_->more) {
+      held_.reset();
+      --debt_.owed;
+      continue;
+    }
+    if (eof_ || rx_err_ || !is_open()) {
+      debt_ = {}; // it will not come; the reader learns why below
+      break;
+    }
+    return false; // read on (into held_)
+  }
   const bool msg_mode = mode() == npipe::read_mode::message;
   if (held_) {
     auto& h = *held_;
@@ -570,6 +591,7 @@ void async_pipe::on_written(const std::error_code& ec, std::size_t n) {
       auto r = std::make_unique<op>();
       r->id = taken->id;
       r->on_msg = std::move(taken->then_receive);
+      r->transact_reply = true;
       if (taken->timer) start_deadline(*this, *r, taken->timer->expiry());
       readers_.push_back(std::move(r));
       kick();
@@ -653,15 +675,17 @@ void async_pipe::transact(std::vector<std::byte> request, timeout t, asio::cance
     return;
   }
   if (p_.type != pipe_type::message || mode() != npipe::read_mode::message) {
-    finish(*o, err(errc::invalid_state), "transact needs a message pipe in message read mode");
+    finish(*o, err(errc::invalid_state), pipe_rules::transact_needs_message_mode);
     return;
   }
   // TransactNamedPipe's rule: no unread message (ERROR_PIPE_BUSY there).
   DWORD total = 0;
-  bool unread = !readers_.empty() || (held_ && !rx_active_) ||
-                (!rx_active_ && ::PeekNamedPipe(native(), nullptr, 0, nullptr, &total, nullptr) && total > 0);
+  // Replies owed to transacts that gave up do not count as unread: they are
+  // discarded as they come, ahead of this one's.
+  bool unread = !readers_.empty() ||
+                (debt_.owed == 0 && ((held_ && !rx_active_) || (!rx_active_ && ::PeekNamedPipe(native(), nullptr, 0, nullptr, &total, nullptr) && total > 0)));
   if (unread) {
-    finish(*o, err(errc::invalid_state), "the pipe holds an unread message; receive it before transact");
+    finish(*o, err(errc::invalid_state), pipe_rules::transact_needs_no_unread);
     return;
   }
   if (tx_broken_ || request.size() > max_write) {

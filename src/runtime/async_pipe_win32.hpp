@@ -15,6 +15,7 @@
 // (CancelIoEx). FlushFileBuffers has no overlapped form: it runs on a
 // helper thread (background_flush) that the deadline cancels.
 
+#include "core/pipe_rules.hpp"
 #include "runtime/async_op.hpp"
 #include "transport/transport.hpp"
 
@@ -115,6 +116,7 @@ private:
   // receive side
   std::vector<std::unique_ptr<op>> readers_;
   std::optional<held_bytes> held_;
+  pipe_rules::reply_debt debt_; // replies of transacts that gave up: discarded as they arrive
   bool rx_active_ = false;       // a ReadFile is outstanding (into held_->data)
   OVERLAPPED* rx_ov_ = nullptr;  // its OVERLAPPED, for CancelIoEx
   std::size_t rx_base_ = 0;      // where in held_->data it writes

@@ -208,7 +208,39 @@ bool framed_connection::payload(std::byte* out, std::size_t want, deadline dl, s
   return true;
 }
 
+// Discards the replies of transacts that gave up (pipe_rules::reply_debt),
+// so that what is read next is not one of them. False, with ec, when they
+// have not all arrived by `dl` (progress is kept for the next call).
+bool framed_connection::settle_debt(deadline dl, std::error_code& ec) {
+  if (!debt_.any()) return true;
+  while (debt_.any()) {
+    if (debt_.in_current) {
+      partial_.clear();
+      while (msg_left_ > 0) {
+        if (buffered() == 0 && !fill(dl, ec)) return false;
+        std::size_t n = std::min<std::size_t>(msg_left_, buffered());
+        rpos_ += n;
+        msg_left_ -= static_cast<std::uint32_t>(n);
+      }
+      in_msg_ = false;
+      debt_.in_current = false;
+      continue;
+    }
+    auto st = head(dl, ec); // control frames, up to the next data frame
+    if (st == head_status::data) {
+      --debt_.owed;
+      debt_.in_current = true;
+      continue;
+    }
+    if (st == head_status::error || !fill(dl, ec)) return false;
+  }
+  std::error_code ignore;
+  head(dl, ignore, false); // acknowledge flushes the discarded replies satisfied
+  return true;
+}
+
 read_result framed_connection::read_locked(std::span<std::byte> buf, deadline dl, std::error_code& ec) {
+  if (!settle_debt(dl, ec)) return {};
   const bool msg = mode_.load(std::memory_order_relaxed) == npipe::read_mode::message;
   std::size_t got = 0;
   if (!partial_.empty()) { // the head of the current message, left by a receive() that timed out
@@ -326,52 +358,56 @@ std::vector<std::byte> framed_connection::receive_locked(deadline dl, std::error
     ec = err(errc::not_connected);
     return {};
   }
+  rx_owner rx(*this);
+  if (!rx.acquire(dl, ec)) return {};
+  return receive_message(dl, ec);
+}
+
+// receive() with the receive side owned.
+std::vector<std::byte> framed_connection::receive_message(deadline dl, std::error_code& ec) {
+  if (!settle_debt(dl, ec)) return {};
   std::vector<std::byte> out;
-  {
-    rx_owner rx(*this);
-    if (!rx.acquire(dl, ec)) return {};
-    if (mode_.load(std::memory_order_relaxed) == npipe::read_mode::byte) {
-      out.resize(rx_chunk);
-      auto r = read_locked(out, dl, ec);
-      out.resize(r.bytes);
-    } else {
-      bool have = in_msg_ || !partial_.empty();
-      while (!have) {
-        auto st = head(dl, ec);
-        if (st == head_status::data) have = true;
-        else if (st == head_status::error || !fill(dl, ec)) return {};
-      }
-      // The frame length was checked against max_message before we got here,
-      // but it is only the peer's word: the message's buffer grows as its
-      // bytes arrive (framing::room_for), so a header alone commits nothing.
-      out = std::move(partial_);
-      partial_.clear();
-      std::size_t got = out.size();
-      const std::size_t total = got + msg_left_;
-      auto keep = [&] {
-        out.resize(got);
-        partial_ = std::move(out); // a later receive() or read() continues the message
-      };
-      while (msg_left_ > 0) {
-        if (got == out.size()) {
-          if (buffered() == 0 && !wait_readable(dl, ec)) {
-            keep();
-            return {};
-          }
-          out.resize(framing::room_for(got, total));
-        }
-        std::size_t n = 0;
-        if (!payload(out.data() + got, out.size() - got, dl, n, ec)) {
-          keep();
-          return {};
-        }
-        got += n;
-      }
-      in_msg_ = false;
-      std::error_code ignore;
-      head(dl, ignore, false);
-    }
+  if (mode_.load(std::memory_order_relaxed) == npipe::read_mode::byte) {
+    out.resize(rx_chunk);
+    auto r = read_locked(out, dl, ec);
+    out.resize(r.bytes);
+    return out;
   }
+  bool have = in_msg_ || !partial_.empty();
+  while (!have) {
+    auto st = head(dl, ec);
+    if (st == head_status::data) have = true;
+    else if (st == head_status::error || !fill(dl, ec)) return {};
+  }
+  // The frame length was checked against max_message before we got here,
+  // but it is only the peer's word: the message's buffer grows as its
+  // bytes arrive (framing::room_for), so a header alone commits nothing.
+  out = std::move(partial_);
+  partial_.clear();
+  std::size_t got = out.size();
+  const std::size_t total = got + msg_left_;
+  auto keep = [&] {
+    out.resize(got);
+    partial_ = std::move(out); // a later receive() or read() continues the message
+  };
+  while (msg_left_ > 0) {
+    if (got == out.size()) {
+      if (buffered() == 0 && !wait_readable(dl, ec)) {
+        keep();
+        return {};
+      }
+      out.resize(framing::room_for(got, total));
+    }
+    std::size_t n = 0;
+    if (!payload(out.data() + got, out.size() - got, dl, n, ec)) {
+      keep();
+      return {};
+    }
+    got += n;
+  }
+  in_msg_ = false;
+  std::error_code ignore;
+  head(dl, ignore, false);
   return out;
 }
 
@@ -394,29 +430,47 @@ std::vector<std::byte> framed_connection::transact(std::span<const std::byte> re
                                                    std::error_code& ec) {
   ec.clear();
   if (p_.type != pipe_type::message || read_mode() != npipe::read_mode::message) {
-    set_error_detail("transact needs a message pipe in message read mode");
+    set_error_detail(pipe_rules::transact_needs_message_mode);
     ec = err(errc::invalid_state);
     return {};
   }
-  {
-    rx_owner rx(*this);
-    if (!rx.acquire(dl, ec)) return {};
-    bool pending = false;
-    try {
-      pending = data_pending();
-    } catch (const std::bad_alloc&) {
-      out_of_memory(ec);
-      return {};
-    }
-    if (pending) {
-      set_error_detail("the pipe holds an unread message; receive it before transact");
-      ec = err(errc::invalid_state);
-      return {};
-    }
+  // The receive side stays ours from the unread check to the reply, so no
+  // other reader can take the reply (or slip a message in before it).
+  rx_owner rx(*this);
+  if (!rx.acquire(dl, ec)) return {};
+  bool pending = false;
+  try {
+    // Replies owed to transacts that gave up and are here already go first;
+    // ones still on their way will be discarded as they come, ahead of ours.
+    std::error_code ignore;
+    settle_debt(deadline::after(no_wait), ignore);
+    pending = !debt_.any() && data_pending();
+  } catch (const std::bad_alloc&) {
+    out_of_memory(ec);
+    return {};
+  }
+  if (pending) {
+    set_error_detail(pipe_rules::transact_needs_no_unread);
+    ec = err(errc::invalid_state);
+    return {};
   }
   write(request, dl, ec);
   if (ec) return {};
-  return receive(dl, ec);
+  std::vector<std::byte> reply;
+  try {
+    reply = receive_message(dl, ec);
+  } catch (const std::bad_alloc&) {
+    out_of_memory(ec);
+    return {};
+  }
+  if (ec && is_open() && !rx_err_ && !eof_) {
+    // The request went out; its reply may still come. It is owed, not lost:
+    // discarded when it arrives, never handed to a later call.
+    bool mid = in_msg_ || !partial_.empty();
+    debt_.gave_up(mid);
+    partial_.clear();
+  }
+  return reply;
 }
 
 peek_result framed_connection::peek(std::span<std::byte> buf, std::error_code& ec) noexcept {
@@ -433,6 +487,14 @@ peek_result framed_connection::peek(std::span<std::byte> buf, std::error_code& e
   }
   try {
     fill_nonblocking(std::max(lookahead_limit, rx_chunk));
+    // A reply owed to a transact that gave up is not shown: it is discarded
+    // once here, and what comes after it is what a read would see.
+    if (debt_.any() && !settle_debt(deadline::after(no_wait), ec)) {
+      peek_result none;
+      if (ec != errc::timed_out) return none;
+      ec.clear();
+      return none;
+    }
   } catch (const std::bad_alloc&) {
     out_of_memory(ec);
     return {};

@@ -4,6 +4,7 @@
 // boundaries, "more data" partial reads, peek, and flush acknowledgements.
 // Portable: used for Linux local pipes and for remote pipes.
 
+#include "core/pipe_rules.hpp"
 #include "core/protocol.hpp"
 #include "transport/byte_stream.hpp"
 #include "transport/transport.hpp"
@@ -56,6 +57,8 @@ private:
   bool data_pending();
   read_result read_locked(std::span<std::byte> buf, deadline dl, std::error_code& ec);
   std::vector<std::byte> receive_locked(deadline dl, std::error_code& ec);
+  std::vector<std::byte> receive_message(deadline dl, std::error_code& ec);
+  bool settle_debt(deadline dl, std::error_code& ec);
   void out_of_memory(std::error_code& ec) noexcept;
   // The receive side is owned by one caller at a time: a flag under state_mu_
   // (not a timed mutex, so waits honour deadlines and flushers can wait for
@@ -111,6 +114,7 @@ private:
   bool in_msg_ = false;            // inside a data frame
   std::uint32_t msg_left_ = 0;     // payload bytes of the current frame still in the stream
   std::vector<std::byte> partial_; // current message bytes taken off the stream by a receive() that timed out
+  pipe_rules::reply_debt debt_;    // replies of transacts that gave up: discarded as they arrive
   std::uint64_t ack_scan_ = 0;     // flush_acks before this stream offset are already counted
   bool eof_ = false;
   std::atomic<bool> peer_closed_{false}; // eof_ as the send side may read it

@@ -692,7 +692,9 @@ private:
       waiters_.push_back({fd, until, std::move(peer), std::move(h), std::move(extra)});
       return;
     }
-    send_reply(fd, protocol::status::busy, opts_);
+    // Busy now; one that asked to wait but finds the waiting room full is
+    // told so (not that its wait ran out: it never waited).
+    send_reply(fd, h.wait_ms > 0 ? protocol::status::wait_queue_full : protocol::status::busy, opts_);
     ::close(fd);
   }
 
@@ -1015,6 +1017,10 @@ bool client_accepts(const pipe_name& name, const client_options& opts, const pro
       break;
     case protocol::status::shutting_down:
       set_error_detail("the server of " + name.str() + " is shutting down");
+      break;
+    case protocol::status::wait_queue_full:
+      set_error_detail("all instances of " + name.str() +
+                       " are busy and as many clients as the server lets wait (max_waiting) are waiting already");
       break;
     case protocol::status::overloaded:
       set_error_detail(name.is_local()

@@ -3,6 +3,7 @@
 // so deadlines and close() from another thread work (no thread is left
 // blocked in ConnectNamedPipe or ReadFile). See docs/semantics.md.
 
+#include "core/pipe_rules.hpp"
 #include "transport/win32_util.hpp"
 
 #include <sddl.h>
@@ -265,6 +266,12 @@ public:
     if (!check_open(ec)) return {};
     std::lock_guard lk(rx_mu_);
     if (!check_open(ec)) return {};
+    return receive_locked(dl, ec);
+  }
+
+  // receive() with rx_mu_ held.
+  std::vector<std::byte> receive_locked(deadline dl, std::error_code& ec) {
+    if (!settle_debt(dl, ec)) return {};
     if (read_mode() == npipe::read_mode::byte) {
       std::vector<std::byte> out(64u << 10);
       auto r = read_locked(out, dl, ec);
@@ -311,61 +318,33 @@ public:
     ec.clear();
     if (!check_open(ec)) return {};
     if (type_ != pipe_type::message || read_mode() != npipe::read_mode::message) {
-      set_error_detail("transact needs a message pipe in message read mode");
+      set_error_detail(pipe_rules::transact_needs_message_mode);
       ec = make_error_code(errc::invalid_state);
       return {};
     }
-    std::scoped_lock lk(rx_mu_, tx_mu_);
+    std::lock_guard rx(rx_mu_);
     if (!check_open(ec)) return {};
-    if (!partial_.empty()) {
-      set_error_detail("the pipe holds an unread message; receive it before transact");
+    // Replies owed to transacts that gave up and are here already go first;
+    // ones still on their way are discarded as they come, ahead of ours.
+    std::error_code ignore;
+    settle_debt(deadline::after(no_wait), ignore);
+    DWORD total = 0;
+    if (!debt_.any() && (!partial_.empty() || (::PeekNamedPipe(h_, nullptr, 0, nullptr, &total, nullptr) && total > 0))) {
+      set_error_detail(pipe_rules::transact_needs_no_unread);
       ec = make_error_code(errc::invalid_state);
       return {};
     }
-    std::vector<std::byte> out(4096);
-    DWORD n = 0, err = 0;
-    auto r = overlapped(h_, rx_event_.get(), dl, [&](OVERLAPPED* ov) {
-      return ::TransactNamedPipe(h_, const_cast<std::byte*>(request.data()), static_cast<DWORD>(request.size()),
-                                 out.data(), static_cast<DWORD>(out.size()), nullptr, ov);
-    }, n, err);
-    if (r == io_end::timed_out) {
-      ec = make_error_code(errc::timed_out);
-      return {};
+    // WriteFile, then the reply, rather than TransactNamedPipe: a deadline
+    // that cancels TransactNamedPipe leaves unknown whether the request went
+    // out, and with it whether a reply is owed (pipe_rules::reply_debt).
+    write(request, dl, ec);
+    if (ec) return {};
+    auto reply = receive_locked(dl, ec);
+    if (ec == errc::timed_out && is_open()) {
+      debt_.gave_up(!partial_.empty());
+      partial_.clear();
     }
-    if (r == io_end::failed) {
-      if (err == ERROR_PIPE_BUSY) { // TransactNamedPipe's "there is unread data"
-        set_error_detail("the pipe holds an unread message; receive it before transact");
-        ec = make_error_code(errc::invalid_state, static_cast<int>(err));
-      } else {
-        ec = closed_error(err);
-      }
-      return {};
-    }
-    std::size_t got = n;
-    while (err == ERROR_MORE_DATA) { // the rest of a long reply
-      DWORD left = 0;
-      if (!::PeekNamedPipe(h_, nullptr, 0, nullptr, nullptr, &left) || left == 0) left = 64u << 10;
-      if (got + left > max_message_) {
-        set_error_detail("the reply exceeds this end's limit of " + std::to_string(max_message_) + " bytes");
-        ec = make_error_code(errc::message_too_large);
-        abort_io();
-        return {};
-      }
-      out.resize(got + left);
-      auto rr = overlapped(h_, rx_event_.get(), dl, [&](OVERLAPPED* ov) {
-        return ::ReadFile(h_, out.data() + got, static_cast<DWORD>(out.size() - got), nullptr, ov);
-      }, n, err);
-      got += n;
-      if (rr != io_end::done) {
-        ec = rr == io_end::timed_out ? make_error_code(errc::timed_out) : closed_error(err);
-        out.resize(got);
-        partial_ = std::move(out);
-        partial_more_ = true;
-        return {};
-      }
-    }
-    out.resize(got);
-    return out;
+    return reply;
   }
 
   peek_result peek(std::span<std::byte> buf, std::error_code& ec) noexcept override {
@@ -374,6 +353,15 @@ public:
     std::lock_guard lk(rx_mu_);
     if (!check_open(ec)) return {};
     peek_result r;
+    // A reply owed to a transact that gave up is not shown: it is discarded
+    // once here, and what comes after it is what a read would see.
+    if (debt_.any()) {
+      std::error_code sec;
+      if (!settle_debt(deadline::after(no_wait), sec)) {
+        if (sec != errc::timed_out) ec = sec;
+        return r;
+      }
+    }
     std::size_t from_partial = std::min(buf.size(), partial_.size());
     if (from_partial) std::memcpy(buf.data(), partial_.data(), from_partial);
     // Sizes first, then the copy: some implementations (Wine) count only
@@ -446,7 +434,43 @@ private:
     return win32_error(err);
   }
 
+  // Discards the replies of transacts that gave up (pipe_rules::reply_debt),
+  // so that what is read next is not one of them. False, with ec, when they
+  // have not all arrived by `dl` (progress is kept for the next call).
+  bool settle_debt(deadline dl, std::error_code& ec) {
+    std::byte sink[4096];
+    while (debt_.any()) {
+      if (debt_.in_current && !partial_more_) { // all of it was taken already
+        partial_.clear();
+        debt_.in_current = false;
+        continue;
+      }
+      partial_.clear();
+      DWORD n = 0, err = 0;
+      auto r = overlapped(h_, rx_event_.get(), dl, [&](OVERLAPPED* ov) {
+        return ::ReadFile(h_, sink, sizeof sink, nullptr, ov);
+      }, n, err);
+      if (r == io_end::timed_out) {
+        ec = make_error_code(errc::timed_out);
+        return false;
+      }
+      if (r == io_end::failed) {
+        ec = closed_error(err);
+        return false;
+      }
+      if (err == ERROR_MORE_DATA) { // the rest of this reply is still in the pipe
+        if (!debt_.in_current) --debt_.owed;
+        debt_.in_current = partial_more_ = true;
+        continue;
+      }
+      if (debt_.in_current) debt_.in_current = partial_more_ = false;
+      else --debt_.owed;
+    }
+    return true;
+  }
+
   read_result read_locked(std::span<std::byte> buf, deadline dl, std::error_code& ec) {
+    if (!settle_debt(dl, ec)) return {};
     const bool msg = read_mode() == npipe::read_mode::message;
     if (!partial_.empty()) { // the head of a message a receive() could not finish
       std::size_t n = std::min(buf.size(), partial_.size());
@@ -491,6 +515,7 @@ private:
   event rx_event_, tx_event_;
   std::vector<std::byte> partial_; // message head taken off the pipe by a receive that failed mid-way
   bool partial_more_ = false;      // and the rest of that message is still in the pipe
+  pipe_rules::reply_debt debt_;    // replies of transacts that gave up: discarded as they arrive
   bool tx_broken_ = false;
 };
 

@@ -29,6 +29,7 @@
 #include <atomic>
 #include <filesystem>
 #include <future>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <thread>
@@ -279,6 +280,63 @@ TEST_F(Async, ServeThenRunKeepsServingClientsThatComeLaterUntilStop) {
   srv.stop(1s);
   runner.join(); // returns now that the server is stopped
   EXPECT_TRUE(returned.load());
+}
+
+// A cancelled or timed-out async_transact never hands its reply on: the
+// reply still comes and is discarded, and the next transact gets its own.
+TEST_F(Async, CancelledAndTimedOutTransactsNeverHandTheirRepliesOn) {
+  auto name = random_pipe("late");
+  run_threads();
+  asio::thread_pool later(1);
+  npipe::async_server srv(ctx_, name);
+  std::mutex mu;
+  std::vector<npipe::reply> held; // replies to the first two requests, sent late
+  srv.serve([&](npipe::request rq, npipe::reply rp) {
+    std::string t(rq.text());
+    if (t == "late") {
+      std::lock_guard lk(mu);
+      held.push_back(std::move(rp));
+    } else {
+      rp.send(std::string_view("re: " + t));
+    }
+  });
+  async_connection c(ctx_);
+  {
+    auto [h, f] = outcome<>();
+    c.async_connect(name, client_options{}, 5s, h);
+    ASSERT_FALSE(std::get<0>(f.get()));
+  }
+  std::string late = "late", mine = "mine";
+  { // cancelled through its slot
+    asio::cancellation_signal cancel;
+    auto [h, f] = outcome<std::vector<std::byte>>();
+    c.async_transact(asio::buffer(late), 10s, asio::bind_cancellation_slot(cancel.slot(), h));
+    for (auto until = std::chrono::steady_clock::now() + 10s;; std::this_thread::sleep_for(1ms)) {
+      std::lock_guard lk(mu);
+      if (!held.empty() || std::chrono::steady_clock::now() > until) break; // the server has the request
+    }
+    asio::post(ctx_, [&] { cancel.emit(asio::cancellation_type::all); });
+    EXPECT_EQ(std::get<0>(f.get()), errc::operation_aborted);
+  }
+  { // timed out
+    auto [h, f] = outcome<std::vector<std::byte>>();
+    c.async_transact(asio::buffer(late), 100ms, h);
+    EXPECT_EQ(std::get<0>(f.get()), errc::timed_out);
+  }
+  {
+    std::lock_guard lk(mu);
+    ASSERT_EQ(held.size(), 2u);
+    for (auto& r : held) r.send(std::string_view("the late reply"));
+    held.clear();
+  }
+  auto [h, f] = outcome<std::vector<std::byte>>();
+  c.async_transact(asio::buffer(mine), 10s, h);
+  auto [ec, reply] = f.get();
+  EXPECT_FALSE(ec) << ec.message();
+  EXPECT_EQ(text(reply), "re: mine") << "a late reply reached a later transact";
+  c.close();
+  srv.stop(2s);
+  later.join();
 }
 
 TEST_F(Async, InFlightCapHoldsAgainstAPipeliningClient) {

@@ -31,6 +31,7 @@
 #include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <thread>
 #include <unistd.h>
 #include <linux/sockios.h>
@@ -429,6 +430,137 @@ TEST_F(Hostile, AHalfClosedClientGetsEveryReplyFromTheBlockingServer) {
   }
   c.close();
   EXPECT_EQ(client.get(), std::size_t(n));
+}
+
+// ---------------------------------------------------- late transact replies
+
+// A server written by hand that answers a transact's request with a long
+// reply in two parts, the second only when told: the client's transact times
+// out with part of the reply taken in.
+class late_reply_server {
+public:
+  explicit late_reply_server(const pipe_name& name) {
+    std::error_code ec;
+    path_ = local_path(name, ec);
+    lfd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::strncpy(sa.sun_path, path_.c_str(), sizeof sa.sun_path - 1);
+    ok_ = ::bind(lfd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0 && ::listen(lfd_, 4) == 0;
+    t_ = std::thread([this, name] {
+      int fd = ::accept4(lfd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) return;
+      std::string hello(16 + name.name().size(), '\0');
+      ::recv(fd, hello.data(), hello.size(), MSG_WAITALL);
+      std::string reply("NPIP\x01\x00\x01\x00\x00\x00\x00\x02\x00\x00\x00\x00", 16); // ok, message pipe, 32 MiB
+      send_all(fd, reply);
+      read_frame(fd);                                  // the first request
+      std::string late = std::string(100'000, 'L');
+      send_all(fd, header(static_cast<std::uint32_t>(late.size())) + late.substr(0, 1000)); // part of the reply
+      go_.get_future().wait();
+      send_all(fd, late.substr(1000)); // the rest, after the client gave up
+      std::string req2 = read_frame(fd);
+      send_all(fd, header(static_cast<std::uint32_t>(req2.size() + 4)) + "re: " + req2);
+      char b;
+      ::recv(fd, &b, 1, 0); // until the client leaves
+      ::close(fd);
+    });
+  }
+  ~late_reply_server() {
+    ::shutdown(lfd_, SHUT_RDWR);
+    ::close(lfd_);
+    t_.join();
+    ::unlink(path_.c_str());
+  }
+  bool ok() const { return ok_; }
+  void send_rest() { go_.set_value(); }
+
+private:
+  static std::string read_frame(int fd) {
+    std::string h(5, '\0');
+    if (::recv(fd, h.data(), 5, MSG_WAITALL) != 5) return {};
+    std::uint32_t len = 0;
+    for (int i = 0; i < 4; ++i) len |= static_cast<std::uint32_t>(static_cast<unsigned char>(h[1 + i])) << (8 * i);
+    std::string body(len, '\0');
+    if (len) ::recv(fd, body.data(), len, MSG_WAITALL);
+    return body;
+  }
+  std::string path_;
+  int lfd_ = -1;
+  bool ok_ = false;
+  std::promise<void> go_;
+  std::thread t_;
+};
+
+TEST_F(Hostile, ATransactThatTimesOutMidReplyDiscardsThatReplyWhole) {
+  auto name = random_pipe("late");
+  late_reply_server srv(name);
+  ASSERT_TRUE(srv.ok());
+  auto c = connect(name, {}, 5s);
+  std::error_code ec;
+  c.transact(bytes("req1"), 200ms, ec);
+  EXPECT_EQ(ec, errc::timed_out) << ec.message();
+  srv.send_rest();
+  EXPECT_EQ(c.transact(std::string_view("req2"), 10s), "re: req2") << "not the rest of the late reply";
+}
+
+TEST_F(Hostile, AnAsyncTransactThatTimesOutOrIsCancelledNeverHandsItsReplyOn) {
+  auto name = random_pipe("alate");
+  late_reply_server srv(name);
+  ASSERT_TRUE(srv.ok());
+  asio::io_context ctx;
+  auto work = asio::make_work_guard(ctx);
+  std::thread t([&] { ctx.run(); });
+  async_connection c(ctx);
+  {
+    auto [h, f] = outcome<>();
+    c.async_connect(name, client_options{}, 5s, h);
+    ASSERT_FALSE(std::get<0>(f.get()));
+  }
+  std::string r1 = "req1", r2 = "req2";
+  {
+    auto [h, f] = outcome<std::vector<std::byte>>();
+    c.async_transact(asio::buffer(r1), 200ms, h);
+    EXPECT_EQ(std::get<0>(f.get()), errc::timed_out);
+  }
+  srv.send_rest();
+  {
+    auto [h, f] = outcome<std::vector<std::byte>>();
+    c.async_transact(asio::buffer(r2), 10s, h);
+    auto [ec, reply] = f.get();
+    EXPECT_FALSE(ec) << ec.message();
+    EXPECT_EQ(text(reply), "re: req2") << "not the late reply";
+  }
+  c.close();
+  work.reset();
+  t.join();
+}
+
+// Over max_waiting, a client that asked to wait is told at once that the
+// waiting room is full: pipe_busy, not a wait that "ran out" after 10 ms.
+TEST_F(Hostile, AClientOverMaxWaitingGetsPipeBusyAtOnceAndSaysWhy) {
+  auto name = random_pipe("wait");
+  server_options o;
+  o.max_instances = 1;
+  o.max_waiting = 1;
+  server s(name, o);
+  auto a = connect(name, {}, 5s); // takes the one instance
+  auto held = s.accept(5s);
+  std::string hello = raw_hello(name);
+  hello[8] = static_cast<char>(0x88); // wait_ms = 5000
+  hello[9] = 0x13;
+  int waiter = raw_connect(s.native_path());
+  ASSERT_GE(waiter, 0);
+  ASSERT_TRUE(send_all(waiter, hello));
+  ASSERT_TRUE(server_read_all({waiter})) << "the waiter's hello was read: it waits now";
+  auto t0 = std::chrono::steady_clock::now();
+  std::error_code ec;
+  connect(name, {}, 5s, ec);
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(ec, errc::pipe_busy) << ec.message();
+  EXPECT_NE(last_error_detail().find("max_waiting"), std::string::npos) << last_error_detail();
+  EXPECT_LT(took, 2s);
+  ::close(waiter);
 }
 
 // ------------------------------------------------------ fair admission

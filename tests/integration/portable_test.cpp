@@ -587,6 +587,48 @@ TEST(PortableLimits, ServerOptionsAreValidated) {
   EXPECT_EQ(ec, errc::invalid_argument) << "a server takes at least 4 KiB, the size call() pipelines";
 }
 
+// A transact that times out never hands its reply to a later call: the
+// reply still comes, and is discarded when it does (whole, even when part of
+// it had arrived), so the next transact, receive and peek see only what
+// follows it.
+TEST_P(Portable, ATimedOutTransactsReplyNeverReachesALaterCall) {
+  auto name = random_pipe();
+  server s(name, sopts());
+  std::promise<void> answer_first;
+  auto go = answer_first.get_future().share();
+  std::thread srv([&] {
+    std::error_code ec;
+    auto c = s.accept(20s, ec);
+    if (ec) return;
+    auto m = c.receive(20s, ec); // req1, answered late
+    go.wait();
+    c.write(bytes("reply to " + text(m) + std::string(70'000, '.')), 20s, ec); // long: it arrives in parts
+    m = c.receive(20s, ec);                                                     // req2, answered at once
+    c.write(bytes("reply to " + text(m)), 20s, ec);
+    c.write(bytes("an unsolicited message"), 20s, ec);
+    c.flush(20s, ec);
+    c.receive(20s, ec); // until the client leaves
+  });
+  auto c = open(name);
+  std::error_code ec;
+  c.transact(bytes("req1"), 100ms, ec);
+  EXPECT_EQ(ec, errc::timed_out) << ec.message();
+  EXPECT_TRUE(c.is_open()) << "a timed-out transact keeps the connection";
+  answer_first.set_value();
+  EXPECT_EQ(c.transact(std::string_view("req2"), 10s), "reply to req2");
+  // The unsolicited message is what comes next, not the late reply: a peek
+  // shows it (once it is here), and a receive takes it.
+  std::byte buf[64];
+  peek_result p;
+  for (auto until = std::chrono::steady_clock::now() + 10s;
+       (p = c.peek(buf)).total_available == 0 && std::chrono::steady_clock::now() < until;)
+    std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(buf), p.bytes_read), "an unsolicited message");
+  EXPECT_EQ(c.receive_string(10s), "an unsolicited message");
+  c.close();
+  srv.join();
+}
+
 #ifdef _WIN32
 INSTANTIATE_TEST_SUITE_P(Via, Portable, ::testing::Values(via::local), via_name);
 #else
