@@ -183,7 +183,7 @@ public:
     if (!check_server_options(opts_, ec)) return false;
     bool shared_default = opts_.pipe_dir.empty() && !std::getenv("NPIPE_DIR");
     dir_ = pipe_directory(opts_.pipe_dir);
-    if (!check_directory(dir_, shared_default, ec)) return false;
+    if (!check_server_directory(dir_, shared_default, ec)) return false;
     path_ = socket_path(dir_, name_, ec);
     if (ec) {
       set_error_detail("pipe directory path " + dir_ + " is too long for a Unix socket path");
@@ -788,7 +788,8 @@ bool client_path(const pipe_name& name, const client_options& opts, std::string&
     set_error_detail("pipe directory path " + dir + " is too long for a Unix socket path");
     return false;
   }
-  return true;
+  // Who could have put the socket there? Both clients (and the gateway) pass here.
+  return check_client_directory(dir, path, opts.require_server_uid, ec);
 }
 
 std::error_code connect_error(int e, const std::string& path) {

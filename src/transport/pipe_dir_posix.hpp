@@ -8,6 +8,8 @@
 
 #include <npipe/pipe_name.hpp>
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -19,9 +21,21 @@ namespace npipe::detail {
 /// A sockaddr_un for `path`; false if it does not fit in sun_path.
 bool make_sockaddr(const std::string& path, sockaddr_un& sa, socklen_t& len);
 
-/// Server side: checks (and, when missing, creates) the pipe directory.
-/// `shared_default`: it is the machine-wide default, created mode 1777.
-bool check_directory(const std::string& dir, bool shared_default, std::error_code& ec);
+/// Server side: checks every component of the pipe directory's path from /
+/// down (creating the last one when it is missing: mode 1777 when
+/// `shared_default`, the machine-wide default, else 0755). Each must be owned
+/// by root or by this user, and writable by no one else unless sticky; a
+/// symbolic link on the way is followed only when root or this user owns it,
+/// and the directory itself must not be one. errc::unsafe_directory (detail:
+/// the component, what is wrong, what to do) otherwise.
+bool check_server_directory(const std::string& dir, bool shared_default, std::error_code& ec);
+
+/// Client side, before trusting a socket in `dir`: the same rules, where the
+/// owners a client accepts are root, itself, and `require_server_uid` if set,
+/// else the owner of the pipe directory itself (see the .cpp for why).
+/// A missing directory is "no server is listening at `socket`" (not_found).
+bool check_client_directory(const std::string& dir, const std::string& socket,
+                            std::optional<std::uint32_t> require_server_uid, std::error_code& ec);
 
 enum class probe_result { live, stale, gone, unknown };
 
