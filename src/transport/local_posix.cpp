@@ -125,7 +125,7 @@ bool create_listener(const std::string& dir, const std::string& path, const pipe
 
   dev_t dev = 0;
   ino_t ino = 0;
-  if (!take_name(dir, tmp, path, name, dev, ino, ec)) {
+  if (!take_name(tmp, path, name, dev, ino, ec)) {
     ::close(fd);
     return false;
   }

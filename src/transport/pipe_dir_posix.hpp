@@ -44,11 +44,18 @@ enum class probe_result { live, stale, gone, unknown };
 probe_result probe(const std::string& path, peer_identity& owner);
 
 /// Gives the listening socket bound at `slot` (in a private directory inside
-/// `dir`) the name `path` of pipe `name`, reclaiming a stale socket file left
-/// there by a crashed server. On success `dev`/`ino` identify the file that is
-/// now ours. name_in_use (with a detail naming the owner) when a live server
-/// or a file that is not a stale socket of ours has the name.
-bool take_name(const std::string& dir, const std::string& slot, const std::string& path, const pipe_name& name,
-               dev_t& dev, ino_t& ino, std::error_code& ec);
+/// the pipe directory) the name `path` of pipe `name`, reclaiming a stale
+/// socket file a crashed server left there; no lock is taken (see the .cpp).
+/// On success `dev`/`ino` identify the file that is now ours. name_in_use
+/// (with a detail naming the owner) when a live server, or a file that is
+/// not a stale socket of ours, has the name.
+bool take_name(const std::string& slot, const std::string& path, const pipe_name& name, dev_t& dev, ino_t& ino,
+               std::error_code& ec);
+
+/// take_name's reclaim step, for tests: swaps the socket at `slot` (whose
+/// file is `mine`) with whatever `path` holds now, keeps the name if that was
+/// a dead socket (deleting it), else gives it back and holds `mine` again.
+enum class reclaim_result { taken, given_back, gone, failed };
+reclaim_result reclaim(const std::string& slot, const std::string& path, const struct stat& mine, std::error_code& ec);
 
 } // namespace npipe::detail

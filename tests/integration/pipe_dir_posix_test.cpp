@@ -5,6 +5,7 @@
 // Cases that need a second user (uid 65534) run only as root.
 
 #include "test_support.hpp"
+#include "transport/pipe_dir_posix.hpp"
 
 #include <npipe/npipe.hpp>
 
@@ -282,6 +283,182 @@ TEST_F(PipeDir, AMissingDirectoryIsStillNoServerForAClient) {
   std::string detail;
   EXPECT_EQ(connect_in(name, client_in(dir_ + "/none"), detail), errc::not_found) << detail;
   EXPECT_EQ(connect_in(name, client_in(dir_ + "/none/deeper"), detail), errc::not_found) << detail;
+}
+
+// ------------------------------------------- item 9: reclaiming a crashed name
+
+// A socket file with no listener: what a SIGKILLed server leaves.
+void make_stale(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::strcpy(sa.sun_path, path.c_str());
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+  ::listen(fd, 1);
+  ::close(fd);
+}
+
+std::vector<std::string> entries(const std::string& d) {
+  std::vector<std::string> out;
+  for (auto& e : std::filesystem::directory_iterator(d))
+    out.push_back(e.path().filename().string());
+  return out;
+}
+
+TEST_F(PipeDir, AnotherUserHoldingEveryLockCannotDelayACrashedServersRestart) {
+  if (!root()) GTEST_SKIP() << "needs root to run the lock holder as another user";
+  // Shared like the machine-wide default: root's, world-writable, sticky.
+  auto shared = make_dir(dir_ + "/shared", 01777, 0, 0);
+  auto name = random_pipe();
+  signal_pipe up, locked, stop;
+  // Forked before any server opens (see gated_child).
+  gated_child crashed([&] {
+    server s(name, in_dir(shared));
+    up.notify();
+    stop.wait(60s);
+    return 0;
+  });
+  gated_child holder([&] {
+    return as_nobody([&] {
+      std::vector<int> held;
+      auto lock = [&](int fd) {
+        if (fd < 0) return;
+        ::flock(fd, LOCK_EX | LOCK_NB);
+        struct flock fl{};
+        fl.l_type = F_RDLCK; // what a read-only descriptor can hold
+        fl.l_whence = SEEK_SET;
+        ::fcntl(fd, F_SETLK, &fl);
+        held.push_back(fd);
+      };
+      for (const std::string& d : {dir_, shared})
+        lock(::open(d.c_str(), O_RDONLY | O_DIRECTORY));
+      // Names a lock file might have, taken first.
+      for (const std::string& f :
+           std::vector<std::string>{".lock", ".npipe.lock", ".reclaim", name.folded_name() + ".lock"})
+        lock(::open((shared + "/" + f).c_str(), O_RDWR | O_CREAT | O_EXCL, 0644));
+      for (auto& f : entries(shared))
+        lock(::open((shared + "/" + f).c_str(), O_RDONLY | O_NONBLOCK));
+      if (held.size() < 6) return 2;
+      locked.notify();
+      stop.wait(60s);
+      return 0;
+    });
+  });
+  crashed.start();
+  ASSERT_TRUE(up.wait());
+  crashed.kill(SIGKILL);
+  crashed.wait();
+  holder.start();
+  ASSERT_TRUE(locked.wait());
+
+  auto t0 = std::chrono::steady_clock::now();
+  server s;
+  std::string detail;
+  auto ec = open_in(s, name, in_dir(shared), detail);
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_FALSE(ec) << ec.message() << ": " << detail;
+  EXPECT_LT(took, 1s);
+  if (!ec) {
+    auto c = connect(name, client_in(shared), 2s);
+    EXPECT_TRUE(s.accept(2s).is_open());
+  }
+  stop.notify();
+  EXPECT_EQ(holder.wait(), 0);
+}
+
+TEST_F(PipeDir, SameUserServersRacingToReclaimAStaleNameLeaveExactlyOneLiveServer) {
+  constexpr int contenders = 8, rounds = 60;
+  auto name = random_pipe();
+  std::error_code ec;
+  auto path = local_path(name, ec);
+  ASSERT_FALSE(ec);
+  for (int round = 0; round < rounds; ++round) {
+    make_stale(path);
+    std::vector<server> servers(contenders);
+    std::vector<std::error_code> errors(contenders);
+    std::latch start(contenders);
+    std::vector<std::thread> threads;
+    for (int i = 0; i < contenders; ++i)
+      threads.emplace_back([&, i] {
+        start.arrive_and_wait();
+        servers[static_cast<std::size_t>(i)].open(name, {}, errors[static_cast<std::size_t>(i)]);
+      });
+    for (auto& t : threads)
+      t.join();
+    int winners = 0, winner = -1;
+    for (int i = 0; i < contenders; ++i) {
+      auto& e = errors[static_cast<std::size_t>(i)];
+      if (!e)
+        ++winners, winner = i;
+      else
+        EXPECT_EQ(e, errc::name_in_use) << "round " << round << ": " << e.message();
+    }
+    ASSERT_EQ(winners, 1) << "round " << round;
+    // The name leads to the winner: no other server's socket took its place.
+    auto c = connect(name, {}, 2s, ec);
+    ASSERT_FALSE(ec) << "round " << round << ": " << ec.message() << " " << last_error_detail();
+    EXPECT_TRUE(servers[static_cast<std::size_t>(winner)].accept(2s, ec).is_open()) << "round " << round;
+    c.close();
+    servers.clear();
+    EXPECT_EQ(entries(dir_), std::vector<std::string>{}) << "round " << round << ": nothing left behind";
+  }
+}
+
+TEST_F(PipeDir, AReclaimerWhoseLookIsOutOfDateGivesTheLiveSocketBack) {
+  // A server judged the name's file stale; before it acts, another server of
+  // the same user reclaims it and serves. The late one must leave that alone.
+  auto name = random_pipe();
+  std::error_code ec;
+  auto path = local_path(name, ec);
+  ASSERT_FALSE(ec);
+  make_stale(path);
+  server winner(name);
+  struct stat live{};
+  ASSERT_EQ(::lstat(path.c_str(), &live), 0);
+
+  // The late server's own listening socket, in a private directory beside the name.
+  std::string priv = dir_ + "/.tlate";
+  ASSERT_EQ(::mkdir(priv.c_str(), 0700), 0);
+  std::string slot = priv + "/s";
+  int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::strcpy(sa.sun_path, slot.c_str());
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+  ASSERT_EQ(::listen(fd, 4), 0);
+  struct stat mine{};
+  ASSERT_EQ(::lstat(slot.c_str(), &mine), 0);
+
+  EXPECT_EQ(detail::reclaim(slot, path, mine, ec), detail::reclaim_result::given_back) << ec.message();
+  struct stat now{};
+  ASSERT_EQ(::lstat(path.c_str(), &now), 0);
+  EXPECT_TRUE(now.st_ino == live.st_ino && now.st_dev == live.st_dev) << "the winner's socket is back at the name";
+  ASSERT_EQ(::lstat(slot.c_str(), &now), 0);
+  EXPECT_TRUE(now.st_ino == mine.st_ino && now.st_dev == mine.st_dev) << "the late one holds its own again";
+  auto c = connect(name, {}, 2s);
+  EXPECT_TRUE(winner.accept(2s).is_open()) << "clients still reach the winner";
+  ::close(fd);
+  ::unlink(slot.c_str());
+  ::rmdir(priv.c_str());
+
+  // And when the file it finds is dead, it takes the name.
+  winner.close();
+  make_stale(path);
+  std::string priv2 = dir_ + "/.tlate2";
+  ASSERT_EQ(::mkdir(priv2.c_str(), 0700), 0);
+  slot = priv2 + "/s";
+  fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  std::strcpy(sa.sun_path, slot.c_str());
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+  ASSERT_EQ(::listen(fd, 4), 0);
+  ASSERT_EQ(::lstat(slot.c_str(), &mine), 0);
+  EXPECT_EQ(detail::reclaim(slot, path, mine, ec), detail::reclaim_result::taken) << ec.message();
+  ASSERT_EQ(::lstat(path.c_str(), &now), 0);
+  EXPECT_TRUE(now.st_ino == mine.st_ino && now.st_dev == mine.st_dev);
+  EXPECT_NE(::lstat(slot.c_str(), &now), 0) << "the dead file is gone";
+  ::close(fd);
+  ::unlink(path.c_str());
+  ::rmdir(priv2.c_str());
 }
 
 } // namespace
