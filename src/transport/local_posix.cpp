@@ -281,12 +281,14 @@ private:
 
   void remove_name() noexcept {
     if (listen_.fd < 0) return;
-    ::close(listen_.fd);
-    listen_.fd = -1;
-    // Remove the name only if it is still ours (not a successor's socket).
+    // Remove the name only if it is still ours (not a successor's socket),
+    // and while we still listen: a live socket is never reclaimed, so
+    // nobody can swap theirs in between the look and the unlink.
     struct stat st{};
     if (::lstat(path_.c_str(), &st) == 0 && st.st_dev == listen_.dev && st.st_ino == listen_.ino)
       ::unlink(path_.c_str());
+    ::close(listen_.fd);
+    listen_.fd = -1;
   }
 
   void release(std::int64_t uid) {
