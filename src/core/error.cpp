@@ -32,7 +32,7 @@ const char* advice(errc e) noexcept {
   case errc::not_connected: return "the pipe is not connected (closed or never opened)";
   case errc::operation_aborted: return "the operation was aborted because the pipe or server was closed";
   case errc::invalid_state: return "the call does not fit the pipe's state; read pending data first or check the read mode";
-  case errc::unsafe_directory: return "the pipe directory is unsafe (symlink, wrong owner, or world-writable without sticky bit); fix it or set NPIPE_DIR";
+  case errc::unsafe_directory: return "the pipe directory is unsafe: a component of its path is owned by another user, writable by others without the sticky bit, or an untrusted symbolic link; fix it or set NPIPE_DIR";
   case errc::not_supported: return "the operation is not supported by this build or pipe";
   case errc::system_error: return "system error";
   }
