@@ -125,8 +125,14 @@ public:
   peek_result peek(std::span<std::byte> buf = {});
 
   /// Wait until the peer has read everything written so far
-  /// (FlushFileBuffers). The peer's library acknowledges as its application
-  /// reads; a peer that closes first makes this fail with broken_pipe.
+  /// (FlushFileBuffers). The same guarantee on every transport: it returns
+  /// once the peer process has taken every byte written before the call —
+  /// locally off the socket, on Windows out of the pipe, through a gateway
+  /// into its application (its npipe library says so as soon as its
+  /// application has consumed them) — and it does not wait for the peer
+  /// application's next call once the peer has them. While the peer has not
+  /// read them it waits (at most `t`: timed_out, the data stays queued); a
+  /// peer that closes first without reading makes it fail with broken_pipe.
   void flush(timeout t, std::error_code& ec) noexcept;
   void flush(std::error_code& ec) noexcept { flush(forever, ec); }
   void flush(timeout t = forever);

@@ -133,12 +133,28 @@ decode_status decode_frame_header(std::span<const std::byte> in, std::size_t max
   case frame_type::flush_ack:
     if (len != 0) return fail(ec, errc::protocol_error);
     break;
+  case frame_type::consumed:
+    if (len != consumed_payload) return fail(ec, errc::protocol_error);
+    break;
   default:
     return fail(ec, errc::protocol_error);
   }
   out.type = static_cast<frame_type>(t);
   out.length = len;
   return decode_status::done;
+}
+
+std::array<std::byte, frame_header_size + consumed_payload> encode_consumed(std::uint64_t offset) noexcept {
+  std::array<std::byte, frame_header_size + consumed_payload> out{};
+  auto h = encode_frame_header(frame_type::consumed, consumed_payload);
+  std::memcpy(out.data(), h.data(), h.size());
+  put32(out.data() + frame_header_size, static_cast<std::uint32_t>(offset));
+  put32(out.data() + frame_header_size + 4, static_cast<std::uint32_t>(offset >> 32));
+  return out;
+}
+
+std::uint64_t decode_consumed(std::span<const std::byte, consumed_payload> payload) noexcept {
+  return get32(payload.data()) | (static_cast<std::uint64_t>(get32(payload.data() + 4)) << 32);
 }
 
 std::error_code status_error(status s) noexcept {

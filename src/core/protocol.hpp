@@ -68,7 +68,14 @@ enum class frame_type : std::uint8_t {
   data = 1,      ///< payload: one message (message pipe) or a chunk of bytes (byte pipe)
   flush = 2,     ///< "tell me when you have read everything before this"
   flush_ack = 3, ///< answer to flush
+  consumed = 4,  ///< payload: 8 bytes, how much of the peer's stream this end's application has consumed
 };
+/// The payload length of a consumed frame.
+inline constexpr std::size_t consumed_payload = 8;
+/// A consumed frame: "my application has consumed the first `offset` bytes
+/// of your stream" (frames as sent, counted from the end of the handshake).
+std::array<std::byte, frame_header_size + consumed_payload> encode_consumed(std::uint64_t offset) noexcept;
+std::uint64_t decode_consumed(std::span<const std::byte, consumed_payload> payload) noexcept;
 
 struct frame_header {
   frame_type type = frame_type::data;

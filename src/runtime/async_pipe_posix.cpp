@@ -66,7 +66,9 @@ std::error_code io_error(const std::error_code& ec) {
 
 struct async_pipe::op : async_op {
   std::array<std::byte, protocol::frame_header_size> hdr{};
-  std::uint64_t target = 0; // a flusher: the acknowledgement it waits for
+  std::uint64_t target = 0; // a flusher (and its flush frame): the acknowledgement it waits for
+  std::uint64_t pos = 0;    // a flusher: the length of our stream before its flush frame, once written
+  bool pos_known = false;
 };
 
 // What a queued send costs in memory: the operation and the payload it
@@ -208,9 +210,11 @@ void async_pipe::init_open(connection_params p) {
   socket_.non_blocking(true, ignore);
   open_.store(true, std::memory_order_release);
   touch();
+  tx_offset_ = p_.sent_before;
   if (!p_.initial.empty()) {
     auto initial = std::move(p_.initial);
     p_.initial = {};
+    rx_total_ += initial.size();
     parse(initial.data(), initial.size());
   }
   kick();
@@ -662,6 +666,7 @@ bool async_pipe::serve_reader(op& o) {
     return false;
   }
   touch();
+  data_consumed_ = true;
   if (o.on_msg) {
     std::vector<std::byte> out;
     if (msg_mode) {
@@ -696,13 +701,23 @@ void async_pipe::deliver() {
     }
   }
   ack_leading_flushes();
-  start_tx(); // acknowledgements owed since the last write (parse counts some directly)
+  // A remote peer learns that all it sent has been consumed without waiting
+  // for our next call (its flush needs that; over a network nothing else can
+  // tell it): one consumed frame, once the application has taken everything.
+  // Only data consumed calls for one: a receipt for the peer's receipts
+  // would call for another, and so on.
+  if (p_.peer.is_remote() && data_consumed_ && inbox_head_ == inbox_.size() && !in_big_ && pend_.empty() && !eof_ &&
+      !rx_err_) {
+    receipt_due_ = rx_total_;
+    data_consumed_ = false;
+  }
+  start_tx(); // acknowledgements (and a receipt) owed since the last write
   // Flushers whose acknowledgement has arrived; or that cannot get one.
   for (std::size_t i = 0; i < flushers_.size();) {
     auto& f = *flushers_[i];
     std::error_code ec;
     std::string detail;
-    if (acks_seen_ >= f.target) {
+    if (acks_seen_ >= f.target || (f.pos_known && peer_consumed_ >= f.pos)) {
     } else if ((ec = rx_state_error(detail))) {
     } else if (inbox_bytes_ >= lookahead_limit) {
       ec = err(errc::invalid_state);
@@ -794,6 +809,7 @@ void async_pipe::read_available() {
         break;
       }
       touch();
+      rx_total_ += n;
       big_got_ += n;
       if (big_got_ < big_total_) continue;
       inbox_bytes_ += big_.size();
@@ -818,6 +834,7 @@ void async_pipe::read_available() {
       break;
     }
     touch();
+    rx_total_ += n;
     parse(buf, n);
     if (inbox_has_data() || (n < want && !in_big_)) break;
   }
@@ -858,6 +875,11 @@ bool async_pipe::parse_frames(const std::byte* data, std::size_t n, std::size_t&
     case protocol::frame_type::flush_ack:
       ++acks_seen_;
       used += protocol::frame_header_size;
+      continue;
+    case protocol::frame_type::consumed:
+      if (avail < protocol::consumed_payload) return true; // its payload is on the way: keep it pending
+      peer_consumed_ = std::max(peer_consumed_, protocol::decode_consumed(std::span<const std::byte, protocol::consumed_payload>(body, protocol::consumed_payload)));
+      used += protocol::frame_header_size + protocol::consumed_payload;
       continue;
     case protocol::frame_type::flush:
       // Flushes in a row are one marker; with nothing unread before them
@@ -930,12 +952,18 @@ void async_pipe::queue_frame(protocol::frame_type t, std::unique_ptr<op> o) {
 }
 
 void async_pipe::start_tx() {
-  if (tx_active_ || (writes_.empty() && acks_owed_ == 0) || closed_ || tx_broken_) return;
+  if (tx_active_ || (writes_.empty() && acks_owed_ == 0 && receipt_due_ <= receipt_sent_) || closed_ || tx_broken_)
+    return;
   txbufs_.clear();
   // Acknowledgements first: they are whole frames, and the peer counts them
   // wherever they fall between our frames.
   tx_acks_ = std::min(acks_owed_, acks_per_write);
   if (tx_acks_) txbufs_.push_back(asio::buffer(ack_run().data(), tx_acks_ * protocol::frame_header_size));
+  tx_receipt_ = receipt_due_ > receipt_sent_ ? receipt_due_ : 0;
+  if (tx_receipt_) {
+    receipt_frame_ = protocol::encode_consumed(tx_receipt_);
+    txbufs_.push_back(asio::buffer(receipt_frame_));
+  }
   tx_batch_ = std::min(writes_.size(), max_batch);
   for (std::size_t i = 0; i < tx_batch_; ++i) {
     auto& o = *writes_[i];
@@ -987,6 +1015,22 @@ void async_pipe::on_tx(const std::error_code& ec, std::size_t n) {
   }
   touch();
   acks_owed_ -= tx_acks_;
+  // Where each frame went in our stream: flushers learn where theirs was.
+  std::uint64_t at = tx_offset_ + tx_acks_ * protocol::frame_header_size;
+  if (tx_receipt_) {
+    at += receipt_frame_.size();
+    receipt_sent_ = std::max(receipt_sent_, tx_receipt_);
+  }
+  for (auto& o : batch) {
+    if (o->hdr[0] == static_cast<std::byte>(protocol::frame_type::flush))
+      for (auto& f : flushers_)
+        if (f->target == o->target) {
+          f->pos = at;
+          f->pos_known = true;
+        }
+    at += o->hdr.size() + o->payload.size();
+  }
+  tx_offset_ = at;
   for (auto& o : batch) {
     if (o->timer) o->timer->cancel();
     if (o->then_receive) { // transact: the request is out; now its reply
@@ -1077,7 +1121,9 @@ void async_pipe::transact(std::vector<std::byte> request, timeout t, asio::cance
   // Replies owed to transacts that gave up do not count as unread: they
   // are discarded as they come, ahead of this one's.
   settle_debt();
-  std::size_t unread = inbox_messages_ + (in_big_ || !pend_.empty() ? 1 : 0);
+  // pend_ holds the start of a frame; only a data frame is an unread message.
+  bool pend_data = !pend_.empty() && pend_[0] == static_cast<std::byte>(protocol::frame_type::data);
+  std::size_t unread = inbox_messages_ + (in_big_ || pend_data ? 1 : 0);
   if (unread > debt_.owed || !readers_.empty()) {
     o->on_msg = std::move(done);
     finish(*o, err(errc::invalid_state), pipe_rules::transact_needs_no_unread);
@@ -1109,8 +1155,11 @@ void async_pipe::flush(timeout t, asio::cancellation_slot slot, completion<> don
     return;
   }
   o->target = ++flushes_sent_;
+  auto marker = std::make_unique<op>();
+  marker->id = next_id_++;
+  marker->target = o->target; // on_tx tells the flusher where in our stream its frame went
   flushers_.push_back(std::move(o));
-  queue_frame(protocol::frame_type::flush, nullptr);
+  queue_frame(protocol::frame_type::flush, std::move(marker));
   kick();
 }
 

@@ -150,6 +150,14 @@ private:
   std::vector<asio::const_buffer> txbufs_;
   std::size_t tx_batch_ = 0;
   std::size_t tx_acks_ = 0;      // acknowledgements in the write in progress
+  std::uint64_t tx_offset_ = 0;  // bytes of our stream written
+  std::uint64_t tx_receipt_ = 0; // the consumed offset in the write in progress (0: none)
+  std::array<std::byte, protocol::frame_header_size + protocol::consumed_payload> receipt_frame_{};
+  std::uint64_t rx_total_ = 0;     // bytes of the peer's stream received
+  std::uint64_t receipt_due_ = 0;  // a consumed offset to tell a remote peer
+  bool data_consumed_ = false;     // the application took data since the last receipt
+  std::uint64_t receipt_sent_ = 0; // the last one told
+  std::uint64_t peer_consumed_ = 0; // how much of our stream the peer's application has consumed
   std::size_t acks_owed_ = 0;    // flush acknowledgements to send (a count: they are all alike)
   std::size_t tx_bytes_ = 0;
   bool tx_active_ = false;

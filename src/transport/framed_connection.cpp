@@ -20,7 +20,7 @@ std::error_code err(errc e) { return make_error_code(e); }
 } // namespace
 
 framed_connection::framed_connection(std::unique_ptr<byte_stream> stream, framed_params params)
-    : s_(std::move(stream)), p_(std::move(params)), mode_(p_.mode) {
+    : s_(std::move(stream)), p_(std::move(params)), mode_(p_.mode), tx_offset_(p_.sent_before) {
   // The receive buffer is allocated on first use, so idle connections stay small.
   rx_.assign(p_.initial);
   rend_ = p_.initial.size();
@@ -170,6 +170,8 @@ framed_connection::head_status framed_connection::head(deadline dl, std::error_c
       return head_status::error;
     }
     if (h.type == protocol::frame_type::data && !take_data) return head_status::data;
+    if (h.type == protocol::frame_type::consumed && buffered() < protocol::frame_header_size + h.length)
+      return head_status::need_more; // its payload is on the way
     std::uint64_t at = abs(rpos_);
     rpos_ += protocol::frame_header_size;
     switch (h.type) {
@@ -185,7 +187,46 @@ framed_connection::head_status framed_connection::head(deadline dl, std::error_c
     case protocol::frame_type::flush_ack:
       if (at >= ack_scan_) count_ack();
       break;
+    case protocol::frame_type::consumed:
+      note_consumed(protocol::decode_consumed(
+          std::span<const std::byte, protocol::consumed_payload>(rx_.data() + rpos_, protocol::consumed_payload)));
+      rpos_ += protocol::consumed_payload;
+      break;
     }
+  }
+}
+
+void framed_connection::note_consumed(std::uint64_t offset) {
+  std::lock_guard lk(state_mu_);
+  if (offset <= peer_consumed_) return;
+  peer_consumed_ = offset;
+  state_cv_.notify_all();
+}
+
+// A remote peer learns that everything it sent has been consumed without
+// waiting for this end's next call (its flush needs that; over a network
+// nothing else could tell it): once the application has taken all that was
+// received, one small consumed frame goes out, if the socket takes it now
+// and no writer is busy (else at the next read).
+void framed_connection::send_receipt() noexcept {
+  // Only data consumed calls for one: a receipt for the peer's receipts
+  // would call for another, and so on.
+  if (!p_.peer.is_remote() || !data_consumed_ || buffered() > 0 || in_msg_ || !partial_.empty() || debt_.any() ||
+      eof_ || rx_err_)
+    return;
+  std::uint64_t offset = abs(rend_);
+  if (offset <= receipt_sent_) return;
+  std::unique_lock lk(tx_mu_, std::try_to_lock);
+  if (!lk.owns_lock() || tx_broken_) return;
+  std::error_code ec;
+  if (!s_->wait(true, deadline::after(no_wait), ec)) return; // full: a frame might go out half
+  auto frame = protocol::encode_consumed(offset);
+  std::span<const std::byte> bufs[1] = {frame};
+  send_all(bufs, deadline::after(no_wait), ec);
+  if (!ec) {
+    tx_offset_ += frame.size();
+    receipt_sent_ = offset;
+    data_consumed_ = false;
   }
 }
 
@@ -325,7 +366,12 @@ read_result framed_connection::read(std::span<std::byte> buf, deadline dl, std::
   rx_owner rx(*this);
   if (!rx.acquire(dl, ec)) return {};
   try {
-    return read_locked(buf, dl, ec);
+    auto r = read_locked(buf, dl, ec);
+    if (r.bytes > 0 || !ec) {
+      data_consumed_ = true;
+      send_receipt();
+    }
+    return r;
   } catch (const std::bad_alloc&) {
     out_of_memory(ec);
     return {};
@@ -360,7 +406,12 @@ std::vector<std::byte> framed_connection::receive_locked(deadline dl, std::error
   }
   rx_owner rx(*this);
   if (!rx.acquire(dl, ec)) return {};
-  return receive_message(dl, ec);
+  auto m = receive_message(dl, ec);
+  if (!ec) {
+    data_consumed_ = true;
+    send_receipt();
+  }
+  return m;
 }
 
 // receive() with the receive side owned.
@@ -414,16 +465,17 @@ std::vector<std::byte> framed_connection::receive_message(deadline dl, std::erro
 bool framed_connection::data_pending() {
   if (in_msg_ || !partial_.empty()) return true;
   fill_nonblocking(rx_.size());
-  for (std::size_t pos = rpos_; pos + protocol::frame_header_size <= rend_;) {
+  std::size_t pos = rpos_;
+  while (pos + protocol::frame_header_size <= rend_) {
     protocol::frame_header h;
     std::error_code ec;
-    if (protocol::decode_frame_header(std::span(rx_.data() + pos, rend_ - pos), p_.max_message, h, ec) !=
-        protocol::decode_status::done)
-      return true; // let the reader report it
+    auto st = protocol::decode_frame_header(std::span(rx_.data() + pos, rend_ - pos), p_.max_message, h, ec);
+    if (st != protocol::decode_status::done) return true; // let the reader report it
     if (h.type == protocol::frame_type::data) return true;
-    pos += protocol::frame_header_size;
+    pos += protocol::frame_header_size + h.length;
   }
-  return false;
+  // The start of a frame: only a data frame is an unread message.
+  return pos < rend_ && rx_.data()[pos] == static_cast<std::byte>(protocol::frame_type::data);
 }
 
 std::vector<std::byte> framed_connection::transact(std::span<const std::byte> request, deadline dl,
@@ -459,6 +511,10 @@ std::vector<std::byte> framed_connection::transact(std::span<const std::byte> re
   std::vector<std::byte> reply;
   try {
     reply = receive_message(dl, ec);
+    if (!ec) {
+      data_consumed_ = true;
+      send_receipt();
+    }
   } catch (const std::bad_alloc&) {
     out_of_memory(ec);
     return {};
@@ -528,7 +584,7 @@ peek_result framed_connection::peek(std::span<std::byte> buf, std::error_code& e
       break;
     pos += protocol::frame_header_size;
     std::size_t n = std::min<std::size_t>(h.length, rend_ - pos);
-    take(rx_.data() + pos, n);
+    if (h.type == protocol::frame_type::data) take(rx_.data() + pos, n); // control frames carry no message bytes
     pos += n;
     whole = n == h.length;
   }
@@ -572,7 +628,7 @@ void framed_connection::send_all(std::span<const std::span<const std::byte>> buf
 }
 
 void framed_connection::send_frame(protocol::frame_type t, std::span<const std::byte> payload, deadline dl,
-                                   std::error_code& ec) {
+                                   std::error_code& ec, std::uint64_t* at) {
   ec.clear();
   std::lock_guard lk(tx_mu_);
   // Over TCP (and through a gateway) the peer's end of stream means it has
@@ -586,7 +642,9 @@ void framed_connection::send_frame(protocol::frame_type t, std::span<const std::
   }
   auto hdr = protocol::encode_frame_header(t, static_cast<std::uint32_t>(payload.size()));
   std::span<const std::byte> bufs[2] = {hdr, payload};
+  if (at) *at = tx_offset_;
   send_all(std::span(bufs, payload.empty() ? 1 : 2), dl, ec);
+  if (!ec) tx_offset_ += hdr.size() + payload.size();
 }
 
 void framed_connection::write(std::span<const std::byte> data, deadline dl, std::error_code& ec) noexcept {
@@ -623,6 +681,11 @@ void framed_connection::scan_for_acks() {
                                       h, ec) != protocol::decode_status::done)
       break; // the reader will report it
     if (h.type == protocol::frame_type::flush_ack) count_ack();
+    if (h.type == protocol::frame_type::consumed) {
+      if (pos + protocol::frame_header_size + h.length > abs(rend_)) break; // its payload is on the way
+      note_consumed(protocol::decode_consumed(std::span<const std::byte, protocol::consumed_payload>(
+          rx_.data() + i + protocol::frame_header_size, protocol::consumed_payload)));
+    }
     pos += protocol::frame_header_size + h.length;
   }
   ack_scan_ = std::max(ack_scan_, pos);
@@ -648,20 +711,24 @@ void framed_connection::flush(deadline dl, std::error_code& ec) noexcept {
     std::lock_guard lk(state_mu_);
     target = ++flushes_sent_;
   }
-  send_frame(protocol::frame_type::flush, {}, dl, ec);
+  // Everything before the flush frame is the first `pos` bytes of our
+  // stream: a remote peer's consumed frame for them answers it too.
+  std::uint64_t pos = 0;
+  send_frame(protocol::frame_type::flush, {}, dl, ec, &pos);
   if (ec) return;
+  auto answered = [&] { return acks_seen_ >= target || peer_consumed_ >= pos; };
   for (;;) {
     rx_owner rx(*this);
     {
       std::unique_lock lk(state_mu_);
       // Wait until our ack has been counted, or we may read the socket ourselves.
-      auto ready = [&] { return acks_seen_ >= target || !rx_busy_ || !is_open(); };
+      auto ready = [&] { return answered() || !rx_busy_ || !is_open(); };
       if (dl.never()) state_cv_.wait(lk, ready);
       else if (!state_cv_.wait_until(lk, dl.at, ready)) {
         ec = err(errc::timed_out);
         return;
       }
-      if (acks_seen_ >= target) return;
+      if (answered()) return;
       if (!is_open()) {
         ec = err(errc::not_connected);
         return;
@@ -671,7 +738,7 @@ void framed_connection::flush(deadline dl, std::error_code& ec) noexcept {
     scan_for_acks();
     {
       std::lock_guard lk(state_mu_);
-      if (acks_seen_ >= target) return;
+      if (answered()) return;
     }
     bool filled = false;
     try {

@@ -78,7 +78,11 @@ private:
   void count_ack();
 
   // Send side.
-  void send_frame(protocol::frame_type t, std::span<const std::byte> payload, deadline dl, std::error_code& ec);
+  /// `at`, if given, gets the frame's offset in our stream.
+  void send_frame(protocol::frame_type t, std::span<const std::byte> payload, deadline dl, std::error_code& ec,
+                  std::uint64_t* at = nullptr);
+  void send_receipt() noexcept;
+  void note_consumed(std::uint64_t offset);
   void send_all(std::span<const std::span<const std::byte>> bufs, deadline dl, std::error_code& ec);
 
   std::unique_ptr<byte_stream> s_;
@@ -122,12 +126,16 @@ private:
 
   std::mutex tx_mu_;
   bool tx_broken_ = false;
+  std::uint64_t tx_offset_ = 0;    // bytes of our stream sent (under tx_mu_)
+  std::uint64_t receipt_sent_ = 0; // the last consumed offset we told a remote peer (rx owner)
+  bool data_consumed_ = false;     // the application took data since the last receipt (rx owner)
 
   std::mutex state_mu_;            // guards the fields below
   std::condition_variable state_cv_;
   bool rx_busy_ = false;           // someone owns the receive side
   std::uint64_t flushes_sent_ = 0;
   std::uint64_t acks_seen_ = 0;
+  std::uint64_t peer_consumed_ = 0; // how much of our stream the peer's application has consumed (its receipts)
 };
 
 } // namespace npipe::detail

@@ -970,8 +970,11 @@ bool client_handshake(byte_stream& stream, const pipe_name& name, const client_o
       return false;
     }
   }
-  return client_accepts(name, opts, rep, wait_ms, std::move(server), where,
-                        std::span(in.data() + protocol::reply_size, got - protocol::reply_size), p, ec, overloaded);
+  if (!client_accepts(name, opts, rep, wait_ms, std::move(server), where,
+                      std::span(in.data() + protocol::reply_size, got - protocol::reply_size), p, ec, overloaded))
+    return false;
+  if (!first.empty()) p.sent_before = protocol::frame_header_size + first.size(); // the pipelined request
+  return true;
 }
 
 std::unique_ptr<connection_impl> connect_local(const pipe_name& name, const client_options& opts, deadline dl,

@@ -87,6 +87,7 @@ struct connection_params {
   std::size_t max_queued = defaults::max_queued_bytes;
   peer_identity peer;
   std::vector<std::byte> initial;                            ///< bytes already read past the handshake
+  std::uint64_t sent_before = 0; ///< bytes of frames this end sent with its handshake (a pipelined request)
   std::function<void()> on_close;                            ///< e.g. free a server instance
 };
 

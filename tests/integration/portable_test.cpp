@@ -587,6 +587,40 @@ TEST(PortableLimits, ServerOptionsAreValidated) {
   EXPECT_EQ(ec, errc::invalid_argument) << "a server takes at least 4 KiB, the size call() pipelines";
 }
 
+// A flush to a peer that has read everything and gone on with other work
+// returns at once on every transport: locally the peer process has taken
+// the bytes off the socket; through a gateway its library has told us it
+// consumed them. Both directions.
+TEST_P(Portable, FlushToAPeerThatHasReadAndIsIdleReturnsAtOnce) {
+  auto name = random_pipe();
+  server s(name, sopts());
+  auto cl = open(name);
+  auto c = s.accept(10s);
+  // Server to client.
+  c.write("the reply");
+  EXPECT_EQ(cl.receive_string(5s), "the reply");
+  // The client is idle from here (no call on its end) while the server flushes.
+  auto t0 = std::chrono::steady_clock::now();
+  std::error_code ec;
+  c.flush(1s, ec);
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_FALSE(ec) << "the client had read everything: " << ec.message();
+  EXPECT_LT(took, 500ms);
+  // Client to server, the server idle after reading.
+  cl.write("the request");
+  EXPECT_EQ(c.receive_string(5s), "the request");
+  t0 = std::chrono::steady_clock::now();
+  cl.flush(1s, ec);
+  took = std::chrono::steady_clock::now() - t0;
+  EXPECT_FALSE(ec) << "the server had read everything: " << ec.message();
+  EXPECT_LT(took, 500ms);
+  // And a peer that has not read still makes it wait (FlushFileBuffers).
+  c.write("unread");
+  c.flush(200ms, ec);
+  EXPECT_EQ(ec, errc::timed_out);
+  EXPECT_EQ(cl.receive_string(5s), "unread");
+}
+
 // A transact that times out never hands its reply to a later call: the
 // reply still comes, and is discarded when it does (whole, even when part of
 // it had arrived), so the next transact, receive and peek see only what

@@ -121,7 +121,7 @@ double transact_everyone(const std::vector<std::unique_ptr<async_connection>>& c
       std::size_t size = s->rng() % 8 == 0 ? rs->limit : s->rng() % (rs->limit + 1);
       s->req = make_request(s->id, s->seq, size, s->rng);
       s->c->async_transact(asio::buffer(s->req), 60s, [rs, s](std::error_code ec, std::vector<std::byte> reply) {
-        if (ec || reply != s->req) ++*rs->bad;
+        if (ec || reply != s->req) { if (++*rs->bad <= 3) std::fprintf(stderr, "bad reply: %s (%s)\n", ec.message().c_str(), npipe::last_error_detail().c_str()); }
         ++s->seq;
         step(rs, s);
       });

@@ -155,13 +155,42 @@ TEST(Protocol, OversizeLengthRejectedBeforeAllocation) {
 TEST(Protocol, BadFrameTypesAndControlLengths) {
   proto::frame_header out;
   std::error_code ec;
-  for (int t : {0, 4, 0x7f, 0xff}) {
+  for (int t : {0, 5, 0x7f, 0xff}) {
     auto h = proto::encode_frame_header(static_cast<proto::frame_type>(t), 0);
     EXPECT_EQ(proto::decode_frame_header(h, 100, out, ec), decode_status::error) << t;
     EXPECT_EQ(ec, npipe::errc::protocol_error);
   }
   auto h = proto::encode_frame_header(proto::frame_type::flush, 1);
-  EXPECT_EQ(proto::decode_frame_header(h, 100, out, ec), decode_status::error) << "control frames carry nothing";
+  EXPECT_EQ(proto::decode_frame_header(h, 100, out, ec), decode_status::error) << "flush frames carry nothing";
+  for (std::uint32_t len : {0u, 7u, 9u}) {
+    h = proto::encode_frame_header(proto::frame_type::consumed, len);
+    EXPECT_EQ(proto::decode_frame_header(h, 100, out, ec), decode_status::error) << "consumed carries 8 bytes, not " << len;
+  }
+}
+
+TEST(Protocol, ConsumedFramesRoundTripEveryOffset) {
+  for (std::uint64_t off : {0ull, 1ull, 0xFFFFFFFFull, 0x100000000ull, 0x0123456789ABCDEFull}) {
+    auto f = proto::encode_consumed(off);
+    proto::frame_header h;
+    std::error_code ec;
+    ASSERT_EQ(proto::decode_frame_header(f, 16, h, ec), decode_status::done);
+    EXPECT_EQ(h.type, proto::frame_type::consumed);
+    EXPECT_EQ(h.length, proto::consumed_payload);
+    EXPECT_EQ(proto::decode_consumed(std::span<const std::byte, proto::consumed_payload>(f.data() + 5, 8)), off);
+  }
+}
+
+TEST(Protocol, TheNewStatusesMeanPipeBusy) {
+  EXPECT_EQ(proto::status_error(proto::status::overloaded), npipe::errc::pipe_busy);
+  EXPECT_EQ(proto::status_error(proto::status::wait_queue_full), npipe::errc::pipe_busy);
+  proto::reply r;
+  r.status = proto::status::wait_queue_full;
+  auto wire = proto::encode_reply(r);
+  proto::reply out;
+  std::error_code ec;
+  EXPECT_EQ(proto::decode_reply(wire, out, ec), decode_status::done);
+  wire[5] = std::byte{11};
+  EXPECT_EQ(proto::decode_reply(wire, out, ec), decode_status::error) << "no status past the last";
 }
 
 } // namespace
