@@ -34,7 +34,19 @@ endif()
 if(NOT server_out MATCHES "Bytes received: 22")
   message(FATAL_ERROR "server printed: ${server_out}")
 endif()
-if(NOT client_out MATCHES "Response received: \\[npipe [0-9.]+ \\| ")
-  message(FATAL_ERROR "client printed: ${client_out}")
+# The reply is the one the README shows, "npipe VERSION | YYYY-MM-DD HH:MM:SS"
+# (the time as `npipe serve` formats it), and nothing else: no stray newline
+# inside the brackets. Under Wine, lines end in CRLF and Wine may add lines of
+# its own, so there the reply must be one whole line of the output.
+string(REPLACE "\r" "" client_text "${client_out}")
+string(REPLACE "." "\\." version_re "${VERSION}")
+set(reply_re "Response received: \\[npipe ${version_re} \\| [0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]\\]\n")
+if(EMULATOR)
+  set(reply_re "(^|\n)${reply_re}")
+else()
+  set(reply_re "^${reply_re}$")
+endif()
+if(NOT VERSION OR NOT client_text MATCHES "${reply_re}")
+  message(FATAL_ERROR "client printed [${client_out}], expected one line matching ${reply_re}")
 endif()
 message(STATUS "${server_out}${client_out}")
