@@ -370,6 +370,26 @@ void async_pipe::remote_connect() {
   dial_gateway();
 }
 
+// Takes the remote link down (and the relay and socket pair, if set up) and
+// dials the gateway again after a pause that doubles up to 16 ms.
+void async_pipe::redial_gateway() {
+  auto& c = *conn_;
+  if (relay_) {
+    asio::dispatch(c.net_strand, [r = relay_] { r->close("the gateway was full; trying again"); });
+    relay_.reset();
+  }
+  std::error_code ignore;
+  socket_.close(ignore);
+  c.got = 0;
+  c.replying = false;
+  c.link.reset();
+  c.retry.expires_after(c.retry_pause);
+  c.retry_pause = std::min(c.retry_pause * 2, std::chrono::milliseconds(16));
+  c.retry.async_wait(asio::bind_executor(strand_, [self = shared_from_this()](const std::error_code& te) {
+    if (!te && self->conn_) self->dial_gateway();
+  }));
+}
+
 void async_pipe::dial_gateway() {
   auto& c = *conn_;
   std::uint16_t port = c.name.port() ? c.name.port() : default_remote_port;
@@ -430,13 +450,7 @@ void async_pipe::tls_step() {
     if (overloaded && (c.dl.never() || !c.dl.passed()) && clock::now() + c.retry_pause < c.net_at) {
       // The gateway let this connection go to make room (it said so in
       // plaintext): a client that may wait tries again, as the blocking one does.
-      c.link.reset();
-      c.retry.expires_after(c.retry_pause);
-      c.retry_pause = std::min(c.retry_pause * 2, std::chrono::milliseconds(16));
-      c.retry.async_wait(asio::bind_executor(strand_, [self = shared_from_this()](const std::error_code& te) {
-        if (!te && self->conn_) self->dial_gateway();
-      }));
-      return;
+      return redial_gateway();
     }
     return fail_connect(e, last_error_detail());
   }
@@ -522,21 +536,7 @@ void async_pipe::on_reply_bytes(const std::error_code& ec, std::size_t n) {
     if (overloaded && !c.name.is_local() &&
         (c.dl.never() ? clock::now() + c.retry_pause < c.net_at : clock::now() + c.retry_pause < c.dl.at)) {
       // A full gateway (max_connections) said so: take this link down and dial again.
-      if (relay_) {
-        asio::dispatch(c.net_strand, [r = relay_] { r->close("the gateway was full; trying again"); });
-        relay_.reset();
-      }
-      std::error_code ignore;
-      socket_.close(ignore);
-      c.got = 0;
-      c.replying = false;
-      c.link.reset();
-      c.retry.expires_after(c.retry_pause);
-      c.retry_pause = std::min(c.retry_pause * 2, std::chrono::milliseconds(16));
-      c.retry.async_wait(asio::bind_executor(strand_, [self = shared_from_this()](const std::error_code& te) {
-        if (!te && self->conn_) self->dial_gateway();
-      }));
-      return;
+      return redial_gateway();
     }
     fail_connect(aec, last_error_detail());
     return;

@@ -119,6 +119,7 @@ private:
   void begin_hello();
   void remote_connect();
   void dial_gateway();
+  void redial_gateway();
   void on_tcp_connect(const std::error_code& ec);
   void tls_step();
   void bridge();

@@ -45,14 +45,6 @@ unsigned clients_wanted() {
   return 10'000;
 }
 
-bool raise_fd_limit(rlim_t want) {
-  rlimit r{};
-  if (::getrlimit(RLIMIT_NOFILE, &r) != 0) return false;
-  if (r.rlim_cur >= want) return true;
-  r.rlim_cur = std::min(want, r.rlim_max);
-  return ::setrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur >= want;
-}
-
 
 // A request: client id, sequence number, then pseudo-random bytes.
 std::vector<std::byte> make_request(std::uint32_t client, std::uint32_t seq, std::size_t size, std::mt19937& rng) {

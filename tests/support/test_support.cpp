@@ -2,6 +2,8 @@
 // Test helpers that work on every system.
 #include "test_support.hpp"
 
+#include <algorithm>
+
 #include <cstdio>
 #include <random>
 #include <thread>
@@ -59,6 +61,20 @@ void expect_echo_keeps_boundaries(connection& c, std::initializer_list<std::size
     EXPECT_EQ(c.receive(each), d) << n;
     writer.join();
   }
+}
+
+timed_calls time_calls(int n, const std::function<bool(std::error_code&)>& one) {
+  timed_calls r;
+  for (int i = 0; i < n; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    std::error_code ec;
+    bool right = one(ec);
+    r.ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    if ((ec || !right) && !r.failures++)
+      r.first_failure = ec ? ec.message() + " (" + last_error_detail() + ")" : std::string("a wrong answer");
+  }
+  std::sort(r.ms.begin(), r.ms.end());
+  return r;
 }
 
 } // namespace npipe::test

@@ -98,6 +98,10 @@ private:
 /// Resident memory of a process (this one by default), KiB; -1 if unknown.
 long rss_kib(int pid = 0);
 
+/// Raise this process's RLIMIT_NOFILE to `want` if the hard limit allows;
+/// false if it cannot.
+bool raise_fd_limit(unsigned long want);
+
 #endif // _WIN32
 
 /// True when this Windows build runs under Wine (some Win32 behaviour differs).
@@ -153,6 +157,18 @@ auto outcome() {
   auto h = [p](std::error_code ec, A... a) { p->set_value({ec, std::move(a)...}); };
   return std::make_pair(std::move(h), std::move(f));
 }
+
+/// `n` calls of `one` (which returns an error and says whether its answer
+/// was right), timed: the latencies sorted (ms), and the failures.
+struct timed_calls {
+  std::vector<double> ms;
+  int failures = 0;
+  std::string first_failure;
+  double p50() const { return ms[ms.size() / 2]; }
+  double p99() const { return ms[ms.size() * 99 / 100 - (ms.size() >= 100 ? 1 : 0)]; }
+  double max() const { return ms.back(); }
+};
+timed_calls time_calls(int n, const std::function<bool(std::error_code&)>& one);
 
 inline std::span<const std::byte> bytes(std::string_view s) { return std::as_bytes(std::span(s)); }
 inline std::string text(const std::vector<std::byte>& v) { return {reinterpret_cast<const char*>(v.data()), v.size()}; }

@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <random>
 #include <thread>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -225,6 +226,14 @@ int open_fds() {
     ::closedir(d);
   }
   return n;
+}
+
+bool raise_fd_limit(unsigned long want) {
+  rlimit r{};
+  if (::getrlimit(RLIMIT_NOFILE, &r) != 0) return false;
+  if (r.rlim_cur >= want) return true;
+  r.rlim_cur = std::min<rlim_t>(want, r.rlim_max);
+  return ::setrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur >= want;
 }
 
 long rss_kib(int pid) {
