@@ -48,6 +48,15 @@ std::string socket_of(const std::string& name) {
   return npipe::local_path(npipe::pipe_name(name), ec);
 }
 
+// `npipe serve --echo NAME` in a forked child, its per-request lines to /dev/null.
+std::function<int()> echo_server(const std::string& name) {
+  return [name] {
+    quiet();
+    ::execl(npipe_bin.c_str(), npipe_bin.c_str(), "serve", "--echo", name.c_str(), nullptr);
+    return 127;
+  };
+}
+
 TEST_F(Cli, SeedDemoServeOnceAndSend) {
   auto name = "\\\\.\\pipe\\" + random_name("cli");
   auto server = std::async(std::launch::async, [&] { return run({npipe_bin, "serve", "--once", name}); });
@@ -119,11 +128,7 @@ TEST_F(Cli, HelpOnEverySubcommand) {
 
 TEST_F(Cli, BenchMeasuresARunningServer) {
   auto name = random_name("cli");
-  child server([&] {
-    quiet();
-    ::execl(npipe_bin.c_str(), npipe_bin.c_str(), "serve", "--echo", name.c_str(), nullptr);
-    return 127;
-  });
+  child server(echo_server(name));
   ASSERT_TRUE(wait_for_file(socket_of(name)));
   auto r = run({npipe_bin, "bench", name, "--count", "200", "--seconds", "0.2", "--size", "65536"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
@@ -440,11 +445,7 @@ run_result run_with_open_stdin(const std::vector<std::string>& args, std::chrono
 
 TEST_F(Cli, AnExplicitEmptyMessageIsSentAndTheNameIsCheckedBeforeStdinIsRead) {
   auto name = random_name("cli");
-  child server([&] {
-    quiet();
-    ::execl(npipe_bin.c_str(), npipe_bin.c_str(), "serve", "--echo", name.c_str(), nullptr);
-    return 127;
-  });
+  child server(echo_server(name));
   ASSERT_TRUE(wait_for_file(socket_of(name)));
   auto e = run_with_open_stdin({"send", name, ""}, 5s);
   EXPECT_EQ(e.exit_code, 0) << e.err;

@@ -136,4 +136,16 @@ CLI::Option* any_given(const tls_args& t) {
   return nullptr;
 }
 
+// The platform files start and end the wait for a signal or a console event.
+void stop_request::wait() {
+  std::unique_lock lk(mu_);
+  cv_.wait(lk, [this] { return stop_; });
+}
+
+void stop_request::trigger() {
+  std::lock_guard lk(mu_);
+  stop_ = true;
+  cv_.notify_all();
+}
+
 } // namespace npipe_cli

@@ -52,17 +52,6 @@ stop_request::~stop_request() {
   impl_->waiter.join();
 }
 
-void stop_request::wait() {
-  std::unique_lock lk(mu_);
-  cv_.wait(lk, [this] { return stop_; });
-}
-
-void stop_request::trigger() {
-  std::lock_guard lk(mu_);
-  stop_ = true;
-  cv_.notify_all();
-}
-
 // ------------------------------------------------------------ users and groups
 
 namespace {
