@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <vector>
 #include <iostream>
 #include <iterator>
 #include <thread>
@@ -73,17 +74,27 @@ std::error_code byte_exchange(npipe::connection& c, const std::string& message, 
   return ec;
 }
 
+// All of `in`, in large reads (not a character at a time: a message may be
+// many MiB).
+std::string slurp(std::istream& in) {
+  std::string out;
+  std::vector<char> buf(1 << 16);
+  while (in.read(buf.data(), static_cast<std::streamsize>(buf.size())) || in.gcount() > 0)
+    out.append(buf.data(), static_cast<std::size_t>(in.gcount()));
+  return out;
+}
+
 std::string read_message(const client_args& a) {
   std::string message;
   if (!a.file.empty()) {
     std::ifstream in(a.file, std::ios::binary);
     if (!in) throw usage_error("cannot read " + a.file + ": " + std::strerror(errno));
-    message.assign(std::istreambuf_iterator<char>(in), {});
+    message = slurp(in);
   } else if (a.message_opt->count() == 0 || a.text == "-") {
 #ifdef _WIN32
     _setmode(_fileno(stdin), _O_BINARY); // the message byte for byte
 #endif
-    message.assign(std::istreambuf_iterator<char>(std::cin), {});
+    message = slurp(std::cin);
   } else {
     message = a.text; // as given, even when empty
   }
