@@ -571,6 +571,7 @@ TEST_F(Hostile, SilentConnectionsOfOneUserDoNotLockOutAnother) {
     path = local_path(name, ec);
   }
   gated_child attacker([&] {
+    watchdog(170); // it lives as long as the calls take (a minute under the sanitizers)
     if (!raise_fd_limit(silent + 64)) return 80;
     if (::setgid(65534) != 0 || ::setuid(65534) != 0) return 81;
     std::vector<int> fds;
