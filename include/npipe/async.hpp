@@ -62,8 +62,9 @@ template <class... Args>
 using completion = unique_function<void(std::error_code, Args...)>;
 
 /// Wraps a completion handler: it runs later on its associated executor
-/// (default `io_ex`), keeps that executor busy until then, and sees the
-/// failure's detail in npipe::last_error_detail().
+/// (default `io_ex`), keeps that executor busy until then, and sees its own
+/// operation's detail in npipe::last_error_detail(): the failure's, or none
+/// on success, never one an earlier call left on the handler's thread.
 template <class... Args, class Handler>
 completion<Args...> bind_completion(Handler&& handler, const asio::any_io_executor& io_ex) {
   auto ex = asio::get_associated_executor(handler, io_ex);
@@ -72,7 +73,7 @@ completion<Args...> bind_completion(Handler&& handler, const asio::any_io_execut
     std::string why = ec ? npipe::last_error_detail() : std::string();
     auto target = work.get_executor();
     asio::post(target, [h = std::move(h), ec, why = std::move(why), ... a = std::move(args)]() mutable {
-      if (ec) set_error_detail(std::move(why));
+      set_error_detail(std::move(why));
       std::move(h)(ec, std::move(a)...);
     });
     work.reset();

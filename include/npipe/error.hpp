@@ -89,10 +89,14 @@ template <>
 struct std::is_error_condition_enum<npipe::errc> : std::true_type {};
 
 namespace npipe {
-/// Specifics (paths, pids, uids, limits) about the most recent error npipe
-/// reported on this thread, e.g. "pipe directory /tmp/.npipe is owned by uid
+/// Specifics (paths, pids, uids, limits) about the failure of the npipe call
+/// this thread made last, e.g. "pipe directory /tmp/.npipe is owned by uid
 /// 1000", or for TLS "the gateway at 192.0.2.10:4455 refused the TLS
-/// handshake: this end's certificate has expired (...)". Empty if there are
-/// none. Throwing overloads include it in what().
+/// handshake: this end's certificate has expired (...)". It is always that
+/// call's own: every call clears it first, so a failure with nothing
+/// specific to say leaves it empty, and a call that succeeds leaves it empty
+/// too, never an earlier call's text. An async completion handler sees its
+/// own operation's (empty on success). Throwing overloads include it in
+/// what().
 std::string last_error_detail();
 } // namespace npipe

@@ -706,8 +706,7 @@ gateway& gateway::operator=(gateway&& o) noexcept {
 gateway::~gateway() = default;
 
 void gateway::open(const gateway_options& opts, std::error_code& ec) {
-  ec.clear();
-  detail::clear_error_detail();
+  detail::call_scope scope(ec);
   close();
   auto g = std::make_unique<detail::gateway_impl>();
   if (!g->open(opts, ec)) return;
@@ -729,8 +728,7 @@ void gateway::close() noexcept {
 }
 
 std::vector<psk_key> load_psk_file(const std::string& path, std::error_code& ec) {
-  ec.clear();
-  detail::clear_error_detail();
+  detail::call_scope scope(ec);
   struct stat st{};
   if (::stat(path.c_str(), &st) != 0) {
     detail::set_error_detail("cannot read the PSK file " + path);

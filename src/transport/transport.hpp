@@ -7,6 +7,8 @@
 #include <npipe/connection.hpp>
 #include <npipe/server.hpp>
 
+#include "core/error_detail.hpp"
+
 #include <chrono>
 #include <cstdint>
 #include <cstddef>
@@ -37,12 +39,6 @@ struct deadline {
   timeout remaining() const noexcept;
   friend deadline earlier(deadline a, deadline b) noexcept { return a.at < b.at ? a : b; }
 };
-
-/// Record specifics for npipe::last_error_detail() on this thread.
-void set_error_detail(std::string detail);
-void clear_error_detail();
-/// Throw std::system_error for `ec` with `what` and the recorded detail.
-[[noreturn]] void throw_error(const std::error_code& ec, const std::string& what);
 
 /// One connected pipe end.
 class connection_impl {

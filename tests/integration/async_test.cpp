@@ -839,6 +839,57 @@ TEST_F(Async, AsyncConnectErrorsMatchTheBlockingOnes) {
   }
 }
 
+// Each completion sees its own operation's detail in last_error_detail():
+// the failure's, or none after a success, never an earlier one's.
+TEST_F(Async, EachCompletionSeesItsOwnErrorDetail) {
+  // One thread: every completion runs where the earlier ones left their detail.
+  run_threads(1);
+  auto name = random_pipe();
+  async_server srv(ctx_, name);
+  srv.serve([](request r) { return r.take(); });
+  // A completion handler that reports (error, detail).
+  auto seen = [] {
+    auto p = std::make_shared<std::promise<std::pair<std::error_code, std::string>>>();
+    return std::make_pair([p](std::error_code ec, auto&&...) { p->set_value({ec, last_error_detail()}); },
+                          p->get_future());
+  };
+  auto fail_a = [&] { // a failure with a detail
+    async_connection missing(ctx_);
+    auto [h, f] = seen();
+    missing.async_connect(random_pipe(), client_options{}, 200ms, std::move(h));
+    auto [ec, why] = f.get();
+    EXPECT_EQ(ec, errc::not_found);
+    EXPECT_FALSE(why.empty());
+    return why;
+  };
+  auto a = fail_a();
+  async_connection c(ctx_);
+  {
+    auto [h, f] = seen();
+    c.async_connect(name, client_options{}, 5s, std::move(h));
+    auto [ec, why] = f.get();
+    EXPECT_FALSE(ec) << ec.message();
+    EXPECT_EQ(why, "") << "a successful connect";
+  }
+  fail_a();
+  std::string m = "hi";
+  {
+    auto [h, f] = seen();
+    c.async_transact(asio::buffer(m), 5s, std::move(h));
+    auto [ec, why] = f.get();
+    EXPECT_FALSE(ec) << ec.message();
+    EXPECT_EQ(why, "") << "a successful transact";
+  }
+  fail_a();
+  {
+    auto [h, f] = seen();
+    c.async_receive(20ms, std::move(h));
+    auto [ec, why] = f.get();
+    EXPECT_EQ(ec, errc::timed_out);
+    EXPECT_NE(why, a) << "a timed-out receive";
+  }
+}
+
 TEST_F(Async, AsyncFlushWaitsUntilThePeerHasReadEverything) {
   run_threads();
   auto name = random_pipe();

@@ -629,6 +629,97 @@ TEST_P(Portable, ATimedOutTransactsReplyNeverReachesALaterCall) {
   srv.join();
 }
 
+// last_error_detail() is the detail of the call that just returned: a
+// failure sets its own (or none), a success leaves none, and an exception's
+// text is about its own failure, whatever an earlier call on this thread said.
+TEST_P(Portable, ErrorDetailIsAlwaysTheLastCallsOwn) {
+  // Failure A, with a detail that names what went wrong.
+  const std::string a = "server_options::max_instances";
+  auto fail_a = [&] {
+    server_options o;
+    o.max_instances = 0;
+    server s;
+    std::error_code aec;
+    s.open(random_pipe(), o, aec);
+    ASSERT_EQ(aec, errc::invalid_argument);
+    ASSERT_NE(last_error_detail().find(a), std::string::npos) << last_error_detail();
+  };
+  auto not_a = [&](const std::string& what) { return what.find(a) == std::string::npos; };
+  std::error_code ec;
+
+  fail_a();
+  EXPECT_TRUE(pipe_name::parse("bad\x01name", ec).empty());
+  EXPECT_EQ(ec, errc::invalid_name);
+  EXPECT_TRUE(not_a(last_error_detail())) << last_error_detail();
+  EXPECT_NE(last_error_detail().find("control character"), std::string::npos) << last_error_detail();
+  fail_a();
+  EXPECT_FALSE(pipe_name::parse("fine", ec).empty());
+  EXPECT_FALSE(ec);
+  EXPECT_EQ(last_error_detail(), "") << "a successful parse";
+  fail_a();
+  try {
+    pipe_name bad("\\\\.\\nopipe\\x");
+    ADD_FAILURE() << "parsed";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), errc::invalid_name);
+    EXPECT_TRUE(not_a(e.what())) << e.what();
+  }
+
+  auto name = random_pipe();
+  server srv(name, sopts());
+  fail_a();
+  srv.accept(20ms, ec);
+  EXPECT_EQ(ec, errc::timed_out);
+  EXPECT_TRUE(not_a(last_error_detail())) << last_error_detail();
+  fail_a();
+  try {
+    srv.accept(20ms);
+    ADD_FAILURE() << "accepted";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), errc::timed_out);
+    EXPECT_TRUE(not_a(e.what())) << "a timed-out accept after a failed open: " << e.what();
+  }
+  fail_a();
+  server().accept(no_wait, ec);
+  EXPECT_EQ(ec, errc::not_connected);
+  EXPECT_TRUE(not_a(last_error_detail())) << last_error_detail();
+  fail_a();
+  open(random_pipe(), no_wait, ec);
+  EXPECT_EQ(ec, errc::not_found);
+  EXPECT_TRUE(not_a(last_error_detail())) << last_error_detail();
+
+  // Successes leave no detail, whatever failed before them.
+  fail_a();
+  auto c = open(name);
+  EXPECT_EQ(last_error_detail(), "") << "connect";
+  fail_a();
+  auto sc = srv.accept(10s);
+  EXPECT_EQ(last_error_detail(), "") << "accept";
+  fail_a();
+  c.write(bytes("one"), 5s, ec);
+  EXPECT_FALSE(ec);
+  EXPECT_EQ(last_error_detail(), "") << "write";
+  fail_a();
+  EXPECT_EQ(text(sc.receive(5s, ec)), "one");
+  EXPECT_EQ(last_error_detail(), "") << "receive";
+  fail_a();
+  c.peek({}, ec);
+  EXPECT_EQ(last_error_detail(), "") << "peek";
+  // Failure B of another kind on a connection.
+  fail_a();
+  c.receive(20ms, ec);
+  EXPECT_EQ(ec, errc::timed_out);
+  EXPECT_TRUE(not_a(last_error_detail())) << last_error_detail();
+  fail_a();
+  try {
+    c.receive(20ms);
+    ADD_FAILURE() << "received";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), errc::timed_out);
+    EXPECT_TRUE(not_a(e.what())) << e.what();
+  }
+}
+
 #ifdef _WIN32
 INSTANTIATE_TEST_SUITE_P(Via, Portable, ::testing::Values(via::local), via_name);
 #else
