@@ -129,6 +129,8 @@ public:
   ~async_connection();
 
   executor_type get_executor() const noexcept { return ex_; }
+  /// As connection::is_open(): false once closed, once a send broke the send
+  /// side (it failed, or timed out part-way), or once npipe ended the stream.
   bool is_open() const noexcept;
   pipe_type type() const noexcept;
   npipe::read_mode read_mode() const noexcept;
@@ -137,7 +139,9 @@ public:
 
   /// Cancel every pending operation (operation_aborted); the end stays open.
   void cancel() noexcept;
-  /// Close now; pending operations complete with operation_aborted.
+  /// Close now; pending operations complete with operation_aborted, and
+  /// operations started afterwards with not_connected (one that finds the
+  /// peer gone says broken_pipe).
   void close() noexcept;
 
   /// Connect as a client (CreateFile + WaitNamedPipe): waits up to `t` for
@@ -192,8 +196,8 @@ public:
 
   /// ReadFile: read into `buf`. In message read mode a message longer than
   /// `buf` fills it and sets read_result::more_data (ERROR_MORE_DATA); the
-  /// rest comes with the next read. Unlike the blocking read(), more_data is
-  /// not an error here, so coroutines do not throw on it.
+  /// rest comes with the next read. As in the blocking read(), more_data is
+  /// not an error, so coroutines do not throw on it.
   /// Completion: void(std::error_code, read_result).
   template <class Token>
   auto async_read_some(asio::mutable_buffer buf, timeout t, Token&& token) {

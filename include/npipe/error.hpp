@@ -42,7 +42,8 @@ enum class errc : int {
   ok = 0,
   not_found = 1,          ///< no server is listening on this name (Win32 ERROR_FILE_NOT_FOUND)
   pipe_busy = 2,          ///< every instance of the pipe is taken (ERROR_PIPE_BUSY)
-  more_data = 3,          ///< the buffer held only part of the message; read again (ERROR_MORE_DATA)
+  more_data = 3,          ///< the buffer held only part of the message (ERROR_MORE_DATA); npipe's own reads
+                          ///< say so in read_result::more_data instead, with no error
   timed_out = 4,          ///< the deadline passed (ERROR_SEM_TIMEOUT)
   message_too_large = 5,  ///< a message exceeds the receiver's limit
   name_in_use = 6,        ///< another live server owns this name

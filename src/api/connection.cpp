@@ -34,7 +34,7 @@ bool check_open(const std::unique_ptr<detail::connection_impl>& impl, std::error
 }
 } // namespace
 
-bool connection::is_open() const noexcept { return impl_ && impl_->is_open(); }
+bool connection::is_open() const noexcept { return impl_ && impl_->is_open() && !impl_->broken(); }
 pipe_type connection::type() const noexcept { return impl_ ? impl_->type() : pipe_type::message; }
 read_mode connection::read_mode() const noexcept { return impl_ ? impl_->read_mode() : npipe::read_mode::message; }
 const peer_identity& connection::peer() const noexcept { return impl_ ? impl_->peer() : no_peer; }
@@ -69,7 +69,7 @@ read_result connection::read(std::span<std::byte> buf, timeout t, std::error_cod
 read_result connection::read(std::span<std::byte> buf, timeout t) {
   std::error_code ec;
   auto r = read(buf, t, ec);
-  if (ec && ec != errc::more_data) throw_error(ec, "read from " + name().str() + " failed");
+  if (ec) throw_error(ec, "read from " + name().str() + " failed");
   return r;
 }
 
@@ -103,6 +103,10 @@ std::vector<std::byte> connection::transact(std::span<const std::byte> request, 
   auto v = transact(request, t, ec);
   if (ec) throw_error(ec, "transact on " + name().str() + " failed");
   return v;
+}
+std::string connection::transact(std::string_view request, timeout t, std::error_code& ec) {
+  auto v = transact(std::as_bytes(std::span(request)), t, ec);
+  return {reinterpret_cast<const char*>(v.data()), v.size()};
 }
 std::string connection::transact(std::string_view request, timeout t) {
   auto v = transact(std::as_bytes(std::span(request)), t);
@@ -154,6 +158,10 @@ connection connect(const pipe_name& name, const client_options& opts, timeout t,
   return connection(open_client(name, opts, deadline::after(t), ec));
 }
 
+connection connect(const pipe_name& name, const client_options& opts, std::error_code& ec) {
+  return connect(name, opts, forever, ec);
+}
+
 connection connect(const pipe_name& name, const client_options& opts, timeout t) {
   std::error_code ec;
   auto c = connect(name, opts, t, ec);
@@ -174,10 +182,31 @@ std::vector<std::byte> call(const pipe_name& name, std::span<const std::byte> re
   return reply;
 }
 
-std::string call(const pipe_name& name, std::string_view request, timeout t, const client_options& opts) {
+std::vector<std::byte> call(const pipe_name& name, std::span<const std::byte> request, std::error_code& ec,
+                            const client_options& opts) {
+  return call(name, request, forever, ec, opts);
+}
+
+std::vector<std::byte> call(const pipe_name& name, std::span<const std::byte> request, timeout t,
+                            const client_options& opts) {
   std::error_code ec;
-  auto v = call(name, std::as_bytes(std::span(request)), t, ec, opts);
+  auto v = call(name, request, t, ec, opts);
   if (ec) throw_error(ec, "call to " + name.str() + " failed");
+  return v;
+}
+
+std::string call(const pipe_name& name, std::string_view request, timeout t, std::error_code& ec,
+                 const client_options& opts) {
+  auto v = call(name, std::as_bytes(std::span(request)), t, ec, opts);
+  return {reinterpret_cast<const char*>(v.data()), v.size()};
+}
+
+std::string call(const pipe_name& name, std::string_view request, std::error_code& ec, const client_options& opts) {
+  return call(name, request, forever, ec, opts);
+}
+
+std::string call(const pipe_name& name, std::string_view request, timeout t, const client_options& opts) {
+  auto v = call(name, std::as_bytes(std::span(request)), t, opts);
   return {reinterpret_cast<const char*>(v.data()), v.size()};
 }
 

@@ -556,12 +556,15 @@ public:
   bool open(const gateway_options& o, std::error_code& ec) {
     g_ = std::make_shared<gateway_shared>();
     g_->opts = o;
-    if (o.threads < 1 || o.max_connections < 1 || o.max_unauthenticated < 1 || o.max_unauthenticated_per_address < 1) {
-      set_error_detail("a gateway needs at least one thread, and max_connections, max_unauthenticated and "
-                       "max_unauthenticated_per_address of at least 1");
-      ec = make_error_code(errc::invalid_argument);
-      return false;
-    }
+    // Each invalid option is named, with its value and what is allowed.
+    if (o.threads < 1) return option_out_of_range("gateway_options::threads", o.threads, "1 or more", ec);
+    if (o.max_connections < 1)
+      return option_out_of_range("gateway_options::max_connections", o.max_connections, "1 or more", ec);
+    if (o.max_unauthenticated < 1)
+      return option_out_of_range("gateway_options::max_unauthenticated", o.max_unauthenticated, "1 or more", ec);
+    if (o.max_unauthenticated_per_address < 1)
+      return option_out_of_range("gateway_options::max_unauthenticated_per_address", o.max_unauthenticated_per_address,
+                                 "1 or more", ec);
     for (const auto& e : o.exports) {
       if (e == "*") {
         g_->export_all = true;

@@ -75,7 +75,7 @@ async_connection& async_connection::operator=(async_connection&& o) noexcept {
 }
 async_connection::~async_connection() { close(); }
 
-bool async_connection::is_open() const noexcept { return impl_ && impl_->is_open(); }
+bool async_connection::is_open() const noexcept { return impl_ && impl_->is_open() && !impl_->broken(); }
 pipe_type async_connection::type() const noexcept { return impl_ ? impl_->params().type : pipe_type::message; }
 read_mode async_connection::read_mode() const noexcept { return impl_ ? impl_->mode() : read_mode::message; }
 const peer_identity& async_connection::peer() const noexcept {
@@ -93,6 +93,7 @@ void async_connection::cancel() noexcept {
 
 void async_connection::close() noexcept {
   if (!impl_) return;
+  impl_->closing();
   try {
     asio::post(impl_->strand(), [p = impl_] { p->close(); });
   } catch (...) {

@@ -895,6 +895,7 @@ void async_pipe::rx_fail(std::error_code ec, std::string detail) {
   if (rx_err_) return;
   rx_err_ = ec;
   rx_detail_ = std::move(detail);
+  broken_.store(true, std::memory_order_release);
   std::error_code ignore;
   socket_.shutdown(asio::socket_base::shutdown_both, ignore); // the stream cannot be resynchronised; tell the peer
 }
@@ -976,6 +977,7 @@ void async_pipe::on_tx(const std::error_code& ec, std::size_t n) {
     auto e = closed_ ? err(errc::operation_aborted) : io_error(ec);
     std::string detail = closed_ ? "the pipe was closed" : "writing to the pipe failed: " + ec.message();
     tx_broken_ = true;
+    broken_.store(true, std::memory_order_release);
     for (auto& o : batch) finish(*o, o->timed_out ? err(errc::timed_out) : e, detail);
     fail_writes(e, detail);
     if (!closed_) {

@@ -75,12 +75,15 @@ std::error_code no_memory_error() noexcept {
 #endif
 }
 
-namespace {
-// "server_options::max_instances is 0; allowed: 1..255": the field, its value, the range.
-bool out_of_range(const char* field, long long value, const std::string& allowed, std::error_code& ec) {
+bool option_out_of_range(const char* field, long long value, const std::string& allowed, std::error_code& ec) {
   set_error_detail(std::string(field) + " is " + std::to_string(value) + "; allowed: " + allowed);
   ec = make_error_code(errc::invalid_argument);
   return false;
+}
+
+namespace {
+bool out_of_range(const char* field, long long value, const std::string& allowed, std::error_code& ec) {
+  return option_out_of_range(field, value, allowed, ec);
 }
 const std::string limit_range =
     std::to_string(framing::min_receive_limit) + ".." + std::to_string(framing::max_receive_limit);

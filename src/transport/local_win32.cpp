@@ -193,6 +193,7 @@ public:
   ~win32_connection() override { close(); }
 
   bool is_open() const noexcept override { return open_.load(std::memory_order_acquire); }
+  bool broken() const noexcept override { return broken_.load(std::memory_order_acquire); }
   pipe_type type() const noexcept override { return type_; }
   npipe::read_mode read_mode() const noexcept override { return mode_.load(std::memory_order_relaxed); }
   const peer_identity& peer() const noexcept override { return peer_; }
@@ -241,12 +242,13 @@ public:
         return ::WriteFile(h_, data.data(), chunk, nullptr, ov);
       }, n, err);
       if (r == io_end::timed_out) {
-        if (n > 0) tx_broken_ = true; // part of a message went: the stream is torn
+        if (n > 0) break_send_side(); // part of a message went: the stream is torn
         ec = make_error_code(errc::timed_out);
         return;
       }
       if (r == io_end::failed) {
         ec = closed_error(err);
+        break_send_side(); // the pipe refused the write: as on Linux, this end sends no more
         return;
       }
       data = data.subspan(n);
@@ -288,7 +290,7 @@ public:
     for (;;) {
       auto r = read_locked(std::span(out.data() + got, out.size() - got), dl, ec);
       got += r.bytes;
-      if (ec && ec != errc::more_data) {
+      if (ec) {
         out.resize(got);
         if (got > 0) { // a later receive or read continues this message
           partial_ = std::move(out);
@@ -423,6 +425,12 @@ private:
     if (server_side_) ::DisconnectNamedPipe(h_); // the client's calls get ERROR_PIPE_NOT_CONNECTED
   }
 
+  // With tx_mu_ held.
+  void break_send_side() noexcept {
+    tx_broken_ = true;
+    broken_.store(true, std::memory_order_release);
+  }
+
   bool check_open(std::error_code& ec) const {
     if (is_open()) return true;
     ec = make_error_code(errc::not_connected);
@@ -479,7 +487,6 @@ private:
       // The rest is still here, or still in the pipe: the next read continues it.
       bool more = !partial_.empty() || partial_more_;
       if (partial_.empty()) partial_more_ = false;
-      if (more) ec = make_error_code(errc::more_data);
       return {n, more};
     }
     DWORD n = 0, err = 0;
@@ -495,10 +502,8 @@ private:
       ec = closed_error(err);
       return {};
     }
-    if (err == ERROR_MORE_DATA && msg) {
-      ec = make_error_code(errc::more_data, static_cast<int>(err));
-      return {n, true};
-    }
+    // ERROR_MORE_DATA is not a failure: read_result::more_data says so (decisions.md, 23).
+    if (err == ERROR_MORE_DATA && msg) return {n, true};
     return {n, false};
   }
 
@@ -511,6 +516,7 @@ private:
   peer_identity peer_;
   std::function<void(HANDLE)> on_close_;
   std::atomic<bool> open_{true};
+  std::atomic<bool> broken_{false}; // the send side is torn (broken())
   std::mutex rx_mu_, tx_mu_;
   event rx_event_, tx_event_;
   std::vector<std::byte> partial_; // message head taken off the pipe by a receive that failed mid-way
