@@ -145,7 +145,17 @@ public:
   void close() noexcept;
 
   /// Connect as a client (CreateFile + WaitNamedPipe): waits up to `t` for
-  /// a busy pipe. Completion: void(std::error_code).
+  /// a busy pipe (default defaults::connect_timeout). Completion:
+  /// void(std::error_code).
+  ///
+  /// The initiation holds no reference to the arguments: Asio keeps copies
+  /// of them until the operation has started, and the operation copies them
+  /// again. In a coroutine, `co_await c.async_connect(name, 5s,
+  /// asio::use_awaitable)` and `co_await c.async_connect(name,
+  /// npipe::client_options{}, 5s, asio::use_awaitable)` both work with g++ 12
+  /// (see client_options). The trap is g++ 12's, for any aggregate with a
+  /// destructor built as a temporary inside a co_await expression: it is
+  /// destroyed twice. Name such a value before the co_await.
   template <class Token>
   auto async_connect(const pipe_name& name, const client_options& opts, timeout t, Token&& token) {
     return asio::async_initiate<Token, void(std::error_code)>(
@@ -156,8 +166,12 @@ public:
         token, name, opts, t);
   }
   template <class Token>
+  auto async_connect(const pipe_name& name, timeout t, Token&& token) {
+    return async_connect(name, client_options(), t, std::forward<Token>(token));
+  }
+  template <class Token>
   auto async_connect(const pipe_name& name, Token&& token) {
-    return async_connect(name, client_options{}, defaults::connect_timeout, std::forward<Token>(token));
+    return async_connect(name, client_options(), defaults::connect_timeout, std::forward<Token>(token));
   }
 
   /// Send one message (message pipe) or these bytes (byte pipe). `msg` must

@@ -748,6 +748,34 @@ TEST_F(Async, AsyncClientWithCallbacksFuturesAndCoroutines) {
   EXPECT_EQ(coro.get(), "coroutine-partial");
 }
 
+// What a user writes in a coroutine, with the documented compiler (g++ 12):
+// temporaries in the co_await expression, the three-argument connect. This
+// crashed ("free(): invalid pointer") while client_options was an aggregate;
+// the sanitizer build checks that nothing is freed twice.
+TEST_F(Async, CoroutinesConnectWithTemporariesInTheAwaitExpression) {
+  run_threads();
+  auto name = random_pipe();
+  async_server srv(ctx_, name);
+  srv.serve([](request r) { return r.take(); });
+  auto r = asio::co_spawn(
+      ctx_,
+      [&]() -> asio::awaitable<std::string> {
+        std::string got;
+        async_connection a(co_await asio::this_coro::executor);
+        co_await a.async_connect(name, npipe::client_options{}, 5s, asio::use_awaitable);
+        got += text(co_await a.async_transact(asio::buffer(std::string_view("a")), 5s, asio::use_awaitable));
+        async_connection b(co_await asio::this_coro::executor);
+        co_await b.async_connect(name, 5s, asio::use_awaitable);
+        got += text(co_await b.async_transact(asio::buffer(std::string_view("b")), 5s, asio::use_awaitable));
+        async_connection c(co_await asio::this_coro::executor);
+        co_await c.async_connect(pipe_name(name.str()), {}, std::chrono::seconds(5), asio::use_awaitable);
+        got += text(co_await c.async_transact(asio::buffer(std::string_view("c")), 5s, asio::use_awaitable));
+        co_return got;
+      },
+      asio::use_future);
+  EXPECT_EQ(r.get(), "abc");
+}
+
 TEST_F(Async, ReceiveTimeoutLosesNothingAndCancelAborts) {
   run_threads();
   auto name = random_pipe();
