@@ -23,12 +23,18 @@ class connection_impl;
 }
 
 /// Who is at the other end (Win32 GetNamedPipeClientProcessId and friends).
-/// On Linux taken from SO_PEERCRED at connect time.
+/// On Linux taken from SO_PEERCRED at connect time. On Windows a server
+/// learns its client's user by impersonating it (ImpersonateNamedPipeClient:
+/// npipe clients open with SECURITY_IDENTIFICATION, plain Win32 clients
+/// allow it by default); a client learns its server's from the server
+/// process's token (GetNamedPipeServerProcessId), which it can read when the
+/// server runs as the same user or the client is an administrator; else
+/// `user` and `sid` stay empty.
 struct peer_identity {
   std::int64_t pid = -1;  ///< process id, -1 if unknown
   std::int64_t uid = -1;  ///< user id (Linux), -1 if unknown
   std::int64_t gid = -1;  ///< primary group id (Linux), -1 if unknown
-  std::string user;       ///< user name (Linux) or SID string (Windows), may be empty;
+  std::string user;       ///< account name ("alice", on both systems), may be empty;
                           ///< for a remote peer its TLS identity (see remote_address)
   /// A peer on another machine, reached through a gateway (remote.hpp): where
   /// it connects from ("192.0.2.7:50123", "[2001:db8::1]:50123"); empty for a
@@ -37,6 +43,9 @@ struct peer_identity {
   /// for a pre-shared key, or "insecure" on a plaintext link. On the client
   /// side of a remote connection `user` is the server's TLS identity.
   std::string remote_address;
+  /// Windows: the user's SID as a string ("S-1-5-21-..."), may be empty.
+  /// Empty on Linux (uid says who) and for a remote peer.
+  std::string sid;
   bool is_remote() const noexcept { return !remote_address.empty(); }
 };
 

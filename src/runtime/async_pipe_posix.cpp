@@ -399,7 +399,7 @@ void async_pipe::on_tcp_connect(const std::error_code& ec) {
   }
   tune_tcp(c.tcp->native_handle());
   if (!c.tls) {
-    c.server = peer_identity{-1, -1, -1, "insecure", c.path};
+    c.server = peer_identity{-1, -1, -1, "insecure", c.path, {}};
     c.link = std::make_unique<remote_link>(std::move(*c.tcp), nullptr);
     c.link->set_peer("the gateway at " + c.path);
     return bridge();
@@ -447,7 +447,7 @@ void async_pipe::tls_step() {
   std::error_code ec;
   std::string who;
   if (!tls::peer_identity_of(c.link->ssl(), *c.tls, who, ec)) return fail_connect(ec, last_error_detail());
-  c.server = peer_identity{-1, -1, -1, std::move(who), c.path};
+  c.server = peer_identity{-1, -1, -1, std::move(who), c.path, {}};
   bridge();
 }
 

@@ -162,20 +162,34 @@ io_end overlapped(HANDLE h, HANDLE ev, deadline dl, Start start, DWORD& n, DWORD
   return err == ERROR_MORE_DATA ? io_end::done : io_end::failed;
 }
 
+// The user of an access token: its SID as a string ("S-1-5-21-...") and,
+// when asked, its account name (without the domain, as GetUserNameW says it).
+std::string token_sid(HANDLE tok, std::string* account = nullptr) {
+  DWORD len = 0;
+  ::GetTokenInformation(tok, TokenUser, nullptr, 0, &len);
+  if (len == 0) return {};
+  std::vector<BYTE> buf(len);
+  if (!::GetTokenInformation(tok, TokenUser, buf.data(), len, &len)) return {};
+  PSID user = reinterpret_cast<TOKEN_USER*>(buf.data())->User.Sid;
+  std::string sid;
+  LPWSTR s = nullptr;
+  if (::ConvertSidToStringSidW(user, &s)) {
+    sid = narrow(s);
+    ::LocalFree(s);
+  }
+  if (account) {
+    wchar_t name[256], domain[256];
+    DWORD name_len = 256, domain_len = 256;
+    SID_NAME_USE use;
+    if (::LookupAccountSidW(nullptr, user, name, &name_len, domain, &domain_len, &use)) *account = narrow(name);
+  }
+  return sid;
+}
+
 std::string current_user_sid() {
   HANDLE tok = nullptr;
   if (!::OpenProcessToken(::GetCurrentProcess(), TOKEN_QUERY, &tok)) return {};
-  DWORD len = 0;
-  ::GetTokenInformation(tok, TokenUser, nullptr, 0, &len);
-  std::vector<BYTE> buf(len ? len : 1);
-  std::string sid;
-  if (::GetTokenInformation(tok, TokenUser, buf.data(), len, &len)) {
-    LPWSTR s = nullptr;
-    if (::ConvertSidToStringSidW(reinterpret_cast<TOKEN_USER*>(buf.data())->User.Sid, &s)) {
-      sid = narrow(s);
-      ::LocalFree(s);
-    }
-  }
+  std::string sid = token_sid(tok);
   ::CloseHandle(tok);
   return sid;
 }
@@ -841,11 +855,22 @@ peer_identity client_of(HANDLE h) {
   peer_identity p;
   ULONG pid = 0;
   if (::GetNamedPipeClientProcessId(h, &pid)) p.pid = static_cast<std::int64_t>(pid);
-  // The client opened with SECURITY_IDENTIFICATION: its name can be read.
+  // The client's user as the pipe itself carries it (the client opened with
+  // SECURITY_IDENTIFICATION): impersonate it, read the thread's token (as
+  // ourselves: an identification token allows queries only), revert. Not
+  // the process token found by pid: opening another user's process needs
+  // rights a server seldom has, and a pid can be reused once its client has
+  // gone. A client that opened anonymously leaves both empty. Works the
+  // same under Wine.
   if (::ImpersonateNamedPipeClient(h)) {
     wchar_t name[256];
     DWORD len = 256;
     if (::GetUserNameW(name, &len)) p.user = narrow(name);
+    HANDLE tok = nullptr;
+    if (::OpenThreadToken(::GetCurrentThread(), TOKEN_QUERY, TRUE, &tok)) {
+      p.sid = token_sid(tok);
+      ::CloseHandle(tok);
+    }
     ::RevertToSelf();
   }
   return p;
@@ -854,7 +879,19 @@ peer_identity client_of(HANDLE h) {
 peer_identity server_of(HANDLE h) {
   peer_identity p;
   ULONG pid = 0;
-  if (::GetNamedPipeServerProcessId(h, &pid)) p.pid = static_cast<std::int64_t>(pid);
+  if (!::GetNamedPipeServerProcessId(h, &pid)) return p;
+  p.pid = static_cast<std::int64_t>(pid);
+  // A client cannot impersonate its server: read the server process's token
+  // (the process lives while it holds the pipe, so the pid is its own). This
+  // works when the server runs as the same user, or we are an administrator.
+  if (HANDLE proc = ::OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, FALSE, pid)) {
+    HANDLE tok = nullptr;
+    if (::OpenProcessToken(proc, TOKEN_QUERY, &tok)) {
+      p.sid = token_sid(tok, &p.user);
+      ::CloseHandle(tok);
+    }
+    ::CloseHandle(proc);
+  }
   return p;
 }
 

@@ -22,8 +22,10 @@
 
 #ifdef _WIN32
 #include <windows.h>
+#include <sddl.h>
 #else
 #include "remote_support.hpp"
+#include <pwd.h>
 #include <unistd.h>
 #endif
 
@@ -94,6 +96,35 @@ protected:
   gateway gw_;
 #endif
 };
+
+// This process's account name, and (Windows) its user's SID.
+std::string self_user() {
+#ifdef _WIN32
+  char name[256];
+  DWORD len = sizeof name;
+  return ::GetUserNameA(name, &len) ? std::string(name) : std::string();
+#else
+  const passwd* pw = ::getpwuid(::geteuid());
+  return pw ? std::string(pw->pw_name) : std::string();
+#endif
+}
+#ifdef _WIN32
+std::string self_sid() {
+  HANDLE tok = nullptr;
+  if (!::OpenProcessToken(::GetCurrentProcess(), TOKEN_QUERY, &tok)) return {};
+  std::string out;
+  alignas(TOKEN_USER) BYTE buf[256];
+  DWORD len = sizeof buf;
+  char* s = nullptr;
+  if (::GetTokenInformation(tok, TokenUser, buf, len, &len) &&
+      ::ConvertSidToStringSidA(reinterpret_cast<TOKEN_USER*>(buf)->User.Sid, &s)) {
+    out = s;
+    ::LocalFree(s);
+  }
+  ::CloseHandle(tok);
+  return out;
+}
+#endif
 
 // A server thread that echoes every message of `clients` clients in turn.
 class echo_thread {
@@ -322,7 +353,21 @@ TEST_P(Portable, PeerProcessIdsOnBothEnds) {
     EXPECT_EQ(c.peer().pid, self_pid()) << "GetNamedPipeServerProcessId";
     EXPECT_EQ(client.pid, self_pid()) << "GetNamedPipeClientProcessId";
     EXPECT_FALSE(client.is_remote());
+    // `user` is the account name on both systems; `sid` the SID on Windows
+    // only. Both ends run as this process's user here.
+    EXPECT_EQ(client.user, self_user());
+    EXPECT_EQ(c.peer().user, self_user());
+#ifdef _WIN32
+    EXPECT_EQ(client.sid.rfind("S-1-", 0), 0u) << client.sid;
+    EXPECT_EQ(client.sid, self_sid()) << "the client's, through ImpersonateNamedPipeClient";
+    EXPECT_EQ(c.peer().sid, self_sid()) << "the server's, from its process token";
+#else
+    EXPECT_EQ(client.sid, "");
+    EXPECT_EQ(c.peer().sid, "");
+#endif
   } else {
+    EXPECT_EQ(client.sid, "");
+    EXPECT_EQ(c.peer().sid, "");
     // Across machines there are no process ids: each end learns the other's
     // TLS identity, and the server where the client connects from.
     EXPECT_EQ(client.pid, -1);
