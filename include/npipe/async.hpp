@@ -62,8 +62,9 @@ template <class... Args>
 using completion = unique_function<void(std::error_code, Args...)>;
 
 /// Wraps a completion handler: it runs later on its associated executor
-/// (default `io_ex`), keeps that executor busy until then, and sees the
-/// failure's detail in npipe::last_error_detail().
+/// (default `io_ex`), keeps that executor busy until then, and sees its own
+/// operation's detail in npipe::last_error_detail(): the failure's, or none
+/// on success, never one an earlier call left on the handler's thread.
 template <class... Args, class Handler>
 completion<Args...> bind_completion(Handler&& handler, const asio::any_io_executor& io_ex) {
   auto ex = asio::get_associated_executor(handler, io_ex);
@@ -72,7 +73,7 @@ completion<Args...> bind_completion(Handler&& handler, const asio::any_io_execut
     std::string why = ec ? npipe::last_error_detail() : std::string();
     auto target = work.get_executor();
     asio::post(target, [h = std::move(h), ec, why = std::move(why), ... a = std::move(args)]() mutable {
-      if (ec) set_error_detail(std::move(why));
+      set_error_detail(std::move(why));
       std::move(h)(ec, std::move(a)...);
     });
     work.reset();
@@ -128,6 +129,8 @@ public:
   ~async_connection();
 
   executor_type get_executor() const noexcept { return ex_; }
+  /// As connection::is_open(): false once closed, once a send broke the send
+  /// side (it failed, or timed out part-way), or once npipe ended the stream.
   bool is_open() const noexcept;
   pipe_type type() const noexcept;
   npipe::read_mode read_mode() const noexcept;
@@ -136,11 +139,23 @@ public:
 
   /// Cancel every pending operation (operation_aborted); the end stays open.
   void cancel() noexcept;
-  /// Close now; pending operations complete with operation_aborted.
+  /// Close now; pending operations complete with operation_aborted, and
+  /// operations started afterwards with not_connected (one that finds the
+  /// peer gone says broken_pipe).
   void close() noexcept;
 
   /// Connect as a client (CreateFile + WaitNamedPipe): waits up to `t` for
-  /// a busy pipe. Completion: void(std::error_code).
+  /// a busy pipe (default defaults::connect_timeout). Completion:
+  /// void(std::error_code).
+  ///
+  /// The initiation holds no reference to the arguments: Asio keeps copies
+  /// of them until the operation has started, and the operation copies them
+  /// again. In a coroutine, `co_await c.async_connect(name, 5s,
+  /// asio::use_awaitable)` and `co_await c.async_connect(name,
+  /// npipe::client_options{}, 5s, asio::use_awaitable)` both work with g++ 12
+  /// (see client_options). The trap is g++ 12's, for any aggregate with a
+  /// destructor built as a temporary inside a co_await expression: it is
+  /// destroyed twice. Name such a value before the co_await.
   template <class Token>
   auto async_connect(const pipe_name& name, const client_options& opts, timeout t, Token&& token) {
     return asio::async_initiate<Token, void(std::error_code)>(
@@ -151,8 +166,12 @@ public:
         token, name, opts, t);
   }
   template <class Token>
+  auto async_connect(const pipe_name& name, timeout t, Token&& token) {
+    return async_connect(name, client_options(), t, std::forward<Token>(token));
+  }
+  template <class Token>
   auto async_connect(const pipe_name& name, Token&& token) {
-    return async_connect(name, client_options{}, defaults::connect_timeout, std::forward<Token>(token));
+    return async_connect(name, client_options(), defaults::connect_timeout, std::forward<Token>(token));
   }
 
   /// Send one message (message pipe) or these bytes (byte pipe). `msg` must
@@ -191,8 +210,8 @@ public:
 
   /// ReadFile: read into `buf`. In message read mode a message longer than
   /// `buf` fills it and sets read_result::more_data (ERROR_MORE_DATA); the
-  /// rest comes with the next read. Unlike the blocking read(), more_data is
-  /// not an error here, so coroutines do not throw on it.
+  /// rest comes with the next read. As in the blocking read(), more_data is
+  /// not an error, so coroutines do not throw on it.
   /// Completion: void(std::error_code, read_result).
   template <class Token>
   auto async_read_some(asio::mutable_buffer buf, timeout t, Token&& token) {

@@ -23,12 +23,18 @@ class connection_impl;
 }
 
 /// Who is at the other end (Win32 GetNamedPipeClientProcessId and friends).
-/// On Linux taken from SO_PEERCRED at connect time.
+/// On Linux taken from SO_PEERCRED at connect time. On Windows a server
+/// learns its client's user by impersonating it (ImpersonateNamedPipeClient:
+/// npipe clients open with SECURITY_IDENTIFICATION, plain Win32 clients
+/// allow it by default); a client learns its server's from the server
+/// process's token (GetNamedPipeServerProcessId), which it can read when the
+/// server runs as the same user or the client is an administrator; else
+/// `user` and `sid` stay empty.
 struct peer_identity {
   std::int64_t pid = -1;  ///< process id, -1 if unknown
   std::int64_t uid = -1;  ///< user id (Linux), -1 if unknown
   std::int64_t gid = -1;  ///< primary group id (Linux), -1 if unknown
-  std::string user;       ///< user name (Linux) or SID string (Windows), may be empty;
+  std::string user;       ///< account name ("alice", on both systems), may be empty;
                           ///< for a remote peer its TLS identity (see remote_address)
   /// A peer on another machine, reached through a gateway (remote.hpp): where
   /// it connects from ("192.0.2.7:50123", "[2001:db8::1]:50123"); empty for a
@@ -37,6 +43,9 @@ struct peer_identity {
   /// for a pre-shared key, or "insecure" on a plaintext link. On the client
   /// side of a remote connection `user` is the server's TLS identity.
   std::string remote_address;
+  /// Windows: the user's SID as a string ("S-1-5-21-..."), may be empty.
+  /// Empty on Linux (uid says who) and for a remote peer.
+  std::string sid;
   bool is_remote() const noexcept { return !remote_address.empty(); }
 };
 
@@ -55,11 +64,16 @@ struct peek_result {
 
 /// A connected pipe end, on the client or the server side.
 ///
-/// Blocking calls come in three forms: `f(args, timeout, ec)`, `f(args, ec)`
-/// (waits forever) and `f(args, timeout = forever)` (throws
-/// std::system_error). A timed-out read keeps the connection usable; a write
-/// that times out after sending part of a message breaks the connection,
-/// since the peer would otherwise see a torn message.
+/// Blocking calls come in three forms, for bytes and for text:
+/// `f(args, timeout, ec)`, `f(args, ec)` (no time limit) and
+/// `f(args, timeout = forever)` (throws std::system_error). A timed-out read
+/// keeps the connection usable; a write that times out after sending part of
+/// a message breaks the connection, since the peer would otherwise see a
+/// torn message.
+///
+/// Errors: a call on an end this process has closed (close(), from any
+/// thread, also one that wakes a blocked call) fails with not_connected; a
+/// call that finds the peer gone fails with broken_pipe.
 ///
 /// Thread safety: one thread may read while another writes; two concurrent
 /// readers or two concurrent writers are not allowed. close() may be called
@@ -72,7 +86,17 @@ public:
   connection& operator=(connection&&) noexcept;
   ~connection();
 
-  /// True while open (it may still find the peer gone on the next call).
+  /// True while this end can be used both ways, as far as it knows: false
+  /// once it is closed (close(), moved from, never connected), once a write
+  /// broke the send side (it failed on the pipe, or timed out after sending
+  /// part of a message; a timeout that sent nothing and a message refused as
+  /// too large leave it open), or once npipe ended the stream (the peer broke
+  /// the protocol, or sent a message over this end's limit). It says nothing
+  /// new about the peer: a peer that has gone is found by the next call
+  /// (broken_pipe), and a read that finds it gone does not change it. An end
+  /// whose send side is broken still reads what had arrived from the peer;
+  /// its writes fail with broken_pipe. The same on Linux, through a gateway
+  /// and on Windows, and for async_connection.
   bool is_open() const noexcept;
   explicit operator bool() const noexcept { return is_open(); }
 
@@ -91,14 +115,20 @@ public:
   void write(std::span<const std::byte> data, timeout t, std::error_code& ec) noexcept;
   void write(std::span<const std::byte> data, std::error_code& ec) noexcept { write(data, forever, ec); }
   void write(std::span<const std::byte> data, timeout t = forever);
-  void write(std::string_view text, timeout t = forever) { write(std::as_bytes(std::span(text)), t); }
+  void write(std::string_view text, timeout t, std::error_code& ec) noexcept {
+    write(std::as_bytes(std::span(text)), t, ec);
+  }
   void write(std::string_view text, std::error_code& ec) noexcept { write(std::as_bytes(std::span(text)), forever, ec); }
+  void write(std::string_view text, timeout t = forever) { write(std::as_bytes(std::span(text)), t); }
 
   /// Read into `buf` (ReadFile). Message read mode: returns at most one
-  /// message; if `buf` is too small it is filled, `more_data` is true and, in
-  /// the error_code form, `ec` is errc::more_data (like ERROR_MORE_DATA, this
-  /// is not a failure: the rest comes with the next read). Byte read mode:
-  /// returns what is available (at least one byte), ignoring boundaries.
+  /// message; if `buf` is too small it is filled and read_result::more_data
+  /// is true: like ERROR_MORE_DATA, the rest comes with the next read. That
+  /// is not a failure: `ec` stays clear (and the throwing form does not
+  /// throw), as in async_read_some(), so a loop is
+  /// `do { r = c.read(buf, ec); if (ec) break; ... } while (r.more_data);`.
+  /// Byte read mode: returns what is available (at least one byte), ignoring
+  /// boundaries.
   read_result read(std::span<std::byte> buf, timeout t, std::error_code& ec) noexcept;
   read_result read(std::span<std::byte> buf, std::error_code& ec) noexcept { return read(buf, forever, ec); }
   read_result read(std::span<std::byte> buf, timeout t = forever);
@@ -111,12 +141,18 @@ public:
   std::vector<std::byte> receive(timeout t = forever);
   /// receive() as text.
   std::string receive_string(timeout t, std::error_code& ec);
+  std::string receive_string(std::error_code& ec) { return receive_string(forever, ec); }
   std::string receive_string(timeout t = forever);
 
   /// Write `request` and receive the reply message (TransactNamedPipe).
   /// Needs a message pipe in message read mode and nothing unread.
   std::vector<std::byte> transact(std::span<const std::byte> request, timeout t, std::error_code& ec);
+  std::vector<std::byte> transact(std::span<const std::byte> request, std::error_code& ec) {
+    return transact(request, forever, ec);
+  }
   std::vector<std::byte> transact(std::span<const std::byte> request, timeout t = forever);
+  std::string transact(std::string_view request, timeout t, std::error_code& ec);
+  std::string transact(std::string_view request, std::error_code& ec) { return transact(request, forever, ec); }
   std::string transact(std::string_view request, timeout t = forever);
 
   /// Look at what is waiting without consuming it (PeekNamedPipe). Copies up
@@ -154,13 +190,26 @@ private:
 
 /// Open a client end (CreateFile + WaitNamedPipe). If every instance is
 /// taken, waits up to `t` for one to free (no_wait: fail at once with
-/// pipe_busy). No server at all fails at once with not_found.
+/// pipe_busy; the error_code form without `t` waits as long as it takes, as
+/// NMPWAIT_WAIT_FOREVER). No server at all fails at once with not_found.
+/// The throwing form waits defaults::connect_timeout unless told otherwise
+/// (NMPWAIT_USE_DEFAULT_WAIT).
 connection connect(const pipe_name& name, const client_options& opts, timeout t, std::error_code& ec);
+connection connect(const pipe_name& name, const client_options& opts, std::error_code& ec);
 connection connect(const pipe_name& name, const client_options& opts = {}, timeout t = defaults::connect_timeout);
 
-/// Connect, transact once, close (CallNamedPipe). `t` bounds the whole call.
+/// Connect, transact once, close (CallNamedPipe). `t` bounds the whole call;
+/// the error_code form without `t` has no time limit, the throwing form
+/// defaults to defaults::connect_timeout.
 std::vector<std::byte> call(const pipe_name& name, std::span<const std::byte> request, timeout t,
                             std::error_code& ec, const client_options& opts = {});
+std::vector<std::byte> call(const pipe_name& name, std::span<const std::byte> request, std::error_code& ec,
+                            const client_options& opts = {});
+std::vector<std::byte> call(const pipe_name& name, std::span<const std::byte> request,
+                            timeout t = defaults::connect_timeout, const client_options& opts = {});
+std::string call(const pipe_name& name, std::string_view request, timeout t, std::error_code& ec,
+                 const client_options& opts = {});
+std::string call(const pipe_name& name, std::string_view request, std::error_code& ec, const client_options& opts = {});
 std::string call(const pipe_name& name, std::string_view request, timeout t = defaults::connect_timeout,
                  const client_options& opts = {});
 

@@ -42,7 +42,8 @@ enum class errc : int {
   ok = 0,
   not_found = 1,          ///< no server is listening on this name (Win32 ERROR_FILE_NOT_FOUND)
   pipe_busy = 2,          ///< every instance of the pipe is taken (ERROR_PIPE_BUSY)
-  more_data = 3,          ///< the buffer held only part of the message; read again (ERROR_MORE_DATA)
+  more_data = 3,          ///< the buffer held only part of the message (ERROR_MORE_DATA); npipe's own reads
+                          ///< say so in read_result::more_data instead, with no error
   timed_out = 4,          ///< the deadline passed (ERROR_SEM_TIMEOUT)
   message_too_large = 5,  ///< a message exceeds the receiver's limit
   name_in_use = 6,        ///< another live server owns this name
@@ -89,10 +90,14 @@ template <>
 struct std::is_error_condition_enum<npipe::errc> : std::true_type {};
 
 namespace npipe {
-/// Specifics (paths, pids, uids, limits) about the most recent error npipe
-/// reported on this thread, e.g. "pipe directory /tmp/.npipe is owned by uid
+/// Specifics (paths, pids, uids, limits) about the failure of the npipe call
+/// this thread made last, e.g. "pipe directory /tmp/.npipe is owned by uid
 /// 1000", or for TLS "the gateway at 192.0.2.10:4455 refused the TLS
-/// handshake: this end's certificate has expired (...)". Empty if there are
-/// none. Throwing overloads include it in what().
+/// handshake: this end's certificate has expired (...)". It is always that
+/// call's own: every call clears it first, so a failure with nothing
+/// specific to say leaves it empty, and a call that succeeds leaves it empty
+/// too, never an earlier call's text. An async completion handler sees its
+/// own operation's (empty on success). Throwing overloads include it in
+/// what().
 std::string last_error_detail();
 } // namespace npipe

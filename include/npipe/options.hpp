@@ -158,6 +158,13 @@ struct tls_options {
 
 /// Options for opening a client end (Win32 CreateFile + SetNamedPipeHandleState).
 struct client_options {
+  // Not an aggregate, on purpose: g++ 12 destroys an aggregate temporary with
+  // a destructor twice when it appears in a co_await expression, so
+  // `co_await c.async_connect(name, npipe::client_options{}, t, use_awaitable)`
+  // crashed ("free(): invalid pointer"); `client_options{}` is now a plain
+  // value-initialisation, which it compiles correctly.
+  client_options() = default;
+
   /// Read mode; defaults to message for message pipes and byte for byte pipes.
   std::optional<npipe::read_mode> read_mode;
   /// Largest message this client accepts.

@@ -6,6 +6,7 @@
 
 namespace npipe {
 
+using detail::call_scope;
 using detail::deadline;
 using detail::throw_error;
 
@@ -26,14 +27,14 @@ const pipe_name empty_name;
 const peer_identity no_peer;
 
 bool check_open(const std::unique_ptr<detail::connection_impl>& impl, std::error_code& ec) {
-  detail::clear_error_detail();
   if (impl) return true;
+  detail::set_error_detail("this connection object holds no connection (default-constructed or moved from)");
   ec = make_error_code(errc::not_connected);
   return false;
 }
 } // namespace
 
-bool connection::is_open() const noexcept { return impl_ && impl_->is_open(); }
+bool connection::is_open() const noexcept { return impl_ && impl_->is_open() && !impl_->broken(); }
 pipe_type connection::type() const noexcept { return impl_ ? impl_->type() : pipe_type::message; }
 read_mode connection::read_mode() const noexcept { return impl_ ? impl_->read_mode() : npipe::read_mode::message; }
 const peer_identity& connection::peer() const noexcept { return impl_ ? impl_->peer() : no_peer; }
@@ -41,7 +42,7 @@ const pipe_name& connection::name() const noexcept { return impl_ ? impl_->name(
 std::size_t connection::peer_max_message_size() const noexcept { return impl_ ? impl_->peer_max_message_size() : 0; }
 
 void connection::set_read_mode(npipe::read_mode m, std::error_code& ec) noexcept {
-  ec.clear();
+  call_scope scope(ec);
   if (check_open(impl_, ec)) impl_->set_read_mode(m, ec);
 }
 void connection::set_read_mode(npipe::read_mode m) {
@@ -51,7 +52,7 @@ void connection::set_read_mode(npipe::read_mode m) {
 }
 
 void connection::write(std::span<const std::byte> data, timeout t, std::error_code& ec) noexcept {
-  ec.clear();
+  call_scope scope(ec);
   if (check_open(impl_, ec)) impl_->write(data, deadline::after(t), ec);
 }
 void connection::write(std::span<const std::byte> data, timeout t) {
@@ -61,19 +62,19 @@ void connection::write(std::span<const std::byte> data, timeout t) {
 }
 
 read_result connection::read(std::span<std::byte> buf, timeout t, std::error_code& ec) noexcept {
-  ec.clear();
+  call_scope scope(ec);
   if (!check_open(impl_, ec)) return {};
   return impl_->read(buf, deadline::after(t), ec);
 }
 read_result connection::read(std::span<std::byte> buf, timeout t) {
   std::error_code ec;
   auto r = read(buf, t, ec);
-  if (ec && ec != errc::more_data) throw_error(ec, "read from " + name().str() + " failed");
+  if (ec) throw_error(ec, "read from " + name().str() + " failed");
   return r;
 }
 
 std::vector<std::byte> connection::receive(timeout t, std::error_code& ec) {
-  ec.clear();
+  call_scope scope(ec);
   if (!check_open(impl_, ec)) return {};
   return impl_->receive(deadline::after(t), ec);
 }
@@ -93,7 +94,7 @@ std::string connection::receive_string(timeout t) {
 }
 
 std::vector<std::byte> connection::transact(std::span<const std::byte> request, timeout t, std::error_code& ec) {
-  ec.clear();
+  call_scope scope(ec);
   if (!check_open(impl_, ec)) return {};
   return impl_->transact(request, deadline::after(t), ec);
 }
@@ -103,13 +104,17 @@ std::vector<std::byte> connection::transact(std::span<const std::byte> request, 
   if (ec) throw_error(ec, "transact on " + name().str() + " failed");
   return v;
 }
+std::string connection::transact(std::string_view request, timeout t, std::error_code& ec) {
+  auto v = transact(std::as_bytes(std::span(request)), t, ec);
+  return {reinterpret_cast<const char*>(v.data()), v.size()};
+}
 std::string connection::transact(std::string_view request, timeout t) {
   auto v = transact(std::as_bytes(std::span(request)), t);
   return {reinterpret_cast<const char*>(v.data()), v.size()};
 }
 
 peek_result connection::peek(std::span<std::byte> buf, std::error_code& ec) noexcept {
-  ec.clear();
+  call_scope scope(ec);
   if (!check_open(impl_, ec)) return {};
   return impl_->peek(buf, ec);
 }
@@ -121,7 +126,7 @@ peek_result connection::peek(std::span<std::byte> buf) {
 }
 
 void connection::flush(timeout t, std::error_code& ec) noexcept {
-  ec.clear();
+  call_scope scope(ec);
   if (check_open(impl_, ec)) impl_->flush(deadline::after(t), ec);
 }
 void connection::flush(timeout t) {
@@ -137,9 +142,8 @@ void connection::close() noexcept {
 namespace {
 std::unique_ptr<detail::connection_impl> open_client(const pipe_name& name, const client_options& opts, deadline dl,
                                                      std::error_code& ec, std::span<const std::byte> first = {}) {
-  ec.clear();
-  detail::clear_error_detail();
   if (name.empty()) {
+    detail::set_error_detail("the pipe name is empty (a default-constructed pipe_name)");
     ec = make_error_code(errc::invalid_name);
     return nullptr;
   }
@@ -150,7 +154,12 @@ std::unique_ptr<detail::connection_impl> open_client(const pipe_name& name, cons
 } // namespace
 
 connection connect(const pipe_name& name, const client_options& opts, timeout t, std::error_code& ec) {
+  call_scope scope(ec);
   return connection(open_client(name, opts, deadline::after(t), ec));
+}
+
+connection connect(const pipe_name& name, const client_options& opts, std::error_code& ec) {
+  return connect(name, opts, forever, ec);
 }
 
 connection connect(const pipe_name& name, const client_options& opts, timeout t) {
@@ -162,6 +171,7 @@ connection connect(const pipe_name& name, const client_options& opts, timeout t)
 
 std::vector<std::byte> call(const pipe_name& name, std::span<const std::byte> request, timeout t, std::error_code& ec,
                             const client_options& opts) {
+  call_scope scope(ec);
   auto dl = deadline::after(t);
   // A small request travels with the handshake: one round trip, as CallNamedPipe.
   bool pipelined = request.size() <= detail::pipelined_request_max;
@@ -172,10 +182,31 @@ std::vector<std::byte> call(const pipe_name& name, std::span<const std::byte> re
   return reply;
 }
 
-std::string call(const pipe_name& name, std::string_view request, timeout t, const client_options& opts) {
+std::vector<std::byte> call(const pipe_name& name, std::span<const std::byte> request, std::error_code& ec,
+                            const client_options& opts) {
+  return call(name, request, forever, ec, opts);
+}
+
+std::vector<std::byte> call(const pipe_name& name, std::span<const std::byte> request, timeout t,
+                            const client_options& opts) {
   std::error_code ec;
-  auto v = call(name, std::as_bytes(std::span(request)), t, ec, opts);
+  auto v = call(name, request, t, ec, opts);
   if (ec) throw_error(ec, "call to " + name.str() + " failed");
+  return v;
+}
+
+std::string call(const pipe_name& name, std::string_view request, timeout t, std::error_code& ec,
+                 const client_options& opts) {
+  auto v = call(name, std::as_bytes(std::span(request)), t, ec, opts);
+  return {reinterpret_cast<const char*>(v.data()), v.size()};
+}
+
+std::string call(const pipe_name& name, std::string_view request, std::error_code& ec, const client_options& opts) {
+  return call(name, request, forever, ec, opts);
+}
+
+std::string call(const pipe_name& name, std::string_view request, timeout t, const client_options& opts) {
+  auto v = call(name, std::as_bytes(std::span(request)), t, opts);
   return {reinterpret_cast<const char*>(v.data()), v.size()};
 }
 

@@ -25,14 +25,14 @@ server& server::operator=(server&& o) noexcept {
 server::~server() { close(); }
 
 void server::open(const pipe_name& name, const server_options& opts, std::error_code& ec) noexcept {
-  ec.clear();
-  detail::clear_error_detail();
+  detail::call_scope scope(ec);
   if (impl_) {
     detail::set_error_detail("this server object is already open");
     ec = make_error_code(errc::invalid_state);
     return;
   }
   if (name.empty()) {
+    detail::set_error_detail("the pipe name is empty (a default-constructed pipe_name)");
     ec = make_error_code(errc::invalid_name);
     return;
   }
@@ -63,8 +63,9 @@ void server::open(const pipe_name& name, const server_options& opts) {
 bool server::is_open() const noexcept { return impl_ && impl_->is_open(); }
 
 connection server::accept(timeout t, std::error_code& ec) {
-  ec.clear();
+  detail::call_scope scope(ec);
   if (!impl_) {
+    detail::set_error_detail("this server is not open");
     ec = make_error_code(errc::not_connected);
     return {};
   }

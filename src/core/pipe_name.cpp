@@ -3,6 +3,7 @@
 #include <npipe/pipe_name.hpp>
 
 #include "core/case_fold.hpp"
+#include "core/error_detail.hpp"
 #include "core/utf8.hpp"
 
 #include <charconv>
@@ -21,14 +22,19 @@ bool iequals(std::string_view a, std::string_view b) noexcept {
   return true;
 }
 
-bool valid_name_part(std::string_view n) noexcept {
-  if (n.empty() || n == "." || n == "..") return false;
+// Why `n` is not a valid NAME, or nullptr if it is.
+const char* name_part_problem(std::string_view n) noexcept {
+  if (n.empty()) return "NAME is empty";
+  if (n == "." || n == "..") return "NAME cannot be \".\" or \"..\"";
   for (char c : n) {
     auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7f || c == '\\' || c == '/') return false;
+    if (u < 0x20 || u == 0x7f) return "NAME contains a control character";
+    if (c == '\\' || c == '/') return "NAME contains a \\ or /";
   }
   auto chars = detail::utf8_length(n);
-  return chars && *chars <= pipe_name::max_name_chars;
+  if (!chars) return "NAME is not valid UTF-8";
+  if (*chars > pipe_name::max_name_chars) return "NAME is longer than 256 characters";
+  return nullptr;
 }
 
 bool valid_hostname(std::string_view h) noexcept {
@@ -90,13 +96,14 @@ bool parse_host(std::string_view h, std::string& host, std::uint16_t& port) noex
 pipe_name::pipe_name(std::string_view text) {
   std::error_code ec;
   *this = parse(text, ec);
-  if (ec) throw std::system_error(ec, "npipe: cannot parse pipe name '" + std::string(text) + "'");
+  if (ec) detail::throw_error(ec, "cannot parse pipe name '" + std::string(text) + "'");
 }
 
 pipe_name pipe_name::parse(std::string_view text, std::error_code& ec) {
-  ec.clear();
+  detail::call_scope scope(ec);
   pipe_name out;
-  auto fail = [&] {
+  auto fail = [&](const char* why) {
+    detail::set_error_detail(std::string("not a pipe name: ") + why);
     ec = make_error_code(errc::invalid_name);
     return pipe_name{};
   };
@@ -105,15 +112,19 @@ pipe_name pipe_name::parse(std::string_view text, std::error_code& ec) {
     std::size_t i = 0;
     while (i < rest.size() && !is_sep(rest[i])) ++i;
     auto host = rest.substr(0, i);
-    if (i == rest.size()) return fail();
+    const char* form = "expected \\\\.\\pipe\\NAME or \\\\HOST\\pipe\\NAME";
+    if (i == rest.size()) return fail(form);
     rest = rest.substr(i + 1);
-    if (rest.size() < 5 || !iequals(rest.substr(0, 4), "pipe") || !is_sep(rest[4])) return fail();
+    if (rest.size() < 5 || !iequals(rest.substr(0, 4), "pipe") || !is_sep(rest[4])) return fail(form);
     auto name = rest.substr(5);
-    if (!parse_host(host, out.host_, out.port_) || !valid_name_part(name)) return fail();
+    if (!parse_host(host, out.host_, out.port_))
+      return fail("HOST is not a host name, an IPv4 address or an IPv6 address in brackets, with an optional "
+                  ":PORT of 1..65535");
+    if (auto why = name_part_problem(name)) return fail(why);
     out.name_.assign(name);
     return out;
   }
-  if (!valid_name_part(text)) return fail();
+  if (auto why = name_part_problem(text)) return fail(why);
   out.name_.assign(text);
   return out;
 }

@@ -556,12 +556,15 @@ public:
   bool open(const gateway_options& o, std::error_code& ec) {
     g_ = std::make_shared<gateway_shared>();
     g_->opts = o;
-    if (o.threads < 1 || o.max_connections < 1 || o.max_unauthenticated < 1 || o.max_unauthenticated_per_address < 1) {
-      set_error_detail("a gateway needs at least one thread, and max_connections, max_unauthenticated and "
-                       "max_unauthenticated_per_address of at least 1");
-      ec = make_error_code(errc::invalid_argument);
-      return false;
-    }
+    // Each invalid option is named, with its value and what is allowed.
+    if (o.threads < 1) return option_out_of_range("gateway_options::threads", o.threads, "1 or more", ec);
+    if (o.max_connections < 1)
+      return option_out_of_range("gateway_options::max_connections", o.max_connections, "1 or more", ec);
+    if (o.max_unauthenticated < 1)
+      return option_out_of_range("gateway_options::max_unauthenticated", o.max_unauthenticated, "1 or more", ec);
+    if (o.max_unauthenticated_per_address < 1)
+      return option_out_of_range("gateway_options::max_unauthenticated_per_address", o.max_unauthenticated_per_address,
+                                 "1 or more", ec);
     for (const auto& e : o.exports) {
       if (e == "*") {
         g_->export_all = true;
@@ -706,8 +709,7 @@ gateway& gateway::operator=(gateway&& o) noexcept {
 gateway::~gateway() = default;
 
 void gateway::open(const gateway_options& opts, std::error_code& ec) {
-  ec.clear();
-  detail::clear_error_detail();
+  detail::call_scope scope(ec);
   close();
   auto g = std::make_unique<detail::gateway_impl>();
   if (!g->open(opts, ec)) return;
@@ -729,8 +731,7 @@ void gateway::close() noexcept {
 }
 
 std::vector<psk_key> load_psk_file(const std::string& path, std::error_code& ec) {
-  ec.clear();
-  detail::clear_error_detail();
+  detail::call_scope scope(ec);
   struct stat st{};
   if (::stat(path.c_str(), &st) != 0) {
     detail::set_error_detail("cannot read the PSK file " + path);

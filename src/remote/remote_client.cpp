@@ -127,7 +127,7 @@ std::unique_ptr<connection_impl> connect_remote(const pipe_name& name, const cli
     if (fd < 0) return nullptr;
     tune_tcp(fd);
 
-    peer_identity server{-1, -1, -1, "insecure", where};
+    peer_identity server{-1, -1, -1, "insecure", where, {}};
     std::unique_ptr<byte_stream> stream;
     bool overloaded = false;
     if (ctx) {

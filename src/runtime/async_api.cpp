@@ -75,7 +75,7 @@ async_connection& async_connection::operator=(async_connection&& o) noexcept {
 }
 async_connection::~async_connection() { close(); }
 
-bool async_connection::is_open() const noexcept { return impl_ && impl_->is_open(); }
+bool async_connection::is_open() const noexcept { return impl_ && impl_->is_open() && !impl_->broken(); }
 pipe_type async_connection::type() const noexcept { return impl_ ? impl_->params().type : pipe_type::message; }
 read_mode async_connection::read_mode() const noexcept { return impl_ ? impl_->mode() : read_mode::message; }
 const peer_identity& async_connection::peer() const noexcept {
@@ -93,6 +93,7 @@ void async_connection::cancel() noexcept {
 
 void async_connection::close() noexcept {
   if (!impl_) return;
+  impl_->closing();
   try {
     asio::post(impl_->strand(), [p = impl_] { p->close(); });
   } catch (...) {
@@ -118,12 +119,16 @@ async_server& async_server::operator=(async_server&& o) noexcept {
 async_server::~async_server() { close(); }
 
 void async_server::open(const pipe_name& name, const server_options& opts, std::error_code& ec) noexcept {
-  ec.clear();
-  detail::clear_error_detail();
+  detail::call_scope scope(ec);
   try {
     if (impl_) {
       detail::set_error_detail("this server is already open");
       ec = make_error_code(errc::invalid_state);
+      return;
+    }
+    if (name.empty()) {
+      detail::set_error_detail("the pipe name is empty (a default-constructed pipe_name)");
+      ec = make_error_code(errc::invalid_name);
       return;
     }
     if (!name.is_local()) {
@@ -149,7 +154,10 @@ void async_server::open(const pipe_name& name, const server_options& opts) {
 bool async_server::is_open() const noexcept { return impl_ && impl_->is_open(); }
 
 void async_server::serve_with(request_handler h) {
-  if (!impl_) detail::throw_error(make_error_code(errc::not_connected), "serve() needs an open server");
+  if (!impl_) {
+    detail::clear_error_detail(); // the text is this failure's, not an earlier call's
+    detail::throw_error(make_error_code(errc::not_connected), "serve() needs an open server");
+  }
   impl_->serve(std::move(h));
 }
 

@@ -33,6 +33,13 @@ public:
 
   // Thread-safe.
   bool is_open() const noexcept { return open_.load(std::memory_order_acquire); }
+  /// No longer usable both ways: a send broke the send side, the stream was
+  /// ended here, or a close is on its way to the strand.
+  /// async_connection::is_open() is is_open() && !broken().
+  bool broken() const noexcept { return broken_.load(std::memory_order_acquire); }
+  /// close() was asked for (it runs later, on the strand): is_open() says
+  /// false from now on, as after a blocking close().
+  void closing() noexcept { broken_.store(true, std::memory_order_release); }
   /// Fixed once connected (or adopted); read it after that.
   const connection_params& params() const noexcept { return p_; }
   npipe::read_mode mode() const noexcept { return mode_.load(std::memory_order_relaxed); }
@@ -58,6 +65,7 @@ protected:
   connection_params p_;
   std::atomic<npipe::read_mode> mode_{npipe::read_mode::message};
   std::atomic<bool> open_{false};
+  std::atomic<bool> broken_{false};
   std::atomic<clock::rep> activity_{0};
   bool closed_ = false;     // on the strand
   std::uint64_t next_id_ = 1; // on the strand: operation ids

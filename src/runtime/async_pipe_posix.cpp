@@ -423,7 +423,7 @@ void async_pipe::on_tcp_connect(const std::error_code& ec) {
   }
   tune_tcp(c.tcp->native_handle());
   if (!c.tls) {
-    c.server = peer_identity{-1, -1, -1, "insecure", c.path};
+    c.server = peer_identity{-1, -1, -1, "insecure", c.path, {}};
     c.link = std::make_unique<remote_link>(std::move(*c.tcp), nullptr);
     c.link->set_peer("the gateway at " + c.path);
     return bridge();
@@ -465,7 +465,7 @@ void async_pipe::tls_step() {
   std::error_code ec;
   std::string who;
   if (!tls::peer_identity_of(c.link->ssl(), *c.tls, who, ec)) return fail_connect(ec, last_error_detail());
-  c.server = peer_identity{-1, -1, -1, std::move(who), c.path};
+  c.server = peer_identity{-1, -1, -1, std::move(who), c.path, {}};
   bridge();
 }
 
@@ -917,6 +917,7 @@ void async_pipe::rx_fail(std::error_code ec, std::string detail) {
   if (rx_err_) return;
   rx_err_ = ec;
   rx_detail_ = std::move(detail);
+  broken_.store(true, std::memory_order_release);
   std::error_code ignore;
   socket_.shutdown(asio::socket_base::shutdown_both, ignore); // the stream cannot be resynchronised; tell the peer
 }
@@ -1004,6 +1005,7 @@ void async_pipe::on_tx(const std::error_code& ec, std::size_t n) {
     auto e = closed_ ? err(errc::operation_aborted) : io_error(ec);
     std::string detail = closed_ ? "the pipe was closed" : "writing to the pipe failed: " + ec.message();
     tx_broken_ = true;
+    broken_.store(true, std::memory_order_release);
     for (auto& o : batch) finish(*o, o->timed_out ? err(errc::timed_out) : e, detail);
     fail_writes(e, detail);
     if (!closed_) {

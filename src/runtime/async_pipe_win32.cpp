@@ -339,8 +339,9 @@ void async_pipe::kick() {
     kick_again_ = false;
     // A read in progress writes into held_: serve nobody until it is back.
     // A completion may run inline (the server's sessions) and queue or
-    // close: take the reader out of the queue while serving it.
-    while (!readers_.empty() && !rx_active_ && !closed_) {
+    // close: take the reader out of the queue while serving it. Once closed
+    // (held_ is gone then) every reader gets not_connected at once.
+    while (!readers_.empty() && !rx_active_) {
       auto o = std::move(readers_.front());
       readers_.erase(readers_.begin());
       if (!serve_reader(*o)) {
@@ -474,6 +475,7 @@ void async_pipe::on_read(const std::error_code& ec, std::size_t n) {
   rx_ov_ = nullptr;
   if (closed_ || !held_) {
     held_.reset();
+    kick(); // readers that came after the close
     return;
   }
   auto& h = *held_;
@@ -617,6 +619,7 @@ void async_pipe::on_written(const std::error_code& ec, std::size_t n) {
     detail = "writing to the pipe failed: " + detail;
   }
   tx_broken_ = true;
+  broken_.store(true, std::memory_order_release);
   finish(*taken, fe, detail);
   fail_writes(fe == errc::timed_out ? err(errc::broken_pipe) : fe, detail);
   kick();

@@ -23,12 +23,19 @@ namespace {
 // fiber-local slot's callback frees the string at thread exit instead.
 void WINAPI free_detail(void* p) { delete static_cast<std::string*>(p); }
 
-std::string& error_detail() {
+DWORD detail_slot() {
   static const DWORD slot = ::FlsAlloc(free_detail);
-  auto* s = static_cast<std::string*>(::FlsGetValue(slot));
+  return slot;
+}
+
+// This thread's detail, or nullptr if it never had one.
+std::string* existing_detail() noexcept { return static_cast<std::string*>(::FlsGetValue(detail_slot())); }
+
+std::string& error_detail() {
+  auto* s = existing_detail();
   if (!s) {
     s = new std::string;
-    ::FlsSetValue(slot, s);
+    ::FlsSetValue(detail_slot(), s);
   }
   return *s;
 }
@@ -37,19 +44,26 @@ std::string& error_detail() {
   thread_local std::string detail;
   return detail;
 }
+std::string* existing_detail() noexcept { return &error_detail(); }
 #endif
 } // namespace
 
-std::string last_error_detail() { return error_detail(); }
+std::string last_error_detail() {
+  auto* s = existing_detail();
+  return s ? *s : std::string();
+}
 
 namespace detail {
 
 void set_error_detail(std::string detail) { error_detail() = std::move(detail); }
-void clear_error_detail() { error_detail().clear(); }
+// Never allocates: every public call clears on entry, noexcept ones too.
+void clear_error_detail() noexcept {
+  if (auto* s = existing_detail()) s->clear();
+}
 
 void throw_error(const std::error_code& ec, const std::string& what) {
   std::string msg = "npipe: " + what;
-  if (!error_detail().empty()) msg += " (" + error_detail() + ")";
+  if (auto* d = existing_detail(); d && !d->empty()) msg += " (" + *d + ")";
   throw std::system_error(ec, msg);
 }
 
@@ -61,12 +75,15 @@ std::error_code no_memory_error() noexcept {
 #endif
 }
 
-namespace {
-// "server_options::max_instances is 0; allowed: 1..255": the field, its value, the range.
-bool out_of_range(const char* field, long long value, const std::string& allowed, std::error_code& ec) {
+bool option_out_of_range(const char* field, long long value, const std::string& allowed, std::error_code& ec) {
   set_error_detail(std::string(field) + " is " + std::to_string(value) + "; allowed: " + allowed);
   ec = make_error_code(errc::invalid_argument);
   return false;
+}
+
+namespace {
+bool out_of_range(const char* field, long long value, const std::string& allowed, std::error_code& ec) {
+  return option_out_of_range(field, value, allowed, ec);
 }
 const std::string limit_range =
     std::to_string(framing::min_receive_limit) + ".." + std::to_string(framing::max_receive_limit);

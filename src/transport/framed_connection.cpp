@@ -31,6 +31,10 @@ framed_connection::~framed_connection() { close(); }
 
 void framed_connection::set_read_mode(npipe::read_mode m, std::error_code& ec) noexcept {
   ec.clear();
+  if (!is_open()) {
+    ec = err(errc::not_connected);
+    return;
+  }
   if (m == npipe::read_mode::message && p_.type == pipe_type::byte) {
     set_error_detail("message read mode needs a message pipe; this pipe was created as a byte pipe");
     ec = err(errc::invalid_argument);
@@ -166,6 +170,7 @@ framed_connection::head_status framed_connection::head(deadline dl, std::error_c
                          " bytes; the connection is closed");
       }
       rx_err_ = ec;
+      broken_.store(true, std::memory_order_release);
       s_->shutdown(); // the stream cannot be resynchronised; tell the peer
       return head_status::error;
     }
@@ -288,10 +293,7 @@ read_result framed_connection::read_locked(std::span<std::byte> buf, deadline dl
     got = std::min(buf.size(), partial_.size());
     std::memcpy(buf.data(), partial_.data(), got);
     partial_.erase(partial_.begin(), partial_.begin() + static_cast<std::ptrdiff_t>(got));
-    if (msg && !partial_.empty()) {
-      ec = err(errc::more_data);
-      return {got, true};
-    }
+    if (msg && !partial_.empty()) return {got, true};
   }
   bool started = got > 0 || in_msg_; // a message already begun ends this read when it ends
   for (;;) {
@@ -316,7 +318,7 @@ read_result framed_connection::read_locked(std::span<std::byte> buf, deadline dl
     if (!payload(buf.data() + got, buf.size() - got, dl, n, ec)) break;
     got += n;
   }
-  if (ec && ec != errc::more_data) {
+  if (ec) {
     if (got == 0) return {0, false};
     ec.clear(); // deliver what we have; the failure repeats on the next call
   }
@@ -324,10 +326,9 @@ read_result framed_connection::read_locked(std::span<std::byte> buf, deadline dl
     std::error_code ignore;
     head(dl, ignore, false);
   }
-  bool more = msg && in_msg_;
-  if (more) ec = err(errc::more_data);
-  else ec.clear();
-  return {got, more};
+  // A partial message is not a failure: read_result::more_data says so (decisions.md, 23).
+  ec.clear();
+  return {got, msg && in_msg_};
 }
 
 bool framed_connection::rx_owner::acquire(deadline dl, std::error_code& ec) {
@@ -386,6 +387,7 @@ void framed_connection::out_of_memory(std::error_code& ec) noexcept {
     set_error_detail("out of memory receiving from the peer; the connection is closed");
   }
   ec = rx_err_;
+  broken_.store(true, std::memory_order_release);
   s_->shutdown();
 }
 
@@ -481,6 +483,10 @@ bool framed_connection::data_pending() {
 std::vector<std::byte> framed_connection::transact(std::span<const std::byte> request, deadline dl,
                                                    std::error_code& ec) {
   ec.clear();
+  if (!is_open()) {
+    ec = err(errc::not_connected);
+    return {};
+  }
   if (p_.type != pipe_type::message || read_mode() != npipe::read_mode::message) {
     set_error_detail(pipe_rules::transact_needs_message_mode);
     ec = err(errc::invalid_state);
@@ -618,9 +624,13 @@ void framed_connection::send_all(std::span<const std::span<const std::byte>> buf
       if (!ec) ec = err(errc::timed_out);
     }
     if (!ec) ec = err(errc::broken_pipe);
+    // A writer woken by close() from another thread: this end was closed
+    // here, whatever the socket said (EPIPE after our own shutdown).
+    if (!is_open()) ec = err(errc::not_connected);
     if (sent_any || ec != errc::timed_out) {
       // A torn frame would desynchronise the peer; this connection is done.
       tx_broken_ = true;
+      broken_.store(true, std::memory_order_release);
       s_->shutdown();
     }
     return;

@@ -26,6 +26,7 @@ public:
   ~framed_connection() override;
 
   bool is_open() const noexcept override { return open_.load(std::memory_order_acquire); }
+  bool broken() const noexcept override { return broken_.load(std::memory_order_acquire); }
   pipe_type type() const noexcept override { return p_.type; }
   npipe::read_mode read_mode() const noexcept override { return mode_.load(std::memory_order_relaxed); }
   void set_read_mode(npipe::read_mode m, std::error_code& ec) noexcept override;
@@ -89,6 +90,7 @@ private:
   framed_params p_;
   std::atomic<npipe::read_mode> mode_;
   std::atomic<bool> open_{true};
+  std::atomic<bool> broken_{false}; // the send side is torn, or the stream was ended here (broken())
 
   // Like std::vector<std::byte> but grows without zero-filling, so pages the
   // kernel never writes into stay out of the resident set.

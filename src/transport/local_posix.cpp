@@ -521,7 +521,7 @@ private:
         ::close(fd);
         return;
       }
-      peer = peer_identity{-1, -1, -1, std::move(h.remote_user), std::move(h.remote_address)};
+      peer = peer_identity{-1, -1, -1, std::move(h.remote_user), std::move(h.remote_address), {}};
     } else if (!allowed(opts_.access, peer)) {
       send_reply(fd, protocol::status::access_denied, opts_);
       ::close(fd);

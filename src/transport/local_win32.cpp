@@ -162,20 +162,34 @@ io_end overlapped(HANDLE h, HANDLE ev, deadline dl, Start start, DWORD& n, DWORD
   return err == ERROR_MORE_DATA ? io_end::done : io_end::failed;
 }
 
+// The user of an access token: its SID as a string ("S-1-5-21-...") and,
+// when asked, its account name (without the domain, as GetUserNameW says it).
+std::string token_sid(HANDLE tok, std::string* account = nullptr) {
+  DWORD len = 0;
+  ::GetTokenInformation(tok, TokenUser, nullptr, 0, &len);
+  if (len == 0) return {};
+  std::vector<BYTE> buf(len);
+  if (!::GetTokenInformation(tok, TokenUser, buf.data(), len, &len)) return {};
+  PSID user = reinterpret_cast<TOKEN_USER*>(buf.data())->User.Sid;
+  std::string sid;
+  LPWSTR s = nullptr;
+  if (::ConvertSidToStringSidW(user, &s)) {
+    sid = narrow(s);
+    ::LocalFree(s);
+  }
+  if (account) {
+    wchar_t name[256], domain[256];
+    DWORD name_len = 256, domain_len = 256;
+    SID_NAME_USE use;
+    if (::LookupAccountSidW(nullptr, user, name, &name_len, domain, &domain_len, &use)) *account = narrow(name);
+  }
+  return sid;
+}
+
 std::string current_user_sid() {
   HANDLE tok = nullptr;
   if (!::OpenProcessToken(::GetCurrentProcess(), TOKEN_QUERY, &tok)) return {};
-  DWORD len = 0;
-  ::GetTokenInformation(tok, TokenUser, nullptr, 0, &len);
-  std::vector<BYTE> buf(len ? len : 1);
-  std::string sid;
-  if (::GetTokenInformation(tok, TokenUser, buf.data(), len, &len)) {
-    LPWSTR s = nullptr;
-    if (::ConvertSidToStringSidW(reinterpret_cast<TOKEN_USER*>(buf.data())->User.Sid, &s)) {
-      sid = narrow(s);
-      ::LocalFree(s);
-    }
-  }
+  std::string sid = token_sid(tok);
   ::CloseHandle(tok);
   return sid;
 }
@@ -193,6 +207,7 @@ public:
   ~win32_connection() override { close(); }
 
   bool is_open() const noexcept override { return open_.load(std::memory_order_acquire); }
+  bool broken() const noexcept override { return broken_.load(std::memory_order_acquire); }
   pipe_type type() const noexcept override { return type_; }
   npipe::read_mode read_mode() const noexcept override { return mode_.load(std::memory_order_relaxed); }
   const peer_identity& peer() const noexcept override { return peer_; }
@@ -241,12 +256,13 @@ public:
         return ::WriteFile(h_, data.data(), chunk, nullptr, ov);
       }, n, err);
       if (r == io_end::timed_out) {
-        if (n > 0) tx_broken_ = true; // part of a message went: the stream is torn
+        if (n > 0) break_send_side(); // part of a message went: the stream is torn
         ec = make_error_code(errc::timed_out);
         return;
       }
       if (r == io_end::failed) {
         ec = closed_error(err);
+        break_send_side(); // the pipe refused the write: as on Linux, this end sends no more
         return;
       }
       data = data.subspan(n);
@@ -288,7 +304,7 @@ public:
     for (;;) {
       auto r = read_locked(std::span(out.data() + got, out.size() - got), dl, ec);
       got += r.bytes;
-      if (ec && ec != errc::more_data) {
+      if (ec) {
         out.resize(got);
         if (got > 0) { // a later receive or read continues this message
           partial_ = std::move(out);
@@ -423,6 +439,12 @@ private:
     if (server_side_) ::DisconnectNamedPipe(h_); // the client's calls get ERROR_PIPE_NOT_CONNECTED
   }
 
+  // With tx_mu_ held.
+  void break_send_side() noexcept {
+    tx_broken_ = true;
+    broken_.store(true, std::memory_order_release);
+  }
+
   bool check_open(std::error_code& ec) const {
     if (is_open()) return true;
     ec = make_error_code(errc::not_connected);
@@ -479,7 +501,6 @@ private:
       // The rest is still here, or still in the pipe: the next read continues it.
       bool more = !partial_.empty() || partial_more_;
       if (partial_.empty()) partial_more_ = false;
-      if (more) ec = make_error_code(errc::more_data);
       return {n, more};
     }
     DWORD n = 0, err = 0;
@@ -495,10 +516,8 @@ private:
       ec = closed_error(err);
       return {};
     }
-    if (err == ERROR_MORE_DATA && msg) {
-      ec = make_error_code(errc::more_data, static_cast<int>(err));
-      return {n, true};
-    }
+    // ERROR_MORE_DATA is not a failure: read_result::more_data says so (decisions.md, 23).
+    if (err == ERROR_MORE_DATA && msg) return {n, true};
     return {n, false};
   }
 
@@ -511,6 +530,7 @@ private:
   peer_identity peer_;
   std::function<void(HANDLE)> on_close_;
   std::atomic<bool> open_{true};
+  std::atomic<bool> broken_{false}; // the send side is torn (broken())
   std::mutex rx_mu_, tx_mu_;
   event rx_event_, tx_event_;
   std::vector<std::byte> partial_; // message head taken off the pipe by a receive that failed mid-way
@@ -835,11 +855,22 @@ peer_identity client_of(HANDLE h) {
   peer_identity p;
   ULONG pid = 0;
   if (::GetNamedPipeClientProcessId(h, &pid)) p.pid = static_cast<std::int64_t>(pid);
-  // The client opened with SECURITY_IDENTIFICATION: its name can be read.
+  // The client's user as the pipe itself carries it (the client opened with
+  // SECURITY_IDENTIFICATION): impersonate it, read the thread's token (as
+  // ourselves: an identification token allows queries only), revert. Not
+  // the process token found by pid: opening another user's process needs
+  // rights a server seldom has, and a pid can be reused once its client has
+  // gone. A client that opened anonymously leaves both empty. Works the
+  // same under Wine.
   if (::ImpersonateNamedPipeClient(h)) {
     wchar_t name[256];
     DWORD len = 256;
     if (::GetUserNameW(name, &len)) p.user = narrow(name);
+    HANDLE tok = nullptr;
+    if (::OpenThreadToken(::GetCurrentThread(), TOKEN_QUERY, TRUE, &tok)) {
+      p.sid = token_sid(tok);
+      ::CloseHandle(tok);
+    }
     ::RevertToSelf();
   }
   return p;
@@ -848,7 +879,19 @@ peer_identity client_of(HANDLE h) {
 peer_identity server_of(HANDLE h) {
   peer_identity p;
   ULONG pid = 0;
-  if (::GetNamedPipeServerProcessId(h, &pid)) p.pid = static_cast<std::int64_t>(pid);
+  if (!::GetNamedPipeServerProcessId(h, &pid)) return p;
+  p.pid = static_cast<std::int64_t>(pid);
+  // A client cannot impersonate its server: read the server process's token
+  // (the process lives while it holds the pipe, so the pid is its own). This
+  // works when the server runs as the same user, or we are an administrator.
+  if (HANDLE proc = ::OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, FALSE, pid)) {
+    HANDLE tok = nullptr;
+    if (::OpenProcessToken(proc, TOKEN_QUERY, &tok)) {
+      p.sid = token_sid(tok, &p.user);
+      ::CloseHandle(tok);
+    }
+    ::CloseHandle(proc);
+  }
   return p;
 }
 

@@ -7,6 +7,8 @@
 #include <npipe/connection.hpp>
 #include <npipe/server.hpp>
 
+#include "core/error_detail.hpp"
+
 #include <chrono>
 #include <cstdint>
 #include <cstddef>
@@ -38,17 +40,15 @@ struct deadline {
   friend deadline earlier(deadline a, deadline b) noexcept { return a.at < b.at ? a : b; }
 };
 
-/// Record specifics for npipe::last_error_detail() on this thread.
-void set_error_detail(std::string detail);
-void clear_error_detail();
-/// Throw std::system_error for `ec` with `what` and the recorded detail.
-[[noreturn]] void throw_error(const std::error_code& ec, const std::string& what);
-
 /// One connected pipe end.
 class connection_impl {
 public:
   virtual ~connection_impl() = default;
+  /// Not closed by this process (calls then fail with not_connected).
   virtual bool is_open() const noexcept = 0;
+  /// No longer usable both ways: a write broke the send side, or npipe ended
+  /// the stream. connection::is_open() is is_open() && !broken().
+  virtual bool broken() const noexcept { return false; }
   virtual pipe_type type() const noexcept = 0;
   virtual npipe::read_mode read_mode() const noexcept = 0;
   virtual void set_read_mode(npipe::read_mode m, std::error_code& ec) noexcept = 0;
@@ -107,6 +107,10 @@ using admission_sink = std::function<void(admitted_client&&)>;
 /// ERROR_NOT_ENOUGH_MEMORY on Windows): it ends that peer's connection only.
 std::error_code no_memory_error() noexcept;
 
+/// An invalid option: sets invalid_argument and a detail naming the field,
+/// its value and what is allowed ("server_options::max_instances is 0;
+/// allowed: 1..255 (255: unlimited)"). Returns false.
+bool option_out_of_range(const char* field, long long value, const std::string& allowed, std::error_code& ec);
 /// The option checks every server backend makes first (with the detail).
 bool check_server_options(const server_options& o, std::error_code& ec);
 /// The same for clients (every connect, local or remote, blocking or async).

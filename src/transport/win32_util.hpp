@@ -29,9 +29,10 @@ std::error_code win32_error(DWORD e);
 DWORD wait_ms(deadline dl);
 
 /// The client of a server-side handle: process id and (the client opened
-/// with SECURITY_IDENTIFICATION) user name.
+/// with SECURITY_IDENTIFICATION) account name and SID.
 peer_identity client_of(HANDLE h);
-/// The server of a client-side handle: its process id.
+/// The server of a client-side handle: process id and, when its process
+/// token can be read, account name and SID.
 peer_identity server_of(HANDLE h);
 
 /// One CreateFile on a pipe name, as a client: what happened.

@@ -27,6 +27,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <filesystem>
 #include <future>
 #include <mutex>
@@ -146,7 +147,7 @@ TEST_P(Styles, PartialReadsSayMoreDataAndTransactAndCallWork) {
   for (;;) {
     std::error_code ec;
     auto r = c.read(buf, 10s, ec);
-    ASSERT_TRUE(!ec || ec == errc::more_data) << ec.message();
+    ASSERT_FALSE(ec) << "a partial read is not a failure: " << ec.message();
     got.insert(got.end(), buf, buf + r.bytes);
     if (!r.more_data) break;
   }
@@ -747,6 +748,34 @@ TEST_F(Async, AsyncClientWithCallbacksFuturesAndCoroutines) {
   EXPECT_EQ(coro.get(), "coroutine-partial");
 }
 
+// What a user writes in a coroutine, with the documented compiler (g++ 12):
+// temporaries in the co_await expression, the three-argument connect. This
+// crashed ("free(): invalid pointer") while client_options was an aggregate;
+// the sanitizer build checks that nothing is freed twice.
+TEST_F(Async, CoroutinesConnectWithTemporariesInTheAwaitExpression) {
+  run_threads();
+  auto name = random_pipe();
+  async_server srv(ctx_, name);
+  srv.serve([](request r) { return r.take(); });
+  auto r = asio::co_spawn(
+      ctx_,
+      [&]() -> asio::awaitable<std::string> {
+        std::string got;
+        async_connection a(co_await asio::this_coro::executor);
+        co_await a.async_connect(name, npipe::client_options{}, 5s, asio::use_awaitable);
+        got += text(co_await a.async_transact(asio::buffer(std::string_view("a")), 5s, asio::use_awaitable));
+        async_connection b(co_await asio::this_coro::executor);
+        co_await b.async_connect(name, 5s, asio::use_awaitable);
+        got += text(co_await b.async_transact(asio::buffer(std::string_view("b")), 5s, asio::use_awaitable));
+        async_connection c(co_await asio::this_coro::executor);
+        co_await c.async_connect(pipe_name(name.str()), {}, std::chrono::seconds(5), asio::use_awaitable);
+        got += text(co_await c.async_transact(asio::buffer(std::string_view("c")), 5s, asio::use_awaitable));
+        co_return got;
+      },
+      asio::use_future);
+  EXPECT_EQ(r.get(), "abc");
+}
+
 TEST_F(Async, ReceiveTimeoutLosesNothingAndCancelAborts) {
   run_threads();
   auto name = random_pipe();
@@ -836,6 +865,120 @@ TEST_F(Async, AsyncConnectErrorsMatchTheBlockingOnes) {
     auto [h, f] = outcome<>();
     wrong.async_connect(name, strict, 2s, std::move(h));
     EXPECT_EQ(std::get<0>(f.get()), refused);
+  }
+}
+
+// As the blocking connection's: is_open() is false once a send broke the
+// send side (here: it timed out part-way); later sends say broken_pipe, and
+// operations started on an end closed here say not_connected.
+TEST_F(Async, IsOpenTurnsFalseWhenASendBreaksTheSendSide) {
+  run_threads();
+  auto name = random_pipe();
+  server_options so;
+  so.max_message_size = 64u << 20;
+  server srv(name, so); // a blocking server that does not read
+  async_connection c(ctx_);
+  c.async_connect(name, client_options{}, 5s, asio::use_future).get();
+  auto sc = srv.accept(10s);
+  EXPECT_TRUE(c.is_open());
+  std::vector<std::byte> big(48u << 20); // far more than any pipe or socket buffer
+  auto [h, f] = outcome<std::size_t>();
+  c.async_send(asio::buffer(big), 300ms, std::move(h));
+  auto ec = std::get<0>(f.get());
+  if (!ec && under_wine()) {
+    std::printf("note: Wine took the whole send (it does not hold a writer to the pipe's buffer size)\n");
+  } else if (under_wine() && c.is_open()) {
+    // Wine reports a cancelled WriteFile as having written nothing: then
+    // nothing is torn, and the connection stays usable, as the rule says.
+    EXPECT_EQ(ec, errc::timed_out) << ec.message();
+    std::printf("note: Wine's cancelled write sent nothing; no torn message to test\n");
+  } else {
+    EXPECT_EQ(ec, errc::timed_out) << ec.message();
+    EXPECT_FALSE(c.is_open()) << "part of a message went: the send side is broken";
+    auto [h2, f2] = outcome<std::size_t>();
+    c.async_send(asio::buffer(big.data(), 1), 5s, std::move(h2));
+    EXPECT_EQ(std::get<0>(f2.get()), errc::broken_pipe);
+  }
+  c.close();
+  EXPECT_FALSE(c.is_open());
+  auto [h3, f3] = outcome<std::size_t>();
+  c.async_send(asio::buffer(big.data(), 1), 5s, std::move(h3));
+  EXPECT_EQ(std::get<0>(f3.get()), errc::not_connected);
+  auto [h4, f4] = outcome<std::vector<std::byte>>();
+  c.async_receive(5s, std::move(h4));
+  EXPECT_EQ(std::get<0>(f4.get()), errc::not_connected);
+}
+
+// The async paths check options as the blocking ones do, and say which
+// field is wrong and what is allowed.
+TEST_F(Async, InvalidOptionsNameTheFieldAndWhatIsAllowed) {
+  run_threads();
+  server_options so;
+  so.max_queued_bytes = 0;
+  async_server srv(ctx_.get_executor());
+  std::error_code ec;
+  srv.open(random_pipe(), so, ec);
+  EXPECT_EQ(ec, errc::invalid_argument);
+  EXPECT_NE(last_error_detail().find("server_options::max_queued_bytes is 0; allowed: 1 or more"), std::string::npos)
+      << last_error_detail();
+  client_options co;
+  co.max_message_size = (1ull << 40);
+  async_connection c(ctx_);
+  auto p = std::make_shared<std::promise<std::pair<std::error_code, std::string>>>();
+  c.async_connect(random_pipe(), co, 1s, [p](std::error_code e) { p->set_value({e, last_error_detail()}); });
+  auto [cec, why] = p->get_future().get();
+  EXPECT_EQ(cec, errc::invalid_argument);
+  EXPECT_NE(why.find("client_options::max_message_size is 1099511627776; allowed: 4096.."), std::string::npos) << why;
+}
+
+// Each completion sees its own operation's detail in last_error_detail():
+// the failure's, or none after a success, never an earlier one's.
+TEST_F(Async, EachCompletionSeesItsOwnErrorDetail) {
+  // One thread: every completion runs where the earlier ones left their detail.
+  run_threads(1);
+  auto name = random_pipe();
+  async_server srv(ctx_, name);
+  srv.serve([](request r) { return r.take(); });
+  // A completion handler that reports (error, detail).
+  auto seen = [] {
+    auto p = std::make_shared<std::promise<std::pair<std::error_code, std::string>>>();
+    return std::make_pair([p](std::error_code ec, auto&&...) { p->set_value({ec, last_error_detail()}); },
+                          p->get_future());
+  };
+  auto fail_a = [&] { // a failure with a detail
+    async_connection missing(ctx_);
+    auto [h, f] = seen();
+    missing.async_connect(random_pipe(), client_options{}, 200ms, std::move(h));
+    auto [ec, why] = f.get();
+    EXPECT_EQ(ec, errc::not_found);
+    EXPECT_FALSE(why.empty());
+    return why;
+  };
+  auto a = fail_a();
+  async_connection c(ctx_);
+  {
+    auto [h, f] = seen();
+    c.async_connect(name, client_options{}, 5s, std::move(h));
+    auto [ec, why] = f.get();
+    EXPECT_FALSE(ec) << ec.message();
+    EXPECT_EQ(why, "") << "a successful connect";
+  }
+  fail_a();
+  std::string m = "hi";
+  {
+    auto [h, f] = seen();
+    c.async_transact(asio::buffer(m), 5s, std::move(h));
+    auto [ec, why] = f.get();
+    EXPECT_FALSE(ec) << ec.message();
+    EXPECT_EQ(why, "") << "a successful transact";
+  }
+  fail_a();
+  {
+    auto [h, f] = seen();
+    c.async_receive(20ms, std::move(h));
+    auto [ec, why] = f.get();
+    EXPECT_EQ(ec, errc::timed_out);
+    EXPECT_NE(why, a) << "a timed-out receive";
   }
 }
 

@@ -115,12 +115,9 @@ TEST_F(Local, PartialReadsSayMoreDataAndReassembleIntact) {
   for (;;) {
     std::error_code ec;
     auto r = c.read(buf, ec);
+    ASSERT_FALSE(ec) << "a partial read is not a failure: " << ec.message();
     got.insert(got.end(), buf, buf + r.bytes);
-    if (!r.more_data) {
-      EXPECT_FALSE(ec);
-      break;
-    }
-    EXPECT_EQ(ec, errc::more_data) << "like ERROR_MORE_DATA";
+    if (!r.more_data) break; // like ERROR_MORE_DATA
     EXPECT_EQ(r.bytes, sizeof buf) << "a partial read fills the buffer";
     ++partials;
   }
@@ -147,7 +144,8 @@ TEST_F(Local, ReceiveAfterPartialReadReturnsTheRest) {
   std::byte head[4];
   std::error_code ec;
   auto r = c.read(head, ec);
-  EXPECT_EQ(ec, errc::more_data);
+  EXPECT_FALSE(ec) << ec.message();
+  EXPECT_TRUE(r.more_data);
   EXPECT_EQ(text({head, head + r.bytes}), "0123");
   EXPECT_EQ(c.receive_string(), "456789");
   c.write("done");

@@ -178,7 +178,7 @@ TEST_F(Processes, AWriterKilledInTheMiddleOfAMessageIsAnErrorNeverAMessage) {
   std::vector<std::byte> head(64 << 10);
   std::error_code ec;
   auto r = c.read(head, 10s, ec);
-  ASSERT_EQ(ec, errc::more_data) << ec.message();
+  ASSERT_FALSE(ec) << ec.message();
   ASSERT_TRUE(r.more_data);
   peer.kill();
   peer.wait();
@@ -188,7 +188,7 @@ TEST_F(Processes, AWriterKilledInTheMiddleOfAMessageIsAnErrorNeverAMessage) {
   for (;;) {
     r = c.read(head, 10s, ec);
     got += r.bytes;
-    if (ec != errc::more_data) break;
+    if (ec || !r.more_data) break;
   }
   if (!ec && got == size) {
     // The system took the whole message in before the writer died (Wine

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 #include <npipe/error.hpp>
+#include <npipe/pipe_name.hpp>
 
 #include <gtest/gtest.h>
 
@@ -47,6 +48,29 @@ TEST(Error, NamesForEveryCondition) {
   for (int i = 0; i <= static_cast<int>(npipe::errc::system_error); ++i)
     EXPECT_STRNE(npipe::to_string(static_cast<npipe::errc>(i)), "unknown") << i;
   EXPECT_STREQ(npipe::to_string(npipe::errc::more_data), "more_data");
+}
+
+// A name that does not parse says why in last_error_detail(); one that
+// parses leaves no detail, whatever the previous call said.
+TEST(ErrorDetail, ParseFailuresSayWhyAndASuccessLeavesNone) {
+  auto why = [](std::string_view text) {
+    std::error_code ec;
+    npipe::pipe_name::parse(text, ec);
+    EXPECT_EQ(ec, npipe::errc::invalid_name) << text;
+    return npipe::last_error_detail();
+  };
+  EXPECT_NE(why("").find("NAME is empty"), std::string::npos) << why("");
+  EXPECT_NE(why("..").find("\"..\""), std::string::npos) << why("..");
+  EXPECT_NE(why("a\tb").find("control character"), std::string::npos) << why("a\tb");
+  EXPECT_NE(why("a/b").find("\\ or /"), std::string::npos) << why("a/b");
+  EXPECT_NE(why("\xC3").find("UTF-8"), std::string::npos) << why("\xC3");
+  EXPECT_NE(why(std::string(257, 'x')).find("256"), std::string::npos);
+  EXPECT_NE(why("\\\\.\\tube\\x").find("\\\\HOST\\pipe\\NAME"), std::string::npos) << why("\\\\.\\tube\\x");
+  EXPECT_NE(why("\\\\host:99999\\pipe\\x").find("PORT"), std::string::npos);
+  std::error_code ec;
+  npipe::pipe_name::parse("fine", ec);
+  EXPECT_FALSE(ec);
+  EXPECT_EQ(npipe::last_error_detail(), "");
 }
 
 } // namespace

@@ -48,7 +48,7 @@ std::error_code byte_exchange(npipe::connection& c, const std::string& message, 
   for (;;) {
     std::error_code rec;
     auto r = c.read(buf, std::min<npipe::timeout>(dl.left(), quiet_gap / 4), rec);
-    if (!rec || rec == npipe::errc::more_data) {
+    if (!rec) { // a partial message is not an error: more of it comes with the next read
       reply.append(reinterpret_cast<const char*>(buf.data()), r.bytes);
       last_data = clock::now();
       continue;
