@@ -20,7 +20,7 @@ std::error_code err(errc e) { return make_error_code(e); }
 } // namespace
 
 framed_connection::framed_connection(std::unique_ptr<byte_stream> stream, framed_params params)
-    : s_(std::move(stream)), p_(std::move(params)), mode_(p_.mode), tx_offset_(p_.sent_before) {
+    : s_(std::move(stream)), p_(std::move(params)), mode_(p_.mode), rd_(p_.max_message), tx_offset_(p_.sent_before) {
   // The receive buffer is allocated on first use, so idle connections stay small.
   rx_.assign(p_.initial);
   rend_ = p_.initial.size();
@@ -35,8 +35,8 @@ void framed_connection::set_read_mode(npipe::read_mode m, std::error_code& ec) n
     ec = err(errc::not_connected);
     return;
   }
-  if (m == npipe::read_mode::message && p_.type == pipe_type::byte) {
-    set_error_detail("message read mode needs a message pipe; this pipe was created as a byte pipe");
+  if (!pipe_rules::read_mode_allowed(p_.type, m)) {
+    set_error_detail(pipe_rules::message_mode_needs_message_pipe);
     ec = err(errc::invalid_argument);
     return;
   }
@@ -47,13 +47,9 @@ void framed_connection::set_read_mode(npipe::read_mode m, std::error_code& ec) n
 
 std::size_t framed_connection::make_room(std::size_t limit) {
   if (rx_.size() < rx_chunk) rx_.resize(rx_chunk);
-  if (rpos_ == rend_) {
-    rx_base_ += rend_;
-    rpos_ = rend_ = 0;
-  }
+  if (rpos_ == rend_) rpos_ = rend_ = 0;
   if (rend_ == rx_.size() && rpos_ > 0) {
     std::memmove(rx_.data(), rx_.data() + rpos_, rend_ - rpos_);
-    rx_base_ += rpos_;
     rend_ -= rpos_;
     rpos_ = 0;
   }
@@ -69,7 +65,7 @@ bool framed_connection::fill(deadline dl, std::error_code& ec, std::size_t limit
   std::size_t room = make_room(std::max(limit, rx_chunk));
   // Looking for a header with nothing buffered: ask for a modest amount, so a
   // large payload that follows goes straight into the caller's buffer.
-  if (!in_msg_ && rpos_ == rend_ && limit == 0) room = std::min(room, header_read);
+  if (!rd_.in_data() && rpos_ == rend_ && limit == 0) room = std::min(room, header_read);
   if (room == 0) {
     set_error_detail("more than " + std::to_string(rx_.size()) + " bytes are waiting unread; read them first");
     ec = err(errc::invalid_state);
@@ -128,12 +124,9 @@ void framed_connection::fill_nonblocking(std::size_t limit) {
 
 bool framed_connection::read_direct(std::byte* out, std::size_t want, deadline dl, std::size_t& n,
                                     std::error_code& ec) {
-  // Precondition: nothing buffered, so the stream offset moves with rx_base_.
-  rx_base_ += rend_;
+  // Precondition: nothing buffered.
   rpos_ = rend_ = 0;
-  if (!read_into(std::span(out, want), dl, n, ec)) return false;
-  rx_base_ += n;
-  return true;
+  return read_into(std::span(out, want), dl, n, ec);
 }
 
 bool framed_connection::wait_readable(deadline dl, std::error_code& ec) {
@@ -148,64 +141,46 @@ bool framed_connection::wait_readable(deadline dl, std::error_code& ec) {
 
 void framed_connection::count_ack() {
   std::lock_guard lk(state_mu_);
-  ++acks_seen_;
+  flushes_.acked();
   state_cv_.notify_all();
 }
 
 // Consumes control frames at the head of the buffer; stops at a data frame
-// (whose header it consumes) or when no whole header is buffered.
+// (whose header it consumes; with !take_data without entering its payload)
+// or when the buffer ends inside a header.
 framed_connection::head_status framed_connection::head(deadline dl, std::error_code& ec, bool take_data) {
   for (;;) {
     if (rx_err_) {
       ec = rx_err_;
       return head_status::error;
     }
-    if (buffered() < protocol::frame_header_size) return head_status::need_more;
-    protocol::frame_header h;
-    auto st = protocol::decode_frame_header(std::span(rx_.data() + rpos_, buffered()), p_.max_message, h, ec);
-    if (st == protocol::decode_status::error) {
-      if (ec == errc::message_too_large) {
-        set_error_detail("the peer sent a " + std::to_string(h.length ? h.length : 0) +
-                         "-byte frame header over this end's limit of " + std::to_string(p_.max_message) +
-                         " bytes; the connection is closed");
-      }
-      rx_err_ = ec;
+    auto s = rd_.next(std::span(rx_.data() + rpos_, buffered()), !take_data);
+    rpos_ += s.used;
+    switch (s.what) {
+    case framing::event::need_more: return head_status::need_more;
+    case framing::event::data: return head_status::data;
+    case framing::event::error:
+      set_error_detail(rd_.error_detail());
+      ec = rx_err_ = rd_.error();
       broken_.store(true, std::memory_order_release);
       s_->shutdown(); // the stream cannot be resynchronised; tell the peer
       return head_status::error;
-    }
-    if (h.type == protocol::frame_type::data && !take_data) return head_status::data;
-    if (h.type == protocol::frame_type::consumed && buffered() < protocol::frame_header_size + h.length)
-      return head_status::need_more; // its payload is on the way
-    std::uint64_t at = abs(rpos_);
-    rpos_ += protocol::frame_header_size;
-    switch (h.type) {
-    case protocol::frame_type::data:
-      in_msg_ = true;
-      msg_left_ = h.length;
-      return head_status::data;
-    case protocol::frame_type::flush: {
+    case framing::event::flush: {
       std::error_code wec; // a peer that cannot take the ack is gone; its own calls will say so
       send_frame(protocol::frame_type::flush_ack, {}, dl, wec);
       break;
     }
-    case protocol::frame_type::flush_ack:
-      if (at >= ack_scan_) count_ack();
+    case framing::event::flush_ack:
+      if (s.at >= ack_scan_) count_ack();
       break;
-    case protocol::frame_type::consumed:
-      note_consumed(protocol::decode_consumed(
-          std::span<const std::byte, protocol::consumed_payload>(rx_.data() + rpos_, protocol::consumed_payload)));
-      rpos_ += protocol::consumed_payload;
-      break;
+    case framing::event::consumed: note_consumed(s.consumed); break;
     }
   }
 }
 
 void framed_connection::note_consumed(std::uint64_t offset) {
   std::lock_guard lk(state_mu_);
-  if (offset <= peer_consumed_) return;
-  peer_consumed_ = offset;
-  state_cv_.notify_all();
+  if (flushes_.consumed(offset)) state_cv_.notify_all();
 }
 
 // A remote peer learns that everything it sent has been consumed without
@@ -216,11 +191,11 @@ void framed_connection::note_consumed(std::uint64_t offset) {
 void framed_connection::send_receipt() noexcept {
   // Only data consumed calls for one: a receipt for the peer's receipts
   // would call for another, and so on.
-  if (!p_.peer.is_remote() || !data_consumed_ || buffered() > 0 || in_msg_ || !partial_.empty() || debt_.any() ||
-      eof_ || rx_err_)
-    return;
-  std::uint64_t offset = abs(rend_);
-  if (offset <= receipt_sent_) return;
+  const bool caught_up =
+      buffered() == 0 && !rd_.mid_frame() && partial_.empty() && !debt_.any() && !eof_ && !rx_err_;
+  auto due = receipts_.due(p_.peer.is_remote(), caught_up, rd_.offset());
+  if (!due) return;
+  const std::uint64_t offset = *due;
   std::unique_lock lk(tx_mu_, std::try_to_lock);
   if (!lk.owns_lock() || tx_broken_) return;
   std::error_code ec;
@@ -230,19 +205,18 @@ void framed_connection::send_receipt() noexcept {
   send_all(bufs, deadline::after(no_wait), ec);
   if (!ec) {
     tx_offset_ += frame.size();
-    receipt_sent_ = offset;
-    data_consumed_ = false;
+    receipts_.sent(offset);
   }
 }
 
 // Copies payload of the current frame: from the buffer, or straight from the
 // stream when the caller wants a lot and nothing is buffered.
 bool framed_connection::payload(std::byte* out, std::size_t want, deadline dl, std::size_t& n, std::error_code& ec) {
-  want = std::min<std::size_t>(want, msg_left_);
+  want = std::min<std::size_t>(want, rd_.left());
   if (buffered() == 0) {
     if (want >= direct_read_min) {
       if (!read_direct(out, want, dl, n, ec)) return false;
-      msg_left_ -= static_cast<std::uint32_t>(n);
+      rd_.took(n);
       return true;
     }
     if (!fill(dl, ec)) return false;
@@ -250,7 +224,7 @@ bool framed_connection::payload(std::byte* out, std::size_t want, deadline dl, s
   n = std::min(want, buffered());
   std::memcpy(out, rx_.data() + rpos_, n);
   rpos_ += n;
-  msg_left_ -= static_cast<std::uint32_t>(n);
+  rd_.took(n);
   return true;
 }
 
@@ -262,13 +236,13 @@ bool framed_connection::settle_debt(deadline dl, std::error_code& ec) {
   while (debt_.any()) {
     if (debt_.in_current) {
       partial_.clear();
-      while (msg_left_ > 0) {
+      while (rd_.left() > 0) {
         if (buffered() == 0 && !fill(dl, ec)) return false;
-        std::size_t n = std::min<std::size_t>(msg_left_, buffered());
+        std::size_t n = std::min<std::size_t>(rd_.left(), buffered());
         rpos_ += n;
-        msg_left_ -= static_cast<std::uint32_t>(n);
+        rd_.took(n);
       }
-      in_msg_ = false;
+      rd_.end_data();
       debt_.in_current = false;
       continue;
     }
@@ -295,9 +269,9 @@ read_result framed_connection::read_locked(std::span<std::byte> buf, deadline dl
     partial_.erase(partial_.begin(), partial_.begin() + static_cast<std::ptrdiff_t>(got));
     if (msg && !partial_.empty()) return {got, true};
   }
-  bool started = got > 0 || in_msg_; // a message already begun ends this read when it ends
+  bool started = got > 0 || rd_.in_data(); // a message already begun ends this read when it ends
   for (;;) {
-    if (!in_msg_) {
+    if (!rd_.in_data()) {
       if (msg && started) break;
       auto st = head(dl, ec);
       if (st == head_status::data) {
@@ -308,8 +282,8 @@ read_result framed_connection::read_locked(std::span<std::byte> buf, deadline dl
       if (!fill(dl, ec)) break;
       continue;
     }
-    if (msg_left_ == 0) {
-      in_msg_ = false;
+    if (rd_.left() == 0) {
+      rd_.end_data();
       continue;
     }
     if (got == buf.size()) break;
@@ -322,13 +296,13 @@ read_result framed_connection::read_locked(std::span<std::byte> buf, deadline dl
     if (got == 0) return {0, false};
     ec.clear(); // deliver what we have; the failure repeats on the next call
   }
-  if (!in_msg_) { // acknowledge flushes the application has now satisfied
+  if (!rd_.in_data()) { // acknowledge flushes the application has now satisfied
     std::error_code ignore;
     head(dl, ignore, false);
   }
   // A partial message is not a failure: read_result::more_data says so (decisions.md, 23).
   ec.clear();
-  return {got, msg && in_msg_};
+  return {got, msg && rd_.in_data()};
 }
 
 bool framed_connection::rx_owner::acquire(deadline dl, std::error_code& ec) {
@@ -369,7 +343,7 @@ read_result framed_connection::read(std::span<std::byte> buf, deadline dl, std::
   try {
     auto r = read_locked(buf, dl, ec);
     if (r.bytes > 0 || !ec) {
-      data_consumed_ = true;
+      receipts_.data_taken();
       send_receipt();
     }
     return r;
@@ -410,7 +384,7 @@ std::vector<std::byte> framed_connection::receive_locked(deadline dl, std::error
   if (!rx.acquire(dl, ec)) return {};
   auto m = receive_message(dl, ec);
   if (!ec) {
-    data_consumed_ = true;
+    receipts_.data_taken();
     send_receipt();
   }
   return m;
@@ -426,7 +400,7 @@ std::vector<std::byte> framed_connection::receive_message(deadline dl, std::erro
     out.resize(r.bytes);
     return out;
   }
-  bool have = in_msg_ || !partial_.empty();
+  bool have = rd_.in_data() || !partial_.empty();
   while (!have) {
     auto st = head(dl, ec);
     if (st == head_status::data) have = true;
@@ -438,12 +412,12 @@ std::vector<std::byte> framed_connection::receive_message(deadline dl, std::erro
   out = std::move(partial_);
   partial_.clear();
   std::size_t got = out.size();
-  const std::size_t total = got + msg_left_;
+  const std::size_t total = got + rd_.left();
   auto keep = [&] {
     out.resize(got);
     partial_ = std::move(out); // a later receive() or read() continues the message
   };
-  while (msg_left_ > 0) {
+  while (rd_.left() > 0) {
     if (got == out.size()) {
       if (buffered() == 0 && !wait_readable(dl, ec)) {
         keep();
@@ -458,26 +432,23 @@ std::vector<std::byte> framed_connection::receive_message(deadline dl, std::erro
     }
     got += n;
   }
-  in_msg_ = false;
+  rd_.end_data();
   std::error_code ignore;
   head(dl, ignore, false);
   return out;
 }
 
 bool framed_connection::data_pending() {
-  if (in_msg_ || !partial_.empty()) return true;
+  if (rd_.in_data() || rd_.holds_data_start() || !partial_.empty()) return true;
   fill_nonblocking(rx_.size());
+  framing::reader scan = rd_; // walks the buffer without taking from it
   std::size_t pos = rpos_;
-  while (pos + protocol::frame_header_size <= rend_) {
-    protocol::frame_header h;
-    std::error_code ec;
-    auto st = protocol::decode_frame_header(std::span(rx_.data() + pos, rend_ - pos), p_.max_message, h, ec);
-    if (st != protocol::decode_status::done) return true; // let the reader report it
-    if (h.type == protocol::frame_type::data) return true;
-    pos += protocol::frame_header_size + h.length;
+  for (;;) {
+    auto s = scan.next(std::span(rx_.data() + pos, rend_ - pos));
+    pos += s.used;
+    if (s.what == framing::event::data || s.what == framing::event::error) return true; // an error: let the reader report it
+    if (s.what == framing::event::need_more) return scan.holds_data_start(); // the start of a frame
   }
-  // The start of a frame: only a data frame is an unread message.
-  return pos < rend_ && rx_.data()[pos] == static_cast<std::byte>(protocol::frame_type::data);
 }
 
 std::vector<std::byte> framed_connection::transact(std::span<const std::byte> request, deadline dl,
@@ -487,8 +458,8 @@ std::vector<std::byte> framed_connection::transact(std::span<const std::byte> re
     ec = err(errc::not_connected);
     return {};
   }
-  if (p_.type != pipe_type::message || read_mode() != npipe::read_mode::message) {
-    set_error_detail(pipe_rules::transact_needs_message_mode);
+  if (auto why = pipe_rules::transact_refusal(p_.type, read_mode(), false)) {
+    set_error_detail(why);
     ec = err(errc::invalid_state);
     return {};
   }
@@ -507,8 +478,8 @@ std::vector<std::byte> framed_connection::transact(std::span<const std::byte> re
     out_of_memory(ec);
     return {};
   }
-  if (pending) {
-    set_error_detail(pipe_rules::transact_needs_no_unread);
+  if (auto why = pipe_rules::transact_refusal(p_.type, read_mode(), pending)) {
+    set_error_detail(why);
     ec = err(errc::invalid_state);
     return {};
   }
@@ -518,7 +489,7 @@ std::vector<std::byte> framed_connection::transact(std::span<const std::byte> re
   try {
     reply = receive_message(dl, ec);
     if (!ec) {
-      data_consumed_ = true;
+      receipts_.data_taken();
       send_receipt();
     }
   } catch (const std::bad_alloc&) {
@@ -528,7 +499,7 @@ std::vector<std::byte> framed_connection::transact(std::span<const std::byte> re
   if (ec && is_open() && !rx_err_ && !eof_) {
     // The request went out; its reply may still come. It is owed, not lost:
     // discarded when it arrives, never handed to a later call.
-    bool mid = in_msg_ || !partial_.empty();
+    bool mid = rd_.in_data() || !partial_.empty();
     debt_.gave_up(mid);
     partial_.clear();
   }
@@ -561,7 +532,7 @@ peek_result framed_connection::peek(std::span<std::byte> buf, std::error_code& e
     out_of_memory(ec);
     return {};
   }
-  if (!in_msg_) head(deadline::after(no_wait), ec);
+  if (!rd_.in_data()) head(deadline::after(no_wait), ec);
   ec.clear();
   const bool msg = mode_.load(std::memory_order_relaxed) == npipe::read_mode::message;
   peek_result r;
@@ -573,28 +544,27 @@ peek_result framed_connection::peek(std::span<std::byte> buf, std::error_code& e
   };
   take(partial_.data(), partial_.size());
   std::size_t pos = rpos_;
-  bool whole = true; // every byte of the current frame is buffered
-  if (in_msg_) {
-    std::size_t n = std::min<std::size_t>(msg_left_, buffered());
+  framing::reader scan = rd_; // walks the buffer without taking from it
+  bool whole = true;          // every byte of the current frame is buffered
+  auto take_payload = [&] {
+    std::size_t n = std::min<std::size_t>(scan.left(), rend_ - pos);
     take(rx_.data() + pos, n);
     pos += n;
-    whole = n == msg_left_;
-    if (p_.type == pipe_type::message) r.left_this_message = partial_.size() + msg_left_;
+    scan.took(n);
+    whole = scan.left() == 0;
+  };
+  if (scan.in_data()) {
+    if (p_.type == pipe_type::message) r.left_this_message = partial_.size() + scan.left();
+    take_payload();
   }
   if (msg) buf = buf.first(r.bytes_read); // message mode copies from the current message only
-  while (whole && pos + protocol::frame_header_size <= rend_) {
-    protocol::frame_header h;
-    std::error_code dec;
-    if (protocol::decode_frame_header(std::span(rx_.data() + pos, rend_ - pos), p_.max_message, h, dec) !=
-        protocol::decode_status::done)
-      break;
-    pos += protocol::frame_header_size;
-    std::size_t n = std::min<std::size_t>(h.length, rend_ - pos);
-    if (h.type == protocol::frame_type::data) take(rx_.data() + pos, n); // control frames carry no message bytes
-    pos += n;
-    whole = n == h.length;
+  while (whole) {
+    auto s = scan.next(std::span(rx_.data() + pos, rend_ - pos));
+    pos += s.used;
+    if (s.what == framing::event::need_more || s.what == framing::event::error) break;
+    if (s.what == framing::event::data) take_payload(); // control frames carry no message bytes
   }
-  if (r.total_available == 0 && !in_msg_) {
+  if (r.total_available == 0 && !rd_.in_data()) {
     if (rx_err_) ec = rx_err_;
     else if (eof_) ec = err(errc::broken_pipe);
   }
@@ -663,42 +633,38 @@ void framed_connection::write(std::span<const std::byte> data, deadline dl, std:
     ec = err(errc::not_connected);
     return;
   }
-  if (p_.type == pipe_type::message) {
-    if (data.size() > p_.peer_max_message || data.size() > std::numeric_limits<std::uint32_t>::max()) {
-      set_error_detail("a " + std::to_string(data.size()) + "-byte message exceeds the peer's limit of " +
-                       std::to_string(p_.peer_max_message) + " bytes; nothing was sent");
-      ec = err(errc::message_too_large);
-      return;
-    }
-    send_frame(protocol::frame_type::data, data, dl, ec);
+  std::string detail;
+  if ((ec = framing::check_send(p_.type, data.size(), p_.peer_max_message, detail))) {
+    set_error_detail(detail);
     return;
   }
-  const std::size_t chunk = framing::byte_frame_size(p_.peer_max_message);
-  while (!data.empty() && !ec) {
-    auto n = std::min(chunk, data.size());
-    send_frame(protocol::frame_type::data, data.first(n), dl, ec);
-    data = data.subspan(n);
-  }
+  framing::frame_cuts cuts(p_.type, data, p_.peer_max_message);
+  for (std::span<const std::byte> part; !ec && cuts.next(part);) send_frame(protocol::frame_type::data, part, dl, ec);
 }
 
+// Counts the acknowledgements (and receipts) buffered behind unread data,
+// for a flusher, without taking anything from the buffer. The walk goes on
+// from where the last one stopped (a copy of the reader, ahead of it).
 void framed_connection::scan_for_acks() {
-  std::uint64_t pos = std::max(abs(rpos_) + (in_msg_ ? msg_left_ : 0), ack_scan_);
-  while (pos + protocol::frame_header_size <= abs(rend_)) {
-    std::size_t i = static_cast<std::size_t>(pos - rx_base_);
-    protocol::frame_header h;
-    std::error_code ec;
-    if (protocol::decode_frame_header(std::span(rx_.data() + i, rend_ - i), std::numeric_limits<std::size_t>::max(),
-                                      h, ec) != protocol::decode_status::done)
-      break; // the reader will report it
-    if (h.type == protocol::frame_type::flush_ack) count_ack();
-    if (h.type == protocol::frame_type::consumed) {
-      if (pos + protocol::frame_header_size + h.length > abs(rend_)) break; // its payload is on the way
-      note_consumed(protocol::decode_consumed(std::span<const std::byte, protocol::consumed_payload>(
-          rx_.data() + i + protocol::frame_header_size, protocol::consumed_payload)));
+  if (scan_.offset() < rd_.offset()) scan_ = rd_;
+  std::size_t pos = rpos_ + static_cast<std::size_t>(scan_.offset() - rd_.offset());
+  for (;;) {
+    if (scan_.in_data()) {
+      std::size_t n = std::min<std::size_t>(scan_.left(), rend_ - pos);
+      pos += n;
+      scan_.took(n);
+      if (scan_.left() > 0) break;
+      scan_.end_data();
+      ack_scan_ = std::max(ack_scan_, scan_.offset());
+      continue;
     }
-    pos += protocol::frame_header_size + h.length;
+    auto s = scan_.next(std::span(rx_.data() + pos, rend_ - pos));
+    pos += s.used;
+    if (s.what == framing::event::need_more || s.what == framing::event::error) break; // the reader will report it
+    if (s.what == framing::event::flush_ack && s.at >= ack_scan_) count_ack();
+    if (s.what == framing::event::consumed) note_consumed(s.consumed);
+    if (s.what != framing::event::data) ack_scan_ = std::max(ack_scan_, scan_.offset());
   }
-  ack_scan_ = std::max(ack_scan_, pos);
 }
 
 void framed_connection::flush(deadline dl, std::error_code& ec) noexcept {
@@ -719,14 +685,14 @@ void framed_connection::flush(deadline dl, std::error_code& ec) noexcept {
   }
   {
     std::lock_guard lk(state_mu_);
-    target = ++flushes_sent_;
+    target = flushes_.issue();
   }
   // Everything before the flush frame is the first `pos` bytes of our
   // stream: a remote peer's consumed frame for them answers it too.
   std::uint64_t pos = 0;
   send_frame(protocol::frame_type::flush, {}, dl, ec, &pos);
   if (ec) return;
-  auto answered = [&] { return acks_seen_ >= target || peer_consumed_ >= pos; };
+  auto answered = [&] { return flushes_.answered(target, pos); };
   for (;;) {
     rx_owner rx(*this);
     {
@@ -775,7 +741,7 @@ void framed_connection::close() noexcept {
       fill_nonblocking(rx_.size());
     } catch (const std::bad_alloc&) {
     }
-    if (!in_msg_ && partial_.empty()) {
+    if (!rd_.in_data() && partial_.empty()) {
       std::error_code ignore;
       head(deadline::after(timeout(100)), ignore, false);
     }

@@ -4,6 +4,7 @@
 // boundaries, "more data" partial reads, peek, and flush acknowledgements.
 // Portable: used for Linux local pipes and for remote pipes.
 
+#include "core/framing.hpp"
 #include "core/pipe_rules.hpp"
 #include "core/protocol.hpp"
 #include "transport/byte_stream.hpp"
@@ -44,7 +45,6 @@ public:
 private:
   // Receive side; used only by the rx_owner.
   std::size_t buffered() const noexcept { return rend_ - rpos_; }
-  std::uint64_t abs(std::size_t i) const noexcept { return rx_base_ + i; }
   enum class head_status { data, need_more, error };
   std::size_t make_room(std::size_t limit);
   bool fill(deadline dl, std::error_code& ec, std::size_t limit = 0);
@@ -115,13 +115,12 @@ private:
     std::size_t n_ = 0;
   };
   raw_buffer rx_;
-  std::size_t rpos_ = 0, rend_ = 0;
-  std::uint64_t rx_base_ = 0;      // stream offset of rx_[0]
-  bool in_msg_ = false;            // inside a data frame
-  std::uint32_t msg_left_ = 0;     // payload bytes of the current frame still in the stream
+  std::size_t rpos_ = 0, rend_ = 0; // rx_[rpos_, rend_) is received and not yet taken by rd_
+  framing::reader rd_;               // where the peer's stream is, up to rx_[rpos_]
+  framing::reader scan_;             // a flusher's walk ahead of rd_ through the buffer
   std::vector<std::byte> partial_; // current message bytes taken off the stream by a receive() that timed out
   pipe_rules::reply_debt debt_;    // replies of transacts that gave up: discarded as they arrive
-  std::uint64_t ack_scan_ = 0;     // flush_acks before this stream offset are already counted
+  std::uint64_t ack_scan_ = 0;     // flush_acks before this stream offset are already counted (by scan_)
   bool eof_ = false;
   std::atomic<bool> peer_closed_{false}; // eof_ as the send side may read it
   std::error_code rx_err_;         // sticky: protocol error, oversize frame, transport failure
@@ -129,15 +128,12 @@ private:
   std::mutex tx_mu_;
   bool tx_broken_ = false;
   std::uint64_t tx_offset_ = 0;    // bytes of our stream sent (under tx_mu_)
-  std::uint64_t receipt_sent_ = 0; // the last consumed offset we told a remote peer (rx owner)
-  bool data_consumed_ = false;     // the application took data since the last receipt (rx owner)
+  framing::receipts receipts_;     // what we told a remote peer we consumed (rx owner)
 
   std::mutex state_mu_;            // guards the fields below
   std::condition_variable state_cv_;
   bool rx_busy_ = false;           // someone owns the receive side
-  std::uint64_t flushes_sent_ = 0;
-  std::uint64_t acks_seen_ = 0;
-  std::uint64_t peer_consumed_ = 0; // how much of our stream the peer's application has consumed (its receipts)
+  framing::flush_tracker flushes_;  // our flushes, the peer's acknowledgements and receipts
 };
 
 } // namespace npipe::detail
