@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
-// Fuzz target: the async runtime's receive path (runtime/async_pipe.cpp has
-// its own frame reassembly) fed arbitrary bytes in arbitrary pieces through a
-// real socket pair. Receives and partial reads must never crash, hang,
+// Fuzz target: the async pipe end's receive path (its inbox, partial reads
+// and message growth over the frame engine) fed arbitrary bytes in arbitrary
+// pieces through a real socket pair. Receives and partial reads must never crash, hang,
 // deliver a message over the limit, or hand out more bytes than arrived.
 #include "runtime/async_pipe.hpp"
 

@@ -27,7 +27,6 @@ namespace npipe::detail {
 namespace {
 
 constexpr std::size_t scratch_size = 64u << 10;   // one read's worth; per thread, not per connection
-constexpr std::size_t big_frame = 16u << 10;      // larger frames are read straight into their message
 constexpr std::size_t header_read = 16u << 10;    // a first read on an idle connection asks for this much
 constexpr std::size_t lookahead_limit = 4u << 20; // how far a flush reads ahead for its acknowledgement
 constexpr std::size_t byte_receive = 64u << 10;   // byte read mode: most a receive returns
@@ -198,7 +197,7 @@ void async_pipe::cancel() {
 }
 
 bool async_pipe::quiet() const noexcept {
-  return writes_.empty() && inbox_head_ == inbox_.size() && !in_big_ && pend_.empty();
+  return writes_.empty() && inbox_head_ == inbox_.size() && !rd_.mid_frame();
 }
 
 // ------------------------------------------------------------------- opening
@@ -211,10 +210,10 @@ void async_pipe::init_open(connection_params p) {
   open_.store(true, std::memory_order_release);
   touch();
   tx_offset_ = p_.sent_before;
+  rd_ = framing::reader(p_.max_message);
   if (!p_.initial.empty()) {
     auto initial = std::move(p_.initial);
     p_.initial = {};
-    rx_total_ += initial.size();
     parse(initial.data(), initial.size());
   }
   kick();
@@ -630,7 +629,7 @@ std::error_code async_pipe::rx_state_error(std::string& detail) const {
     return rx_err_;
   }
   if (eof_) {
-    detail = in_big_ || !pend_.empty() ? "the peer closed the pipe in the middle of a message"
+    detail = rd_.mid_frame() ? "the peer closed the pipe in the middle of a message"
                                        : "the peer closed the pipe";
     return err(errc::broken_pipe);
   }
@@ -666,7 +665,7 @@ bool async_pipe::serve_reader(op& o) {
     return false;
   }
   touch();
-  data_consumed_ = true;
+  receipts_.data_taken();
   if (o.on_msg) {
     std::vector<std::byte> out;
     if (msg_mode) {
@@ -706,10 +705,10 @@ void async_pipe::deliver() {
   // tell it): one consumed frame, once the application has taken everything.
   // Only data consumed calls for one: a receipt for the peer's receipts
   // would call for another, and so on.
-  if (p_.peer.is_remote() && data_consumed_ && inbox_head_ == inbox_.size() && !in_big_ && pend_.empty() && !eof_ &&
-      !rx_err_) {
-    receipt_due_ = rx_total_;
-    data_consumed_ = false;
+  const bool caught_up = inbox_head_ == inbox_.size() && !rd_.mid_frame() && !eof_ && !rx_err_;
+  if (auto due = receipts_.due(p_.peer.is_remote(), caught_up, rd_.offset())) {
+    receipt_due_ = *due;
+    receipts_.sent(*due);
   }
   start_tx(); // acknowledgements (and a receipt) owed since the last write
   // Flushers whose acknowledgement has arrived; or that cannot get one.
@@ -717,7 +716,7 @@ void async_pipe::deliver() {
     auto& f = *flushers_[i];
     std::error_code ec;
     std::string detail;
-    if (acks_seen_ >= f.target || (f.pos_known && peer_consumed_ >= f.pos)) {
+    if (flushes_.answered(f.target, f.pos_known ? std::optional(f.pos) : std::nullopt)) {
     } else if ((ec = rx_state_error(detail))) {
     } else if (inbox_bytes_ >= lookahead_limit) {
       ec = err(errc::invalid_state);
@@ -752,7 +751,7 @@ bool async_pipe::rx_wanted() const noexcept {
   // A peer that sends flushes but does not read our acknowledgements is not
   // read any further until it does: what it can make us owe stays bounded.
   if (acks_owed_ * framing::control_frame_cost >= p_.max_queued) return false;
-  if (in_big_ || !inbox_has_data()) return true;
+  if (rd_.in_data() || !inbox_has_data()) return true; // a message begun is read to its end
   return !flushers_.empty() && inbox_bytes_ < lookahead_limit;
 }
 
@@ -785,23 +784,11 @@ void async_pipe::read_available() {
   std::byte* buf = scratch();
   for (int rounds = 0; rounds < 4; ++rounds) {
     std::error_code rec;
-    if (in_big_) {
-      // A large frame goes straight into its message, without a trip back
-      // through the reactor while the kernel has more of it. Its buffer
-      // grows with what has arrived (framing::room_for), never from the
-      // header's word alone.
-      std::size_t n = 0;
-      if (big_got_ < big_.size()) {
-        n = socket_.read_some(asio::buffer(big_.data() + big_got_, big_.size() - big_got_), rec);
-      } else {
-        // No room left: read into the scratch buffer first, so the message
-        // grows only by bytes that are really here.
-        n = socket_.read_some(asio::buffer(buf, std::min(scratch_size, big_total_ - big_got_)), rec);
-        if (!rec) {
-          big_.resize(framing::room_for(big_got_ + n, big_total_));
-          std::memcpy(big_.data() + big_got_, buf, n);
-        }
-      }
+    if (rd_.in_data() && msg_got_ < msg_.size()) {
+      // The rest of a message goes straight into it, without a trip back
+      // through the reactor while the kernel has more of it; its buffer has
+      // grown only with what arrived (framing::room_for).
+      std::size_t n = socket_.read_some(asio::buffer(msg_.data() + msg_got_, msg_.size() - msg_got_), rec);
       if (rec == asio::error::would_block || rec == asio::error::try_again) break;
       if (rec) {
         if (rec == asio::error::eof) eof_ = true;
@@ -809,20 +796,16 @@ void async_pipe::read_available() {
         break;
       }
       touch();
-      rx_total_ += n;
-      big_got_ += n;
-      if (big_got_ < big_total_) continue;
-      inbox_bytes_ += big_.size();
-      inbox_.push_back({std::move(big_), 0, 0});
-      ++inbox_messages_;
-      big_ = {};
-      big_got_ = big_total_ = 0;
-      in_big_ = false;
+      msg_got_ += n;
+      rd_.took(n);
+      if (rd_.left() > 0) continue;
+      end_message();
       break;
     }
     // With nothing pending, a modest first read: if a large frame follows,
     // the rest of it then lands in its message without passing through here.
-    std::size_t want = rounds == 0 && pend_.empty() ? header_read : scratch_size;
+    std::size_t want = rounds == 0 && !rd_.mid_frame() ? header_read : scratch_size;
+    if (rd_.in_data()) want = std::min<std::size_t>(want, rd_.left()); // its buffer is full: grow by what is here
     std::size_t n = socket_.read_some(asio::buffer(buf, want), rec);
     if (rec == asio::error::would_block || rec == asio::error::try_again) break;
     if (rec == asio::error::eof) {
@@ -834,83 +817,58 @@ void async_pipe::read_available() {
       break;
     }
     touch();
-    rx_total_ += n;
     parse(buf, n);
-    if (inbox_has_data() || (n < want && !in_big_)) break;
+    if (inbox_has_data() || (n < want && !rd_.in_data())) break;
   }
 }
 
+// Takes the peer's bytes: control frames act at once, data frames become
+// inbox messages. A header alone commits nothing: a message's buffer grows
+// with its payload as it arrives.
 void async_pipe::parse(const std::byte* data, std::size_t n) {
-  std::size_t used = 0;
-  if (pend_.empty()) {
-    if (!parse_frames(data, n, used)) return;
-    pend_.assign(data + used, data + n);
-    return;
-  }
-  pend_.insert(pend_.end(), data, data + n);
-  std::vector<std::byte> buf = std::move(pend_);
-  pend_.clear();
-  if (!parse_frames(buf.data(), buf.size(), used)) return;
-  pend_.assign(buf.begin() + static_cast<std::ptrdiff_t>(used), buf.end());
-}
-
-// Takes whole frames off `data`; a large incomplete data frame moves into
-// big_. Returns false on a protocol error (the stream is then dead).
-bool async_pipe::parse_frames(const std::byte* data, std::size_t n, std::size_t& used) {
-  used = 0;
-  while (n - used >= protocol::frame_header_size) {
-    protocol::frame_header h;
-    std::error_code ec;
-    auto st = protocol::decode_frame_header(std::span(data + used, n - used), p_.max_message, h, ec);
-    if (st == protocol::decode_status::error) {
-      rx_fail(ec, ec == errc::message_too_large
-                      ? "the peer sent a " + std::to_string(h.length) + "-byte frame header over this end's limit of " +
-                            std::to_string(p_.max_message) + " bytes; the connection is closed"
-                      : "the peer sent a malformed frame; the connection is closed");
-      return false;
+  std::size_t pos = 0;
+  while (pos < n) {
+    if (rd_.in_data()) {
+      std::size_t c = std::min<std::size_t>(rd_.left(), n - pos);
+      if (msg_got_ + c > msg_.size()) msg_.resize(framing::room_for(msg_got_ + c, msg_got_ + rd_.left()));
+      std::memcpy(msg_.data() + msg_got_, data + pos, c);
+      msg_got_ += c;
+      rd_.took(c);
+      pos += c;
+      if (rd_.left() == 0) end_message();
+      continue;
     }
-    const std::byte* body = data + used + protocol::frame_header_size;
-    std::size_t avail = n - used - protocol::frame_header_size;
-    switch (h.type) {
-    case protocol::frame_type::flush_ack:
-      ++acks_seen_;
-      used += protocol::frame_header_size;
-      continue;
-    case protocol::frame_type::consumed:
-      if (avail < protocol::consumed_payload) return true; // its payload is on the way: keep it pending
-      peer_consumed_ = std::max(peer_consumed_, protocol::decode_consumed(std::span<const std::byte, protocol::consumed_payload>(body, protocol::consumed_payload)));
-      used += protocol::frame_header_size + protocol::consumed_payload;
-      continue;
-    case protocol::frame_type::flush:
+    auto s = rd_.next(std::span(data + pos, n - pos));
+    pos += s.used;
+    switch (s.what) {
+    case framing::event::need_more: return;
+    case framing::event::error: rx_fail(rd_.error(), rd_.error_detail()); return;
+    case framing::event::flush_ack: flushes_.acked(); break;
+    case framing::event::consumed: flushes_.consumed(s.consumed); break;
+    case framing::event::flush:
       // Flushes in a row are one marker; with nothing unread before them
       // they are owed at once.
-      if (inbox_head_ == inbox_.size() && !in_big_) ++acks_owed_;
+      if (inbox_head_ == inbox_.size()) ++acks_owed_;
       else if (inbox_.back().flushes) ++inbox_.back().flushes;
       else inbox_.push_back({{}, 0, 1});
-      used += protocol::frame_header_size;
-      continue;
-    case protocol::frame_type::data: break;
+      break;
+    case framing::event::data:
+      msg_got_ = 0;
+      if (s.length == 0) end_message();
+      break;
     }
-    if (avail >= h.length) {
-      inbox_.push_back({std::vector<std::byte>(body, body + h.length), 0, 0});
-      ++inbox_messages_;
-      inbox_bytes_ += h.length;
-      used += protocol::frame_header_size + h.length;
-      continue;
-    }
-    if (h.length >= big_frame) { // the length was checked against max_message above
-      big_total_ = h.length;
-      if (avail) { // what arrived, and room to grow; a header alone commits nothing
-        big_.resize(framing::room_for(avail, big_total_));
-        std::memcpy(big_.data(), body, avail);
-      }
-      big_got_ = avail;
-      in_big_ = true;
-      used = n;
-    }
-    return true;
   }
-  return true;
+}
+
+// The current message is whole: into the inbox.
+void async_pipe::end_message() {
+  msg_.resize(msg_got_);
+  inbox_bytes_ += msg_.size();
+  inbox_.push_back({std::move(msg_), 0, 0});
+  ++inbox_messages_;
+  msg_ = {};
+  msg_got_ = 0;
+  rd_.end_data();
 }
 
 void async_pipe::rx_fail(std::error_code ec, std::string detail) {
@@ -953,14 +911,14 @@ void async_pipe::queue_frame(protocol::frame_type t, std::unique_ptr<op> o) {
 }
 
 void async_pipe::start_tx() {
-  if (tx_active_ || (writes_.empty() && acks_owed_ == 0 && receipt_due_ <= receipt_sent_) || closed_ || tx_broken_)
+  if (tx_active_ || (writes_.empty() && acks_owed_ == 0 && receipt_due_ == 0) || closed_ || tx_broken_)
     return;
   txbufs_.clear();
   // Acknowledgements first: they are whole frames, and the peer counts them
   // wherever they fall between our frames.
   tx_acks_ = std::min(acks_owed_, acks_per_write);
   if (tx_acks_) txbufs_.push_back(asio::buffer(ack_run().data(), tx_acks_ * protocol::frame_header_size));
-  tx_receipt_ = receipt_due_ > receipt_sent_ ? receipt_due_ : 0;
+  tx_receipt_ = std::exchange(receipt_due_, 0);
   if (tx_receipt_) {
     receipt_frame_ = protocol::encode_consumed(tx_receipt_);
     txbufs_.push_back(asio::buffer(receipt_frame_));
@@ -986,7 +944,8 @@ void async_pipe::on_tx(const std::error_code& ec, std::size_t n) {
   for (auto& o : batch) tx_bytes_ -= queued_cost(*o);
   if (ec && n == 0 && !closed_ && ec == asio::error::operation_aborted) {
     // A timed-out send stopped the write before any byte went: nothing is
-    // torn. Complete the timed-out ones; put the rest back.
+    // torn. Complete the timed-out ones; put the rest (and a receipt) back.
+    receipt_due_ = std::max(receipt_due_, tx_receipt_);
     std::vector<std::unique_ptr<op>> back;
     for (auto& o : batch) {
       if (o->timed_out) finish(*o, err(errc::timed_out));
@@ -1019,10 +978,7 @@ void async_pipe::on_tx(const std::error_code& ec, std::size_t n) {
   acks_owed_ -= tx_acks_;
   // Where each frame went in our stream: flushers learn where theirs was.
   std::uint64_t at = tx_offset_ + tx_acks_ * protocol::frame_header_size;
-  if (tx_receipt_) {
-    at += receipt_frame_.size();
-    receipt_sent_ = std::max(receipt_sent_, tx_receipt_);
-  }
+  if (tx_receipt_) at += receipt_frame_.size();
   for (auto& o : batch) {
     if (o->hdr[0] == static_cast<std::byte>(protocol::frame_type::flush))
       for (auto& f : flushers_)
@@ -1072,39 +1028,37 @@ void async_pipe::send(asio::const_buffer msg, std::vector<std::byte> owned, time
            is_open() ? "an earlier send failed part-way; this connection cannot send any more" : "the pipe is not open");
     return;
   }
-  if (p_.type == pipe_type::message) {
-    if (size > p_.peer_max_message || size > std::numeric_limits<std::uint32_t>::max()) {
-      finish(*o, err(errc::message_too_large),
-             "a " + std::to_string(size) + "-byte message exceeds the peer's limit of " +
-                 std::to_string(p_.peer_max_message) + " bytes; nothing was sent");
-      return;
-    }
-    o->owned = std::move(owned);
-    o->payload = o->owned.empty() ? msg : asio::buffer(o->owned);
-    queue_frame(protocol::frame_type::data, std::move(o));
+  std::string detail;
+  if (auto e = framing::check_send(p_.type, size, p_.peer_max_message, detail)) {
+    finish(*o, e, detail);
     return;
   }
-  // Byte pipe: frames of at most byte_chunk (and the peer's limit); the last
-  // one carries the completion.
+  // Message pipes: one frame. Byte pipes: frames of at most byte_chunk (and
+  // the peer's limit), the last one carrying the completion; no bytes, no frame.
   const std::byte* base = owned.empty() ? static_cast<const std::byte*>(msg.data()) : owned.data();
-  const std::size_t chunk = framing::byte_frame_size(p_.peer_max_message);
-  std::size_t off = 0;
-  do {
-    std::size_t len = std::min(chunk, size - off);
-    bool last = off + len == size;
-    std::unique_ptr<op> part;
-    if (last) part = std::move(o);
-    else {
-      part = std::make_unique<op>();
-      part->id = next_id_++;
+  framing::frame_cuts cuts(p_.type, std::span(base, size), p_.peer_max_message);
+  std::span<const std::byte> part;
+  if (!cuts.next(part)) {
+    finish(*o, {});
+    return;
+  }
+  for (bool more = true; more;) {
+    std::span<const std::byte> next;
+    more = cuts.next(next);
+    std::unique_ptr<op> frame;
+    if (!more) {
+      frame = std::move(o);
+      // The last frame keeps `owned` alive; moving a vector keeps its
+      // storage, so the earlier frames (written first) still point into it.
+      frame->owned = std::move(owned);
+    } else {
+      frame = std::make_unique<op>();
+      frame->id = next_id_++;
     }
-    // The last part keeps `owned` alive; moving a vector keeps its storage,
-    // so the earlier parts (written first) still point into it.
-    if (last) part->owned = std::move(owned);
-    part->payload = asio::buffer(base + off, len);
-    queue_frame(protocol::frame_type::data, std::move(part));
-    off += len;
-  } while (off < size);
+    frame->payload = asio::buffer(part.data(), part.size());
+    queue_frame(protocol::frame_type::data, std::move(frame));
+    part = next;
+  }
 }
 
 void async_pipe::transact(std::vector<std::byte> request, timeout t, asio::cancellation_slot slot,
@@ -1115,28 +1069,27 @@ void async_pipe::transact(std::vector<std::byte> request, timeout t, asio::cance
     finish(*o, err(errc::not_connected), "the pipe is not open");
     return;
   }
-  if (p_.type != pipe_type::message || mode() != npipe::read_mode::message) {
+  if (auto why = pipe_rules::transact_refusal(p_.type, mode(), false)) {
     o->on_msg = std::move(done);
-    finish(*o, err(errc::invalid_state), pipe_rules::transact_needs_message_mode);
+    finish(*o, err(errc::invalid_state), why);
     return;
   }
   // Replies owed to transacts that gave up do not count as unread: they
   // are discarded as they come, ahead of this one's.
   settle_debt();
-  // pend_ holds the start of a frame; only a data frame is an unread message.
-  bool pend_data = !pend_.empty() && pend_[0] == static_cast<std::byte>(protocol::frame_type::data);
-  std::size_t unread = inbox_messages_ + (in_big_ || pend_data ? 1 : 0);
-  if (unread > debt_.owed || !readers_.empty()) {
+  // A message begun on the wire (a data header, whole or in part) is unread too.
+  std::size_t unread = inbox_messages_ + (rd_.in_data() || rd_.holds_data_start() ? 1 : 0);
+  if (auto why = pipe_rules::transact_refusal(p_.type, mode(), unread > debt_.owed || !readers_.empty())) {
     o->on_msg = std::move(done);
-    finish(*o, err(errc::invalid_state), pipe_rules::transact_needs_no_unread);
+    finish(*o, err(errc::invalid_state), why);
     return;
   }
-  if (tx_broken_ || request.size() > p_.peer_max_message) {
+  std::string detail;
+  auto too_large = framing::check_send(p_.type, request.size(), p_.peer_max_message, detail);
+  if (tx_broken_ || too_large) {
     o->on_msg = std::move(done);
-    finish(*o, err(tx_broken_ ? errc::broken_pipe : errc::message_too_large),
-           tx_broken_ ? "an earlier send failed part-way; this connection cannot send any more"
-                      : "a " + std::to_string(request.size()) + "-byte request exceeds the peer's limit of " +
-                            std::to_string(p_.peer_max_message) + " bytes; nothing was sent");
+    finish(*o, tx_broken_ ? err(errc::broken_pipe) : too_large,
+           tx_broken_ ? "an earlier send failed part-way; this connection cannot send any more" : detail);
     return;
   }
   o->then_receive = std::move(done);
@@ -1156,7 +1109,7 @@ void async_pipe::flush(timeout t, asio::cancellation_slot slot, completion<> don
     finish(*o, {});
     return;
   }
-  o->target = ++flushes_sent_;
+  o->target = flushes_.issue();
   auto marker = std::make_unique<op>();
   marker->id = next_id_++;
   marker->target = o->target; // on_tx tells the flusher where in our stream its frame went
@@ -1170,7 +1123,7 @@ void async_pipe::flush(timeout t, asio::cancellation_slot slot, completion<> don
 void async_pipe::close(std::error_code why, std::string detail) {
   if (closed_) return;
   if (conn_) fail_connect(why, detail.empty() ? "the connection was closed" : detail);
-  if (is_open() && writes_.empty() && !tx_active_ && !in_big_ && !tx_broken_) {
+  if (is_open() && writes_.empty() && !tx_active_ && !rd_.in_data() && !tx_broken_) {
     // Acknowledge flushes the application has satisfied, so the peer's
     // flush() succeeds instead of breaking (as the blocking end does).
     if (!rx_active_ && !eof_ && !rx_err_ && !inbox_has_data()) {
@@ -1211,8 +1164,7 @@ void async_pipe::close(std::error_code why, std::string detail) {
   inbox_.shrink_to_fit();
   inbox_head_ = 0;
   inbox_messages_ = 0;
-  pend_ = {};
-  big_ = {};
+  msg_ = {};
   if (p_.on_close) std::exchange(p_.on_close, nullptr)();
   if (on_closed) std::exchange(on_closed, nullptr)();
 }

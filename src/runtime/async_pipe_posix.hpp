@@ -10,6 +10,7 @@
 // sender's kernel buffer fills and it blocks (backpressure). An idle end
 // holds no buffer, only a readiness wait.
 
+#include "core/framing.hpp"
 #include "core/pipe_rules.hpp"
 #include "core/protocol.hpp"
 #include "runtime/async_op.hpp"
@@ -61,7 +62,7 @@ public:
   /// Nothing received, nothing queued to send.
   bool quiet() const noexcept;
   /// The peer closed the pipe in the middle of a message.
-  bool eof_mid_message() const noexcept { return eof_ && (in_big_ || !pend_.empty()); }
+  bool eof_mid_message() const noexcept { return eof_ && rd_.mid_frame(); }
   /// What is queued to send and not yet taken by the kernel, as the memory
   /// it takes (operations, payloads, acknowledgements owed).
   std::size_t queued_bytes() const noexcept { return tx_bytes_ + acks_owed_ * protocol::frame_header_size; }
@@ -101,7 +102,7 @@ private:
   void on_readable(const std::error_code& ec);
   void read_available();
   void parse(const std::byte* data, std::size_t n);
-  bool parse_frames(const std::byte* data, std::size_t n, std::size_t& used);
+  void end_message();
   void rx_fail(std::error_code ec, std::string detail);
   std::error_code rx_state_error(std::string& detail) const;
 
@@ -135,11 +136,9 @@ private:
   std::size_t inbox_messages_ = 0; // data entries in the inbox (not flush markers): no scan to ask
   pipe_rules::reply_debt debt_;    // replies of transacts that gave up: discarded as they arrive
 
-  std::vector<std::byte> pend_;  // an incomplete small frame
-  std::vector<std::byte> big_;   // a large frame being read straight into place, grown as it arrives
-  std::size_t big_got_ = 0;
-  std::size_t big_total_ = 0;    // its payload length
-  bool in_big_ = false;
+  framing::reader rd_;           // where the peer's stream is
+  std::vector<std::byte> msg_;   // the message being received (rd_.in_data()), grown as it arrives
+  std::size_t msg_got_ = 0;      // its bytes so far
   bool rx_active_ = false;
   bool eof_ = false;
   std::error_code rx_err_;
@@ -154,11 +153,8 @@ private:
   std::uint64_t tx_offset_ = 0;  // bytes of our stream written
   std::uint64_t tx_receipt_ = 0; // the consumed offset in the write in progress (0: none)
   std::array<std::byte, protocol::frame_header_size + protocol::consumed_payload> receipt_frame_{};
-  std::uint64_t rx_total_ = 0;     // bytes of the peer's stream received
-  std::uint64_t receipt_due_ = 0;  // a consumed offset to tell a remote peer
-  bool data_consumed_ = false;     // the application took data since the last receipt
-  std::uint64_t receipt_sent_ = 0; // the last one told
-  std::uint64_t peer_consumed_ = 0; // how much of our stream the peer's application has consumed
+  framing::receipts receipts_;   // what we tell a remote peer we consumed
+  std::uint64_t receipt_due_ = 0; // a consumed offset to write (0: none)
   std::size_t acks_owed_ = 0;    // flush acknowledgements to send (a count: they are all alike)
   std::size_t tx_bytes_ = 0;
   bool tx_active_ = false;
@@ -166,7 +162,7 @@ private:
 
   // flush
   std::vector<std::unique_ptr<op>> flushers_;
-  std::uint64_t flushes_sent_ = 0, acks_seen_ = 0;
+  framing::flush_tracker flushes_; // our flushes, the peer's acknowledgements and receipts
 
   // connect
   struct connecting;
