@@ -677,18 +677,15 @@ void async_pipe::transact(std::vector<std::byte> request, timeout t, asio::cance
     finish(*o, err(errc::not_connected), "the pipe is not open");
     return;
   }
-  if (p_.type != pipe_type::message || mode() != npipe::read_mode::message) {
-    finish(*o, err(errc::invalid_state), pipe_rules::transact_needs_message_mode);
-    return;
-  }
-  // TransactNamedPipe's rule: no unread message (ERROR_PIPE_BUSY there).
+  // TransactNamedPipe's rules: a message pipe in message read mode, and no
+  // unread message (ERROR_PIPE_BUSY there).
   DWORD total = 0;
   // Replies owed to transacts that gave up do not count as unread: they are
   // discarded as they come, ahead of this one's.
   bool unread = !readers_.empty() ||
                 (debt_.owed == 0 && ((held_ && !rx_active_) || (!rx_active_ && ::PeekNamedPipe(native(), nullptr, 0, nullptr, &total, nullptr) && total > 0)));
-  if (unread) {
-    finish(*o, err(errc::invalid_state), pipe_rules::transact_needs_no_unread);
+  if (auto why = pipe_rules::transact_refusal(p_.type, mode(), unread)) {
+    finish(*o, err(errc::invalid_state), why);
     return;
   }
   if (tx_broken_ || request.size() > max_write) {

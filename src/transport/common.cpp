@@ -2,6 +2,7 @@
 #include "transport/transport.hpp"
 
 #include "core/framing.hpp"
+#include "core/pipe_rules.hpp"
 
 #ifdef _WIN32
 #include <windows.h>
@@ -107,7 +108,7 @@ bool check_server_options(const server_options& o, std::error_code& ec) {
                         "more than 0, or forever", ec);
   if (o.idle_timeout == timeout::zero() || (o.idle_timeout < timeout::zero() && o.idle_timeout != forever))
     return out_of_range("server_options::idle_timeout (ms)", o.idle_timeout.count(), "more than 0, or forever", ec);
-  if (o.read_mode == read_mode::message && o.type == pipe_type::byte) {
+  if (o.read_mode && !pipe_rules::read_mode_allowed(o.type, *o.read_mode)) {
     set_error_detail("server_options::read_mode is message, but type is byte: message read mode needs a message pipe");
     ec = make_error_code(errc::invalid_argument);
     return false;

@@ -547,10 +547,7 @@ private:
     ::close(fd);
   }
 
-  unsigned instance_cap() const noexcept {
-    return opts_.max_instances >= unlimited_instances ? opts_.max_connections
-                                                      : std::min(opts_.max_instances, opts_.max_connections);
-  }
+  unsigned instance_cap() const noexcept { return pipe_rules::instance_cap(opts_); }
 
   enum class take { ok, full, user_full };
   take take_instance(std::int64_t uid) {
@@ -607,7 +604,7 @@ private:
     framed_params p;
     p.name = name_;
     p.type = opts_.type;
-    p.mode = opts_.read_mode.value_or(opts_.type == pipe_type::message ? read_mode::message : read_mode::byte);
+    p.mode = pipe_rules::initial_read_mode(opts_.type, opts_.read_mode);
     p.max_message = opts_.max_message_size;
     p.peer_max_message = h.max_message;
     p.max_queued = opts_.max_queued_bytes;
@@ -893,8 +890,8 @@ bool client_accepts(const pipe_name& name, const client_options& opts, const pro
   }
   p.name = name;
   p.type = rep.type;
-  p.mode = opts.read_mode.value_or(rep.type == pipe_type::message ? read_mode::message : read_mode::byte);
-  if (p.mode == read_mode::message && rep.type == pipe_type::byte) {
+  p.mode = pipe_rules::initial_read_mode(rep.type, opts.read_mode);
+  if (!pipe_rules::read_mode_allowed(rep.type, p.mode)) {
     set_error_detail("message read mode needs a message pipe; " + name.str() + " is a byte pipe");
     ec = make_error_code(errc::invalid_argument);
     return false;

@@ -216,8 +216,8 @@ public:
 
   void set_read_mode(npipe::read_mode m, std::error_code& ec) noexcept override {
     ec.clear();
-    if (m == npipe::read_mode::message && type_ == pipe_type::byte) {
-      set_error_detail("message read mode needs a message pipe; this pipe was created as a byte pipe");
+    if (!pipe_rules::read_mode_allowed(type_, m)) {
+      set_error_detail(pipe_rules::message_mode_needs_message_pipe);
       ec = make_error_code(errc::invalid_argument);
       return;
     }
@@ -333,8 +333,8 @@ public:
   std::vector<std::byte> transact(std::span<const std::byte> request, deadline dl, std::error_code& ec) override {
     ec.clear();
     if (!check_open(ec)) return {};
-    if (type_ != pipe_type::message || read_mode() != npipe::read_mode::message) {
-      set_error_detail(pipe_rules::transact_needs_message_mode);
+    if (auto why = pipe_rules::transact_refusal(type_, read_mode(), false)) {
+      set_error_detail(why);
       ec = make_error_code(errc::invalid_state);
       return {};
     }
@@ -345,8 +345,10 @@ public:
     std::error_code ignore;
     settle_debt(deadline::after(no_wait), ignore);
     DWORD total = 0;
-    if (!debt_.any() && (!partial_.empty() || (::PeekNamedPipe(h_, nullptr, 0, nullptr, &total, nullptr) && total > 0))) {
-      set_error_detail(pipe_rules::transact_needs_no_unread);
+    bool unread =
+        !debt_.any() && (!partial_.empty() || (::PeekNamedPipe(h_, nullptr, 0, nullptr, &total, nullptr) && total > 0));
+    if (auto why = pipe_rules::transact_refusal(type_, read_mode(), unread)) {
+      set_error_detail(why);
       ec = make_error_code(errc::invalid_state);
       return {};
     }
@@ -657,7 +659,7 @@ public:
 
 private:
   npipe::read_mode mode() const noexcept {
-    return opts_.read_mode.value_or(opts_.type == pipe_type::message ? read_mode::message : read_mode::byte);
+    return pipe_rules::initial_read_mode(opts_.type, opts_.read_mode);
   }
 
   // Waits for a client on the listening instance (ConnectNamedPipe,
@@ -773,10 +775,7 @@ private:
     cv_.notify_all();
   }
 
-  unsigned instance_cap() const noexcept {
-    return opts_.max_instances >= unlimited_instances ? opts_.max_connections
-                                                      : std::min(opts_.max_instances, opts_.max_connections);
-  }
+  unsigned instance_cap() const noexcept { return pipe_rules::instance_cap(opts_); }
 
   static bool lock_until(std::unique_lock<std::timed_mutex>& lk, deadline dl) {
     if (dl.never()) {
@@ -790,7 +789,7 @@ private:
     SECURITY_ATTRIBUTES sa{sizeof sa, sd_, FALSE};
     DWORD open_mode = PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED | (first ? FILE_FLAG_FIRST_PIPE_INSTANCE : 0);
     DWORD mode = (opts_.type == pipe_type::message ? PIPE_TYPE_MESSAGE : PIPE_TYPE_BYTE) |
-                 (opts_.read_mode.value_or(opts_.type == pipe_type::message ? read_mode::message : read_mode::byte) ==
+                 (pipe_rules::initial_read_mode(opts_.type, opts_.read_mode) ==
                           read_mode::message
                       ? PIPE_READMODE_MESSAGE
                       : PIPE_READMODE_BYTE) |
@@ -921,8 +920,8 @@ open_status open_client(const std::wstring& path, const pipe_name& name, const c
     return open_status::failed;
   }
   pipe_type type = !known || (flags & PIPE_TYPE_MESSAGE) ? pipe_type::message : pipe_type::byte;
-  read_mode mode = opts.read_mode.value_or(type == pipe_type::message ? read_mode::message : read_mode::byte);
-  if (mode == read_mode::message && type == pipe_type::byte) {
+  read_mode mode = pipe_rules::initial_read_mode(type, opts.read_mode);
+  if (!pipe_rules::read_mode_allowed(type, mode)) {
     ::CloseHandle(h);
     set_error_detail("message read mode needs a message pipe; " + name.str() + " is a byte pipe");
     ec = make_error_code(errc::invalid_argument);
