@@ -34,7 +34,7 @@ step reader::next(std::span<const std::byte> in, bool stop_at_data) noexcept {
   if (held_ == 0) frame_at_ = offset_;
   auto gather = [&](std::size_t want) { // precondition: held_ <= want
     std::size_t c = std::min(want - held_, in.size() - used);
-    std::memcpy(hold_.data() + held_, in.data() + used, c);
+    if (c) std::memcpy(hold_.data() + held_, in.data() + used, c);
     held_ = static_cast<std::uint8_t>(held_ + c);
     used += c;
     offset_ += c;
