@@ -86,4 +86,8 @@ bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds lim
   }
 }
 
+bool wait_until_waiting(const std::atomic<std::int64_t>& id, std::chrono::milliseconds limit) {
+  return wait_until([&] { return id.load() != 0 && thread_waits(id.load()); }, limit);
+}
+
 } // namespace npipe::test

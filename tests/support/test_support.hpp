@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <functional>
@@ -113,6 +114,19 @@ std::int64_t self_pid();
 int open_fds();
 /// Threads of this process.
 int thread_count();
+
+/// The calling thread's id, for thread_waits() (Linux: its tid).
+std::int64_t this_thread_id();
+/// True when thread `id` of this process is waiting in a blocking call, so
+/// a test can act once a reader, writer, waiter or flush is really blocked.
+/// Linux: it sleeps in the kernel (state S or D in /proc/self/task/ID/stat).
+/// Windows (no such reading): it has used no CPU time for 20 ms, which a
+/// thread ready to run but not yet scheduled also shows.
+bool thread_waits(std::int64_t id);
+/// Waits (up to `limit`) until the thread whose id a test stored in `id`
+/// (0 until it has) waits in a blocking call; false if it never does.
+bool wait_until_waiting(const std::atomic<std::int64_t>& id,
+                        std::chrono::milliseconds limit = std::chrono::seconds(20));
 
 /// Run a program (a bare name is looked up in PATH), optionally with input,
 /// collecting its output; killed when `limit` passes. Linux and Windows.
