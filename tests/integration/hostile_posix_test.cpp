@@ -66,14 +66,9 @@ int unread_by_server(int fd) {
 
 // Waits until the server has read everything sent on each of `fds`.
 bool server_read_all(const std::vector<int>& fds, std::chrono::milliseconds limit = 20s) {
-  auto until = std::chrono::steady_clock::now() + limit;
-  for (int fd : fds) {
-    while (unread_by_server(fd) != 0) {
-      if (std::chrono::steady_clock::now() > until) return false;
-      std::this_thread::sleep_for(1ms);
-    }
-  }
-  return true;
+  return wait_until([&] {
+    return std::all_of(fds.begin(), fds.end(), [](int fd) { return unread_by_server(fd) == 0; });
+  }, limit);
 }
 
 // An async echo server in its own process, so its memory can be measured

@@ -47,15 +47,10 @@ connection connect_when_up(const pipe_name& name, timeout t = 20s) {
   }
 }
 
-// Poll `done` every 10 ms for up to `t`.
+// Wait for `done` for up to `t`.
 template <class F>
 bool eventually(F done, std::chrono::milliseconds t = 10s) {
-  auto until = std::chrono::steady_clock::now() + t;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() >= until) return false;
-    std::this_thread::sleep_for(10ms);
-  }
-  return true;
+  return wait_until(done, t);
 }
 
 using Processes = async_test;

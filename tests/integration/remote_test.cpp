@@ -142,7 +142,12 @@ TEST_P(TlsFailures, FailCleanlyWithAClearErrorAndNothingReachesThePipe) {
   EXPECT_EQ(ec, p.expect) << ec.message() << " / " << last_error_detail();
   EXPECT_NE(last_error_detail().find(p.detail), std::string::npos) << last_error_detail();
   EXPECT_FALSE(c.is_open());
-  std::this_thread::sleep_for(100ms);
+  // Every connection ends in one of the gateway's counts: once this one is
+  // counted as failed, it can no longer reach the pipe.
+  EXPECT_TRUE(wait_until([&] {
+    std::lock_guard lk(mu);
+    return gw.stats().tls_failed >= 1 && !events.empty();
+  }, 10s));
   EXPECT_EQ(echo.accepted(), 0) << "a peer that fails TLS never reaches a pipe";
   EXPECT_EQ(gw.stats().relayed, 0u);
   EXPECT_EQ(gw.stats().tls_failed, 1u);
@@ -218,7 +223,7 @@ TEST_F(Remote, Tls12OnlyPeersAreRefusedBothWays) {
   SSL_free(ssl);
   ::close(fd);
   SSL_CTX_free(cx);
-  std::this_thread::sleep_for(100ms);
+  EXPECT_TRUE(wait_until([&] { return gw.stats().tls_failed >= 1; }, 10s)); // counted: it never reaches the pipe
   EXPECT_EQ(echo.accepted(), 0);
   EXPECT_EQ(gw.stats().tls_failed, 1u);
 
@@ -565,7 +570,7 @@ TEST_F(Remote, SilentPeersAreDroppedByTheHandshakeAndIdleTimeouts) {
   EXPECT_EQ(quiet.transact("once"), "once");
   for (int i = 0; i < 8; ++i) {
     EXPECT_EQ(busy.transact("still here"), "still here");
-    std::this_thread::sleep_for(200ms);
+    std::this_thread::sleep_for(200ms); // kept: pacing, busy every 200 ms across the 300 ms idle timeout
   }
   std::error_code ec;
   quiet.receive(5s, ec);
@@ -595,14 +600,13 @@ TEST_F(Remote, AClientWaitingForABusyPipeIsNotIdleAndBusyAndWaitWorkRemotely) {
   auto waiter = std::async(std::launch::async, [&] { return connect(remote, co, 10s); });
   for (int i = 0; i < 10; ++i) {
     EXPECT_EQ(first.transact("busy"), "busy");
-    std::this_thread::sleep_for(100ms);
+    std::this_thread::sleep_for(100ms); // kept: pacing, the waiter stays quiet past the idle timeout
   }
   EXPECT_EQ(waiter.wait_for(0s), std::future_status::timeout) << "still waiting, not dropped as idle";
   first.close();
   auto second = waiter.get();
   EXPECT_EQ(second.transact("two"), "two");
-  // Once admitted, the idle timeout applies.
-  std::this_thread::sleep_for(1s);
+  // Once admitted, the idle timeout applies: the receive waits for it.
   second.receive(5s, ec);
   EXPECT_EQ(ec, errc::broken_pipe) << "idle after its answer";
 }
