@@ -425,7 +425,7 @@ run_result run_with_open_stdin(const std::vector<std::string>& args, std::chrono
       ::waitpid(pid, &st, 0);
       break;
     }
-    std::this_thread::sleep_for(5ms);
+    std::this_thread::sleep_for(5ms); // kept: polling the child's exit against a deadline
   }
   ::close(in[1]);
   r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);

@@ -43,7 +43,7 @@ connection connect_when_up(const pipe_name& name, timeout t = 20s) {
     if (!ec) return c;
     if (ec != errc::not_found || std::chrono::steady_clock::now() >= until)
       throw std::system_error(ec, "the peer process never served " + name.str());
-    std::this_thread::sleep_for(10ms);
+    std::this_thread::sleep_for(10ms); // kept: polling, the peer process reports nothing else
   }
 }
 

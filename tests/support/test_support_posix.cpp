@@ -213,7 +213,7 @@ int process::wait(std::chrono::milliseconds limit) {
     if (r == static_cast<pid_t>(pid_)) break;
     if (r < 0) return status_;
     if (std::chrono::steady_clock::now() >= until) ::kill(static_cast<pid_t>(pid_), SIGKILL);
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    std::this_thread::sleep_for(std::chrono::milliseconds(5)); // polling the exit against a deadline
   }
   untrack(static_cast<pid_t>(pid_));
   reaped_ = true;

@@ -24,7 +24,7 @@ void watchdog(unsigned seconds) {
     auto until = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
     while (std::chrono::steady_clock::now() < until) {
       if (generation.load() != mine) return; // re-armed or disarmed
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      std::this_thread::sleep_for(std::chrono::milliseconds(100)); // the watchdog's tick
     }
     if (generation.load() != mine) return;
     std::fputs("\n*** watchdog: test hung; killed ***\n", stderr);
