@@ -36,7 +36,7 @@ run_result run_when_served(const std::vector<std::string>& argv) {
   for (int i = 0; i < 100; ++i) {
     r = run(argv);
     if (r.exit_code == 0 || r.err.find("not_found") == std::string::npos) return r;
-    std::this_thread::sleep_for(100ms);
+    std::this_thread::sleep_for(100ms); // kept: polling until the server process serves the name
   }
   return r;
 }

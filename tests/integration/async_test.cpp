@@ -196,8 +196,12 @@ TEST_P(Styles, BusyWaitAndPeerIdentity) {
   std::error_code ec;
   connect(name, {}, no_wait, ec);
   EXPECT_EQ(ec, errc::pipe_busy);
-  auto waiter = std::async(std::launch::async, [&] { return connect(name, {}, 10s); });
-  std::this_thread::sleep_for(50ms);
+  std::atomic<std::int64_t> waiter_thread{0};
+  auto waiter = std::async(std::launch::async, [&] {
+    waiter_thread = this_thread_id();
+    return connect(name, {}, 10s);
+  });
+  ASSERT_TRUE(wait_until_waiting(waiter_thread)) << "the waiter never waited";
   first.close();
   auto second = waiter.get();
   EXPECT_EQ(text(second.transact(bytes("two"), 10s)), "two");
@@ -271,7 +275,7 @@ TEST_F(Async, ServeThenRunKeepsServingClientsThatComeLaterUntilStop) {
   for (int i = 0; i < 3; ++i) {
     // Clients arrive 200 ms apart: the gaps are the scenario (a server with
     // no client for a while), not a synchronisation.
-    std::this_thread::sleep_for(200ms);
+    std::this_thread::sleep_for(200ms); // kept: the gap is what is tested
     std::error_code ec;
     auto r = call(name, bytes("client " + std::to_string(i)), 5s, ec);
     EXPECT_FALSE(ec) << "client " << i << ": " << ec.message() << " (" << last_error_detail() << ")";
@@ -312,10 +316,10 @@ TEST_F(Async, CancelledAndTimedOutTransactsNeverHandTheirRepliesOn) {
     asio::cancellation_signal cancel;
     auto [h, f] = outcome<std::vector<std::byte>>();
     c.async_transact(asio::buffer(late), 10s, asio::bind_cancellation_slot(cancel.slot(), h));
-    for (auto until = std::chrono::steady_clock::now() + 10s;; std::this_thread::sleep_for(1ms)) {
+    wait_until([&] { // the server has the request
       std::lock_guard lk(mu);
-      if (!held.empty() || std::chrono::steady_clock::now() > until) break; // the server has the request
-    }
+      return !held.empty();
+    }, 10s);
     asio::post(ctx_, [&] { cancel.emit(asio::cancellation_type::all); });
     EXPECT_EQ(std::get<0>(f.get()), errc::operation_aborted);
   }
@@ -356,7 +360,11 @@ TEST_F(Async, InFlightCapHoldsAgainstAPipeliningClient) {
   });
   auto c = connect(name);
   for (int i = 0; i < 20; ++i) c.write(std::to_string(i));
-  std::this_thread::sleep_for(200ms);
+  EXPECT_TRUE(wait_until([&] {
+    std::lock_guard lk(mu);
+    return held.size() >= 3;
+  }));
+  std::this_thread::sleep_for(100ms); // kept: a negative check, no fourth request reaches the handler meanwhile
   {
     std::lock_guard lk(mu);
     EXPECT_EQ(held.size(), 3u) << "only max_in_flight requests reach the handler";
@@ -364,13 +372,16 @@ TEST_F(Async, InFlightCapHoldsAgainstAPipeliningClient) {
   // Answer in reverse order: replies still leave in request order.
   for (int round = 0; round < 20;) {
     std::vector<reply> batch;
+    ASSERT_TRUE(wait_until([&] {
+      std::lock_guard lk(mu);
+      return !held.empty();
+    })) << "no more requests reached the handler after " << round;
     {
       std::lock_guard lk(mu);
       batch.swap(held);
     }
     for (auto it = batch.rbegin(); it != batch.rend(); ++it) it->send(std::string("r"));
     for (std::size_t k = 0; k < batch.size(); ++k, ++round) EXPECT_EQ(text(c.receive(10s)), "r");
-    if (batch.empty()) std::this_thread::sleep_for(5ms);
   }
   std::lock_guard lk(mu);
   ASSERT_EQ(seen.size(), 20u);
@@ -457,7 +468,7 @@ TEST_F(Async, IdleConnectionsCloseAtTheIdleTimeoutAndBusyOnesStay) {
   auto until = std::chrono::steady_clock::now() + 900ms;
   while (std::chrono::steady_clock::now() < until) {
     EXPECT_EQ(text(busy.transact(bytes("x"), 5s)), "x");
-    std::this_thread::sleep_for(50ms);
+    std::this_thread::sleep_for(50ms); // kept: pacing, a client busy every 50 ms across the idle timeout
   }
   std::error_code ec;
   idle.receive(5s, ec);
@@ -534,13 +545,10 @@ TEST_F(Async, ClientLeavingBetweenMessagesIsNormalButMidMessageIsReported) {
   ASSERT_EQ(::send(fd, half.data(), half.size(), MSG_NOSIGNAL), ssize_t(half.size()));
   ::close(fd); // gone in the middle of a message
 #endif
-  for (int i = 0; i < 500; ++i) {
-    {
-      std::lock_guard lk(mu);
-      if (events.size() == expected) break;
-    }
-    std::this_thread::sleep_for(10ms);
-  }
+  wait_until([&] {
+    std::lock_guard lk(mu);
+    return events.size() >= expected;
+  }, 5s);
   std::lock_guard lk(mu);
   ASSERT_EQ(events.size(), expected);
   std::sort(events.begin(), events.end(),
@@ -620,7 +628,7 @@ TEST_F(Async, GracefulStopFinishesInFlightRemovesTheNameAndLeaksNoDescriptor) {
     for (int i = 0; i < 5; ++i) cs.push_back(connect(name));
     std::vector<std::future<std::vector<std::byte>>> replies;
     for (auto& c : cs) replies.push_back(std::async(std::launch::async, [&c] { return c.transact(bytes("slow"), 10s); }));
-    while (started.load() < 5) std::this_thread::sleep_for(5ms);
+    ASSERT_TRUE(wait_until([&] { return started.load() == 5; }));
     auto t0 = std::chrono::steady_clock::now();
     srv.stop(5s);
     auto took = std::chrono::steady_clock::now() - t0;
@@ -640,7 +648,7 @@ TEST_F(Async, GracefulStopFinishesInFlightRemovesTheNameAndLeaksNoDescriptor) {
   EXPECT_EQ(open_fds(), fds_before) << "no descriptor outlives the server and its clients";
   // The test's own helper threads (std::async) may still be exiting.
   // (Wine's own worker threads come and go too: at most as many as before.)
-  for (int i = 0; i < 200 && thread_count() > threads_before; ++i) std::this_thread::sleep_for(10ms);
+  wait_until([&] { return thread_count() <= threads_before; }, 2s);
   EXPECT_LE(thread_count(), threads_before) << "the server's admission thread is gone";
 }
 
@@ -656,7 +664,7 @@ TEST_F(Async, StopBoundsRequestsThatNeverFinish) {
   });
   auto c = connect(name);
   c.write("stuck");
-  while (srv.stats().in_flight == 0) std::this_thread::sleep_for(5ms);
+  ASSERT_TRUE(wait_until([&] { return srv.stats().in_flight > 0; }));
   auto t0 = std::chrono::steady_clock::now();
   srv.stop(200ms);
   auto took = std::chrono::steady_clock::now() - t0;
@@ -688,11 +696,11 @@ TEST_F(Async, PerConnectionServerFlushesThenDisconnectsAsTheSeedDoes) {
       asio::detached);
   auto c = connect(name);
   c.write(pattern(1234, 1));
-  std::this_thread::sleep_for(100ms);
+  ASSERT_TRUE(wait_until([&] { return c.peek({}).total_available > 0; })) << "the reply never came";
+  std::this_thread::sleep_for(100ms); // kept: a negative check, the flush does not finish meanwhile
   EXPECT_EQ(flushed.load(), 0) << "the flush waits for the client to read";
   EXPECT_EQ(text(c.receive(5s)), "got 1234");
-  for (int i = 0; i < 500 && !flushed; ++i) std::this_thread::sleep_for(10ms);
-  EXPECT_EQ(flushed.load(), 1);
+  EXPECT_TRUE(wait_until([&] { return flushed.load() == 1; }, 5s)) << "the client has read";
   std::error_code ec;
   c.receive(5s, ec);
   EXPECT_EQ(ec, errc::broken_pipe) << "then the server disconnected";
@@ -780,10 +788,11 @@ TEST_F(Async, ReceiveTimeoutLosesNothingAndCancelAborts) {
   run_threads();
   auto name = random_pipe();
   server srv(name); // the blocking server: the async client works with both
+  std::promise<void> timed_out;
   std::thread peer([&] {
     auto c = srv.accept(10s);
     auto m = c.receive(10s);
-    std::this_thread::sleep_for(300ms);
+    timed_out.get_future().wait(); // answers once the client's receive has timed out
     c.write(m);
     std::error_code ec;
     c.receive(10s, ec); // until the client goes
@@ -795,14 +804,14 @@ TEST_F(Async, ReceiveTimeoutLosesNothingAndCancelAborts) {
   auto [h1, f1] = outcome<std::vector<std::byte>>();
   c.async_receive(50ms, std::move(h1));
   auto [tec, nothing] = f1.get();
+  timed_out.set_value();
   EXPECT_EQ(tec, errc::timed_out);
   EXPECT_TRUE(nothing.empty());
   EXPECT_EQ(text(c.async_receive(5s, asio::use_future).get()), "late") << "the timed-out receive lost nothing";
 
   auto [h2, pending] = outcome<std::vector<std::byte>>();
   c.async_receive(std::move(h2));
-  std::this_thread::sleep_for(50ms);
-  c.cancel();
+  c.cancel(); // posted to the connection's strand after the receive: it finds the receive pending
   EXPECT_EQ(std::get<0>(pending.get()), errc::operation_aborted);
   EXPECT_TRUE(c.is_open()) << "cancel() leaves the connection usable";
   c.close();
@@ -1006,8 +1015,7 @@ TEST_F(Async, AsyncFlushWaitsUntilThePeerHasReadEverything) {
   flushed.get();
   // The peer's library acknowledges inside its receive(), just before the
   // peer's thread sets the flag: allow it that moment.
-  for (int i = 0; i < 500 && !peer_read; ++i) std::this_thread::sleep_for(10ms);
-  EXPECT_TRUE(peer_read.load());
+  EXPECT_TRUE(wait_until([&] { return peer_read.load(); }, 5s));
   c.close();
   peer.join();
 }

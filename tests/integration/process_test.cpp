@@ -43,19 +43,14 @@ connection connect_when_up(const pipe_name& name, timeout t = 20s) {
     if (!ec) return c;
     if (ec != errc::not_found || std::chrono::steady_clock::now() >= until)
       throw std::system_error(ec, "the peer process never served " + name.str());
-    std::this_thread::sleep_for(10ms);
+    std::this_thread::sleep_for(10ms); // kept: polling, the peer process reports nothing else
   }
 }
 
-// Poll `done` every 10 ms for up to `t`.
+// Wait for `done` for up to `t`.
 template <class F>
 bool eventually(F done, std::chrono::milliseconds t = 10s) {
-  auto until = std::chrono::steady_clock::now() + t;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() >= until) return false;
-    std::this_thread::sleep_for(10ms);
-  }
-  return true;
+  return wait_until(done, t);
 }
 
 using Processes = async_test;

@@ -18,7 +18,10 @@
 #include <dirent.h>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <sstream>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -40,13 +43,20 @@ TEST_F(Robust, OneByteWritesAndManyFramesPerWriteKeepBoundaries) {
   ASSERT_GE(fd, 0);
   auto c = s.accept(5s);
   std::string dribble = raw_frame("split into single bytes");
+  // The server reads while the bytes come, each one on its own: the next is
+  // sent once the server has taken the last off the socket.
+  auto first = std::async(std::launch::async, [&] { return c.receive_string(5s); });
+  auto unread = [fd] {
+    int n = -1;
+    return ::ioctl(fd, SIOCOUTQ, &n) == 0 ? n : -1;
+  };
   for (char ch : dribble) {
     ASSERT_EQ(::send(fd, &ch, 1, MSG_NOSIGNAL), 1);
-    std::this_thread::sleep_for(1ms);
+    ASSERT_TRUE(wait_until([&] { return unread() == 0; }, 5s)) << "the server stopped reading";
   }
+  EXPECT_EQ(first.get(), "split into single bytes");
   std::string burst = raw_frame("one") + raw_frame("") + raw_frame("three") + raw_frame(std::string(70'000, 'x'));
   ASSERT_EQ(::send(fd, burst.data(), burst.size(), MSG_NOSIGNAL), static_cast<ssize_t>(burst.size()));
-  EXPECT_EQ(c.receive_string(5s), "split into single bytes");
   EXPECT_EQ(c.receive_string(5s), "one");
   EXPECT_EQ(c.receive_string(5s), "");
   EXPECT_EQ(c.receive_string(5s), "three");
@@ -120,7 +130,7 @@ TEST_F(Robust, TwoServersRacingToReclaimAStaleSocketExactlyOneWins) {
       ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
       ::close(fd); // stale
     }
-    signal_pipe go, done1, done2;
+    signal_pipe go, done1, done2, looked;
     auto contender = [&](signal_pipe& done) {
       return [&, name] {
         go.wait();
@@ -129,7 +139,7 @@ TEST_F(Robust, TwoServersRacingToReclaimAStaleSocketExactlyOneWins) {
         s.open(name, {}, e);
         done.notify();
         if (e) return e == errc::name_in_use ? 10 : 1;
-        std::this_thread::sleep_for(500ms); // stay alive while the loser and the test look
+        looked.wait(); // stay alive while the test looks
         return 0;
       };
     };
@@ -140,6 +150,7 @@ TEST_F(Robust, TwoServersRacingToReclaimAStaleSocketExactlyOneWins) {
     ASSERT_TRUE(done2.wait());
     auto c = connect(name, {}, 2s, ec);
     EXPECT_FALSE(ec) << "the winner's socket is live: " << ec.message();
+    looked.notify();
     int ra = a.wait(), rb = b.wait();
     EXPECT_TRUE((ra == 0 && rb == 10) || (ra == 10 && rb == 0)) << ra << " " << rb;
   }
@@ -149,7 +160,9 @@ TEST_F(Robust, ClientsKilledMidRequestLeaveNoDescriptorsBehind) {
   auto name = random_pipe();
   server s(name);
   std::atomic<int> served{0};
+  std::atomic<std::int64_t> acceptor{0};
   std::thread loop([&] {
+    acceptor = this_thread_id();
     for (;;) {
       std::error_code ec;
       auto c = s.accept(ec);
@@ -158,7 +171,7 @@ TEST_F(Robust, ClientsKilledMidRequestLeaveNoDescriptorsBehind) {
       ++served;
     }
   });
-  std::this_thread::sleep_for(50ms);
+  ASSERT_TRUE(wait_until_waiting(acceptor)) << "the accept loop never waited";
   int baseline = open_fds();
   long rss_before = rss_kib();
   constexpr int kills = 1000;
@@ -173,16 +186,17 @@ TEST_F(Robust, ClientsKilledMidRequestLeaveNoDescriptorsBehind) {
       if (fd < 0) return 1;
       ::send(fd, half.data(), half.size(), MSG_NOSIGNAL); // half a request, then death
       sent.notify();
-      std::this_thread::sleep_for(10s);
+      for (;;) ::pause(); // until killed
       return 0;
     });
     ASSERT_TRUE(sent.wait());
     k.kill(SIGKILL);
     k.wait();
   }
-  for (int i = 0; i < 1000 && served < kills; ++i) std::this_thread::sleep_for(10ms);
+  wait_until([&] { return served == kills; });
   EXPECT_EQ(served.load(), kills);
-  std::this_thread::sleep_for(100ms);
+  // The loop closes each connection just after counting it.
+  wait_until([&] { return open_fds() <= baseline + 1 && s.active_instances() == 0; }, 5s);
   EXPECT_LE(open_fds(), baseline + 1) << "every dead client's descriptor was closed";
   EXPECT_EQ(s.active_instances(), 0u) << "and every instance freed";
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__) // their allocators keep freed memory
@@ -233,7 +247,7 @@ TEST_F(Robust, SlowlorisIsDroppedAtTheHandshakeTimeoutWithoutDelayingOthers) {
   std::thread dribble([&] {
     for (char ch : hello) { // one byte every 100 ms: the hello would take seconds
       if (::send(slow, &ch, 1, MSG_NOSIGNAL) != 1) break;
-      std::this_thread::sleep_for(100ms);
+      std::this_thread::sleep_for(100ms); // kept: the slow sender is the scenario
     }
     dropped = closed_by_server(slow);
   });
@@ -354,7 +368,7 @@ TEST_F(Robust, OutOfDescriptorsTheServerBacksOffAndRecovers) {
   EXPECT_LT(open, 40) << "the server ran out of descriptors";
   EXPECT_GT(open, 0);
   long t0 = cpu_ticks(srv.pid());
-  std::this_thread::sleep_for(1s);
+  std::this_thread::sleep_for(1s); // kept: a negative check, no busy loop over this second
   long used = cpu_ticks(srv.pid()) - t0;
   EXPECT_LT(used, 30) << "no busy accept loop while out of descriptors (ticks of 10 ms in 1 s)";
   clients.clear(); // free the server's descriptors

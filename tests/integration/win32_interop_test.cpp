@@ -205,7 +205,7 @@ TEST_F(Interop, PlainWin32ClientTalksToNpipeExeServe) {
   DWORD err = ERROR_FILE_NOT_FOUND;
   for (int i = 0; i < 200 && err == ERROR_FILE_NOT_FOUND; ++i) {
     reply = seed_client(path, request, err);
-    if (err == ERROR_FILE_NOT_FOUND) std::this_thread::sleep_for(50ms);
+    if (err == ERROR_FILE_NOT_FOUND) std::this_thread::sleep_for(50ms); // kept: polling until npipe.exe serves
   }
   EXPECT_EQ(err, 0u);
   EXPECT_TRUE(reply == request) << "npipe.exe serve --echo answered the whole message";

@@ -23,6 +23,13 @@ void remove_certs() {
 const std::string& cert_dir() {
   static std::once_flag once;
   std::call_once(once, [] {
+    // Under CTest the fixture test_certs.make has made them once for the run.
+    if (const char* given = std::getenv("NPIPE_TEST_CERT_DIR"); given && *given) {
+      if (!std::filesystem::exists(std::filesystem::path(given) / "ca.pem"))
+        throw std::runtime_error(std::string("NPIPE_TEST_CERT_DIR=") + given + " holds no certificates");
+      made_dir = given; // not ours: the fixture's cleanup removes it
+      return;
+    }
     char tmpl[] = "/tmp/npipe-certs-XXXXXX";
     const char* d = ::mkdtemp(tmpl);
     if (!d) throw std::runtime_error("cannot make a directory for test certificates");

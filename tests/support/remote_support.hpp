@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// Remote-pipe test helpers (Linux): certificates made once per test process
-// with the openssl command, and the TLS settings built from them.
+// Remote-pipe test helpers (Linux): the test certificates (made once per
+// CTest run by the fixture test_certs.make, or once per test process when
+// run by hand) and the TLS settings built from them.
 
 #include <npipe/npipe.hpp>
 #include <npipe/remote.hpp>
@@ -10,8 +11,10 @@
 
 namespace npipe::test {
 
-/// Where tests/support/make_test_certs.sh put this process's certificates
-/// (made on first use, removed at exit).
+/// Where tests/support/make_test_certs.sh put the certificates:
+/// $NPIPE_TEST_CERT_DIR when set (CTest sets it for every test that uses
+/// them), else a directory made for this process on first use and removed
+/// at exit.
 const std::string& cert_dir();
 /// cert_dir() + "/" + file.
 std::string cert(const std::string& file);

@@ -20,7 +20,7 @@
 namespace {
 
 [[noreturn]] void forever() {
-  for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+  for (;;) std::this_thread::sleep_for(std::chrono::hours(1)); // until killed
 }
 
 int usage() {

@@ -77,4 +77,17 @@ timed_calls time_calls(int n, const std::function<bool(std::error_code&)>& one) 
   return r;
 }
 
+bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds limit) {
+  auto until = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    if (pred()) return true;
+    if (std::chrono::steady_clock::now() >= until) return pred();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1)); // polling: the condition has no event to wait on
+  }
+}
+
+bool wait_until_waiting(const std::atomic<std::int64_t>& id, std::chrono::milliseconds limit) {
+  return wait_until([&] { return id.load() != 0 && thread_waits(id.load()); }, limit);
+}
+
 } // namespace npipe::test

@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <functional>
@@ -114,6 +115,19 @@ int open_fds();
 /// Threads of this process.
 int thread_count();
 
+/// The calling thread's id, for thread_waits() (Linux: its tid).
+std::int64_t this_thread_id();
+/// True when thread `id` of this process is waiting in a blocking call, so
+/// a test can act once a reader, writer, waiter or flush is really blocked.
+/// Linux: it sleeps in the kernel (state S or D in /proc/self/task/ID/stat).
+/// Windows (no such reading): it has used no CPU time for 20 ms, which a
+/// thread ready to run but not yet scheduled also shows.
+bool thread_waits(std::int64_t id);
+/// Waits (up to `limit`) until the thread whose id a test stored in `id`
+/// (0 until it has) waits in a blocking call; false if it never does.
+bool wait_until_waiting(const std::atomic<std::int64_t>& id,
+                        std::chrono::milliseconds limit = std::chrono::seconds(20));
+
 /// Run a program (a bare name is looked up in PATH), optionally with input,
 /// collecting its output; killed when `limit` passes. Linux and Windows.
 struct run_result {
@@ -169,6 +183,19 @@ struct timed_calls {
   double max() const { return ms.back(); }
 };
 timed_calls time_calls(int n, const std::function<bool(std::error_code&)>& one);
+
+/// How many calls the latency rows time: fewer under the sanitizers, which
+/// make each call ten times slower (200 took TSan a minute and a half). The
+/// bounds stay: the p99 of 50 calls is their slowest one.
+#ifdef NPIPE_TEST_SANITIZERS
+inline constexpr int latency_calls = 50;
+#else
+inline constexpr int latency_calls = 200;
+#endif
+
+/// Poll `pred` (every millisecond) until it holds or `limit` passes; its
+/// last answer. For conditions no event reports, in place of a guessed sleep.
+bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds limit = std::chrono::seconds(20));
 
 inline std::span<const std::byte> bytes(std::string_view s) { return std::as_bytes(std::span(s)); }
 inline std::string text(const std::vector<std::byte>& v) { return {reinterpret_cast<const char*>(v.data()), v.size()}; }

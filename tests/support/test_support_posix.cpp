@@ -12,11 +12,13 @@
 #include <fcntl.h>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <poll.h>
 #include <random>
 #include <thread>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -211,7 +213,7 @@ int process::wait(std::chrono::milliseconds limit) {
     if (r == static_cast<pid_t>(pid_)) break;
     if (r < 0) return status_;
     if (std::chrono::steady_clock::now() >= until) ::kill(static_cast<pid_t>(pid_), SIGKILL);
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    std::this_thread::sleep_for(std::chrono::milliseconds(5)); // polling the exit against a deadline
   }
   untrack(static_cast<pid_t>(pid_));
   reaped_ = true;
@@ -258,6 +260,17 @@ int thread_count() {
     ::closedir(d);
   }
   return n;
+}
+
+std::int64_t this_thread_id() { return static_cast<std::int64_t>(::syscall(SYS_gettid)); }
+
+bool thread_waits(std::int64_t id) {
+  std::ifstream in("/proc/self/task/" + std::to_string(id) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto end_of_name = stat.rfind(')'); // "tid (name) S ...": the name may hold spaces and parentheses
+  if (end_of_name == std::string::npos || end_of_name + 2 >= stat.size()) return false;
+  char state = stat[end_of_name + 2];
+  return state == 'S' || state == 'D';
 }
 
 } // namespace npipe::test

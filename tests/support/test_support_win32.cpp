@@ -24,7 +24,7 @@ void watchdog(unsigned seconds) {
     auto until = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
     while (std::chrono::steady_clock::now() < until) {
       if (generation.load() != mine) return; // re-armed or disarmed
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      std::this_thread::sleep_for(std::chrono::milliseconds(100)); // the watchdog's tick
     }
     if (generation.load() != mine) return;
     std::fputs("\n*** watchdog: test hung; killed ***\n", stderr);
@@ -184,6 +184,24 @@ int process::wait(std::chrono::milliseconds limit) {
   status_ = static_cast<int>(code);
   reaped_ = true;
   return status_;
+}
+
+std::int64_t this_thread_id() { return static_cast<std::int64_t>(::GetCurrentThreadId()); }
+
+bool thread_waits(std::int64_t id) {
+  HANDLE h = ::OpenThread(THREAD_QUERY_LIMITED_INFORMATION, FALSE, static_cast<DWORD>(id));
+  if (!h) return false;
+  auto cpu = [h] {
+    FILETIME created, exited, kernel, user;
+    if (!::GetThreadTimes(h, &created, &exited, &kernel, &user)) return ~0ull;
+    auto v = [](FILETIME f) { return (static_cast<unsigned long long>(f.dwHighDateTime) << 32) | f.dwLowDateTime; };
+    return v(kernel) + v(user);
+  };
+  auto before = cpu();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20)); // the only reading Windows offers: no CPU used meanwhile
+  bool waits = before != ~0ull && cpu() == before;
+  ::CloseHandle(h);
+  return waits;
 }
 
 } // namespace npipe::test
