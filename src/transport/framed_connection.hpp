@@ -43,6 +43,12 @@ public:
   std::size_t peer_max_message_size() const noexcept override { return p_.peer_max_message; }
 
 private:
+  static constexpr std::size_t rx_chunk = 64u << 10;        // normal receive buffer
+  static constexpr std::size_t direct_read_min = 16u << 10; // read straight into the caller's buffer from here on
+  static constexpr std::size_t header_read = 16u << 10;     // a read that looks for a frame header asks for this much
+  static constexpr std::size_t lookahead_limit = 4u << 20;  // how far flush() and peek() may buffer ahead
+  static std::error_code err(errc e) { return make_error_code(e); }
+
   // Receive side; used only by the rx_owner.
   std::size_t buffered() const noexcept { return rend_ - rpos_; }
   enum class head_status { data, need_more, error };
