@@ -35,6 +35,77 @@ peer_identity client_of(HANDLE h);
 /// token can be read, account name and SID.
 peer_identity server_of(HANDLE h);
 
+/// The user of an access token: its SID as a string ("S-1-5-21-...") and,
+/// when asked, its account name (without the domain, as GetUserNameW says it).
+std::string token_sid(HANDLE tok, std::string* account = nullptr);
+/// This process's user SID.
+std::string current_user_sid();
+
+/// A connected pipe end over `h` (server or client side), owning it.
+/// `on_close`, if set, takes over the (disconnected) handle: a server
+/// reuses its instance for the next client, as Win32 servers do.
+std::unique_ptr<connection_impl> make_pipe_end(HANDLE h, bool server_side, pipe_type type, npipe::read_mode mode,
+                                               pipe_name name, std::size_t max_message, peer_identity peer,
+                                               std::function<void(HANDLE)> on_close);
+
+
+// A manual-reset event owned by one direction of one handle.
+class event {
+public:
+  event() : h_(::CreateEventW(nullptr, TRUE, FALSE, nullptr)) {}
+  ~event() {
+    if (h_) ::CloseHandle(h_);
+  }
+  event(const event&) = delete;
+  event& operator=(const event&) = delete;
+  HANDLE get() const noexcept { return h_; }
+
+private:
+  HANDLE h_;
+};
+
+enum class io_end { done, timed_out, failed };
+
+// Runs one overlapped call on `h`: `start(ov)` issues it. Waits until it
+// completes or the deadline passes (then cancels it and reports what it did
+// anyway). `n` gets the bytes moved; `err` the Win32 error (ERROR_MORE_DATA
+// counts as done).
+template <class Start>
+io_end overlapped(HANDLE h, HANDLE ev, deadline dl, Start start, DWORD& n, DWORD& err) {
+  OVERLAPPED ov{};
+  ov.hEvent = ev;
+  ::ResetEvent(ev);
+  n = 0;
+  err = 0;
+  if (!start(&ov)) {
+    err = ::GetLastError();
+    if (err != ERROR_IO_PENDING) {
+      if (err == ERROR_MORE_DATA) {
+        ::GetOverlappedResult(h, &ov, &n, FALSE);
+        return io_end::done;
+      }
+      return io_end::failed;
+    }
+    if (::WaitForSingleObject(ev, wait_ms(dl)) == WAIT_TIMEOUT) {
+      ::CancelIoEx(h, &ov);
+      if (::GetOverlappedResult(h, &ov, &n, TRUE)) { // it finished just in time
+        err = 0;
+        return io_end::done;
+      }
+      err = ::GetLastError();
+      if (err == ERROR_OPERATION_ABORTED) return io_end::timed_out;
+      return err == ERROR_MORE_DATA ? io_end::done : io_end::failed;
+    }
+  }
+  if (::GetOverlappedResult(h, &ov, &n, FALSE)) {
+    err = 0;
+    return io_end::done;
+  }
+  err = ::GetLastError();
+  return err == ERROR_MORE_DATA ? io_end::done : io_end::failed;
+}
+
+
 /// One CreateFile on a pipe name, as a client: what happened.
 enum class open_status { opened, busy, missing, failed };
 struct client_handle {
