@@ -256,7 +256,7 @@ public:
 private:
   enum class outcome { none, dropped, tls_failed, refused, relayed };
 
-  int rfd() { return link_->socket().native_handle(); }
+  int rfd() { return link_->socket.native_handle(); }
   // Counts how this session ended (once) and tells the observer.
   void count(outcome o, gateway_event::kind k, std::string why) {
     if (outcome_ != outcome::none) return;
@@ -313,7 +313,7 @@ private:
         return answer(protocol::status::tls_required);
       }
       std::error_code ec;
-      if (!link_->session().start_server(*g_->tls, ec)) return fail("out of memory for a TLS session");
+      if (!link_->session.start_server(*g_->tls, ec)) return fail("out of memory for a TLS session");
       return handshake();
     }
     if (first == 0x16) { // a TLS handshake record: the client wants TLS we do not have
@@ -325,7 +325,7 @@ private:
   }
 
   void handshake() {
-    tls::session& s = link_->session();
+    tls::session& s = link_->session;
     tls::io r = s.handshake();
     if (r == tls::io::end) return fail(s.end_detail());
     if (r != tls::io::done) return wait_remote(r, &gateway_session::handshake);
@@ -365,10 +365,10 @@ private:
       if (have >= max_hello_bytes) return refuse(protocol::status::protocol_error, "a hello longer than any valid one");
       hello_.resize(max_hello_bytes);
       std::size_t n = 0;
-      tls::io r = link_->session().read(hello_.data() + have, max_hello_bytes - have, n);
+      tls::io r = link_->session.read(hello_.data() + have, max_hello_bytes - have, n);
       hello_.resize(have + (r == tls::io::done ? n : 0));
       if (r == tls::io::end)
-        return fail(link_->session().end_error() ? link_->session().end_detail() : "left before saying which pipe");
+        return fail(link_->session.end_error() ? link_->session.end_detail() : "left before saying which pipe");
       if (r != tls::io::done) return wait_remote(r, &gateway_session::read_hello);
       protocol::hello h;
       std::size_t used = 0;
@@ -470,7 +470,7 @@ private:
   void send_reply() {
     while (reply_off_ < reply_.size()) {
       std::size_t k = 0;
-      tls::io r = link_->session().write(reply_.data() + reply_off_, reply_.size() - reply_off_, k);
+      tls::io r = link_->session.write(reply_.data() + reply_off_, reply_.size() - reply_off_, k);
       if (r == tls::io::end) return close();
       if (r != tls::io::done) return wait_remote(r, &gateway_session::send_reply);
       reply_off_ += k;
@@ -482,7 +482,7 @@ private:
   // the answer before the client reads it. Say we are done, discard what
   // still comes for a moment, then close.
   void linger() {
-    if (tls_done_) link_->session().shutdown();
+    if (tls_done_) link_->session.shutdown();
     ::shutdown(rfd(), SHUT_WR);
     arm(std::chrono::seconds(1), [this] { close(); });
     drain();

@@ -28,15 +28,15 @@ std::byte* scratch() {
 // ---------------------------------------------------------------- remote_link
 
 remote_link::remote_link(tcp_socket s, std::string peer) noexcept
-    : s_(std::move(s)), session_(s_.native_handle(), std::move(peer)) {
+    : socket(std::move(s)), session(socket.native_handle(), std::move(peer)) {
   std::error_code ignore;
-  s_.non_blocking(true, ignore);
+  socket.non_blocking(true, ignore);
 }
 
 void remote_link::close(bool tls_up) noexcept {
-  if (tls_up) session_.shutdown();
+  if (tls_up) session.shutdown();
   std::error_code ignore;
-  s_.close(ignore);
+  socket.close(ignore);
 }
 
 // ---------------------------------------------------------------------- relay
@@ -46,7 +46,7 @@ relay::relay(std::unique_ptr<remote_link> link, unix_socket local, timeout idle,
       remote_(std::move(names.remote)), local_(std::move(names.local)) {}
 
 std::string relay::remote_end() const {
-  return link_->session().end_error() ? link_->session().end_detail() : remote_ + " closed";
+  return link_->session.end_error() ? link_->session.end_detail() : remote_ + " closed";
 }
 
 void relay::start(std::function<void(const std::string&)> on_end, std::function<void(protocol::status)> on_reply) {
@@ -79,7 +79,7 @@ void relay::pump_up() {
   if (closed_) return;
   for (int i = 0; i < burst; ++i) {
     std::size_t n = 0;
-    tls::io r = link_->session().read(scratch(), relay_buffer, n);
+    tls::io r = link_->session.read(scratch(), relay_buffer, n);
     if (r == tls::io::end) return close(remote_end());
     if (r != tls::io::done) {
       link_->wait(r, [self = shared_from_this()](std::error_code ec) {
@@ -128,7 +128,7 @@ void relay::pump_down() {
     if (on_reply_) watch_reply(scratch(), len);
     while (off < len) {
       std::size_t k = 0;
-      tls::io r = link_->session().write(scratch() + off, len - off, k);
+      tls::io r = link_->session.write(scratch() + off, len - off, k);
       if (r == tls::io::end) return close(remote_end());
       if (r != tls::io::done) { // the remote side is slower: keep the rest, read no more until it is taken
         down_pending_.assign(scratch() + off, scratch() + len);
@@ -148,7 +148,7 @@ void relay::pump_down() {
 void relay::flush_down() {
   while (down_off_ < down_pending_.size()) {
     std::size_t k = 0;
-    tls::io r = link_->session().write(down_pending_.data() + down_off_, down_pending_.size() - down_off_, k);
+    tls::io r = link_->session.write(down_pending_.data() + down_off_, down_pending_.size() - down_off_, k);
     if (r == tls::io::end) return close(remote_end());
     if (r != tls::io::done) {
       link_->wait(r, [self = shared_from_this()](std::error_code ec) {
@@ -187,8 +187,8 @@ void relay::close(std::string why) {
   closed_ = true;
   {
     std::lock_guard lk(end_mu_); // before the local end closes: whoever sees that may ask why
-    end_ec_ = link_->session().end_error();
-    end_detail_ = link_->session().end_detail();
+    end_ec_ = link_->session.end_error();
+    end_detail_ = link_->session.end_detail();
   }
   timer_.cancel();
   std::error_code ignore;

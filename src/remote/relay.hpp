@@ -28,29 +28,24 @@ namespace npipe::detail {
 using tcp_socket = asio::ip::tcp::socket;
 using unix_socket = asio::local::stream_protocol::socket;
 
-/// A remote connection: a non-blocking TCP socket and the session on it
-/// (plaintext until its owner starts TLS). The session's calls never block;
-/// wait() waits on the socket for the readiness one of them asked for. Used
-/// on one strand.
-class remote_link {
-public:
+/// A remote connection: a TCP socket (made non-blocking) and the session on
+/// it (plaintext until its owner starts TLS). The session's calls never
+/// block; wait() waits on the socket for the readiness one of them asked
+/// for. Used on one strand.
+struct remote_link {
   /// `peer` names the other end in the session's error details.
   remote_link(tcp_socket s, std::string peer) noexcept;
-
-  tcp_socket& socket() noexcept { return s_; }
-  tls::session& session() noexcept { return session_; }
   /// Call `h(error_code)` once the socket is ready for `want` (want_read or want_write).
   template <class Handler>
   void wait(tls::io want, Handler&& h) {
-    s_.async_wait(want == tls::io::want_write ? tcp_socket::wait_write : tcp_socket::wait_read,
-                  std::forward<Handler>(h));
+    socket.async_wait(want == tls::io::want_write ? tcp_socket::wait_write : tcp_socket::wait_read,
+                      std::forward<Handler>(h));
   }
   /// close_notify if the TLS session is up and the socket takes it now, then close.
   void close(bool tls_up) noexcept;
 
-private:
-  tcp_socket s_;
-  tls::session session_;
+  tcp_socket socket;
+  tls::session session;
 };
 
 /// Copies bytes both ways between `link` and `local` until either side ends,

@@ -6,10 +6,6 @@
 #include "transport/posix_util.hpp"
 
 #include <openssl/err.h>
-#include <openssl/x509v3.h>
-
-#include <arpa/inet.h>
-#include <sys/socket.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -76,11 +72,6 @@ int server_psk(SSL* ssl, const unsigned char* id, std::size_t idlen, SSL_SESSION
     return 1;
   }
   return 1; // unknown identity: no PSK; the handshake then needs a certificate
-}
-
-bool is_ip_address(const std::string& s) {
-  unsigned char buf[16];
-  return ::inet_pton(AF_INET, s.c_str(), buf) == 1 || ::inet_pton(AF_INET6, s.c_str(), buf) == 1;
 }
 
 bool printable_identity(const std::string& s) {
@@ -220,29 +211,6 @@ const context* context::of(SSL* ssl) noexcept {
 
 context::~context() {
   if (ctx_) SSL_CTX_free(ctx_);
-}
-
-SSL* new_client_session(const context& ctx, const std::string& host, std::error_code& ec) {
-  ERR_clear_error();
-  SSL* ssl = SSL_new(ctx.native());
-  if (!ssl) {
-    ec = invalid("cannot create a TLS session: " + last_error_text());
-    return nullptr;
-  }
-  const std::string& expect = ctx.options().server_name.empty() ? host : ctx.options().server_name;
-  bool ok = true;
-  if (is_ip_address(expect)) {
-    ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), expect.c_str()) == 1;
-  } else {
-    SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-    ok = SSL_set1_host(ssl, expect.c_str()) == 1 && SSL_set_tlsext_host_name(ssl, expect.c_str()) == 1;
-  }
-  if (!ok) {
-    SSL_free(ssl);
-    ec = invalid("cannot check the server's name against '" + expect + "': " + last_error_text());
-    return nullptr;
-  }
-  return ssl;
 }
 
 bool peer_identity_of(SSL* ssl, const context& ctx, std::string& who, std::error_code& ec) {

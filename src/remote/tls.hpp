@@ -40,10 +40,6 @@ private:
   SSL_CTX* ctx_ = nullptr;
 };
 
-/// A client session for `ctx` that verifies the server as `host`
-/// (server_name if set). Null with ec on failure.
-SSL* new_client_session(const context& ctx, const std::string& host, std::error_code& ec);
-
 /// After a completed handshake: the peer's identity ("CN=...,O=..." from its
 /// certificate subject, or "psk:IDENTITY"); false with a detail if the
 /// session does not meet our rules (a PSK without an (EC)DHE key exchange).

@@ -4,7 +4,9 @@
 #include "transport/posix_util.hpp"
 
 #include <openssl/err.h>
+#include <openssl/x509v3.h>
 
+#include <arpa/inet.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -192,7 +194,6 @@ std::error_code handshake_error(SSL* ssl, int ret, const std::string& peer) {
                             "credentials, or be at its connection limit)");
     return make_error_code(errc::broken_pipe, err == SSL_ERROR_SYSCALL ? sys : 0);
   }
-  if (err == SSL_ERROR_SYSCALL && text.empty()) return errno_error(sys);
   if (auto r = refusal(ssl, reason, peer, text); !r.empty()) set_error_detail(r);
   else set_error_detail("TLS with " + peer + " failed: " + (text.empty() ? "no reason given" : text));
   return make_error_code(errc::access_denied);
@@ -218,14 +219,18 @@ bool session_failure(SSL* ssl, int ret, const std::string& peer, std::error_code
   return true;
 }
 
-// A plaintext recv/send that returned `r`.
-io sys_result(ssize_t r, std::size_t& n, io blocked) {
+// A plaintext recv/send (again after EINTR): done with its count in `n`,
+// `blocked` for EAGAIN, else the end.
+template <class Call>
+io plaintext(Call call, std::size_t& n, io blocked) {
+  ssize_t r;
+  do r = call();
+  while (r < 0 && errno == EINTR);
   if (r > 0) {
     n = static_cast<std::size_t>(r);
     return io::done;
   }
-  if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return blocked;
-  return io::end;
+  return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? blocked : io::end;
 }
 
 } // namespace
@@ -236,30 +241,40 @@ session::~session() {
   if (ssl_) SSL_free(ssl_);
 }
 
-bool session::attach(std::error_code& ec) {
-  if (attach_socket(ssl_, fd_)) return true;
-  SSL_free(std::exchange(ssl_, nullptr));
-  set_error_detail("cannot set up TLS");
-  ec = make_error_code(errc::system_error);
+// An SSL for `ctx` on the socket, or false with ec and detail.
+bool session::open(const context& ctx, std::error_code& ec) {
+  ERR_clear_error();
+  ssl_ = SSL_new(ctx.native());
+  if (ssl_ && attach_socket(ssl_, fd_)) return true;
+  set_error_detail(ssl_ ? "cannot set up TLS" : "cannot create a TLS session: " + last_error_text());
+  ec = make_error_code(ssl_ ? errc::system_error : errc::invalid_argument);
+  if (ssl_) SSL_free(std::exchange(ssl_, nullptr));
   return false;
 }
 
 bool session::start_client(const context& ctx, const std::string& host, std::error_code& ec) {
-  ssl_ = new_client_session(ctx, host, ec);
-  if (!ssl_ || !attach(ec)) return false;
+  if (!open(ctx, ec)) return false;
+  const std::string& expect = ctx.options().server_name.empty() ? host : ctx.options().server_name;
+  bool ok = true;
+  unsigned char ip[16];
+  if (::inet_pton(AF_INET, expect.c_str(), ip) == 1 || ::inet_pton(AF_INET6, expect.c_str(), ip) == 1) {
+    ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), expect.c_str()) == 1;
+  } else {
+    SSL_set_hostflags(ssl_, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    ok = SSL_set1_host(ssl_, expect.c_str()) == 1 && SSL_set_tlsext_host_name(ssl_, expect.c_str()) == 1;
+  }
+  if (!ok) {
+    SSL_free(std::exchange(ssl_, nullptr));
+    set_error_detail("cannot check the server's name against '" + expect + "': " + last_error_text());
+    ec = make_error_code(errc::invalid_argument);
+    return false;
+  }
   SSL_set_connect_state(ssl_);
   return true;
 }
 
 bool session::start_server(const context& ctx, std::error_code& ec) {
-  ERR_clear_error();
-  ssl_ = SSL_new(ctx.native());
-  if (!ssl_) {
-    set_error_detail("cannot create a TLS session: " + last_error_text());
-    ec = make_error_code(errc::system_error);
-    return false;
-  }
-  if (!attach(ec)) return false;
+  if (!open(ctx, ec)) return false;
   SSL_set_accept_state(ssl_);
   return true;
 }
@@ -294,12 +309,7 @@ io session::handshake() {
 
 io session::read(std::byte* p, std::size_t cap, std::size_t& n) {
   if (failed_) return again();
-  if (!ssl_) {
-    ssize_t r;
-    do r = ::recv(fd_, p, cap, MSG_DONTWAIT);
-    while (r < 0 && errno == EINTR);
-    return sys_result(r, n, io::want_read);
-  }
+  if (!ssl_) return plaintext([&] { return ::recv(fd_, p, cap, MSG_DONTWAIT); }, n, io::want_read);
   ERR_clear_error();
   int r = SSL_read_ex(ssl_, p, cap, &n);
   return r == 1 ? io::done : result(r, false);
@@ -307,12 +317,7 @@ io session::read(std::byte* p, std::size_t cap, std::size_t& n) {
 
 io session::write(const std::byte* p, std::size_t len, std::size_t& n) {
   if (failed_) return again();
-  if (!ssl_) {
-    ssize_t r;
-    do r = ::send(fd_, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-    while (r < 0 && errno == EINTR);
-    return sys_result(r, n, io::want_write);
-  }
+  if (!ssl_) return plaintext([&] { return ::send(fd_, p, len, MSG_NOSIGNAL | MSG_DONTWAIT); }, n, io::want_write);
   ERR_clear_error();
   int r = SSL_write_ex(ssl_, p, len, &n);
   return r == 1 ? io::done : result(r, false);

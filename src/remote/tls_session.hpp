@@ -77,7 +77,7 @@ public:
   std::optional<protocol::status> plaintext_answer() const noexcept;
 
 private:
-  bool attach(std::error_code& ec);
+  bool open(const context& ctx, std::error_code& ec);
   io result(int ret, bool handshaking);
   io again();
 

@@ -427,13 +427,13 @@ void async_pipe::on_tcp_connect(const std::error_code& ec) {
     return bridge();
   }
   std::error_code sec;
-  if (!c.link->session().start_client(*c.tls, c.name.host(), sec)) return fail_connect(sec, last_error_detail());
+  if (!c.link->session.start_client(*c.tls, c.name.host(), sec)) return fail_connect(sec, last_error_detail());
   tls_step();
 }
 
 void async_pipe::tls_step() {
   auto& c = *conn_;
-  tls::session& s = c.link->session();
+  tls::session& s = c.link->session;
   tls::io r = s.handshake();
   if (r == tls::io::end) {
     bool overloaded = s.plaintext_answer() == protocol::status::overloaded;
