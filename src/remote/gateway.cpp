@@ -468,13 +468,9 @@ private:
     send_reply();
   }
   void send_reply() {
-    while (reply_off_ < reply_.size()) {
-      std::size_t k = 0;
-      tls::io r = link_->session.write(reply_.data() + reply_off_, reply_.size() - reply_off_, k);
-      if (r == tls::io::end) return close();
-      if (r != tls::io::done) return wait_remote(r, &gateway_session::send_reply);
-      reply_off_ += k;
-    }
+    tls::io r = link_->write_from(reply_.data(), reply_.size(), reply_off_);
+    if (r == tls::io::end) return close();
+    if (r != tls::io::done) return wait_remote(r, &gateway_session::send_reply);
     linger();
   }
   // Close after an answer without a reset: a socket closed with unread input
@@ -492,14 +488,8 @@ private:
     for (;;) {
       ssize_t n = ::recv(rfd(), sink, sizeof sink, MSG_DONTWAIT);
       if (n > 0) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        link_->wait(tls::io::want_read, [self = shared_from_this()](std::error_code ec) {
-          if (self->closed_) return;
-          if (ec) return self->close();
-          self->drain();
-        });
-        return;
-      }
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) // a failed wait closes (the end is counted already)
+        return wait_remote(tls::io::want_read, &gateway_session::drain);
       if (n < 0 && errno == EINTR) continue;
       return close();
     }

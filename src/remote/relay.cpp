@@ -33,6 +33,16 @@ remote_link::remote_link(tcp_socket s, std::string peer) noexcept
   socket.non_blocking(true, ignore);
 }
 
+tls::io remote_link::write_from(const std::byte* p, std::size_t len, std::size_t& off) {
+  while (off < len) {
+    std::size_t k = 0;
+    tls::io r = session.write(p + off, len - off, k);
+    if (r != tls::io::done) return r;
+    off += k;
+  }
+  return tls::io::done;
+}
+
 void remote_link::close(bool tls_up) noexcept {
   if (tls_up) session.shutdown();
   std::error_code ignore;
@@ -81,13 +91,7 @@ void relay::pump_up() {
     std::size_t n = 0;
     tls::io r = link_->session.read(scratch(), relay_buffer, n);
     if (r == tls::io::end) return close(remote_end());
-    if (r != tls::io::done) {
-      link_->wait(r, [self = shared_from_this()](std::error_code ec) {
-        if (ec || self->closed_) return self->close();
-        self->pump_up();
-      });
-      return;
-    }
+    if (r != tls::io::done) return wait_link(r, &relay::pump_up);
     last_ = std::chrono::steady_clock::now();
     ssize_t k;
     do k = ::send(local_sock_.native_handle(), scratch(), n, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -126,42 +130,32 @@ void relay::pump_down() {
     local_spoke_ = true;
     std::size_t len = static_cast<std::size_t>(n), off = 0;
     if (on_reply_) watch_reply(scratch(), len);
-    while (off < len) {
-      std::size_t k = 0;
-      tls::io r = link_->session.write(scratch() + off, len - off, k);
-      if (r == tls::io::end) return close(remote_end());
-      if (r != tls::io::done) { // the remote side is slower: keep the rest, read no more until it is taken
-        down_pending_.assign(scratch() + off, scratch() + len);
-        down_off_ = 0;
-        link_->wait(r, [self = shared_from_this()](std::error_code ec) {
-          if (ec || self->closed_) return self->close();
-          self->flush_down();
-        });
-        return;
-      }
-      off += k;
+    tls::io r = link_->write_from(scratch(), len, off);
+    if (r == tls::io::end) return close(remote_end());
+    if (r != tls::io::done) { // the remote side is slower: keep the rest, read no more until it is taken
+      down_pending_.assign(scratch() + off, scratch() + len);
+      down_off_ = 0;
+      return wait_link(r, &relay::flush_down);
     }
   }
   asio::post(local_sock_.get_executor(), [self = shared_from_this()] { self->pump_down(); });
 }
 
 void relay::flush_down() {
-  while (down_off_ < down_pending_.size()) {
-    std::size_t k = 0;
-    tls::io r = link_->session.write(down_pending_.data() + down_off_, down_pending_.size() - down_off_, k);
-    if (r == tls::io::end) return close(remote_end());
-    if (r != tls::io::done) {
-      link_->wait(r, [self = shared_from_this()](std::error_code ec) {
-        if (ec || self->closed_) return self->close();
-        self->flush_down();
-      });
-      return;
-    }
-    down_off_ += k;
-    last_ = std::chrono::steady_clock::now();
-  }
+  std::size_t from = down_off_;
+  tls::io r = link_->write_from(down_pending_.data(), down_pending_.size(), down_off_);
+  if (down_off_ != from) last_ = std::chrono::steady_clock::now();
+  if (r == tls::io::end) return close(remote_end());
+  if (r != tls::io::done) return wait_link(r, &relay::flush_down);
   down_pending_ = {};
   pump_down();
+}
+
+void relay::wait_link(tls::io want, void (relay::*then)()) {
+  link_->wait(want, [self = shared_from_this(), then](std::error_code ec) {
+    if (ec || self->closed_) return self->close();
+    (self.get()->*then)();
+  });
 }
 
 // The local side's first 16 bytes are its answer to the hello.

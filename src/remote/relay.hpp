@@ -41,6 +41,9 @@ struct remote_link {
     socket.async_wait(want == tls::io::want_write ? tcp_socket::wait_write : tcp_socket::wait_read,
                       std::forward<Handler>(h));
   }
+  /// session.write() until all of p[off, len) is out (`off` advances), it
+  /// wants a wait, or it ends.
+  tls::io write_from(const std::byte* p, std::size_t len, std::size_t& off);
   /// close_notify if the TLS session is up and the socket takes it now, then close.
   void close(bool tls_up) noexcept;
 
@@ -80,6 +83,7 @@ private:
   void wait_local();
   void pump_down();
   void flush_down();
+  void wait_link(tls::io want, void (relay::*then)()); // then `then`, unless closed meanwhile
   void idle_check(timeout t);
   std::string remote_end() const; // why the remote side ended: its error, or that it closed
 

@@ -18,18 +18,17 @@
 
 namespace npipe::detail::tls {
 
-/// What a session call did: its work, nothing until the socket is readable
-/// (or writable), or the end of the connection (see end_error()).
+/// What a session call did: its work; nothing until the socket is readable
+/// (or writable); or the end of the connection, with end_error() saying why.
 enum class io { done, want_read, want_write, end };
 
 /// Not thread-safe: one caller at a time (a mutex, a strand). No call
-/// blocks. The socket stays the caller's: the session neither closes it nor
-/// outlives it.
+/// blocks or waits. The socket stays the caller's: the session never closes
+/// it and must not outlive it.
 class session {
 public:
-  /// Plaintext on the connected, non-blocking socket `fd` until
-  /// start_client() or start_server(). `peer` names the other end in the
-  /// details of errors ("the gateway at host:port").
+  /// Plaintext on the connected, non-blocking socket `fd` until a start_*()
+  /// call. `peer` names the other end in error details ("the gateway at h:p").
   session(int fd, std::string peer) noexcept : fd_(fd), peer_(std::move(peer)) {}
   ~session();
   session(const session&) = delete;
@@ -37,7 +36,7 @@ public:
 
   /// Speak TLS as a client that verifies the server as `host` (server_name
   /// if set), or as a server with `ctx`'s credentials. False with ec and a
-  /// detail when OpenSSL cannot set the session up (the session stays plaintext).
+  /// detail if OpenSSL cannot set it up (the session stays plaintext).
   bool start_client(const context& ctx, const std::string& host, std::error_code& ec);
   bool start_server(const context& ctx, std::error_code& ec);
 
@@ -45,35 +44,32 @@ public:
   SSL* native() const noexcept { return ssl_; }
   const std::string& peer() const noexcept { return peer_; }
 
-  /// One step of the TLS handshake; done at once for plaintext. At `end`,
-  /// end_error() and end_detail() say why (a refusal from the peer, a
-  /// certificate that failed verification, a plaintext peer, ...).
+  /// One step of the TLS handshake (done at once for plaintext). At `end`,
+  /// end_error() and end_detail() say why: a refusal from the peer, a
+  /// certificate that failed verification, a peer that does not speak TLS...
   io handshake();
-  /// Read up to `cap` bytes into `p` (one TLS record at most), `n` the count
-  /// when done. At `end`, end_error() is clear for the end of the stream
-  /// (close_notify, or TCP closed), else the error (its detail is also this
-  /// thread's last_error_detail()). After an error every call ends again with it.
+  /// Read up to `cap` bytes (one TLS record at most); `n` the count when
+  /// done. At `end`, end_error() is clear for the end of the stream
+  /// (close_notify, or TCP closed), else the error, whose detail is also this
+  /// thread's last_error_detail(). After an error, every call ends with it again.
   io read(std::byte* p, std::size_t cap, std::size_t& n);
-  /// Write up to `len` bytes from `p` (a TLS write may take part of it),
-  /// without SIGPIPE; `n` the count when done. `end` as for read(): a clean
-  /// end means the peer is gone.
+  /// Write up to `len` bytes without SIGPIPE; `n` what was taken when done.
+  /// `end` as for read(), where a clean end means the peer is gone.
   io write(const std::byte* p, std::size_t len, std::size_t& n);
-  /// Decrypted bytes waiting inside OpenSSL (a read returns them without
+  /// pending(): decrypted bytes inside OpenSSL (a read takes them without
   /// the socket); buffered(): bytes of any kind there, even part of a record.
   bool pending() const noexcept { return ssl_ && SSL_pending(ssl_) > 0; }
   bool buffered() const noexcept { return ssl_ && SSL_has_pending(ssl_); }
-  /// Send close_notify if the socket takes it now and the handshake is
-  /// done (nothing for plaintext). Does not touch the socket otherwise.
+  /// close_notify, if the handshake is done and the socket takes it now
+  /// (nothing for plaintext). The socket itself is left as it is.
   void shutdown() noexcept;
 
   /// Why the last call said `end`: an error, or nothing for a clean end.
   const std::error_code& end_error() const noexcept { return end_ec_; }
   const std::string& end_detail() const noexcept { return end_detail_; }
-
-  /// After a failed client handshake: the status of the plaintext npipe
-  /// reply the gateway sent instead of TLS, if that is what came
-  /// (status::overloaded: it let the connection go to make room; a client
-  /// that may wait tries again).
+  /// After a failed client handshake: the status of the plaintext npipe reply
+  /// the gateway sent instead of TLS, if one came (overloaded: it let the
+  /// connection go to make room, and a client that may wait tries again).
   std::optional<protocol::status> plaintext_answer() const noexcept;
 
 private:
