@@ -17,7 +17,6 @@
 #include <npipe/remote.hpp>
 
 #include <asio.hpp>
-#include <openssl/err.h>
 
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -205,7 +204,7 @@ class gateway_session : public std::enable_shared_from_this<gateway_session> {
 public:
   gateway_session(std::shared_ptr<gateway_shared> g, tcp::socket s, std::string address)
       : g_(std::move(g)), timer_(s.get_executor()), local_(s.get_executor()), address_(std::move(address)),
-        link_(std::make_unique<remote_link>(std::move(s), nullptr)), started_(clock::now()) {
+        link_(std::make_unique<remote_link>(std::move(s), "the client at " + address_)), started_(clock::now()) {
     ++g_->active;
   }
   ~gateway_session() {
@@ -232,7 +231,7 @@ public:
     // Look at the first byte before speaking TLS: a plaintext npipe hello
     // gets a plaintext answer saying TLS is required, a TLS hello at a
     // plaintext gateway is refused.
-    wait_remote(remote_io::want_read, &gateway_session::on_first_byte);
+    wait_remote(tls::io::want_read, &gateway_session::on_first_byte);
   }
 
   /// Let go to make room for a newer unauthenticated connection (on the strand).
@@ -257,7 +256,7 @@ public:
 private:
   enum class outcome { none, dropped, tls_failed, refused, relayed };
 
-  int rfd() { return link_->socket().native_handle(); }
+  int rfd() { return link_->socket.native_handle(); }
   // Counts how this session ended (once) and tells the observer.
   void count(outcome o, gateway_event::kind k, std::string why) {
     if (outcome_ != outcome::none) return;
@@ -289,7 +288,7 @@ private:
     });
   }
   // Wait on the remote socket, then call `then` (unless closed meanwhile).
-  void wait_remote(remote_io want, void (gateway_session::*then)()) {
+  void wait_remote(tls::io want, void (gateway_session::*then)()) {
     link_->wait(want, [self = shared_from_this(), then](std::error_code ec) {
       if (self->closed_) return;
       if (ec) return self->fail("waiting for the client failed: " + ec.message());
@@ -303,7 +302,7 @@ private:
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
       // Readiness is a hint, not a promise: with several threads (and
       // edge-triggered wake-ups) the byte may not be here yet. Wait again.
-      return wait_remote(remote_io::want_read, &gateway_session::on_first_byte);
+      return wait_remote(tls::io::want_read, &gateway_session::on_first_byte);
     }
     if (n <= 0) return fail(n == 0 ? "left before saying anything" : std::string("reading failed: ") + std::strerror(errno));
     if (!g_->talking(seq_)) return; // being dropped: drop() says so, in plaintext, before any TLS
@@ -313,14 +312,8 @@ private:
         tls_failed("a plaintext npipe hello at a TLS port");
         return answer(protocol::status::tls_required);
       }
-      SSL* ssl = SSL_new(g_->tls->native());
-      if (!ssl || !tls::attach_socket(ssl, rfd())) {
-        if (ssl) SSL_free(ssl);
-        return fail("out of memory for a TLS session");
-      }
-      SSL_set_accept_state(ssl);
-      link_ = std::make_unique<remote_link>(std::move(link_->socket()), ssl);
-      link_->set_peer("the client at " + address_);
+      std::error_code ec;
+      if (!link_->session.start_server(*g_->tls, ec)) return fail("out of memory for a TLS session");
       return handshake();
     }
     if (first == 0x16) { // a TLS handshake record: the client wants TLS we do not have
@@ -332,14 +325,12 @@ private:
   }
 
   void handshake() {
-    remote_io r = link_->handshake_step();
-    if (r == remote_io::end) {
-      tls::handshake_error(link_->ssl(), 0, "the client at " + address_);
-      return fail(last_error_detail());
-    }
-    if (r != remote_io::done) return wait_remote(r, &gateway_session::handshake);
+    tls::session& s = link_->session;
+    tls::io r = s.handshake();
+    if (r == tls::io::end) return fail(s.end_detail());
+    if (r != tls::io::done) return wait_remote(r, &gateway_session::handshake);
     std::error_code ec;
-    if (!tls::peer_identity_of(link_->ssl(), *g_->tls, who_, ec)) return fail(last_error_detail());
+    if (!tls::peer_identity_of(s.native(), *g_->tls, who_, ec)) return fail(last_error_detail());
     tls_done_ = true;
     if (!authenticate()) return;
     read_hello();
@@ -374,10 +365,11 @@ private:
       if (have >= max_hello_bytes) return refuse(protocol::status::protocol_error, "a hello longer than any valid one");
       hello_.resize(max_hello_bytes);
       std::size_t n = 0;
-      remote_io r = link_->read(hello_.data() + have, max_hello_bytes - have, n);
-      hello_.resize(have + (r == remote_io::done ? n : 0));
-      if (r == remote_io::end) return fail(link_->end_error() ? link_->end_detail() : "left before saying which pipe");
-      if (r != remote_io::done) return wait_remote(r, &gateway_session::read_hello);
+      tls::io r = link_->session.read(hello_.data() + have, max_hello_bytes - have, n);
+      hello_.resize(have + (r == tls::io::done ? n : 0));
+      if (r == tls::io::end)
+        return fail(link_->session.end_error() ? link_->session.end_detail() : "left before saying which pipe");
+      if (r != tls::io::done) return wait_remote(r, &gateway_session::read_hello);
       protocol::hello h;
       std::size_t used = 0;
       std::error_code ec;
@@ -443,7 +435,7 @@ private:
   void relay_now() {
     timer_.cancel();
     out_ = {};
-    auto r = std::make_shared<relay>(std::move(link_), std::move(local_), g_->opts.idle_timeout, tls_done_,
+    auto r = std::make_shared<relay>(std::move(link_), std::move(local_), g_->opts.idle_timeout,
                                      relay::sides{"the client", "the server"});
     r->start(
         [self = shared_from_this()](const std::string& why) {
@@ -476,13 +468,9 @@ private:
     send_reply();
   }
   void send_reply() {
-    while (reply_off_ < reply_.size()) {
-      std::size_t k = 0;
-      remote_io r = link_->write(reply_.data() + reply_off_, reply_.size() - reply_off_, k);
-      if (r == remote_io::end) return close();
-      if (r != remote_io::done) return wait_remote(r, &gateway_session::send_reply);
-      reply_off_ += k;
-    }
+    tls::io r = link_->write_from(reply_.data(), reply_.size(), reply_off_);
+    if (r == tls::io::end) return close();
+    if (r != tls::io::done) return wait_remote(r, &gateway_session::send_reply);
     linger();
   }
   // Close after an answer without a reset: a socket closed with unread input
@@ -490,11 +478,7 @@ private:
   // the answer before the client reads it. Say we are done, discard what
   // still comes for a moment, then close.
   void linger() {
-    if (link_->ssl() && tls_done_) {
-      ERR_clear_error();
-      SSL_shutdown(link_->ssl());
-      ERR_clear_error();
-    }
+    if (tls_done_) link_->session.shutdown();
     ::shutdown(rfd(), SHUT_WR);
     arm(std::chrono::seconds(1), [this] { close(); });
     drain();
@@ -504,14 +488,8 @@ private:
     for (;;) {
       ssize_t n = ::recv(rfd(), sink, sizeof sink, MSG_DONTWAIT);
       if (n > 0) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        link_->wait(remote_io::want_read, [self = shared_from_this()](std::error_code ec) {
-          if (self->closed_) return;
-          if (ec) return self->close();
-          self->drain();
-        });
-        return;
-      }
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) // a failed wait closes (the end is counted already)
+        return wait_remote(tls::io::want_read, &gateway_session::drain);
       if (n < 0 && errno == EINTR) continue;
       return close();
     }

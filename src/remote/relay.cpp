@@ -4,8 +4,6 @@
 #include <asio/post.hpp>
 #include <asio/write.hpp>
 
-#include <openssl/err.h>
-
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -25,91 +23,40 @@ std::byte* scratch() {
   return buf.get();
 }
 
-remote_io sys_result(ssize_t r, std::size_t& n, remote_io blocked) {
-  if (r > 0) {
-    n = static_cast<std::size_t>(r);
-    return remote_io::done;
-  }
-  if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return blocked;
-  return remote_io::end;
-}
-
 } // namespace
 
 // ---------------------------------------------------------------- remote_link
 
-remote_link::remote_link(tcp_socket s, SSL* ssl) noexcept : s_(std::move(s)), ssl_(ssl) {
+remote_link::remote_link(tcp_socket s, std::string peer) noexcept
+    : socket(std::move(s)), session(socket.native_handle(), std::move(peer)) {
   std::error_code ignore;
-  s_.non_blocking(true, ignore);
+  socket.non_blocking(true, ignore);
 }
 
-remote_link::~remote_link() {
-  if (ssl_) SSL_free(ssl_);
-}
-
-remote_io remote_link::tls_result(int ret) { // leaves the error queue for ended()
-  switch (SSL_get_error(ssl_, ret)) {
-  case SSL_ERROR_WANT_READ: return remote_io::want_read;
-  case SSL_ERROR_WANT_WRITE: return remote_io::want_write;
-  default: return remote_io::end; // the caller reads the error queue if it wants the reason
+tls::io remote_link::write_from(const std::byte* p, std::size_t len, std::size_t& off) {
+  while (off < len) {
+    std::size_t k = 0;
+    tls::io r = session.write(p + off, len - off, k);
+    if (r != tls::io::done) return r;
+    off += k;
   }
-}
-
-remote_io remote_link::ended(int ret) {
-  remote_io r = tls_result(ret);
-  if (r == remote_io::end && !tls::session_failure(ssl_, ret, peer_, end_ec_)) end_ec_ = {};
-  if (end_ec_) end_detail_ = last_error_detail();
-  return r;
-}
-
-remote_io remote_link::read(std::byte* p, std::size_t cap, std::size_t& n) {
-  if (ssl_) {
-    ERR_clear_error();
-    int r = SSL_read_ex(ssl_, p, cap, &n);
-    return r == 1 ? remote_io::done : ended(r);
-  }
-  ssize_t r;
-  do r = ::recv(s_.native_handle(), p, cap, MSG_DONTWAIT);
-  while (r < 0 && errno == EINTR);
-  return sys_result(r, n, remote_io::want_read);
-}
-
-remote_io remote_link::write(const std::byte* p, std::size_t len, std::size_t& n) {
-  if (ssl_) {
-    ERR_clear_error();
-    int r = SSL_write_ex(ssl_, p, len, &n);
-    return r == 1 ? remote_io::done : ended(r);
-  }
-  ssize_t r;
-  do r = ::send(s_.native_handle(), p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-  while (r < 0 && errno == EINTR);
-  return sys_result(r, n, remote_io::want_write);
-}
-
-remote_io remote_link::handshake_step() {
-  ERR_clear_error();
-  int r = SSL_do_handshake(ssl_);
-  return r == 1 ? remote_io::done : tls_result(r);
+  return tls::io::done;
 }
 
 void remote_link::close(bool tls_up) noexcept {
-  if (ssl_ && tls_up) {
-    ERR_clear_error();
-    SSL_shutdown(ssl_); // close_notify, if the socket takes it now
-    ERR_clear_error();
-  }
+  if (tls_up) session.shutdown();
   std::error_code ignore;
-  s_.close(ignore);
+  socket.close(ignore);
 }
 
 // ---------------------------------------------------------------------- relay
 
-relay::relay(std::unique_ptr<remote_link> link, unix_socket local, timeout idle, bool tls_up, sides names)
+relay::relay(std::unique_ptr<remote_link> link, unix_socket local, timeout idle, sides names)
     : link_(std::move(link)), local_sock_(std::move(local)), timer_(local_sock_.get_executor()), idle_(idle),
-      tls_up_(tls_up), remote_(std::move(names.remote)), local_(std::move(names.local)) {}
+      remote_(std::move(names.remote)), local_(std::move(names.local)) {}
 
 std::string relay::remote_end() const {
-  return link_->end_error() ? link_->end_detail() : remote_ + " closed";
+  return link_->session.end_error() ? link_->session.end_detail() : remote_ + " closed";
 }
 
 void relay::start(std::function<void(const std::string&)> on_end, std::function<void(protocol::status)> on_reply) {
@@ -142,15 +89,9 @@ void relay::pump_up() {
   if (closed_) return;
   for (int i = 0; i < burst; ++i) {
     std::size_t n = 0;
-    remote_io r = link_->read(scratch(), relay_buffer, n);
-    if (r == remote_io::end) return close(remote_end());
-    if (r != remote_io::done) {
-      link_->wait(r, [self = shared_from_this()](std::error_code ec) {
-        if (ec || self->closed_) return self->close();
-        self->pump_up();
-      });
-      return;
-    }
+    tls::io r = link_->session.read(scratch(), relay_buffer, n);
+    if (r == tls::io::end) return close(remote_end());
+    if (r != tls::io::done) return wait_link(r, &relay::pump_up);
     last_ = std::chrono::steady_clock::now();
     ssize_t k;
     do k = ::send(local_sock_.native_handle(), scratch(), n, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -189,42 +130,32 @@ void relay::pump_down() {
     local_spoke_ = true;
     std::size_t len = static_cast<std::size_t>(n), off = 0;
     if (on_reply_) watch_reply(scratch(), len);
-    while (off < len) {
-      std::size_t k = 0;
-      remote_io r = link_->write(scratch() + off, len - off, k);
-      if (r == remote_io::end) return close(remote_end());
-      if (r != remote_io::done) { // the remote side is slower: keep the rest, read no more until it is taken
-        down_pending_.assign(scratch() + off, scratch() + len);
-        down_off_ = 0;
-        link_->wait(r, [self = shared_from_this()](std::error_code ec) {
-          if (ec || self->closed_) return self->close();
-          self->flush_down();
-        });
-        return;
-      }
-      off += k;
+    tls::io r = link_->write_from(scratch(), len, off);
+    if (r == tls::io::end) return close(remote_end());
+    if (r != tls::io::done) { // the remote side is slower: keep the rest, read no more until it is taken
+      down_pending_.assign(scratch() + off, scratch() + len);
+      down_off_ = 0;
+      return wait_link(r, &relay::flush_down);
     }
   }
   asio::post(local_sock_.get_executor(), [self = shared_from_this()] { self->pump_down(); });
 }
 
 void relay::flush_down() {
-  while (down_off_ < down_pending_.size()) {
-    std::size_t k = 0;
-    remote_io r = link_->write(down_pending_.data() + down_off_, down_pending_.size() - down_off_, k);
-    if (r == remote_io::end) return close(remote_end());
-    if (r != remote_io::done) {
-      link_->wait(r, [self = shared_from_this()](std::error_code ec) {
-        if (ec || self->closed_) return self->close();
-        self->flush_down();
-      });
-      return;
-    }
-    down_off_ += k;
-    last_ = std::chrono::steady_clock::now();
-  }
+  std::size_t from = down_off_;
+  tls::io r = link_->write_from(down_pending_.data(), down_pending_.size(), down_off_);
+  if (down_off_ != from) last_ = std::chrono::steady_clock::now();
+  if (r == tls::io::end) return close(remote_end());
+  if (r != tls::io::done) return wait_link(r, &relay::flush_down);
   down_pending_ = {};
   pump_down();
+}
+
+void relay::wait_link(tls::io want, void (relay::*then)()) {
+  link_->wait(want, [self = shared_from_this(), then](std::error_code ec) {
+    if (ec || self->closed_) return self->close();
+    (self.get()->*then)();
+  });
 }
 
 // The local side's first 16 bytes are its answer to the hello.
@@ -250,13 +181,13 @@ void relay::close(std::string why) {
   closed_ = true;
   {
     std::lock_guard lk(end_mu_); // before the local end closes: whoever sees that may ask why
-    end_ec_ = link_->end_error();
-    end_detail_ = link_->end_detail();
+    end_ec_ = link_->session.end_error();
+    end_detail_ = link_->session.end_detail();
   }
   timer_.cancel();
   std::error_code ignore;
   local_sock_.close(ignore);
-  link_->close(tls_up_);
+  link_->close(true); // close_notify if TLS (it is up once a relay starts)
   on_reply_ = nullptr; // no answer came: on_end says why
   if (auto f = std::move(on_end_)) f(why);
 }

@@ -1,20 +1,18 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// Asio pieces remote pipes share: an asynchronous TLS handshake on a
-// non-blocking TCP socket, and the relay that copies bytes between a remote
-// TCP connection (TLS or plaintext) and a local stream socket. The gateway
-// relays remote clients to local pipes with it; the async client relays its
-// Unix-socket end of a socketpair to a remote gateway.
+// Asio pieces remote pipes share: a remote connection (a TCP socket and its
+// session, TLS or plaintext) that Asio waits on, and the relay that copies
+// bytes between one and a local stream socket. The gateway relays remote
+// clients to local pipes with it; the async client relays its Unix-socket
+// end of a socketpair to a remote gateway.
 
 #include "core/protocol.hpp"
-#include "remote/tls.hpp"
+#include "remote/tls_session.hpp"
 #include "transport/transport.hpp"
 
 #include <asio/ip/tcp.hpp>
 #include <asio/local/stream_protocol.hpp>
 #include <asio/steady_timer.hpp>
-
-#include <openssl/ssl.h>
 
 #include <array>
 #include <chrono>
@@ -30,47 +28,27 @@ namespace npipe::detail {
 using tcp_socket = asio::ip::tcp::socket;
 using unix_socket = asio::local::stream_protocol::socket;
 
-/// Result of a non-blocking operation on a remote connection.
-enum class remote_io { done, want_read, want_write, end };
-
-/// A remote connection: a non-blocking TCP socket, with TLS when `ssl` is
-/// set (owned). Reads and writes never block; wait() waits for what the last
-/// one asked for.
-class remote_link {
-public:
-  remote_link(tcp_socket s, SSL* ssl) noexcept;
-  ~remote_link();
-  remote_link(const remote_link&) = delete;
-  remote_link& operator=(const remote_link&) = delete;
-
-  tcp_socket& socket() noexcept { return s_; }
-  SSL* ssl() const noexcept { return ssl_; }
-  remote_io read(std::byte* p, std::size_t cap, std::size_t& n);
-  remote_io write(const std::byte* p, std::size_t len, std::size_t& n);
-  /// One step of the TLS handshake (client or server, as the session was set up).
-  remote_io handshake_step();
+/// A remote connection: a TCP socket (made non-blocking) and the session on
+/// it (plaintext until its owner starts TLS). The session's calls never
+/// block; wait() waits on the socket for the readiness one of them asked
+/// for. Used on one strand.
+struct remote_link {
+  /// `peer` names the other end in the session's error details.
+  remote_link(tcp_socket s, std::string peer) noexcept;
+  /// Call `h(error_code)` once the socket is ready for `want` (want_read or want_write).
   template <class Handler>
-  void wait(remote_io want, Handler&& h) {
-    s_.async_wait(want == remote_io::want_write ? tcp_socket::wait_write : tcp_socket::wait_read,
-                  std::forward<Handler>(h));
+  void wait(tls::io want, Handler&& h) {
+    socket.async_wait(want == tls::io::want_write ? tcp_socket::wait_write : tcp_socket::wait_read,
+                      std::forward<Handler>(h));
   }
+  /// session.write() until all of p[off, len) is out (`off` advances), it
+  /// wants a wait, or it ends.
+  tls::io write_from(const std::byte* p, std::size_t len, std::size_t& off);
   /// close_notify if the TLS session is up and the socket takes it now, then close.
   void close(bool tls_up) noexcept;
-  /// Why the last read or write said `end`: an error with its detail, or
-  /// nothing for a clean end of the stream.
-  const std::error_code& end_error() const noexcept { return end_ec_; }
-  const std::string& end_detail() const noexcept { return end_detail_; }
-  /// Who the other end is, for those details.
-  void set_peer(std::string peer) { peer_ = std::move(peer); }
 
-private:
-  remote_io tls_result(int ret);
-  remote_io ended(int ret);
-  tcp_socket s_;
-  SSL* ssl_;
-  std::string peer_ = "the peer";
-  std::error_code end_ec_;
-  std::string end_detail_;
+  tcp_socket socket;
+  tls::session session;
 };
 
 /// Copies bytes both ways between `link` and `local` until either side ends,
@@ -87,7 +65,7 @@ public:
     std::string remote; ///< e.g. "the client"
     std::string local;  ///< e.g. "the server"
   };
-  relay(std::unique_ptr<remote_link> link, unix_socket local, timeout idle, bool tls_up, sides names);
+  relay(std::unique_ptr<remote_link> link, unix_socket local, timeout idle, sides names);
   /// Start copying; `on_end` runs once, on the strand, when the relay
   /// stops, with why ("<remote> closed", "<local> closed", the idle timeout,
   /// a TLS error). `on_reply`, if set, runs once with the status of the
@@ -105,6 +83,7 @@ private:
   void wait_local();
   void pump_down();
   void flush_down();
+  void wait_link(tls::io want, void (relay::*then)()); // then `then`, unless closed meanwhile
   void idle_check(timeout t);
   std::string remote_end() const; // why the remote side ended: its error, or that it closed
 
@@ -112,7 +91,6 @@ private:
   unix_socket local_sock_;
   asio::steady_timer timer_;
   timeout idle_;
-  bool tls_up_;
   std::string remote_, local_; // the sides' names
   std::function<void(const std::string&)> on_end_;
   std::function<void(protocol::status)> on_reply_;

@@ -3,7 +3,7 @@
 // plaintext when asked), then npipe's handshake and framing as on a local pipe.
 
 #include "remote/remote.hpp"
-#include "remote/tls.hpp"
+#include "remote/tls_session.hpp"
 #include "transport/framed_connection.hpp"
 #include "transport/local_posix.hpp"
 #include "transport/posix_util.hpp"
@@ -21,7 +21,9 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <thread>
+#include <utility>
 
 namespace npipe::detail {
 
@@ -41,6 +43,133 @@ void tune_tcp(int fd) noexcept {
 }
 
 namespace {
+
+// A byte_stream over a TLS session on a non-blocking socket it owns, for
+// the blocking client: the session does the TLS, this waits with poll() for
+// what it asked for. A reader and a writer may call at once and a session
+// is not thread-safe: every session call is under a mutex, held only while
+// the (non-blocking) call runs, never while waiting.
+class tls_stream final : public byte_stream {
+public:
+  tls_stream(int fd, std::string peer) noexcept : fd_(fd), s_(fd, std::move(peer)) {}
+  ~tls_stream() override { ::close(fd_); }
+  /// Before the handshake: start_client(); after it: native(), plaintext_answer().
+  tls::session& session() noexcept { return s_; }
+  /// Run the client handshake until `dl` (before any other call; no lock).
+  /// False with ec and detail on failure.
+  bool handshake(deadline dl, std::error_code& ec) noexcept {
+    for (;;) {
+      tls::io r = s_.handshake();
+      if (r == tls::io::done) return true;
+      if (r == tls::io::end) {
+        ec = s_.end_error();
+        return false;
+      }
+      if (!wait_fd(fd_, r == tls::io::want_read ? POLLIN : POLLOUT, dl, ec)) {
+        if (!ec) {
+          set_error_detail(s_.peer() + " did not complete the TLS handshake in time");
+          ec = make_error_code(errc::timed_out);
+        }
+        return false;
+      }
+    }
+  }
+  io_result read_some(std::span<std::byte> buf, std::error_code& ec) noexcept override {
+    std::lock_guard lk(mu_);
+    if (buf.empty()) return {0, io_status::ok};
+    std::size_t n = 0;
+    tls::io r = s_.read(buf.data(), buf.size(), n);
+    if (r != tls::io::done) return failed(r, true, ec);
+    read_wants_write_ = false;
+    // A read returns one record at a time. Take every record already here,
+    // as recv() takes every byte: a flush frame right behind a message must
+    // be seen when the message is (its acknowledgement depends on it).
+    buffered_ = false;
+    while (n < buf.size()) {
+      std::size_t more = 0;
+      if (s_.read(buf.data() + n, buf.size() - n, more) != tls::io::done) break; // the next call reports any end
+      n += more;
+    }
+    // A full buffer may leave whole records read ahead inside OpenSSL, which
+    // poll() cannot see; else at most part of one is left (the socket has the rest).
+    buffered_ = n == buf.size() && s_.buffered();
+    return {n, io_status::ok};
+  }
+
+  io_result write_some(std::span<const std::span<const std::byte>> bufs, std::error_code& ec) noexcept override {
+    std::lock_guard lk(mu_);
+    // TLS has no gathered write: a small first piece (a frame header) and what
+    // follows go out as one record of at most 16 KiB, else the first piece alone.
+    constexpr std::size_t record = 16 * 1024;
+    const std::byte* data = nullptr;
+    std::size_t len = 0;
+    std::size_t first = 0;
+    while (first < bufs.size() && bufs[first].empty()) ++first;
+    if (first == bufs.size()) return {0, io_status::ok};
+    if (bufs[first].size() < record && first + 1 < bufs.size()) {
+      if (!gather_) gather_.reset(new std::byte[record]);
+      for (std::size_t i = first; i < bufs.size() && len < record; ++i) {
+        std::size_t take = std::min(record - len, bufs[i].size());
+        std::memcpy(gather_.get() + len, bufs[i].data(), take);
+        len += take;
+      }
+      data = gather_.get();
+    } else {
+      data = bufs[first].data();
+      len = bufs[first].size();
+    }
+    std::size_t n = 0;
+    tls::io r = s_.write(data, len, n);
+    if (r == tls::io::done) {
+      write_wants_read_ = false;
+      return {n, io_status::ok};
+    }
+    auto res = failed(r, false, ec);
+    if (res.status == io_status::eof) { // a write cannot meet a clean end: the peer is gone
+      ec = make_error_code(errc::broken_pipe);
+      res.status = io_status::error;
+    }
+    return res;
+  }
+
+  bool wait(bool for_write, deadline dl, std::error_code& ec) noexcept override {
+    short events = 0;
+    {
+      std::lock_guard lk(mu_);
+      if (!for_write && (buffered_ || s_.pending())) return true; // bytes already inside OpenSSL
+      events = for_write ? (write_wants_read_ ? POLLIN : POLLOUT) : (read_wants_write_ ? POLLOUT : POLLIN);
+    }
+    return wait_fd(fd_, events, dl, ec);
+  }
+
+  void shutdown() noexcept override {
+    {
+      std::lock_guard lk(mu_);
+      if (!std::exchange(shut_, true)) s_.shutdown(); // close_notify if it can go without blocking
+    }
+    ::shutdown(fd_, SHUT_RDWR);
+  }
+
+private:
+  io_result failed(tls::io r, bool reading, std::error_code& ec) noexcept {
+    if (r == tls::io::want_read || r == tls::io::want_write) {
+      (reading ? read_wants_write_ : write_wants_read_) = r == (reading ? tls::io::want_write : tls::io::want_read);
+      return {0, io_status::would_block};
+    }
+    if (!s_.end_error()) return {0, io_status::eof}; // close_notify, or TCP closed without it
+    ec = s_.end_error();
+    return {0, io_status::error};
+  }
+
+  int fd_;
+  tls::session s_;
+  std::mutex mu_;
+  bool read_wants_write_ = false;  // the last read needs the socket writable
+  bool write_wants_read_ = false;  // the last write needs the socket readable
+  bool shut_ = false;
+  bool buffered_ = false;          // whole records may wait inside OpenSSL (read-ahead)
+  std::unique_ptr<std::byte[]> gather_; // small gathered writes become one TLS record
+};
 
 struct addrinfo_deleter {
   void operator()(addrinfo* a) const noexcept { ::freeaddrinfo(a); }
@@ -131,18 +260,14 @@ std::unique_ptr<connection_impl> connect_remote(const pipe_name& name, const cli
     std::unique_ptr<byte_stream> stream;
     bool overloaded = false;
     if (ctx) {
-      SSL* ssl = tls::new_client_session(*ctx, name.host(), ec);
-      if (!ssl) {
-        ::close(fd);
-        return nullptr;
-      }
-      auto t = std::make_unique<tls::tls_stream>(fd, ssl, "the gateway at " + where);
+      auto t = std::make_unique<tls_stream>(fd, "the gateway at " + where);
+      if (!t->session().start_client(*ctx, name.host(), ec)) return nullptr;
       // A gateway that never answers must not hold a client without a deadline forever.
       if (t->handshake(net, ec)) {
-        if (!tls::peer_identity_of(t->native(), *ctx, server.user, ec)) return nullptr;
+        if (!tls::peer_identity_of(t->session().native(), *ctx, server.user, ec)) return nullptr;
         stream = std::move(t);
       } else {
-        overloaded = tls::plaintext_answer(t->native()) == protocol::status::overloaded;
+        overloaded = t->session().plaintext_answer() == protocol::status::overloaded;
       }
     } else {
       stream = std::make_unique<fd_stream>(fd, /*local_peer=*/false);

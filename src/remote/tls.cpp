@@ -6,16 +6,9 @@
 #include "transport/posix_util.hpp"
 
 #include <openssl/err.h>
-#include <openssl/x509v3.h>
-
-#include <arpa/inet.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <array>
-#include <cstring>
+#include <cstdint>
 
 namespace npipe::detail::tls {
 
@@ -40,10 +33,6 @@ int psk_index() { // on a server session: 1 + the index of the PSK the client us
   return i;
 }
 
-const context* context_of(SSL* ssl) {
-  return static_cast<const context*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), context_index()));
-}
-
 SSL_SESSION* psk_session(SSL* ssl, const psk_key& k) {
   const SSL_CIPHER* suite = SSL_CIPHER_find(ssl, psk_suite);
   if (!suite) return nullptr;
@@ -57,7 +46,7 @@ SSL_SESSION* psk_session(SSL* ssl, const psk_key& k) {
 
 int client_psk(SSL* ssl, const EVP_MD* md, const unsigned char** id, std::size_t* idlen, SSL_SESSION** sess) {
   *sess = nullptr;
-  const context* c = context_of(ssl);
+  const context* c = context::of(ssl);
   if (!c || c->options().psk.empty()) return 1;
   const SSL_CIPHER* suite = SSL_CIPHER_find(ssl, psk_suite);
   if (!suite || (md && md != SSL_CIPHER_get_handshake_digest(suite))) return 1; // HelloRetry with another hash: no PSK
@@ -71,7 +60,7 @@ int client_psk(SSL* ssl, const EVP_MD* md, const unsigned char** id, std::size_t
 
 int server_psk(SSL* ssl, const unsigned char* id, std::size_t idlen, SSL_SESSION** sess) {
   *sess = nullptr;
-  const context* c = context_of(ssl);
+  const context* c = context::of(ssl);
   if (!c) return 1;
   std::string_view wanted(reinterpret_cast<const char*>(id), idlen);
   const auto& keys = c->options().psk;
@@ -83,11 +72,6 @@ int server_psk(SSL* ssl, const unsigned char* id, std::size_t idlen, SSL_SESSION
     return 1;
   }
   return 1; // unknown identity: no PSK; the handshake then needs a certificate
-}
-
-bool is_ip_address(const std::string& s) {
-  unsigned char buf[16];
-  return ::inet_pton(AF_INET, s.c_str(), buf) == 1 || ::inet_pton(AF_INET6, s.c_str(), buf) == 1;
 }
 
 bool printable_identity(const std::string& s) {
@@ -221,31 +205,12 @@ std::shared_ptr<context> context::make(role r, const tls_options& o, std::error_
   return c;
 }
 
-context::~context() {
-  if (ctx_) SSL_CTX_free(ctx_);
+const context* context::of(SSL* ssl) noexcept {
+  return static_cast<const context*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), context_index()));
 }
 
-SSL* new_client_session(const context& ctx, const std::string& host, std::error_code& ec) {
-  ERR_clear_error();
-  SSL* ssl = SSL_new(ctx.native());
-  if (!ssl) {
-    ec = invalid("cannot create a TLS session: " + last_error_text());
-    return nullptr;
-  }
-  const std::string& expect = ctx.options().server_name.empty() ? host : ctx.options().server_name;
-  bool ok = true;
-  if (is_ip_address(expect)) {
-    ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), expect.c_str()) == 1;
-  } else {
-    SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-    ok = SSL_set1_host(ssl, expect.c_str()) == 1 && SSL_set_tlsext_host_name(ssl, expect.c_str()) == 1;
-  }
-  if (!ok) {
-    SSL_free(ssl);
-    ec = invalid("cannot check the server's name against '" + expect + "': " + last_error_text());
-    return nullptr;
-  }
-  return ssl;
+context::~context() {
+  if (ctx_) SSL_CTX_free(ctx_);
 }
 
 bool peer_identity_of(SSL* ssl, const context& ctx, std::string& who, std::error_code& ec) {
@@ -284,344 +249,6 @@ bool peer_identity_of(SSL* ssl, const context& ctx, std::string& who, std::error
   BIO_free(b);
   if (who.empty()) who = "(certificate without a subject)";
   return true;
-}
-
-namespace {
-
-// The peer's alert (an OpenSSL reason of SSL_AD_REASON_OFFSET + the alert),
-// said as what the peer refused and why, from what this end offered.
-// Empty for reasons that are not an alert.
-std::string refusal(SSL* ssl, int reason, const std::string& peer, const std::string& text) {
-  if (reason < SSL_AD_REASON_OFFSET) return {};
-  const context* c = context_of(ssl);
-  bool client = !SSL_is_server(ssl);
-  const psk_key* offered = client && c && !c->options().psk.empty() ? &c->options().psk.front() : nullptr;
-  std::string why;
-  switch (reason) {
-  case SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED:
-    why = "it requires a client certificate (or a pre-shared key it knows) and none was given";
-    break;
-  case SSL_R_TLSV1_ALERT_UNKNOWN_CA: why = "this end's certificate is not signed by a CA it trusts"; break;
-  case SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED: why = "this end's certificate has expired"; break;
-  case SSL_R_SSLV3_ALERT_CERTIFICATE_REVOKED: why = "this end's certificate is revoked"; break;
-  case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
-  case SSL_R_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE:
-  case SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN: why = "it cannot accept this end's certificate"; break;
-  case SSL_R_SSLV3_ALERT_ILLEGAL_PARAMETER:
-  case SSL_R_TLSV1_ALERT_DECRYPT_ERROR:
-    // A PSK binder that does not verify is answered with illegal_parameter.
-    if (offered)
-      why = "its pre-shared key for identity '" + offered->identity + "' differs from this end's (use the same key "
-            "file on both ends)";
-    break;
-  case SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE:
-    why = offered ? "it accepts neither the pre-shared key identity '" + offered->identity + "' nor a certificate"
-                  : "it found no credentials or parameters it accepts";
-    break;
-  case SSL_R_TLSV1_ALERT_ACCESS_DENIED: why = "it denies access"; break;
-  default: break;
-  }
-  std::string out = peer + " refused the TLS handshake";
-  if (!why.empty()) out += ": " + why;
-  return out + " (TLS: " + text + ")";
-}
-
-} // namespace
-
-std::error_code handshake_error(SSL* ssl, int ret, const std::string& peer) {
-  if (auto answer = plaintext_answer(ssl); answer && *answer == protocol::status::overloaded) {
-    ERR_clear_error();
-    set_error_detail(peer + " has too many connections still authenticating and let this one go; try again");
-    return make_error_code(errc::pipe_busy);
-  }
-  int err = SSL_get_error(ssl, ret);
-  int sys = errno;
-  unsigned long first = ERR_peek_error();
-  int reason = ERR_GET_REASON(first);
-  long verify = SSL_get_verify_result(ssl);
-  std::string text = last_error_text("");
-  if (reason == SSL_R_CERTIFICATE_VERIFY_FAILED && verify != X509_V_OK) {
-    std::string why = X509_verify_cert_error_string(verify);
-    const context* c = context_of(ssl);
-    if (!SSL_is_server(ssl) && c && !c->options().psk.empty()) {
-      // A server that accepts the offered identity sends no certificate.
-      set_error_detail(peer + " does not know the pre-shared key identity '" + c->options().psk.front().identity +
-                       "' and presented a certificate instead, which failed verification: " + why +
-                       (c->options().ca_file.empty() ? " (no CA is configured to verify it)" : ""));
-      return make_error_code(errc::access_denied);
-    }
-    switch (verify) {
-    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
-    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
-    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
-    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
-    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE: why += " (it is not signed by the CA this end trusts)"; break;
-    default: break;
-    }
-    set_error_detail("the certificate of " + peer + " failed verification: " + why);
-    return make_error_code(errc::access_denied);
-  }
-  switch (reason) {
-  case SSL_R_WRONG_VERSION_NUMBER:
-  case SSL_R_UNSUPPORTED_PROTOCOL:
-  case SSL_R_TLSV1_ALERT_PROTOCOL_VERSION:
-  case SSL_R_PACKET_LENGTH_TOO_LONG:
-  case SSL_R_RECORD_LENGTH_MISMATCH:
-  case SSL_R_HTTP_REQUEST:
-    set_error_detail(peer + " does not speak TLS 1.3 (" + text +
-                     "); a plaintext gateway needs --insecure on both ends, and TLS 1.2 is not accepted");
-    return make_error_code(errc::protocol_error);
-  default: break;
-  }
-  if ((err == SSL_ERROR_SYSCALL || err == SSL_ERROR_ZERO_RETURN) && text.empty()) {
-    set_error_detail(peer + " closed the connection during the TLS handshake (it may not speak TLS, refuse our "
-                            "credentials, or be at its connection limit)");
-    return make_error_code(errc::broken_pipe, err == SSL_ERROR_SYSCALL ? sys : 0);
-  }
-  if (err == SSL_ERROR_SYSCALL && text.empty()) return errno_error(sys);
-  if (auto r = refusal(ssl, reason, peer, text); !r.empty()) set_error_detail(r);
-  else set_error_detail("TLS with " + peer + " failed: " + (text.empty() ? "no reason given" : text));
-  return make_error_code(errc::access_denied);
-}
-
-bool session_failure(SSL* ssl, int ret, const std::string& peer, std::error_code& ec) {
-  int e = SSL_get_error(ssl, ret);
-  unsigned long first = ERR_peek_error();
-  if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && first == 0) ||
-      (e == SSL_ERROR_SSL && ERR_GET_REASON(first) == SSL_R_UNEXPECTED_EOF_WHILE_READING)) {
-    // close_notify, or the TCP connection ended without it. npipe's framing
-    // still tells a whole message from a cut one, so this is an end like any other.
-    ERR_clear_error();
-    return false;
-  }
-  // An alert from the peer after our handshake finished (TLS 1.3 checks the
-  // client's certificate then): say what it refused.
-  int reason = ERR_GET_REASON(first);
-  std::string text = last_error_text();
-  std::string r = refusal(ssl, reason, peer, text);
-  set_error_detail(r.empty() ? "TLS with " + peer + " failed: " + text : r);
-  ec = make_error_code(r.empty() ? errc::protocol_error : errc::access_denied);
-  return true;
-}
-
-// ------------------------------------------------------------------ tls_stream
-
-tls_stream::~tls_stream() {
-  if (ssl_) SSL_free(ssl_);
-  if (fd_ >= 0) ::close(fd_);
-}
-
-namespace {
-// OpenSSL's socket BIO writes with write(2): a peer that went away would
-// raise SIGPIPE and kill the program. This BIO sends with MSG_NOSIGNAL, and
-// keeps the first bytes it receives: a gateway that lets a connection go
-// before its TLS handshake says so in plaintext (an npipe reply).
-struct socket_bio {
-  int fd;
-  std::array<std::byte, protocol::reply_size> first{};
-  std::size_t first_n = 0;
-};
-socket_bio* data_of(BIO* b) { return static_cast<socket_bio*>(BIO_get_data(b)); }
-
-int bio_write(BIO* b, const char* data, int len) {
-  BIO_clear_retry_flags(b);
-  for (;;) {
-    ssize_t n = ::send(data_of(b)->fd, data, static_cast<std::size_t>(len), MSG_NOSIGNAL);
-    if (n >= 0) return static_cast<int>(n);
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) BIO_set_retry_write(b);
-    return -1;
-  }
-}
-int bio_read(BIO* b, char* data, int len) {
-  BIO_clear_retry_flags(b);
-  socket_bio* sb = data_of(b);
-  for (;;) {
-    ssize_t n = ::recv(sb->fd, data, static_cast<std::size_t>(len), 0);
-    if (n > 0 && sb->first_n < sb->first.size()) {
-      std::size_t k = std::min(sb->first.size() - sb->first_n, static_cast<std::size_t>(n));
-      std::memcpy(sb->first.data() + sb->first_n, data, k);
-      sb->first_n += k;
-    }
-    if (n >= 0) return static_cast<int>(n);
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) BIO_set_retry_read(b);
-    return -1;
-  }
-}
-long bio_ctrl(BIO*, int cmd, long, void*) { return cmd == BIO_CTRL_FLUSH ? 1 : 0; }
-int bio_create(BIO* b) {
-  BIO_set_init(b, 1);
-  return 1;
-}
-int bio_destroy(BIO* b) {
-  delete data_of(b);
-  BIO_set_data(b, nullptr);
-  return 1;
-}
-int socket_bio_type() {
-  static const int t = BIO_get_new_index() | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR;
-  return t;
-}
-BIO_METHOD* nosignal_socket() {
-  static BIO_METHOD* m = [] {
-    BIO_METHOD* x = BIO_meth_new(socket_bio_type(), "npipe socket");
-    BIO_meth_set_write(x, bio_write);
-    BIO_meth_set_read(x, bio_read);
-    BIO_meth_set_ctrl(x, bio_ctrl);
-    BIO_meth_set_create(x, bio_create);
-    BIO_meth_set_destroy(x, bio_destroy);
-    return x;
-  }();
-  return m;
-}
-} // namespace
-
-bool attach_socket(SSL* ssl, int fd) noexcept {
-  auto* sb = new (std::nothrow) socket_bio{fd};
-  if (!sb) return false;
-  BIO* bio = BIO_new(nosignal_socket());
-  if (!bio) {
-    delete sb;
-    return false;
-  }
-  BIO_set_data(bio, sb);
-  SSL_set_bio(ssl, bio, bio);
-  return true;
-}
-
-std::optional<protocol::status> plaintext_answer(SSL* ssl) noexcept {
-  BIO* b = ssl ? SSL_get_rbio(ssl) : nullptr;
-  if (!b || BIO_method_type(b) != socket_bio_type()) return std::nullopt;
-  const socket_bio* sb = data_of(b);
-  if (!sb || sb->first_n < sb->first.size()) return std::nullopt;
-  protocol::reply r;
-  std::error_code ec;
-  if (protocol::decode_reply(sb->first, r, ec) != protocol::decode_status::done) return std::nullopt;
-  return r.status;
-}
-
-bool tls_stream::handshake(deadline dl, std::error_code& ec) noexcept {
-  if (!attach_socket(ssl_, fd_)) {
-    ec = make_error_code(errc::system_error);
-    return false;
-  }
-  for (;;) {
-    ERR_clear_error();
-    int r = SSL_connect(ssl_);
-    if (r == 1) return true;
-    int e = SSL_get_error(ssl_, r);
-    if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
-      ec = handshake_error(ssl_, r, peer_);
-      return false;
-    }
-    if (!wait_fd(fd_, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, dl, ec)) {
-      if (!ec) {
-        set_error_detail(peer_ + " did not complete the TLS handshake in time");
-        ec = make_error_code(errc::timed_out);
-      }
-      return false;
-    }
-  }
-}
-
-io_result tls_stream::failed(int ret, bool reading, std::error_code& ec) noexcept {
-  int e = SSL_get_error(ssl_, ret);
-  switch (e) {
-  case SSL_ERROR_WANT_READ:
-  case SSL_ERROR_WANT_WRITE:
-    (reading ? read_wants_write_ : write_wants_read_) = reading ? e == SSL_ERROR_WANT_WRITE : e == SSL_ERROR_WANT_READ;
-    return {0, io_status::would_block};
-  case SSL_ERROR_ZERO_RETURN: return {0, io_status::eof}; // close_notify
-  default: break;
-  }
-  if (!session_failure(ssl_, ret, peer_, ec)) return {0, io_status::eof};
-  return {0, io_status::error};
-}
-
-io_result tls_stream::read_some(std::span<std::byte> buf, std::error_code& ec) noexcept {
-  std::lock_guard lk(mu_);
-  if (buf.empty()) return {0, io_status::ok};
-  ERR_clear_error();
-  std::size_t n = 0;
-  int r = SSL_read_ex(ssl_, buf.data(), buf.size(), &n);
-  if (r != 1) return failed(r, true, ec);
-  read_wants_write_ = false;
-  // SSL_read returns one record at a time. Take every record already here,
-  // as recv() takes every byte: a flush frame right behind a message must
-  // be seen when the message is (its acknowledgement depends on it).
-  buffered_ = false;
-  while (n < buf.size()) {
-    std::size_t more = 0;
-    ERR_clear_error();
-    if (SSL_read_ex(ssl_, buf.data() + n, buf.size() - n, &more) != 1) break; // the next call reports any error
-    n += more;
-  }
-  // A full buffer may leave whole records read ahead inside OpenSSL, which
-  // poll() cannot see; else at most part of one is left (the socket has the rest).
-  buffered_ = n == buf.size() && SSL_has_pending(ssl_);
-  ERR_clear_error();
-  return {n, io_status::ok};
-}
-
-io_result tls_stream::write_some(std::span<const std::span<const std::byte>> bufs, std::error_code& ec) noexcept {
-  std::lock_guard lk(mu_);
-  // TLS has no gathered write: a small first piece (a frame header) and what
-  // follows go out as one record of at most 16 KiB, else the first piece alone.
-  constexpr std::size_t record = 16 * 1024;
-  const void* data = nullptr;
-  std::size_t len = 0;
-  std::size_t first = 0;
-  while (first < bufs.size() && bufs[first].empty()) ++first;
-  if (first == bufs.size()) return {0, io_status::ok};
-  if (bufs[first].size() < record && first + 1 < bufs.size()) {
-    if (!gather_) gather_.reset(new std::byte[record]);
-    for (std::size_t i = first; i < bufs.size() && len < record; ++i) {
-      std::size_t take = std::min(record - len, bufs[i].size());
-      std::memcpy(gather_.get() + len, bufs[i].data(), take);
-      len += take;
-    }
-    data = gather_.get();
-  } else {
-    data = bufs[first].data();
-    len = bufs[first].size();
-  }
-  ERR_clear_error();
-  std::size_t n = 0;
-  int r = SSL_write_ex(ssl_, data, len, &n);
-  if (r == 1) {
-    write_wants_read_ = false;
-    return {n, io_status::ok};
-  }
-  auto res = failed(r, false, ec);
-  if (res.status == io_status::eof) { // a write cannot meet a clean end: the peer is gone
-    ec = make_error_code(errc::broken_pipe);
-    res.status = io_status::error;
-  }
-  return res;
-}
-
-bool tls_stream::wait(bool for_write, deadline dl, std::error_code& ec) noexcept {
-  short events = 0;
-  {
-    std::lock_guard lk(mu_);
-    if (!for_write && (buffered_ || SSL_pending(ssl_) > 0)) return true; // bytes already inside OpenSSL
-    events = for_write ? (write_wants_read_ ? POLLIN : POLLOUT) : (read_wants_write_ ? POLLOUT : POLLIN);
-  }
-  return wait_fd(fd_, events, dl, ec);
-}
-
-void tls_stream::shutdown() noexcept {
-  {
-    std::lock_guard lk(mu_);
-    if (!shut_) {
-      shut_ = true;
-      ERR_clear_error();
-      SSL_shutdown(ssl_); // sends close_notify if it can without blocking
-      ERR_clear_error();
-    }
-  }
-  ::shutdown(fd_, SHUT_RDWR);
 }
 
 } // namespace npipe::detail::tls

@@ -421,39 +421,30 @@ void async_pipe::on_tcp_connect(const std::error_code& ec) {
     return fail_connect(io_error(ec), "cannot reach " + c.path + ": " + ec.message());
   }
   tune_tcp(c.tcp->native_handle());
+  c.link = std::make_unique<remote_link>(std::move(*c.tcp), "the gateway at " + c.path);
   if (!c.tls) {
     c.server = peer_identity{-1, -1, -1, "insecure", c.path, {}};
-    c.link = std::make_unique<remote_link>(std::move(*c.tcp), nullptr);
-    c.link->set_peer("the gateway at " + c.path);
     return bridge();
   }
   std::error_code sec;
-  SSL* ssl = tls::new_client_session(*c.tls, c.name.host(), sec);
-  if (!ssl) return fail_connect(sec, last_error_detail());
-  if (!tls::attach_socket(ssl, c.tcp->native_handle())) {
-    SSL_free(ssl);
-    return fail_connect(err(errc::system_error), "cannot set up TLS");
-  }
-  SSL_set_connect_state(ssl);
-  c.link = std::make_unique<remote_link>(std::move(*c.tcp), ssl);
-  c.link->set_peer("the gateway at " + c.path);
+  if (!c.link->session.start_client(*c.tls, c.name.host(), sec)) return fail_connect(sec, last_error_detail());
   tls_step();
 }
 
 void async_pipe::tls_step() {
   auto& c = *conn_;
-  remote_io r = c.link->handshake_step();
-  if (r == remote_io::end) {
-    bool overloaded = tls::plaintext_answer(c.link->ssl()) == protocol::status::overloaded;
-    auto e = tls::handshake_error(c.link->ssl(), 0, "the gateway at " + c.path);
+  tls::session& s = c.link->session;
+  tls::io r = s.handshake();
+  if (r == tls::io::end) {
+    bool overloaded = s.plaintext_answer() == protocol::status::overloaded;
     if (overloaded && (c.dl.never() || !c.dl.passed()) && clock::now() + c.retry_pause < c.net_at) {
       // The gateway let this connection go to make room (it said so in
       // plaintext): a client that may wait tries again, as the blocking one does.
       return redial_gateway();
     }
-    return fail_connect(e, last_error_detail());
+    return fail_connect(s.end_error(), s.end_detail());
   }
-  if (r != remote_io::done) {
+  if (r != tls::io::done) {
     c.link->wait(r, asio::bind_executor(strand_, [self = shared_from_this()](const std::error_code& e) {
                    if (!self->conn_) return;
                    if (e) return self->fail_connect(io_error(e), "the TLS handshake was interrupted");
@@ -463,7 +454,7 @@ void async_pipe::tls_step() {
   }
   std::error_code ec;
   std::string who;
-  if (!tls::peer_identity_of(c.link->ssl(), *c.tls, who, ec)) return fail_connect(ec, last_error_detail());
+  if (!tls::peer_identity_of(s.native(), *c.tls, who, ec)) return fail_connect(ec, last_error_detail());
   c.server = peer_identity{-1, -1, -1, std::move(who), c.path, {}};
   bridge();
 }
@@ -484,8 +475,7 @@ void async_pipe::bridge() {
     ::close(sv[0]);
     return fail_connect(io_error(ec), "cannot use the socket pair");
   }
-  bool tls_up = c.link->ssl() != nullptr;
-  relay_ = std::make_shared<relay>(std::move(c.link), std::move(near), forever, tls_up,
+  relay_ = std::make_shared<relay>(std::move(c.link), std::move(near), forever,
                                    relay::sides{"the gateway at " + c.path, "this end"});
   asio::dispatch(c.net_strand, [r = relay_] { r->start(); });
   begin_hello();
