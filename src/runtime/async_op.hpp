@@ -84,6 +84,7 @@ struct async_op {
   std::vector<std::byte> owned;
   bool started = false;
   bool timed_out = false;                          // its deadline passed while it was being written
+  bool cancelled = false;                          // a transact cancelled while its request was being written
   completion<std::vector<std::byte>> then_receive; // transact: the reply's receiver, queued once sent
   bool transact_reply = false;                     // a receiver waiting for a transact's reply
   // flushers and connects

@@ -142,7 +142,7 @@ std::unique_ptr<async_pipe::op> async_pipe::withdraw_write(std::size_t i) {
 // (operation_aborted). A send already being written cannot be withdrawn
 // without tearing its message: a deadline stops the write (on_tx completes
 // it and breaks the connection if part went out); a cancellation lets it
-// finish.
+// finish (a transact then ends as its request goes out, its reply owed).
 void async_pipe::end_op(std::uint64_t id, errc why) {
   for (auto* q : {&readers_, &flushers_}) {
     for (auto it = q->begin(); it != q->end(); ++it) {
@@ -170,6 +170,10 @@ void async_pipe::end_op(std::uint64_t id, errc why) {
     } else if (why == errc::timed_out) {
       o.timed_out = true;
       socket_.cancel();
+    } else if (o.then_receive) {
+      // A transact whose request is on its way: it ends once the request
+      // is out (on_tx), and its reply is owed.
+      o.cancelled = true;
     }
     return;
   }
@@ -187,6 +191,7 @@ void async_pipe::cancel() {
   for (auto& o : fs) finish(*o, err(errc::operation_aborted));
   for (std::size_t i = 0; i < writes_.size();) {
     if (writes_[i]->started) {
+      if (writes_[i]->then_receive) writes_[i]->cancelled = true; // ends once its request is out
       ++i;
       continue;
     }
@@ -981,7 +986,10 @@ void async_pipe::on_tx(const std::error_code& ec, std::size_t n) {
   tx_offset_ = at;
   for (auto& o : batch) {
     if (o->timer) o->timer->cancel();
-    if (o->then_receive) { // transact: the request is out; now its reply
+    if (o->then_receive && o->cancelled) { // cancelled while its request went out: the reply is owed
+      debt_.gave_up(false);
+      finish(*o, err(errc::operation_aborted));
+    } else if (o->then_receive) { // transact: the request is out; now its reply
       auto r = std::make_unique<op>();
       r->id = o->id;
       r->timer = std::move(o->timer);

@@ -160,6 +160,10 @@ void async_pipe::end_op(std::uint64_t id, errc why) {
     } else if (why == errc::timed_out) {
       o.timed_out = true;
       if (tx_ov_) ::CancelIoEx(native(), tx_ov_);
+    } else if (o.then_receive) {
+      // A transact whose request is on its way: it ends once the request
+      // is out (on_written), and its reply is owed.
+      o.cancelled = true;
     }
     return;
   }
@@ -178,6 +182,7 @@ void async_pipe::cancel() {
         end_op(writes_[i]->id, errc::operation_aborted);
         continue; // it left the queue
       }
+      if (writes_[i]->then_receive) writes_[i]->cancelled = true; // ends once its request is out
       ++i;
       continue;
     }
@@ -589,7 +594,10 @@ void async_pipe::on_written(const std::error_code& ec, std::size_t n) {
   if (e == 0) {
     touch();
     if (taken->timer) taken->timer->cancel();
-    if (taken->then_receive) { // transact: the request is out; now its reply, within what is left of the deadline
+    if (taken->then_receive && taken->cancelled) { // cancelled while its request went out: the reply is owed
+      debt_.gave_up(false);
+      finish(*taken, err(errc::operation_aborted));
+    } else if (taken->then_receive) { // transact: the request is out; now its reply, within what is left of the deadline
       auto r = std::make_unique<op>();
       r->id = taken->id;
       r->on_msg = std::move(taken->then_receive);

@@ -994,6 +994,49 @@ TEST_F(Async, EachCompletionSeesItsOwnErrorDetail) {
   }
 }
 
+// A transact cancelled while its request is still being written (the
+// server is not reading yet) ends once the request is out; the reply that
+// comes later is discarded, and the next transact gets its own.
+TEST_F(Async, ATransactCancelledWhileItsRequestIsBeingWrittenEndsAndItsReplyIsOwed) {
+  run_threads();
+  auto name = random_pipe();
+  server srv(name);
+  connection sc;
+  std::promise<void> accepted, read_now;
+  std::thread peer([&, go = read_now.get_future()] {
+    sc = srv.accept(10s);
+    accepted.set_value();
+    go.wait();
+    auto big = sc.receive(10s);
+    sc.write("the late reply");
+    auto m = sc.receive(10s);
+    sc.write("re: " + text(m));
+    std::error_code ec;
+    sc.receive(10s, ec);
+  });
+  async_connection c(ctx_);
+  c.async_connect(name, asio::use_future).get();
+  accepted.get_future().wait();
+  auto request = pattern(8u << 20, 5); // far more than the socket holds: the write stays in progress
+  asio::cancellation_signal cancel;
+  auto [h, f] = outcome<std::vector<std::byte>>();
+  c.async_transact(asio::buffer(request), 10s, asio::bind_cancellation_slot(cancel.slot(), h));
+  // The request has begun to arrive, so the transact is under way.
+  ASSERT_TRUE(wait_until([&] { return sc.peek({}).total_available > 0; }, 10s));
+  asio::post(ctx_, [&] { cancel.emit(asio::cancellation_type::all); });
+  read_now.set_value();
+  auto [ec, reply] = f.get();
+  EXPECT_EQ(ec, errc::operation_aborted) << "got " << reply.size() << " bytes: " << text(reply);
+  auto [h2, f2] = outcome<std::vector<std::byte>>();
+  std::string mine = "mine";
+  c.async_transact(asio::buffer(mine), 10s, h2);
+  auto [ec2, reply2] = f2.get();
+  EXPECT_FALSE(ec2) << ec2.message();
+  EXPECT_EQ(text(reply2), "re: mine") << "a late reply reached a later transact";
+  c.close();
+  peer.join();
+}
+
 TEST_F(Async, AsyncFlushWaitsUntilThePeerHasReadEverything) {
   run_threads();
   auto name = random_pipe();
