@@ -92,9 +92,14 @@ bool signal_pipe::wait(std::chrono::milliseconds t) {
 
 child::child(std::function<int()> fn) {
   std::fflush(nullptr);
+  // A child's watchdog gives it as long as its test has left (a fork does
+  // not inherit the alarm): a server child must not die while the test it
+  // serves is still within its own limit.
+  unsigned left = ::alarm(0);
+  ::alarm(left);
   pid_ = ::fork();
   if (pid_ == 0) {
-    watchdog(60);
+    watchdog(left ? left : 60);
     int rc = 0;
     try {
       rc = fn();
