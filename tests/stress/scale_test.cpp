@@ -180,8 +180,7 @@ TEST_F(Scale, TenThousandConcurrentClientsTransactWithNothingLostOrCrossed) {
   unsigned connect_failures = connect_in_waves(ctx, n, 500, name, client_options{}, conns);
   auto connect_time = std::chrono::steady_clock::now() - t0;
   ASSERT_EQ(connect_failures, 0u);
-  std::this_thread::sleep_for(500ms); // kept: RSS is read once the server's allocations settle (no event says so)
-  long rss_idle = rss_kib(server.pid());
+  long rss_idle = settled_rss_kib(server.pid()); // once the server's allocations for them are done
   double per_conn = static_cast<double>(rss_idle - rss_before) * 1024.0 / n;
   std::printf("[ scale ] %u connections in %.2f s; server RSS %ld -> %ld KiB: %.0f bytes per idle connection\n", n,
               std::chrono::duration<double>(connect_time).count(), rss_before, rss_idle, per_conn);
@@ -272,8 +271,7 @@ TEST_F(Scale, ThousandRemoteTlsClientsThroughOneGatewayWithNothingLostOrCrossed)
   unsigned connect_failures = connect_in_waves(ctx, n, 100, remote, co, conns); // short gateway backlog
   auto connect_time = std::chrono::steady_clock::now() - t0;
   ASSERT_EQ(connect_failures, 0u);
-  std::this_thread::sleep_for(500ms); // kept: as above, RSS once the allocations settle
-  long rss_idle = rss_kib(server.pid());
+  long rss_idle = settled_rss_kib(server.pid()); // once the server's allocations for them are done
   double per_conn = static_cast<double>(rss_idle - rss_before) * 1024.0 / n;
   std::printf("[ scale ] %u remote TLS connections in %.2f s; gateway+server RSS %ld -> %ld KiB: %.0f bytes per "
               "idle remote connection\n",

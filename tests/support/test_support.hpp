@@ -98,6 +98,9 @@ private:
 
 /// Resident memory of a process (this one by default), KiB; -1 if unknown.
 long rss_kib(int pid = 0);
+/// rss_kib() once it has stopped changing for 100 ms (at most 5 s): what a
+/// process holds after its allocations for what just happened are done.
+long settled_rss_kib(int pid = 0);
 
 /// Raise this process's RLIMIT_NOFILE to `want` if the hard limit allows;
 /// false if it cannot.

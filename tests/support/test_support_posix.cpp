@@ -243,6 +243,22 @@ bool raise_fd_limit(unsigned long want) {
   return ::setrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur >= want;
 }
 
+long settled_rss_kib(int pid) {
+  long last = rss_kib(pid);
+  auto changed = std::chrono::steady_clock::now();
+  wait_until(
+      [&] {
+        long now = rss_kib(pid);
+        if (now != last) {
+          last = now;
+          changed = std::chrono::steady_clock::now();
+        }
+        return std::chrono::steady_clock::now() - changed >= std::chrono::milliseconds(100);
+      },
+      std::chrono::seconds(5));
+  return last;
+}
+
 long rss_kib(int pid) {
   std::ifstream in(pid ? "/proc/" + std::to_string(pid) + "/status" : std::string("/proc/self/status"));
   std::string key;
