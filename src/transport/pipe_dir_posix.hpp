@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 // The Linux pipe directory: whether a directory may hold a server's socket
-// files, and how a server takes a name in it (reclaiming a crashed server's
-// socket file). Used by local_posix.cpp; see README, "Names on Linux".
+// files (pipe_dir_posix.cpp), and how a server takes a name in it, reclaiming
+// a crashed server's socket file (reclaim_posix.cpp). Used by the Linux
+// server and client; see README, "Names on Linux".
 
 #include "transport/transport.hpp"
 

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
-// The Linux pipe directory against other users (src/transport/pipe_dir_posix.cpp):
-// servers and clients check every component of its path from / down, and a
-// crashed server's name is reclaimed without a lock another user could hold.
-// Cases that need a second user (uid 65534) run only as root.
+// The Linux pipe directory against other users (src/transport/pipe_dir_posix.cpp
+// and reclaim_posix.cpp): servers and clients check every component of its
+// path from / down, and a crashed server's name is reclaimed without a lock
+// another user could hold. Cases that need a second user (uid 65534) run only
+// as root.
 
 #include "test_support.hpp"
 #include "transport/pipe_dir_posix.hpp"
