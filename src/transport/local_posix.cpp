@@ -1,12 +1,16 @@
 // SPDX-License-Identifier: MIT
 // Linux local pipes, the server side: Unix domain stream sockets carrying
-// npipe frames; the listener, admission and instance accounting. See
-// docs/semantics.md for how each Win32 behaviour is kept.
+// npipe frames; posix_server's acceptor thread, admission and instance
+// accounting. Its listening socket is made in listener_posix.cpp, its access
+// policy is applied by access_posix.cpp. See docs/semantics.md for how each
+// Win32 behaviour is kept.
 
 #include "core/framing.hpp"
 #include "core/name_map.hpp"
 #include "core/protocol.hpp"
+#include "transport/access_posix.hpp"
 #include "transport/framed_connection.hpp"
+#include "transport/listener_posix.hpp"
 #include "transport/local_posix.hpp"
 #include "transport/pipe_dir_posix.hpp"
 #include "transport/posix_util.hpp"
@@ -19,11 +23,9 @@
 #include <climits>
 #include <condition_variable>
 #include <cstdlib>
-#include <cstring>
 #include <deque>
 #include <map>
 #include <fcntl.h>
-#include <grp.h>
 #include <mutex>
 #include <poll.h>
 #include <pwd.h>
@@ -31,115 +33,12 @@
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <thread>
 #include <unistd.h>
 
 namespace npipe::detail {
 
 namespace {
-
-mode_t socket_mode(const access_policy& a) {
-  switch (a.who) {
-  case access_policy::kind::current_user: return 0600;
-  case access_policy::kind::group: return 0660;
-  case access_policy::kind::everyone:
-  case access_policy::kind::list: return 0666; // the credential check narrows a list
-  }
-  return 0600;
-}
-
-struct listener {
-  int fd = -1;
-  dev_t dev = 0;
-  ino_t ino = 0;
-};
-
-// Binds in a private temporary directory (so the mode is right before anyone
-// can connect), then gives the socket its name (take_name, pipe_dir_posix.cpp).
-bool create_listener(const std::string& dir, const std::string& path, const pipe_name& name,
-                     const server_options& o, listener& out, std::error_code& ec) {
-  std::string tmpl = dir + "/.tXXXXXX";
-  if (tmpl.size() + 2 > max_socket_path) {
-    set_error_detail("pipe directory path " + dir + " is too long for a Unix socket path");
-    ec = make_error_code(errc::invalid_name);
-    return false;
-  }
-  std::vector<char> tbuf(tmpl.begin(), tmpl.end());
-  tbuf.push_back('\0');
-  if (!::mkdtemp(tbuf.data())) {
-    set_error_detail("cannot create a temporary directory in " + dir + ": " + std::strerror(errno));
-    ec = errno_error(errno);
-    return false;
-  }
-  std::string tmpdir = tbuf.data();
-  std::string tmp = tmpdir + "/s";
-  struct cleanup {
-    const std::string &t, &d;
-    ~cleanup() {
-      ::unlink(t.c_str());
-      ::rmdir(d.c_str());
-    }
-  } cleanup{tmp, tmpdir};
-
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    ec = errno_error(errno);
-    return false;
-  }
-  auto fail = [&](int e) {
-    ec = errno_error(e);
-    ::close(fd);
-    return false;
-  };
-  sockaddr_un sa;
-  socklen_t len = 0;
-  make_sockaddr(tmp, sa, len);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&sa), len) != 0) return fail(errno);
-  if (::chmod(tmp.c_str(), socket_mode(o.access)) != 0) return fail(errno);
-  if (o.access.who == access_policy::kind::group && ::chown(tmp.c_str(), static_cast<uid_t>(-1), o.access.gid) != 0) {
-    set_error_detail("cannot give the socket to group " + std::to_string(o.access.gid) + ": " + std::strerror(errno));
-    return fail(errno);
-  }
-  if (::listen(fd, SOMAXCONN) != 0) return fail(errno);
-
-  dev_t dev = 0;
-  ino_t ino = 0;
-  if (!take_name(tmp, path, name, dev, ino, ec)) {
-    ::close(fd);
-    return false;
-  }
-  out = {fd, dev, ino};
-  return true;
-}
-
-bool in_group(const peer_identity& p, std::uint32_t gid) {
-  if (p.gid == static_cast<std::int64_t>(gid)) return true;
-  if (p.user.empty()) return false;
-  int n = 64;
-  std::vector<gid_t> groups(static_cast<std::size_t>(n));
-  if (::getgrouplist(p.user.c_str(), static_cast<gid_t>(p.gid), groups.data(), &n) < 0) {
-    groups.resize(static_cast<std::size_t>(n));
-    if (::getgrouplist(p.user.c_str(), static_cast<gid_t>(p.gid), groups.data(), &n) < 0) return false;
-  }
-  groups.resize(static_cast<std::size_t>(n));
-  return std::find(groups.begin(), groups.end(), static_cast<gid_t>(gid)) != groups.end();
-}
-
-bool allowed(const access_policy& a, const peer_identity& p) {
-  if (p.uid == 0 || p.uid == static_cast<std::int64_t>(::geteuid())) return true;
-  switch (a.who) {
-  case access_policy::kind::current_user: return false;
-  case access_policy::kind::everyone: return true;
-  case access_policy::kind::group: return in_group(p, a.gid);
-  case access_policy::kind::list:
-    if (std::find(a.uids.begin(), a.uids.end(), static_cast<std::uint32_t>(p.uid)) != a.uids.end()) return true;
-    for (auto g : a.gids)
-      if (in_group(p, g)) return true;
-    return false;
-  }
-  return false;
-}
 
 void send_reply(int fd, protocol::status s, const server_options& o) {
   protocol::reply r;
