@@ -1,0 +1,113 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// posix_server, the Linux local-pipe server: the class, whose acceptor
+// thread, open/accept/close and instance release are in local_posix.cpp and
+// whose admission (the hello, handshake slots, waiting clients, the
+// hand-over of an admitted client) is in admission_posix.cpp.
+
+#include "core/pipe_rules.hpp"
+#include "core/protocol.hpp"
+#include "transport/listener_posix.hpp"
+#include "transport/transport.hpp"
+
+#include <npipe/pipe_name.hpp>
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+namespace npipe::detail {
+
+class posix_server final : public server_impl, public std::enable_shared_from_this<posix_server> {
+public:
+  posix_server(pipe_name name, server_options opts, admission_sink sink)
+      : name_(std::move(name)), opts_(std::move(opts)), sink_(std::move(sink)) {}
+  ~posix_server() override { close(); }
+
+  bool open(std::error_code& ec);
+  std::unique_ptr<connection_impl> accept(deadline dl, std::error_code& ec) override;
+  void close() noexcept override;
+
+  bool is_open() const noexcept override {
+    std::lock_guard lk(mu_);
+    return !closed_;
+  }
+  std::string native_path() const override { return path_; }
+  unsigned active_instances() const noexcept override {
+    std::lock_guard lk(mu_);
+    return active_;
+  }
+
+private:
+  struct pending {
+    int fd;
+    clock::time_point until;
+    peer_identity peer;
+    std::vector<std::byte> buf;
+    std::uint64_t seq = 0; // accept order: the oldest of a user goes first when slots run out
+  };
+  struct waiter {
+    int fd;
+    clock::time_point until;
+    peer_identity peer;
+    protocol::hello hello;
+    std::vector<std::byte> extra;
+  };
+
+  // The acceptor thread and instance release (local_posix.cpp).
+  void wake() noexcept;
+  void remove_name() noexcept;
+  void release(std::int64_t uid);
+  void run();
+  void accept_new(clock::time_point& paused_until);
+
+  // Admission (admission_posix.cpp).
+  bool read_hello(pending& p, clock::time_point now);
+  void hold(pending p);
+  void let_one_go(std::int64_t newcomer);
+  void forget_pending(std::int64_t uid);
+  void serve_pending(const std::vector<short>& revents, clock::time_point now);
+  void on_hello(int fd, peer_identity peer, protocol::hello h, std::vector<std::byte> extra, clock::time_point now);
+
+  unsigned instance_cap() const noexcept { return pipe_rules::instance_cap(opts_); }
+
+  enum class take { ok, full, user_full };
+  take take_instance(std::int64_t uid);
+  void serve_waiters(const std::vector<short>& revents, clock::time_point now);
+  void admit(int fd, peer_identity peer, const protocol::hello& h, std::vector<std::byte> extra);
+
+  pipe_name name_;
+  server_options opts_;
+  admission_sink sink_;
+  std::string dir_, path_;
+  listener listen_;
+  std::mutex wake_mu_; // guards wake_fd_ once the acceptor runs
+  int wake_fd_ = -1;
+  std::thread thread_;
+
+  std::mutex close_mu_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::unique_ptr<connection_impl>> ready_;
+  unsigned active_ = 0;
+  std::map<std::int64_t, unsigned> per_user_; // connections per uid
+  bool closed_ = false;
+
+  // Owned by the acceptor thread.
+  static constexpr unsigned accept_batch = 256; // connections taken per wake-up before serving the others
+  std::vector<pending> pending_;               // in accept order
+  std::vector<std::uint64_t> polled_seq_;      // which pending entries the last poll watched
+  std::map<std::int64_t, unsigned> pending_per_user_;
+  std::uint64_t accept_seq_ = 0;
+  std::deque<waiter> waiters_;
+};
+
+} // namespace npipe::detail
