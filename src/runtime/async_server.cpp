@@ -1,173 +1,21 @@
 // SPDX-License-Identifier: MIT
 // The async server runtime: admitted clients (from the platform's admission,
 // see transport.hpp) become async_pipes on the executor; serve() runs a
-// session per connection with the in-flight and queued-bytes limits.
+// session per connection (async_session.cpp) with the in-flight and
+// queued-bytes limits. This file: async_server_impl, and npipe::request and
+// npipe::reply, which reach their session.
 
 #include "runtime/async_pipe.hpp"
 #include "runtime/async_server.hpp"
+#include "runtime/async_session.hpp"
 
 #include <asio/dispatch.hpp>
 #include <asio/execution/outstanding_work.hpp>
 #include <asio/prefer.hpp>
 
 #include <algorithm>
-#include <map>
 
 namespace npipe::detail {
-
-// ------------------------------------------------------------------ session
-
-class session : public std::enable_shared_from_this<session> {
-public:
-  session(std::shared_ptr<async_pipe> p, std::shared_ptr<async_server_impl> srv, std::shared_ptr<request_handler> h,
-          std::uint64_t id)
-      : pipe_(std::move(p)), srv_(srv), h_(std::move(h)), id_(id), max_in_flight_(srv->options().max_in_flight),
-        max_queued_(srv->options().max_queued_bytes) {}
-
-  std::uint64_t id() const noexcept { return id_; }
-  const peer_identity& peer() const noexcept { return pipe_->params().peer; }
-  asio::any_io_executor executor() { return pipe_->strand(); }
-
-  // On the strand.
-  void start() {
-    if (auto s = srv_.lock()) s->event(client_event{client_event::kind::connected, id_, peer(), 0, {}, {}});
-    pump();
-  }
-  void begin_stop() {
-    stopping_ = true;
-    if (in_flight_ == 0) end({}, "the server is stopping");
-  }
-  void idle_check(timeout idle) {
-    if (ended_ || in_flight_ > 0 || !pipe_->quiet()) return;
-    if (clock::now() - pipe_->last_activity() >= idle)
-      end(make_error_code(errc::timed_out),
-          "closed after " + std::to_string(idle.count()) + " ms without a request (idle_timeout)");
-  }
-
-  // Any thread.
-  void reply_ready(std::uint64_t seq, std::vector<std::byte> bytes) {
-    asio::dispatch(pipe_->strand(), [self = shared_from_this(), seq, b = std::move(bytes)]() mutable {
-      if (self->ended_) return;
-      self->done_.emplace(seq, std::move(b));
-      self->send_ready();
-    });
-  }
-  void drop(std::string why) {
-    asio::dispatch(pipe_->strand(), [self = shared_from_this(), why = std::move(why)]() mutable {
-      self->end(make_error_code(errc::operation_aborted),
-                why.empty() ? "the handler dropped the request without a reply" : std::move(why));
-    });
-  }
-
-private:
-  void pump() {
-    if (reading_ || stopping_ || ended_ || peer_done_ || in_flight_ >= max_in_flight_ ||
-        pipe_->queued_bytes() >= max_queued_)
-      return;
-    reading_ = true;
-    pipe_->receive(forever, {}, [self = shared_from_this()](std::error_code ec, std::vector<std::byte> msg) {
-      self->on_request(ec, std::move(msg));
-    });
-  }
-
-  void on_request(std::error_code ec, std::vector<std::byte> msg) {
-    reading_ = false;
-    if (ended_) return;
-    if (ec) {
-      // A client that hangs up between messages ends normally (it may have
-      // read its last reply already while our write completion is on its way).
-      bool normal = ec == errc::broken_pipe && !pipe_->eof_mid_message();
-      if (normal && in_flight_ > 0) {
-        // It may only have shut down its sending side and still be reading:
-        // every request handed to the handler gets its reply, then we close.
-        peer_done_ = true;
-        return;
-      }
-      end(normal ? std::error_code() : ec, normal ? std::string() : last_error_detail());
-      return;
-    }
-    ++in_flight_;
-    ++requests_;
-    auto srv = srv_.lock();
-    if (srv) srv->count_request(+1);
-    std::uint64_t seq = next_seq_++;
-    try {
-      (*h_)(request(std::move(msg), shared_from_this()), reply(shared_from_this(), seq));
-    } catch (const std::exception& e) {
-      end(make_error_code(errc::operation_aborted), std::string("the handler threw: ") + e.what());
-      return;
-    } catch (...) {
-      end(make_error_code(errc::operation_aborted), "the handler threw");
-      return;
-    }
-    pump();
-  }
-
-  void send_ready() {
-    for (auto it = done_.find(send_seq_); it != done_.end(); it = done_.find(send_seq_)) {
-      auto bytes = std::move(it->second);
-      done_.erase(it);
-      ++send_seq_;
-      if (auto s = srv_.lock()) s->count_queued(static_cast<std::ptrdiff_t>(bytes.size()));
-      std::size_t n = bytes.size();
-      pipe_->send(asio::const_buffer(), std::move(bytes), forever, {},
-                  [self = shared_from_this(), n](std::error_code ec, std::size_t) { self->on_sent(ec, n); });
-    }
-  }
-
-  void on_sent(std::error_code ec, std::size_t n) {
-    --in_flight_;
-    if (auto s = srv_.lock()) {
-      s->count_request(-1);
-      s->count_queued(-static_cast<std::ptrdiff_t>(n));
-    }
-    if (ended_) return;
-    if (ec) {
-      // After the client's end of stream a failed reply means it has gone
-      // altogether: a normal end, not an error.
-      if (peer_done_ && ec == errc::broken_pipe) end({}, {});
-      else end(ec, last_error_detail());
-      return;
-    }
-    if (stopping_ && in_flight_ == 0) {
-      end({}, "the server is stopping");
-      return;
-    }
-    if (peer_done_ && in_flight_ == 0) {
-      end({}, {}); // the last reply to a client that stopped sending has gone out
-      return;
-    }
-    pump();
-  }
-
-  void end(std::error_code why, std::string detail) {
-    if (ended_) return;
-    ended_ = true;
-    auto srv = srv_.lock();
-    if (srv) {
-      // Requests whose replies will never go out are no longer in flight.
-      srv->count_request(-static_cast<std::ptrdiff_t>(in_flight_));
-      srv->event(client_event{client_event::kind::disconnected, id_, peer(), requests_, why, detail});
-    }
-    in_flight_ = 0;
-    done_.clear();
-    pipe_->close(why ? why : make_error_code(errc::operation_aborted), detail);
-  }
-
-  std::shared_ptr<async_pipe> pipe_;
-  std::weak_ptr<async_server_impl> srv_;
-  std::shared_ptr<request_handler> h_;
-  std::uint64_t id_;
-  unsigned max_in_flight_;
-  std::size_t max_queued_;
-  unsigned in_flight_ = 0;
-  bool reading_ = false, stopping_ = false, ended_ = false;
-  bool peer_done_ = false; // the client's end of stream came with requests in flight
-  std::uint64_t next_seq_ = 0, send_seq_ = 0, requests_ = 0;
-  std::map<std::uint64_t, std::vector<std::byte>> done_; // replies waiting for earlier ones
-};
-
-// ------------------------------------------------------------------- server
 
 async_server_impl::async_server_impl(const asio::any_io_executor& ex)
     : ex_(ex), sweep_strand_(asio::make_strand(ex)), sweep_(sweep_strand_) {}
