@@ -116,7 +116,8 @@ bool check_server_options(const server_options& o, std::error_code& ec);
 /// The same for clients (every connect, local or remote, blocking or async).
 bool check_client_options(const client_options& o, std::error_code& ec);
 
-/// Local pipes, implemented per system (local_posix.cpp, local_win32.cpp).
+/// Local pipes, implemented per system: the server in local_posix.cpp and
+/// local_win32.cpp, the client in client_posix.cpp and client_win32.cpp.
 /// With a sink, admitted clients go there and accept() is not used.
 std::shared_ptr<server_impl> open_local_server(const pipe_name& name, const server_options& opts,
                                                std::error_code& ec, admission_sink sink = {});
