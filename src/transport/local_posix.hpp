@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 // Pieces of the Linux local-pipe client handshake that the blocking
-// connect (local_posix.cpp) and the async connect (runtime/) share, so both
+// connect (client_posix.cpp) and the async connect (runtime/) share, so both
 // say the same things and map the same errors.
 
 #include "core/protocol.hpp"
