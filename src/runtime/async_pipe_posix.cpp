@@ -659,6 +659,7 @@ bool async_pipe::serve_reader(op& o) {
     }
     return false;
   }
+  if (!msg_mode) top_up(o.on_msg ? byte_receive : o.buf.size());
   touch();
   receipts_.data_taken();
   if (o.on_msg) {
@@ -766,13 +767,30 @@ void async_pipe::on_readable(const std::error_code& ec) {
     kick();
     return;
   }
+  pull();
+  kick();
+}
+
+void async_pipe::pull() {
   try {
     read_available();
   } catch (const std::bad_alloc&) {
     // An allocation this peer caused failed: it ends this connection only.
     rx_fail(no_memory_error(), "out of memory receiving from the peer; the connection is closed");
   }
-  kick();
+}
+
+// Byte read mode returns everything the pipe holds, as ReadFile does, not
+// just the messages the inbox happens to hold: what the kernel has is read
+// (without waiting) until the inbox holds what the reader can take. Reading
+// stops at the reader's size, so what a peer can make us hold is unchanged.
+void async_pipe::top_up(std::size_t want) {
+  auto held = [this] { return inbox_bytes_ - (inbox_head_ < inbox_.size() ? inbox_[inbox_head_].off : 0); };
+  while (held() < want && !eof_ && !rx_err_ && is_open()) {
+    auto before = rd_.offset();
+    pull();
+    if (rd_.offset() == before) return;
+  }
 }
 
 void async_pipe::read_available() {

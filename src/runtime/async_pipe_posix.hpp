@@ -101,6 +101,8 @@ private:
   void start_rx();
   void on_readable(const std::error_code& ec);
   void read_available();
+  void pull();
+  void top_up(std::size_t want);
   void parse(const std::byte* data, std::size_t n);
   void end_message();
   void rx_fail(std::error_code ec, std::string detail);

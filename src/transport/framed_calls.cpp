@@ -80,7 +80,11 @@ read_result framed_connection::read_locked(std::span<std::byte> buf, deadline dl
         started = true;
         continue;
       }
-      if (st == head_status::error || (!msg && got > 0)) break;
+      if (st == head_status::error) break;
+      if (!msg && got > 0) {
+        if (top_up()) continue;
+        break;
+      }
       if (!fill(dl, ec)) break;
       continue;
     }
@@ -89,7 +93,7 @@ read_result framed_connection::read_locked(std::span<std::byte> buf, deadline dl
       continue;
     }
     if (got == buf.size()) break;
-    if (buffered() == 0 && !msg && got > 0) break;
+    if (buffered() == 0 && !msg && got > 0 && !top_up()) break;
     std::size_t n = 0;
     if (!payload(buf.data() + got, buf.size() - got, dl, n, ec)) break;
     got += n;

@@ -115,6 +115,17 @@ void framed_connection::fill_nonblocking(std::size_t limit) {
   }
 }
 
+// Byte read mode returns everything the pipe holds, as ReadFile does, not
+// just what an earlier read happened to bring into the buffer (the handshake
+// can bring the first message with the reply). One non-blocking read, into
+// the buffer's free room only: it grows nothing.
+bool framed_connection::top_up() {
+  if (eof_ || rx_err_) return false;
+  std::size_t before = buffered();
+  fill_nonblocking(0);
+  return buffered() > before;
+}
+
 bool framed_connection::read_direct(std::byte* out, std::size_t want, deadline dl, std::size_t& n,
                                     std::error_code& ec) {
   // Precondition: nothing buffered.

@@ -422,12 +422,12 @@ TEST_F(Hostile, AHalfClosedClientGetsEveryReplyFromTheBlockingServer) {
 
 // ---------------------------------------------------- late transact replies
 
-// A server written by hand that answers a transact's request with a long
-// reply in two parts, the second only when told: the client's transact times
-// out with part of the reply taken in.
-class late_reply_server {
+// A server written by hand: it takes one client, reads its hello and runs
+// `script` on the connection, which sends the reply (ok_reply) and what
+// follows when and how the test needs it.
+class hand_server {
 public:
-  explicit late_reply_server(const pipe_name& name) {
+  hand_server(const pipe_name& name, std::function<void(int)> script) {
     std::error_code ec;
     path_ = local_path(name, ec);
     lfd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -435,35 +435,26 @@ public:
     sa.sun_family = AF_UNIX;
     std::strncpy(sa.sun_path, path_.c_str(), sizeof sa.sun_path - 1);
     ok_ = ::bind(lfd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0 && ::listen(lfd_, 4) == 0;
-    t_ = std::thread([this, name] {
+    t_ = std::thread([this, name, script = std::move(script)] {
       int fd = ::accept4(lfd_, nullptr, nullptr, SOCK_CLOEXEC);
       if (fd < 0) return;
       std::string hello(16 + name.name().size(), '\0');
       ::recv(fd, hello.data(), hello.size(), MSG_WAITALL);
-      std::string reply("NPIP\x01\x00\x01\x00\x00\x00\x00\x02\x00\x00\x00\x00", 16); // ok, message pipe, 32 MiB
-      send_all(fd, reply);
-      read_frame(fd);                                  // the first request
-      std::string late = std::string(100'000, 'L');
-      send_all(fd, header(static_cast<std::uint32_t>(late.size())) + late.substr(0, 1000)); // part of the reply
-      go_.get_future().wait();
-      send_all(fd, late.substr(1000)); // the rest, after the client gave up
-      std::string req2 = read_frame(fd);
-      send_all(fd, header(static_cast<std::uint32_t>(req2.size() + 4)) + "re: " + req2);
+      script(fd);
       char b;
       ::recv(fd, &b, 1, 0); // until the client leaves
       ::close(fd);
     });
   }
-  ~late_reply_server() {
+  ~hand_server() {
     ::shutdown(lfd_, SHUT_RDWR);
     ::close(lfd_);
     t_.join();
     ::unlink(path_.c_str());
   }
   bool ok() const { return ok_; }
-  void send_rest() { go_.set_value(); }
-
-private:
+  /// The server's reply: ok, message pipe, 32 MiB receive limit.
+  static std::string ok_reply() { return std::string("NPIP\x01\x00\x01\x00\x00\x00\x00\x02\x00\x00\x00\x00", 16); }
   static std::string read_frame(int fd) {
     std::string h(5, '\0');
     if (::recv(fd, h.data(), 5, MSG_WAITALL) != 5) return {};
@@ -473,11 +464,36 @@ private:
     if (len) ::recv(fd, body.data(), len, MSG_WAITALL);
     return body;
   }
+
+private:
   std::string path_;
   int lfd_ = -1;
   bool ok_ = false;
-  std::promise<void> go_;
   std::thread t_;
+};
+
+// Answers a transact's request with a long reply in two parts, the second
+// only when told: the client's transact times out with part of the reply
+// taken in.
+class late_reply_server {
+public:
+  explicit late_reply_server(const pipe_name& name)
+      : srv_(name, [this](int fd) {
+          send_all(fd, hand_server::ok_reply());
+          hand_server::read_frame(fd); // the first request
+          std::string late = std::string(100'000, 'L');
+          send_all(fd, header(static_cast<std::uint32_t>(late.size())) + late.substr(0, 1000)); // part of the reply
+          go_.get_future().wait();
+          send_all(fd, late.substr(1000)); // the rest, after the client gave up
+          std::string req2 = hand_server::read_frame(fd);
+          send_all(fd, header(static_cast<std::uint32_t>(req2.size() + 4)) + "re: " + req2);
+        }) {}
+  bool ok() const { return srv_.ok(); }
+  void send_rest() { go_.set_value(); }
+
+private:
+  std::promise<void> go_;
+  hand_server srv_; // last: its thread uses go_
 };
 
 TEST_F(Hostile, ATransactThatTimesOutMidReplyDiscardsThatReplyWhole) {
@@ -522,6 +538,60 @@ TEST_F(Hostile, AnAsyncTransactThatTimesOutOrIsCancelledNeverHandsItsReplyOn) {
   c.close();
   work.reset();
   t.join();
+}
+
+// Byte read mode returns everything the pipe holds, as ReadFile does: here
+// the first message came with the handshake's reply and the second is in the
+// socket when the read starts. Both ends once failed this one run in a few
+// hundred (Local.ByteReadModeOnMessagePipeJoinsMessages), returning "hello ".
+class HandServer : public Hostile {};
+
+TEST_F(HandServer, AByteModeReadReturnsAllThePipeHoldsNotOnlyWhatAnEarlierReadBrought) {
+  for (bool async : {false, true}) {
+    SCOPED_TRACE(async ? "async" : "blocking");
+    auto name = random_pipe("join");
+    std::promise<void> go, sent;
+    auto go_f = go.get_future();
+    hand_server srv(name, [&](int fd) {
+      send_all(fd, hand_server::ok_reply() + header(6) + "hello "); // one write: reply and first message
+      if (go_f.wait_for(10s) != std::future_status::ready) return;
+      send_all(fd, header(5) + "world"); // in the client's socket once send() returns
+      sent.set_value();
+    });
+    ASSERT_TRUE(srv.ok());
+    client_options o;
+    o.read_mode = read_mode::byte;
+    std::byte buf[64];
+    if (!async) {
+      auto c = connect(name, o, 5s);
+      go.set_value();
+      sent.get_future().wait();
+      auto r = c.read(buf, 5s);
+      EXPECT_EQ(text({buf, buf + r.bytes}), "hello world");
+      continue;
+    }
+    asio::io_context ctx;
+    auto work = asio::make_work_guard(ctx);
+    std::thread t([&] { ctx.run(); });
+    async_connection c(ctx);
+    {
+      auto [h, f] = outcome<>();
+      c.async_connect(name, o, 5s, h);
+      ASSERT_FALSE(std::get<0>(f.get()));
+    }
+    go.set_value();
+    sent.get_future().wait();
+    {
+      auto [h, f] = outcome<read_result>();
+      c.async_read_some(asio::buffer(buf), 5s, h);
+      auto [ec, r] = f.get();
+      EXPECT_FALSE(ec) << ec.message();
+      EXPECT_EQ(text({buf, buf + r.bytes}), "hello world");
+    }
+    c.close();
+    work.reset();
+    t.join();
+  }
 }
 
 // Over max_waiting, a client that asked to wait is told at once that the
