@@ -10,13 +10,16 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 npipe_ensure_packages "${npipe_packages_build[@]}" "${npipe_packages_test[@]}" "${npipe_packages_windows[@]}"
 
-declare -A result
+declare -A result took
 status=0
 for preset in default asan tsan; do
   echo "=== npipe tests: $preset ==="
+  start=$SECONDS
   cmake --preset "$preset" >/dev/null
   cmake --build --preset "$preset"
+  built=$SECONDS
   if ctest --preset "$preset"; then result[$preset]=passed; else result[$preset]=FAILED; status=1; fi
+  took[$preset]="build $((built - start)) s, tests $((SECONDS - built)) s"
 done
 
 # Windows under Wine. Wine's helper processes keep whatever output they
@@ -29,12 +32,16 @@ mkdir -p "$WINEPREFIX"
 trap 'wineserver -k >/dev/null 2>&1 || true' EXIT
 wineserver -p </dev/null >/dev/null 2>&1
 wine wineboot --init </dev/null >/dev/null 2>&1
+start=$SECONDS
 cmake --preset windows >/dev/null
 cmake --build --preset windows
+built=$SECONDS
 if ctest --preset windows; then result[windows]=passed; else result[windows]=FAILED; status=1; fi
+took[windows]="build $((built - start)) s, tests $((SECONDS - built)) s"
 
 echo "=== npipe test summary ==="
 for preset in default asan tsan windows; do
-  printf '  %-8s %s\n' "$preset" "${result[$preset]}"
+  printf '  %-8s %-7s (%s)\n' "$preset" "${result[$preset]}" "${took[$preset]}"
 done
+echo "  total    $SECONDS s (packages, every build and every test)"
 exit $status

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Windows local pipes, the client side: opening an instance (CreateFileW,
 // the pipe's type and read mode; open_client, which the async connect in
-// runtime/async_pipe_win32.cpp shares) and connect_local, which waits for a
+// runtime/async_connect_win32.cpp shares) and connect_local, which waits for a
 // busy pipe (WaitNamedPipe) and retries within the caller's deadline.
 
 #include "core/pipe_rules.hpp"

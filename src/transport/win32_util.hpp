@@ -2,7 +2,7 @@
 #pragma once
 // Win32 helpers shared by the blocking pipes (local_win32.cpp,
 // client_win32.cpp, pipe_end_win32.cpp) and the async runtime on IOCP
-// (runtime/async_pipe_win32.cpp).
+// (runtime/async_*_win32.cpp).
 
 #include <windows.h>
 

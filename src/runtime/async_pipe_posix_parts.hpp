@@ -1,0 +1,97 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// Linux async pipe: what its three files share (async_pipe_posix.cpp: the
+// end's life, sending and closing; async_connect_posix.cpp: connecting, local
+// and remote; async_receive_posix.cpp: receiving) -- the sizes it works
+// with, its operation and its connect state.
+
+#include "runtime/async_pipe.hpp"
+#include "remote/relay.hpp"
+#include "remote/tls.hpp"
+
+#include "core/protocol.hpp"
+#include "transport/posix_util.hpp"
+
+#include <asio/ip/tcp.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/strand.hpp>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace npipe::detail {
+namespace async_posix {
+inline constexpr std::size_t scratch_size = 64u << 10;   // one read's worth; per thread, not per connection
+inline constexpr std::size_t header_read = 16u << 10;    // a first read on an idle connection asks for this much
+inline constexpr std::size_t lookahead_limit = 4u << 20; // how far a flush reads ahead for its acknowledgement
+inline constexpr std::size_t byte_receive = 64u << 10;   // byte read mode: most a receive returns
+inline constexpr std::size_t max_batch = 64;             // sends gathered into one write
+inline constexpr std::size_t acks_per_write = 256;       // flush acknowledgements gathered into one write
+
+// A run of flush acknowledgements to write from, instead of one queued operation each.
+inline const std::array<std::byte, acks_per_write * protocol::frame_header_size>& ack_run() {
+  static const auto run = [] {
+    std::array<std::byte, acks_per_write * protocol::frame_header_size> a{};
+    auto one = protocol::encode_frame_header(protocol::frame_type::flush_ack, 0);
+    for (std::size_t i = 0; i < acks_per_write; ++i) std::copy(one.begin(), one.end(), a.begin() + i * one.size());
+    return a;
+  }();
+  return run;
+}
+
+inline std::error_code err(errc e) { return make_error_code(e); }
+
+inline std::byte* scratch() {
+  thread_local std::unique_ptr<std::byte[]> buf(new std::byte[scratch_size]);
+  return buf.get();
+}
+
+// An Asio error as an npipe error.
+inline std::error_code io_error(const std::error_code& ec) {
+  if (ec == asio::error::eof) return err(errc::broken_pipe);
+  if (ec == asio::error::operation_aborted) return err(errc::operation_aborted);
+  // Asio reports OS errors in its own category ("asio.system"), not std::system_category().
+  if (ec.category() == asio::error::get_system_category() || ec.category() == std::system_category())
+    return errno_error(ec.value());
+  return ec;
+}
+
+} // namespace async_posix
+
+struct async_pipe::op : async_op {
+  std::array<std::byte, protocol::frame_header_size> hdr{};
+  std::uint64_t target = 0; // a flusher (and its flush frame): the acknowledgement it waits for
+  std::uint64_t pos = 0;    // a flusher: the length of our stream before its flush frame, once written
+  bool pos_known = false;
+};
+
+struct async_pipe::connecting {
+  pipe_name name;
+  client_options opts;
+  deadline dl;
+  std::unique_ptr<op> o;
+  std::string path;
+  std::string hello;
+  std::uint32_t wait_ms = 0;
+  peer_identity server;
+  std::vector<std::byte> in = std::vector<std::byte>(protocol::reply_size + 4096);
+  std::size_t got = 0;
+  asio::steady_timer timer;
+  bool replying = false;
+  std::chrono::milliseconds retry_pause{1}; // between attempts when the server let us go in the handshake
+  asio::steady_timer retry;                 // that pause, for a remote link (timer is the deadline then)
+  clock::time_point net_at;                 // remote: setting up the link ends by then
+  // Remote pipes: TCP (and TLS) to the host's gateway, on the relay's strand.
+  asio::strand<asio::any_io_executor> net_strand;
+  std::unique_ptr<asio::ip::tcp::resolver> resolver;
+  std::unique_ptr<tcp_socket> tcp;
+  std::shared_ptr<tls::context> tls;
+  std::unique_ptr<remote_link> link;
+  explicit connecting(const asio::any_io_executor& ex) : timer(ex), retry(ex), net_strand(asio::make_strand(ex)) {}
+};
+
+} // namespace npipe::detail
