@@ -25,18 +25,8 @@ using namespace async_posix;
 
 void async_pipe::connect(pipe_name name, client_options opts, timeout t, asio::cancellation_slot slot,
                          completion<> done) {
-  auto o = std::make_unique<op>();
-  o->id = next_id_++;
-  o->on_done = std::move(done);
-  if (open_ || conn_ || closed_) {
-    finish(*o, err(errc::invalid_state), closed_ ? "this connection object was closed; make a new one"
-                                                 : "this connection is already open or connecting");
-    return;
-  }
-  if (std::error_code oec; !check_client_options(opts, oec)) {
-    finish(*o, oec, last_error_detail());
-    return;
-  }
+  auto o = connect_op(opts, conn_ != nullptr, std::move(done));
+  if (!o) return;
   conn_ = std::make_unique<connecting>(asio::any_io_executor(strand_));
   conn_->name = std::move(name);
   conn_->opts = std::move(opts);

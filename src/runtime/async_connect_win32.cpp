@@ -35,19 +35,9 @@ bool async_pipe::adopt(std::intptr_t handle, connection_params p, std::error_cod
 
 void async_pipe::connect(pipe_name name, client_options opts, timeout t, asio::cancellation_slot slot,
                          completion<> done) {
-  auto o = std::make_unique<op>();
-  o->id = next_id_++;
-  o->on_done = std::move(done);
-  if (open_ || conn_ || closed_) {
-    finish(*o, err(errc::invalid_state), closed_ ? "this connection object was closed; make a new one"
-                                                 : "this connection is already open or connecting");
-    return;
-  }
+  auto o = connect_op(opts, conn_ != nullptr, std::move(done));
+  if (!o) return;
   std::error_code ec;
-  if (!check_client_options(opts, ec)) {
-    finish(*o, ec, last_error_detail());
-    return;
-  }
   if (!name.is_local()) {
     connect_remote(name, opts, deadline::after(t), ec, {}); // says why this build cannot
     finish(*o, ec ? ec : err(errc::not_supported), last_error_detail());

@@ -3,7 +3,8 @@
 // What every async pipe end shares, on every system: its strand and
 // thread-safe state (async_pipe_common), and what a pending operation is —
 // its completion, its deadline and its hook into the caller's cancellation
-// slot (async_op). async_pipe_posix and async_pipe_win32 build on both.
+// slot (async_op), and what both ends do alike over their own operation type
+// (async_pipe_base). async_pipe_posix and async_pipe_win32 build on them.
 
 #include "runtime/registry.hpp"
 #include "transport/transport.hpp"
@@ -118,5 +119,40 @@ void arm_op(Pipe& pipe, async_op& o, timeout t, asio::cancellation_slot& slot) {
     });
   }
 }
+
+/// What both systems' async pipe ends do alike, over their own operation
+/// type Op (an async_op; it may be incomplete here): making, arming and
+/// completing operations, the receive entry points and a connect's
+/// preconditions, and kick(). Derived implements kick_once() (serve waiting
+/// receivers, read more if someone still waits) and end_op(). On the strand only, like Derived.
+/// The member functions are in async_pipe_base_impl.hpp, instantiated once
+/// per system where Op is complete (its receiving file).
+template <class Derived, class Op>
+class async_pipe_base : public async_pipe_common, public std::enable_shared_from_this<Derived> {
+public:
+  /// Queue a receiver of one message (byte read mode: what the pipe holds,
+  /// up to 64 KiB); it completes when one is there, at `t`, or on close.
+  void receive(timeout t, asio::cancellation_slot slot, completion<std::vector<std::byte>> done);
+  /// Queue a read into `buf` (more_data if a message goes on).
+  void read_some(asio::mutable_buffer buf, timeout t, asio::cancellation_slot slot, completion<read_result> done);
+
+protected:
+  explicit async_pipe_base(const asio::any_io_executor& ex) : async_pipe_common(ex) {}
+  Derived& self() noexcept { return static_cast<Derived&>(*this); }
+  /// A new operation with its id, its deadline `t` and `slot` hooked.
+  std::unique_ptr<Op> make_op(timeout t, asio::cancellation_slot& slot);
+  void arm(Op& o, timeout t, asio::cancellation_slot& slot);
+  void finish(Op& o, std::error_code ec, const std::string& detail = {});
+  /// A connect's operation; or null, when it has already completed `done`
+  /// with why it cannot start (open or `connecting` already, closed, or
+  /// options that check_client_options refuses).
+  std::unique_ptr<Op> connect_op(const client_options& opts, bool connecting, completion<> done);
+  /// Serve the receivers and read on if needed (kick_once), again while a
+  /// completion that ran inline asked for it: never re-entered.
+  void kick();
+
+  std::vector<std::unique_ptr<Op>> readers_; // waiting receivers, in order
+  bool in_kick_ = false, kick_again_ = false;
+};
 
 } // namespace npipe::detail

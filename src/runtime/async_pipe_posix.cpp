@@ -22,7 +22,7 @@ using namespace async_posix;
 // holds or points into (counted against the peer's queued-bytes cap).
 std::size_t async_pipe::queued_cost(const op& o) noexcept { return sizeof(op) + o.payload.size(); }
 
-async_pipe::async_pipe(const asio::any_io_executor& ex) : async_pipe_common(ex), socket_(strand_) {}
+async_pipe::async_pipe(const asio::any_io_executor& ex) : async_pipe_base(ex), socket_(strand_) {}
 
 std::shared_ptr<async_pipe> async_pipe::create(const asio::any_io_executor& ex) {
   auto p = std::make_shared<async_pipe>(ex);
@@ -41,17 +41,6 @@ void async_pipe::abandon() noexcept {
 }
 
 // ---------------------------------------------------------------- operations
-
-std::unique_ptr<async_pipe::op> async_pipe::make_op(timeout t, asio::cancellation_slot& slot) {
-  auto o = std::make_unique<op>();
-  o->id = next_id_++;
-  arm(*o, t, slot);
-  return o;
-}
-
-void async_pipe::arm(op& o, timeout t, asio::cancellation_slot& slot) { arm_op(*this, o, t, slot); }
-
-void async_pipe::finish(op& o, std::error_code ec, const std::string& detail) { finish_op(o, ec, detail); }
 
 // Takes the unstarted send at writes_[i] back out of the queue.
 std::unique_ptr<async_pipe::op> async_pipe::withdraw_write(std::size_t i) {

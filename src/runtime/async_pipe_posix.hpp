@@ -32,7 +32,9 @@ namespace npipe::detail {
 
 class relay;
 
-class async_pipe final : public async_pipe_common, public std::enable_shared_from_this<async_pipe> {
+struct async_pipe_op;
+
+class async_pipe final : public async_pipe_base<async_pipe, async_pipe_op> {
 public:
   /// A new end, enrolled with its context's runtime_registry.
   static std::shared_ptr<async_pipe> create(const asio::any_io_executor& ex);
@@ -50,8 +52,6 @@ public:
   /// `owned`, if not empty, is the payload (and msg is ignored).
   void send(asio::const_buffer msg, std::vector<std::byte> owned, timeout t, asio::cancellation_slot slot,
             completion<std::size_t> done);
-  void receive(timeout t, asio::cancellation_slot slot, completion<std::vector<std::byte>> done);
-  void read_some(asio::mutable_buffer buf, timeout t, asio::cancellation_slot slot, completion<read_result> done);
   void transact(std::vector<std::byte> request, timeout t, asio::cancellation_slot slot,
                 completion<std::vector<std::byte>> done);
   void flush(timeout t, asio::cancellation_slot slot, completion<> done);
@@ -72,7 +72,8 @@ private:
   friend void start_deadline(Pipe& pipe, async_op& o, clock::time_point at);
   template <class Pipe>
   friend void arm_op(Pipe& pipe, async_op& o, timeout t, asio::cancellation_slot& slot);
-  struct op;
+  friend class async_pipe_base<async_pipe, async_pipe_op>;
+  using op = async_pipe_op;
   struct inbox_msg {
     std::vector<std::byte> data;
     std::size_t off = 0;
@@ -80,15 +81,12 @@ private:
                              // everything before it is read
   };
 
-  std::unique_ptr<op> make_op(timeout t, asio::cancellation_slot& slot);
-  void arm(op& o, timeout t, asio::cancellation_slot& slot);
   void end_op(std::uint64_t id, errc why);
   std::unique_ptr<op> withdraw_write(std::size_t i);
   static std::size_t queued_cost(const op& o) noexcept;
-  void finish(op& o, std::error_code ec, const std::string& detail = {});
 
   // receiving
-  void kick();
+  void kick_once();
   void deliver();
   bool serve_reader(op& o);
   void settle_debt();
@@ -131,7 +129,6 @@ private:
   asio::generic::stream_protocol::socket socket_;
 
   // receive side
-  std::vector<std::unique_ptr<op>> readers_;
   std::vector<inbox_msg> inbox_;
   std::size_t inbox_head_ = 0;
   std::size_t inbox_bytes_ = 0;
@@ -145,7 +142,6 @@ private:
   bool eof_ = false;
   std::error_code rx_err_;
   std::string rx_detail_;
-  bool in_kick_ = false, kick_again_ = false;
 
   // send side
   std::vector<std::unique_ptr<op>> writes_;
@@ -172,5 +168,8 @@ private:
   // remote pipes: the relay between our socketpair end and the TLS link
   std::shared_ptr<relay> relay_;
 };
+
+// Instantiated once, in async_receive_posix.cpp.
+extern template class async_pipe_base<async_pipe, async_pipe_op>;
 
 } // namespace npipe::detail

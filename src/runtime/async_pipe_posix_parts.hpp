@@ -62,7 +62,7 @@ inline std::error_code io_error(const std::error_code& ec) {
 
 } // namespace async_posix
 
-struct async_pipe::op : async_op {
+struct async_pipe_op : async_op {
   std::array<std::byte, protocol::frame_header_size> hdr{};
   std::uint64_t target = 0; // a flusher (and its flush frame): the acknowledgement it waits for
   std::uint64_t pos = 0;    // a flusher: the length of our stream before its flush frame, once written

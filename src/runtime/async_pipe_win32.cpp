@@ -21,7 +21,7 @@
 namespace npipe::detail {
 using namespace async_win32;
 
-async_pipe::async_pipe(const asio::any_io_executor& ex) : async_pipe_common(ex), handle_(strand_) {}
+async_pipe::async_pipe(const asio::any_io_executor& ex) : async_pipe_base(ex), handle_(strand_) {}
 
 std::shared_ptr<async_pipe> async_pipe::create(const asio::any_io_executor& ex) {
   auto p = std::make_shared<async_pipe>(ex);
@@ -53,17 +53,6 @@ void async_pipe::abandon() noexcept {
 }
 
 // ---------------------------------------------------------------- operations
-
-std::unique_ptr<async_pipe::op> async_pipe::make_op(timeout t, asio::cancellation_slot& slot) {
-  auto o = std::make_unique<op>();
-  o->id = next_id_++;
-  arm(*o, t, slot);
-  return o;
-}
-
-void async_pipe::arm(op& o, timeout t, asio::cancellation_slot& slot) { arm_op(*this, o, t, slot); }
-
-void async_pipe::finish(op& o, std::error_code ec, const std::string& detail) { finish_op(o, ec, detail); }
 
 // Ends operation `id` with `why`: a deadline (timed_out) or a cancellation
 // (operation_aborted). A receiver just leaves the queue: a read in progress

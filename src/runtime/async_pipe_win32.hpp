@@ -35,7 +35,9 @@ namespace npipe::detail {
 
 class background_flush;
 
-class async_pipe final : public async_pipe_common, public std::enable_shared_from_this<async_pipe> {
+struct async_pipe_op;
+
+class async_pipe final : public async_pipe_base<async_pipe, async_pipe_op> {
 public:
   /// A new end, enrolled with its context's runtime_registry.
   static std::shared_ptr<async_pipe> create(const asio::any_io_executor& ex);
@@ -53,8 +55,6 @@ public:
   /// `owned`, if not empty, is the payload (and msg is ignored).
   void send(asio::const_buffer msg, std::vector<std::byte> owned, timeout t, asio::cancellation_slot slot,
             completion<std::size_t> done);
-  void receive(timeout t, asio::cancellation_slot slot, completion<std::vector<std::byte>> done);
-  void read_some(asio::mutable_buffer buf, timeout t, asio::cancellation_slot slot, completion<read_result> done);
   void transact(std::vector<std::byte> request, timeout t, asio::cancellation_slot slot,
                 completion<std::vector<std::byte>> done);
   void flush(timeout t, asio::cancellation_slot slot, completion<> done);
@@ -74,7 +74,8 @@ private:
   friend void start_deadline(Pipe& pipe, async_op& o, clock::time_point at);
   template <class Pipe>
   friend void arm_op(Pipe& pipe, async_op& o, timeout t, asio::cancellation_slot& slot);
-  struct op;
+  friend class async_pipe_base<async_pipe, async_pipe_op>;
+  using op = async_pipe_op;
   struct connecting;
   // Bytes read off the pipe that no receiver has taken yet: the head of one
   // message (`more`: its rest is still in the pipe) or, in byte read mode,
@@ -85,16 +86,13 @@ private:
     bool more = false;
   };
 
-  std::unique_ptr<op> make_op(timeout t, asio::cancellation_slot& slot);
-  void arm(op& o, timeout t, asio::cancellation_slot& slot);
   void end_op(std::uint64_t id, errc why);
-  void finish(op& o, std::error_code ec, const std::string& detail = {});
   HANDLE native() noexcept { return handle_.native_handle(); }
   std::error_code pipe_error(DWORD e, std::string& detail) const;
   void init_open(HANDLE h, connection_params p);
 
   // receiving
-  void kick();
+  void kick_once();
   bool serve_reader(op& o);
   void start_read(op& o);
   void on_read(const std::error_code& ec, std::size_t n);
@@ -114,7 +112,6 @@ private:
   asio::windows::stream_handle handle_;
 
   // receive side
-  std::vector<std::unique_ptr<op>> readers_;
   std::optional<held_bytes> held_;
   pipe_rules::reply_debt debt_; // replies of transacts that gave up: discarded as they arrive
   bool rx_active_ = false;       // a ReadFile is outstanding (into held_->data)
@@ -123,7 +120,6 @@ private:
   bool eof_ = false;
   std::error_code rx_err_;
   std::string rx_detail_;
-  bool in_kick_ = false, kick_again_ = false;
 
   // send side: sends and flushes, in order; the head is in progress
   std::vector<std::unique_ptr<op>> writes_;
@@ -136,5 +132,8 @@ private:
 
   std::unique_ptr<connecting> conn_;
 };
+
+// Instantiated once, in async_receive_win32.cpp.
+extern template class async_pipe_base<async_pipe, async_pipe_op>;
 
 } // namespace npipe::detail

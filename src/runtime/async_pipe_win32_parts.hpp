@@ -52,7 +52,7 @@ OVERLAPPED* start_overlapped(asio::strand<asio::any_io_executor>& strand, Call c
 
 } // namespace async_win32
 
-struct async_pipe::op : async_op {
+struct async_pipe_op : async_op {
   std::size_t written = 0; // a send: how much of it the pipe has taken
   bool is_flush = false;
 };

@@ -3,6 +3,7 @@
 // take what it brings, the frame engine's events into the inbox, and the
 // inbox to receivers, byte and message mode alike.
 #include "runtime/async_pipe_posix_parts.hpp"
+#include "runtime/async_pipe_base_impl.hpp"
 
 #include "core/framing.hpp"
 #include "core/pipe_rules.hpp"
@@ -183,18 +184,9 @@ void async_pipe::deliver() {
   }
 }
 
-void async_pipe::kick() {
-  if (in_kick_) {
-    kick_again_ = true;
-    return;
-  }
-  in_kick_ = true;
-  do {
-    kick_again_ = false;
-    deliver();
-    if (rx_wanted()) start_rx();
-  } while (kick_again_);
-  in_kick_ = false;
+void async_pipe::kick_once() {
+  deliver();
+  if (rx_wanted()) start_rx();
 }
 
 bool async_pipe::rx_wanted() const noexcept {
@@ -348,20 +340,7 @@ void async_pipe::rx_fail(std::error_code ec, std::string detail) {
   socket_.shutdown(asio::socket_base::shutdown_both, ignore); // the stream cannot be resynchronised; tell the peer
 }
 
-void async_pipe::receive(timeout t, asio::cancellation_slot slot, completion<std::vector<std::byte>> done) {
-  auto o = make_op(t, slot);
-  o->on_msg = std::move(done);
-  readers_.push_back(std::move(o));
-  kick();
-}
-
-void async_pipe::read_some(asio::mutable_buffer buf, timeout t, asio::cancellation_slot slot,
-                           completion<read_result> done) {
-  auto o = make_op(t, slot);
-  o->on_some = std::move(done);
-  o->buf = buf;
-  readers_.push_back(std::move(o));
-  kick();
-}
+// What both systems share (make_op, receive, read_some, connect_op), for this one.
+template class async_pipe_base<async_pipe, async_pipe_op>;
 
 } // namespace npipe::detail

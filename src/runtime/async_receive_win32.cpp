@@ -2,6 +2,7 @@
 // Windows async pipe, receiving: one overlapped ReadFile at a time, only for
 // a waiting receiver; ERROR_MORE_DATA and what a stopped read got (held_).
 #include "runtime/async_pipe_win32_parts.hpp"
+#include "runtime/async_pipe_base_impl.hpp"
 
 #include "core/pipe_rules.hpp"
 #include "transport/win32_util.hpp"
@@ -14,29 +15,20 @@ using namespace async_win32;
 
 // ----------------------------------------------------------------- receiving
 
-void async_pipe::kick() {
-  if (in_kick_) {
-    kick_again_ = true;
-    return;
-  }
-  in_kick_ = true;
-  do {
-    kick_again_ = false;
-    // A read in progress writes into held_: serve nobody until it is back.
-    // A completion may run inline (the server's sessions) and queue or
-    // close: take the reader out of the queue while serving it. Once closed
-    // (held_ is gone then) every reader gets not_connected at once.
-    while (!readers_.empty() && !rx_active_) {
-      auto o = std::move(readers_.front());
-      readers_.erase(readers_.begin());
-      if (!serve_reader(*o)) {
-        readers_.insert(readers_.begin(), std::move(o));
-        start_read(*readers_.front());
-        break;
-      }
+void async_pipe::kick_once() {
+  // A read in progress writes into held_: serve nobody until it is back.
+  // A completion may run inline (the server's sessions) and queue or
+  // close: take the reader out of the queue while serving it. Once closed
+  // (held_ is gone then) every reader gets not_connected at once.
+  while (!readers_.empty() && !rx_active_) {
+    auto o = std::move(readers_.front());
+    readers_.erase(readers_.begin());
+    if (!serve_reader(*o)) {
+      readers_.insert(readers_.begin(), std::move(o));
+      start_read(*readers_.front());
+      break;
     }
-  } while (kick_again_);
-  in_kick_ = false;
+  }
 }
 
 // Satisfies the reader from held_ if it can; true when it completed.
@@ -194,20 +186,7 @@ void async_pipe::rx_fail(std::error_code ec, std::string detail) {
   close(ec, std::move(detail));
 }
 
-void async_pipe::receive(timeout t, asio::cancellation_slot slot, completion<std::vector<std::byte>> done) {
-  auto o = make_op(t, slot);
-  o->on_msg = std::move(done);
-  readers_.push_back(std::move(o));
-  kick();
-}
-
-void async_pipe::read_some(asio::mutable_buffer buf, timeout t, asio::cancellation_slot slot,
-                           completion<read_result> done) {
-  auto o = make_op(t, slot);
-  o->on_some = std::move(done);
-  o->buf = buf;
-  readers_.push_back(std::move(o));
-  kick();
-}
+// What both systems share (make_op, receive, read_some, connect_op), for this one.
+template class async_pipe_base<async_pipe, async_pipe_op>;
 
 } // namespace npipe::detail
