@@ -123,6 +123,8 @@ public:
   explicit async_connection(const executor_type& ex);
   template <class Context, class = std::enable_if_t<std::is_convertible_v<Context&, asio::execution_context&>>>
   explicit async_connection(Context& ctx) : async_connection(executor_type(ctx.get_executor())) {}
+  /// The moved-from end keeps its executor and is closed: its operations
+  /// complete with not_connected (make a new end to connect again).
   async_connection(async_connection&&) noexcept;
   async_connection& operator=(async_connection&&) noexcept;
   /// Closes the end; pending operations complete with operation_aborted.

@@ -9,9 +9,24 @@
 
 namespace npipe {
 namespace detail {
+namespace {
+
+// An end with no pipe (moved from, or the placeholder of a failed accept)
+// completes every operation with not_connected instead of reaching one.
+template <class... A>
+bool no_pipe(const std::shared_ptr<async_pipe>& p, completion<A...>& done) {
+  if (p) return false;
+  set_error_detail("this async_connection was moved from (or is a failed accept's result); use the one it was "
+                   "moved to, or make a new one");
+  done(make_error_code(errc::not_connected), A{}...);
+  return true;
+}
+
+} // namespace
 
 void async_ops::connect(const std::shared_ptr<async_pipe>& p, const pipe_name& name, const client_options& opts,
                         timeout t, asio::cancellation_slot slot, completion<> done) {
+  if (no_pipe(p, done)) return;
   asio::post(p->strand(), [p, name, opts, t, slot, d = std::move(done)]() mutable {
     p->connect(name, opts, t, slot, std::move(d));
   });
@@ -19,21 +34,25 @@ void async_ops::connect(const std::shared_ptr<async_pipe>& p, const pipe_name& n
 
 void async_ops::send(const std::shared_ptr<async_pipe>& p, asio::const_buffer msg, timeout t,
                      asio::cancellation_slot slot, completion<std::size_t> done) {
+  if (no_pipe(p, done)) return;
   asio::post(p->strand(), [p, msg, t, slot, d = std::move(done)]() mutable { p->send(msg, {}, t, slot, std::move(d)); });
 }
 
 void async_ops::receive(const std::shared_ptr<async_pipe>& p, timeout t, asio::cancellation_slot slot,
                         completion<std::vector<std::byte>> done) {
+  if (no_pipe(p, done)) return;
   asio::post(p->strand(), [p, t, slot, d = std::move(done)]() mutable { p->receive(t, slot, std::move(d)); });
 }
 
 void async_ops::read_some(const std::shared_ptr<async_pipe>& p, asio::mutable_buffer buf, timeout t,
                           asio::cancellation_slot slot, completion<read_result> done) {
+  if (no_pipe(p, done)) return;
   asio::post(p->strand(), [p, buf, t, slot, d = std::move(done)]() mutable { p->read_some(buf, t, slot, std::move(d)); });
 }
 
 void async_ops::transact(const std::shared_ptr<async_pipe>& p, asio::const_buffer request, timeout t,
                          asio::cancellation_slot slot, completion<std::vector<std::byte>> done) {
+  if (no_pipe(p, done)) return;
   auto b = static_cast<const std::byte*>(request.data());
   std::vector<std::byte> copy(b, b + request.size());
   asio::post(p->strand(), [p, c = std::move(copy), t, slot, d = std::move(done)]() mutable {
@@ -43,6 +62,7 @@ void async_ops::transact(const std::shared_ptr<async_pipe>& p, asio::const_buffe
 
 void async_ops::flush(const std::shared_ptr<async_pipe>& p, timeout t, asio::cancellation_slot slot,
                       completion<> done) {
+  if (no_pipe(p, done)) return;
   asio::post(p->strand(), [p, t, slot, d = std::move(done)]() mutable { p->flush(t, slot, std::move(d)); });
 }
 
@@ -64,11 +84,12 @@ async_connection::async_connection(const executor_type& ex)
     : ex_(ex), impl_(ex ? detail::async_pipe::create(ex) : nullptr) {}
 async_connection::async_connection(const executor_type& ex, std::shared_ptr<detail::async_pipe> impl)
     : ex_(ex), impl_(std::move(impl)) {}
-async_connection::async_connection(async_connection&&) noexcept = default;
+// The moved-from end keeps its executor (as an Asio socket does) and is closed.
+async_connection::async_connection(async_connection&& o) noexcept : ex_(o.ex_), impl_(std::move(o.impl_)) {}
 async_connection& async_connection::operator=(async_connection&& o) noexcept {
   if (this != &o) {
     close();
-    ex_ = std::move(o.ex_);
+    ex_ = o.ex_;
     impl_ = std::move(o.impl_);
   }
   return *this;

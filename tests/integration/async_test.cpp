@@ -1067,3 +1067,57 @@ TEST_F(Async, AsyncFlushWaitsUntilThePeerHasReadEverything) {
 }
 
 } // namespace
+
+// A moved-from async_connection (like an Asio socket) keeps its executor and
+// is closed: every operation on it completes with not_connected, saying why,
+// instead of reaching a pipe end it no longer has.
+TEST_F(Async, AMovedFromConnectionFailsEveryOperationWithNotConnected) {
+  run_threads();
+  async_connection a(ctx_);
+  async_connection b(std::move(a));
+  EXPECT_FALSE(a.is_open());
+  EXPECT_TRUE(a.get_executor() == b.get_executor()) << "the moved-from end keeps its executor";
+  auto says_moved = [](std::error_code ec) {
+    EXPECT_EQ(ec, errc::not_connected) << ec.message();
+    EXPECT_NE(last_error_detail().find("moved from"), std::string::npos) << last_error_detail();
+  };
+  std::string m = "x";
+  std::byte buf[8];
+  {
+    auto [h, f] = outcome<>();
+    a.async_connect(random_pipe(), client_options{}, 5s, h);
+    auto [ec] = f.get();
+    says_moved(ec);
+  }
+  {
+    auto [h, f] = outcome<std::size_t>();
+    a.async_send(asio::buffer(m), 5s, h);
+    says_moved(std::get<0>(f.get()));
+  }
+  {
+    auto [h, f] = outcome<std::vector<std::byte>>();
+    a.async_receive(5s, h);
+    says_moved(std::get<0>(f.get()));
+  }
+  {
+    auto [h, f] = outcome<read_result>();
+    a.async_read_some(asio::buffer(buf), 5s, h);
+    says_moved(std::get<0>(f.get()));
+  }
+  {
+    auto [h, f] = outcome<std::vector<std::byte>>();
+    a.async_transact(asio::buffer(m), 5s, h);
+    says_moved(std::get<0>(f.get()));
+  }
+  {
+    auto [h, f] = outcome<>();
+    a.async_flush(5s, h);
+    auto [ec] = f.get();
+    says_moved(ec);
+  }
+  a.cancel();
+  a.close();
+  async_connection c(ctx_);
+  c = std::move(b);
+  EXPECT_TRUE(b.get_executor() == c.get_executor()) << "move assignment too";
+}
