@@ -907,7 +907,9 @@ TEST_P(Portable, BlockedReadersAndWritersSayWhoEndedTheConnection) {
 #else
   constexpr int max_writes = 64; // more than the socket, TCP and relay buffers together
 #endif
-  auto blocked = [&](bool writer, bool close_here) -> std::error_code {
+  enum class call { read, write, flush };
+  auto blocked = [&](call what, bool close_here) -> std::error_code {
+    const bool writer = what == call::write;
     auto name = random_pipe();
     server s(name, sopts());
     auto c = open(name);
@@ -918,9 +920,13 @@ TEST_P(Portable, BlockedReadersAndWritersSayWhoEndedTheConnection) {
     std::error_code ec;
     std::thread t([&] {
       caller = this_thread_id();
-      if (!writer) {
+      if (what == call::read) {
         started = 1;
         c.receive(30s, ec);
+      } else if (what == call::flush) {
+        c.write(bytes("never read"), 5s, ec);
+        started = 1;
+        if (!ec) c.flush(ec); // no deadline: only the peer's reading or a close ends it
       } else {
         std::vector<std::byte> chunk(1u << 20);
         for (int i = 0; i < max_writes && !ec; ++i) {
@@ -953,10 +959,12 @@ TEST_P(Portable, BlockedReadersAndWritersSayWhoEndedTheConnection) {
     if (!stuck) c.write(bytes("x"), 5s, ec); // the same rule for the next call
     return ec;
   };
-  EXPECT_EQ(blocked(false, true), errc::not_connected) << "a reader woken by close()";
-  EXPECT_EQ(blocked(true, true), errc::not_connected) << "a writer woken by close()";
-  EXPECT_EQ(blocked(false, false), errc::broken_pipe) << "a reader whose peer went";
-  EXPECT_EQ(blocked(true, false), errc::broken_pipe) << "a writer whose peer went";
+  EXPECT_EQ(blocked(call::read, true), errc::not_connected) << "a reader woken by close()";
+  EXPECT_EQ(blocked(call::write, true), errc::not_connected) << "a writer woken by close()";
+  EXPECT_EQ(blocked(call::flush, true), errc::not_connected) << "a flusher woken by close()";
+  EXPECT_EQ(blocked(call::read, false), errc::broken_pipe) << "a reader whose peer went";
+  EXPECT_EQ(blocked(call::write, false), errc::broken_pipe) << "a writer whose peer went";
+  EXPECT_EQ(blocked(call::flush, false), errc::broken_pipe) << "a flusher whose peer went";
 }
 
 // last_error_detail() is the detail of the call that just returned: a
