@@ -233,7 +233,11 @@ void async_pipe::pull() {
 // stops at the reader's size, so what a peer can make us hold is unchanged.
 void async_pipe::top_up(std::size_t want) {
   auto held = [this] { return inbox_bytes_ - (inbox_head_ < inbox_.size() ? inbox_[inbox_head_].off : 0); };
-  while (held() < want && !eof_ && !rx_err_ && is_open()) {
+  // Bounded by the bytes read, not only by the bytes held: empty messages
+  // add nothing to hold, and a peer that keeps sending them must not hold
+  // the strand (or grow the inbox) for ever.
+  const auto start = rd_.offset();
+  while (held() < want && rd_.offset() - start < want && !eof_ && !rx_err_ && is_open()) {
     auto before = rd_.offset();
     pull();
     if (rd_.offset() == before) return;

@@ -72,6 +72,7 @@ read_result framed_connection::read_locked(std::span<std::byte> buf, deadline dl
     if (msg && !partial_.empty()) return {got, true};
   }
   bool started = got > 0 || rd_.in_data(); // a message already begun ends this read when it ends
+  std::size_t top_budget = buf.size(); // byte mode: how much reading on without waiting may take
   for (;;) {
     if (!rd_.in_data()) {
       if (msg && started) break;
@@ -82,7 +83,7 @@ read_result framed_connection::read_locked(std::span<std::byte> buf, deadline dl
       }
       if (st == head_status::error) break;
       if (!msg && got > 0) {
-        if (top_up()) continue;
+        if (top_up(top_budget)) continue;
         break;
       }
       if (!fill(dl, ec)) break;
@@ -93,7 +94,7 @@ read_result framed_connection::read_locked(std::span<std::byte> buf, deadline dl
       continue;
     }
     if (got == buf.size()) break;
-    if (buffered() == 0 && !msg && got > 0 && !top_up()) break;
+    if (buffered() == 0 && !msg && got > 0 && !top_up(top_budget)) break;
     std::size_t n = 0;
     if (!payload(buf.data() + got, buf.size() - got, dl, n, ec)) break;
     got += n;

@@ -118,12 +118,16 @@ void framed_connection::fill_nonblocking(std::size_t limit) {
 // Byte read mode returns everything the pipe holds, as ReadFile does, not
 // just what an earlier read happened to bring into the buffer (the handshake
 // can bring the first message with the reply). One non-blocking read, into
-// the buffer's free room only: it grows nothing.
-bool framed_connection::top_up() {
-  if (eof_ || rx_err_) return false;
+// the buffer's free room only: it grows nothing. `budget` is what one read
+// may still take this way (the caller's size): a peer that keeps sending
+// empty messages cannot hold the reader.
+bool framed_connection::top_up(std::size_t& budget) {
+  if (eof_ || rx_err_ || budget == 0) return false;
   std::size_t before = buffered();
   fill_nonblocking(0);
-  return buffered() > before;
+  std::size_t added = buffered() - before;
+  budget -= std::min(added, budget);
+  return added > 0;
 }
 
 bool framed_connection::read_direct(std::byte* out, std::size_t want, deadline dl, std::size_t& n,

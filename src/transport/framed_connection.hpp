@@ -55,7 +55,7 @@ private:
   std::size_t make_room(std::size_t limit);
   bool fill(deadline dl, std::error_code& ec, std::size_t limit = 0);
   void fill_nonblocking(std::size_t limit);
-  bool top_up();
+  bool top_up(std::size_t& budget);
   bool wait_readable(deadline dl, std::error_code& ec);
   bool read_into(std::span<std::byte> dst, deadline dl, std::size_t& n, std::error_code& ec);
   bool read_direct(std::byte* out, std::size_t want, deadline dl, std::size_t& n, std::error_code& ec);

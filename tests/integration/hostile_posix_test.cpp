@@ -688,3 +688,54 @@ TEST_F(Hostile, SilentConnectionsOfOneUserDoNotLockOutAnother) {
 }
 
 } // namespace
+
+// A peer that keeps sending empty messages behind the first one cannot hold
+// a byte-mode read that reads on without waiting (either end): it returns
+// what it has once it has read as much as its buffer, or the kernel is dry.
+TEST_F(HandServer, EmptyMessagesWithoutEndDoNotHoldAByteModeRead) {
+  for (bool async : {false, true}) {
+    SCOPED_TRACE(async ? "async" : "blocking");
+    auto name = random_pipe("empties");
+    std::atomic<bool> stop{false};
+    hand_server srv(name, [&](int fd) {
+      send_all(fd, hand_server::ok_reply() + header(6) + "hello ");
+      std::string empties;
+      for (int i = 0; i < 4096; ++i) empties += header(0);
+      while (!stop && send_all(fd, empties)) {
+      }
+    });
+    ASSERT_TRUE(srv.ok());
+    client_options o;
+    o.read_mode = read_mode::byte;
+    std::byte buf[64];
+    if (!async) {
+      auto c = connect(name, o, 5s);
+      auto r = c.read(buf, 5s);
+      EXPECT_EQ(text({buf, buf + r.bytes}), "hello ");
+      stop = true;
+      c.close();
+      continue;
+    }
+    asio::io_context ctx;
+    auto work = asio::make_work_guard(ctx);
+    std::thread t([&] { ctx.run(); });
+    async_connection c(ctx);
+    {
+      auto [h, f] = outcome<>();
+      c.async_connect(name, o, 5s, h);
+      ASSERT_FALSE(std::get<0>(f.get()));
+    }
+    {
+      auto [h, f] = outcome<read_result>();
+      c.async_read_some(asio::buffer(buf), 5s, h);
+      ASSERT_EQ(f.wait_for(10s), std::future_status::ready) << "the read was held";
+      auto [ec, r] = f.get();
+      EXPECT_FALSE(ec) << ec.message();
+      EXPECT_EQ(text({buf, buf + r.bytes}), "hello ");
+    }
+    stop = true;
+    c.close();
+    work.reset();
+    t.join();
+  }
+}
