@@ -10,6 +10,8 @@
 # ASIO_NO_DEPRECATED would remove, and pkg-config's flags force no -std=.
 # The consumer builds without optimisation (no build type): what is checked
 # is how npipe is found and built, and -O2 would double the time it takes.
+# add_subdirectory builds npipe without unity builds (NPIPE_UNITY_BUILD=OFF):
+# each source file compiled alone, so one that misses an include fails here.
 file(REMOVE_RECURSE ${WORK_DIR})
 file(MAKE_DIRECTORY ${WORK_DIR})
 set(prefix ${PREFIX})
@@ -56,6 +58,7 @@ elseif(MODE STREQUAL "add_subdirectory")
   public_headers(headers ${NPIPE_SOURCE_DIR}/include/npipe)
   run_step(${CMAKE_COMMAND} -S ${CONSUMER_SOURCE} -B ${WORK_DIR}/consumer -G ${GENERATOR}
            -DCMAKE_CXX_COMPILER=${CXX_COMPILER} -DNPIPE_SUBDIR=${NPIPE_SOURCE_DIR} -DCMAKE_BUILD_TYPE=
+           -DNPIPE_UNITY_BUILD=OFF
            "-DNPIPE_PUBLIC_HEADERS=${headers}")
   # As a subproject npipe builds only its library: no tests, tools or install.
   if(EXISTS ${WORK_DIR}/consumer/npipe/tests OR EXISTS ${WORK_DIR}/consumer/npipe/tools)
