@@ -356,17 +356,17 @@ public:
 
   explicit async_server(const executor_type& ex);
   /// Open at once. @throws std::system_error
-  async_server(const executor_type& ex, const pipe_name& name, const server_options& opts = {});
+  async_server(const executor_type& ex, const pipe_name& name, const async_server_options& opts = {});
   template <class Context, class = std::enable_if_t<std::is_convertible_v<Context&, asio::execution_context&>>>
-  async_server(Context& ctx, const pipe_name& name, const server_options& opts = {})
+  async_server(Context& ctx, const pipe_name& name, const async_server_options& opts = {})
       : async_server(executor_type(ctx.get_executor()), name, opts) {}
   async_server(async_server&&) noexcept;
   async_server& operator=(async_server&&) noexcept;
   /// Closes at once (no grace).
   ~async_server();
 
-  void open(const pipe_name& name, const server_options& opts, std::error_code& ec) noexcept;
-  void open(const pipe_name& name, const server_options& opts = {});
+  void open(const pipe_name& name, const async_server_options& opts, std::error_code& ec) noexcept;
+  void open(const pipe_name& name, const async_server_options& opts = {});
   bool is_open() const noexcept;
   executor_type get_executor() const noexcept { return ex_; }
 
@@ -383,7 +383,7 @@ public:
   }
 
   /// Serve every client with a request/reply handler, concurrently, within
-  /// the limits of server_options. The handler is one of
+  /// the limits of async_server_options. The handler is one of
   ///   void(request, reply)            answer now or later via reply
   ///   R(request)                      R: std::vector<std::byte>, std::string...
   ///   asio::awaitable<R>(request)     a coroutine that may await other work

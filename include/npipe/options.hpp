@@ -109,24 +109,34 @@ struct server_options {
   /// Linux: directory holding the socket files (empty: $NPIPE_DIR, else
   /// the machine-wide default, see README). Ignored on Windows.
   std::string pipe_dir;
-
-  // The async server runtime (async_server) also honours these:
-  /// A connection that sends nothing and has no request in flight for this
-  /// long is closed. forever (the default) keeps idle sessions.
-  timeout idle_timeout = defaults::idle_timeout;
-  /// Reply bytes queued for one client that reads slowly; past this the
-  /// server stops reading that client's requests until it catches up
-  /// (backpressure), so memory stays bounded. One reply may exceed it.
+  /// Bytes one client may make this end queue for it: replies waiting for a
+  /// client that reads slowly (async_server: past this it stops reading that
+  /// client's requests until it catches up, so memory stays bounded; one
+  /// reply may exceed it), and acknowledgements owed to a client that
+  /// flushes without reading (both servers).
   std::size_t max_queued_bytes = defaults::max_queued_bytes;
-  /// Requests of one connection handed to the handler at once; a client that
-  /// pipelines more waits (the server stops reading) until replies go out.
-  unsigned max_in_flight = defaults::max_in_flight;
 
   /// Let remote clients in through a gateway running as this server's user
   /// (or root) on this machine (remote.hpp). Off by default: like Win32
   /// PIPE_REJECT_REMOTE_CLIENTS, a local pipe refuses them even when a
   /// gateway exports its name. Linux only for now (not_supported on Windows).
   bool accept_remote = false;
+};
+
+/// Options for an async_server: those of every server, and two that only
+/// the async server has a use for, as it alone works on the connections it
+/// accepts (a blocking server hands each one to its caller). A plain
+/// server_options converts to this, with these two at their defaults.
+struct async_server_options : server_options {
+  async_server_options() = default;
+  async_server_options(const server_options& base) : server_options(base) {} // implicit on purpose
+  /// A connection that sends nothing and has no request in flight for this
+  /// long is closed. forever (the default) keeps idle sessions.
+  timeout idle_timeout = defaults::idle_timeout;
+  /// Requests of one connection handed to serve()'s handler at once; a
+  /// client that pipelines more waits (the server stops reading) until
+  /// replies go out.
+  unsigned max_in_flight = defaults::max_in_flight;
 };
 
 /// A pre-shared key for TLS 1.3 PSK (psk_dhe_ke: an ephemeral key exchange

@@ -125,7 +125,7 @@ void async_connection::close() noexcept {
 // -------------------------------------------------------------- async_server
 
 async_server::async_server(const executor_type& ex) : ex_(ex) {}
-async_server::async_server(const executor_type& ex, const pipe_name& name, const server_options& opts) : ex_(ex) {
+async_server::async_server(const executor_type& ex, const pipe_name& name, const async_server_options& opts) : ex_(ex) {
   open(name, opts);
 }
 async_server::async_server(async_server&&) noexcept = default;
@@ -139,7 +139,7 @@ async_server& async_server::operator=(async_server&& o) noexcept {
 }
 async_server::~async_server() { close(); }
 
-void async_server::open(const pipe_name& name, const server_options& opts, std::error_code& ec) noexcept {
+void async_server::open(const pipe_name& name, const async_server_options& opts, std::error_code& ec) noexcept {
   detail::call_scope scope(ec);
   try {
     if (impl_) {
@@ -166,7 +166,7 @@ void async_server::open(const pipe_name& name, const server_options& opts, std::
   }
 }
 
-void async_server::open(const pipe_name& name, const server_options& opts) {
+void async_server::open(const pipe_name& name, const async_server_options& opts) {
   std::error_code ec;
   open(name, opts, ec);
   if (ec) detail::throw_error(ec, "cannot create pipe " + name.str());

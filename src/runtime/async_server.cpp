@@ -39,7 +39,8 @@ void async_server_impl::abandon() noexcept {
   // destroyed here, outside the lock, without being invoked
 }
 
-bool async_server_impl::open(const pipe_name& name, const server_options& opts, std::error_code& ec) {
+bool async_server_impl::open(const pipe_name& name, const async_server_options& opts, std::error_code& ec) {
+  if (!check_async_server_options(opts, ec)) return false;
   name_ = name;
   opts_ = opts;
   std::weak_ptr<async_server_impl> w = weak_from_this();

@@ -29,7 +29,7 @@ public:
   ~async_server_impl() override;
   void abandon() noexcept override;
 
-  bool open(const pipe_name& name, const server_options& opts, std::error_code& ec);
+  bool open(const pipe_name& name, const async_server_options& opts, std::error_code& ec);
   void accept(asio::cancellation_slot slot, completion<async_connection> done);
   void serve(request_handler h);
   void set_observer(std::function<void(const client_event&)> f);
@@ -39,7 +39,7 @@ public:
   bool is_open() const noexcept;
   std::string native_path() const;
   const pipe_name& name() const noexcept { return name_; }
-  const server_options& options() const noexcept { return opts_; }
+  const async_server_options& options() const noexcept { return opts_; }
 
   // For sessions.
   void event(const client_event& e);
@@ -66,7 +66,7 @@ private:
 
   asio::any_io_executor ex_;
   pipe_name name_;
-  server_options opts_;
+  async_server_options opts_;
   std::shared_ptr<server_impl> admission_;
   asio::strand<asio::any_io_executor> sweep_strand_;
   asio::steady_timer sweep_; // on sweep_strand_

@@ -98,7 +98,6 @@ bool check_server_options(const server_options& o, std::error_code& ec) {
   if (o.max_message_size < framing::min_receive_limit || o.max_message_size > framing::max_receive_limit)
     return out_of_range("server_options::max_message_size", static_cast<long long>(o.max_message_size), limit_range,
                         ec);
-  if (o.max_in_flight < 1) return out_of_range("server_options::max_in_flight", o.max_in_flight, "1 or more", ec);
   if (o.max_pending < 1) return out_of_range("server_options::max_pending", o.max_pending, "1 or more", ec);
   if (o.max_queued_bytes < 1)
     return out_of_range("server_options::max_queued_bytes", static_cast<long long>(o.max_queued_bytes), "1 or more",
@@ -106,13 +105,21 @@ bool check_server_options(const server_options& o, std::error_code& ec) {
   if (o.handshake_timeout == timeout::zero() || (o.handshake_timeout < timeout::zero() && o.handshake_timeout != forever))
     return out_of_range("server_options::handshake_timeout (ms)", o.handshake_timeout.count(),
                         "more than 0, or forever", ec);
-  if (o.idle_timeout == timeout::zero() || (o.idle_timeout < timeout::zero() && o.idle_timeout != forever))
-    return out_of_range("server_options::idle_timeout (ms)", o.idle_timeout.count(), "more than 0, or forever", ec);
   if (o.read_mode && !pipe_rules::read_mode_allowed(o.type, *o.read_mode)) {
     set_error_detail("server_options::read_mode is message, but type is byte: message read mode needs a message pipe");
     ec = make_error_code(errc::invalid_argument);
     return false;
   }
+  return true;
+}
+
+bool check_async_server_options(const async_server_options& o, std::error_code& ec) {
+  if (!check_server_options(o, ec)) return false;
+  if (o.max_in_flight < 1)
+    return out_of_range("async_server_options::max_in_flight", o.max_in_flight, "1 or more", ec);
+  if (o.idle_timeout == timeout::zero() || (o.idle_timeout < timeout::zero() && o.idle_timeout != forever))
+    return out_of_range("async_server_options::idle_timeout (ms)", o.idle_timeout.count(), "more than 0, or forever",
+                        ec);
   return true;
 }
 

@@ -113,6 +113,8 @@ std::error_code no_memory_error() noexcept;
 bool option_out_of_range(const char* field, long long value, const std::string& allowed, std::error_code& ec);
 /// The option checks every server backend makes first (with the detail).
 bool check_server_options(const server_options& o, std::error_code& ec);
+/// check_server_options, and the fields only the async server has.
+bool check_async_server_options(const async_server_options& o, std::error_code& ec);
 /// The same for clients (every connect, local or remote, blocking or async).
 bool check_client_options(const client_options& o, std::error_code& ec);
 

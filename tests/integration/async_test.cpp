@@ -347,7 +347,7 @@ TEST_F(Async, CancelledAndTimedOutTransactsNeverHandTheirRepliesOn) {
 TEST_F(Async, InFlightCapHoldsAgainstAPipeliningClient) {
   run_threads();
   auto name = random_pipe();
-  server_options o;
+  async_server_options o;
   o.max_in_flight = 3;
   async_server srv(ctx_, name, o);
   std::mutex mu;
@@ -453,7 +453,7 @@ TEST_F(Async, ClientThatNeverReadsMeetsBackpressureAndServerMemoryStaysBounded) 
 TEST_F(Async, IdleConnectionsCloseAtTheIdleTimeoutAndBusyOnesStay) {
   run_threads();
   auto name = random_pipe();
-  server_options o;
+  async_server_options o;
   o.idle_timeout = 300ms;
   std::vector<client_event> events;
   std::mutex mu;
@@ -933,6 +933,22 @@ TEST_F(Async, InvalidOptionsNameTheFieldAndWhatIsAllowed) {
   EXPECT_EQ(ec, errc::invalid_argument);
   EXPECT_NE(last_error_detail().find("server_options::max_queued_bytes is 0; allowed: 1 or more"), std::string::npos)
       << last_error_detail();
+  // The two fields only the async server has.
+  async_server_options ao;
+  ao.max_in_flight = 0;
+  srv.open(random_pipe(), ao, ec);
+  EXPECT_EQ(ec, errc::invalid_argument);
+  EXPECT_NE(last_error_detail().find("async_server_options::max_in_flight is 0; allowed: 1 or more"),
+            std::string::npos)
+      << last_error_detail();
+  ao.max_in_flight = 1;
+  ao.idle_timeout = timeout::zero();
+  srv.open(random_pipe(), ao, ec);
+  EXPECT_EQ(ec, errc::invalid_argument);
+  EXPECT_NE(last_error_detail().find("async_server_options::idle_timeout (ms) is 0; allowed: more than 0, or forever"),
+            std::string::npos)
+      << last_error_detail();
+  EXPECT_FALSE(srv.is_open());
   client_options co;
   co.max_message_size = (1ull << 40);
   async_connection c(ctx_);

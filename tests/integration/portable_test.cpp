@@ -722,11 +722,11 @@ TEST(PortableLimits, InvalidOptionsNameTheFieldAndWhatIsAllowed) {
   auto detail_has = [](const std::string& text) { return last_error_detail().find(text) != std::string::npos; };
   std::error_code ec;
   server_options o;
-  o.max_in_flight = 0;
+  o.max_pending = 0;
   server s;
   s.open(random_pipe(), o, ec);
   EXPECT_EQ(ec, errc::invalid_argument);
-  EXPECT_TRUE(detail_has("server_options::max_in_flight is 0; allowed: 1 or more")) << last_error_detail();
+  EXPECT_TRUE(detail_has("server_options::max_pending is 0; allowed: 1 or more")) << last_error_detail();
   client_options co;
   co.max_message_size = 1;
   connect(random_pipe(), co, no_wait, ec);

@@ -41,8 +41,8 @@ std::string describe(const npipe::peer_identity& p) {
   return s;
 }
 
-npipe::server_options server_options_of(const serve_args& a) {
-  npipe::server_options o;
+npipe::async_server_options server_options_of(const serve_args& a) {
+  npipe::async_server_options o;
   o.type = a.type == "byte" ? npipe::pipe_type::byte : npipe::pipe_type::message;
   o.max_instances = a.max_instances;
   o.max_connections = a.max_connections;
