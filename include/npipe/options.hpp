@@ -113,7 +113,7 @@ struct server_options {
   /// client that reads slowly (async_server: past this it stops reading that
   /// client's requests until it catches up, so memory stays bounded; one
   /// reply may exceed it), and acknowledgements owed to a client that
-  /// flushes without reading (both servers).
+  /// flushes without reading (both servers; Windows pipes owe none).
   std::size_t max_queued_bytes = defaults::max_queued_bytes;
 
   /// Let remote clients in through a gateway running as this server's user
