@@ -26,21 +26,7 @@ server::~server() { close(); }
 
 void server::open(const pipe_name& name, const server_options& opts, std::error_code& ec) noexcept {
   detail::call_scope scope(ec);
-  if (impl_) {
-    detail::set_error_detail("this server object is already open");
-    ec = make_error_code(errc::invalid_state);
-    return;
-  }
-  if (name.empty()) {
-    detail::set_error_detail("the pipe name is empty (a default-constructed pipe_name)");
-    ec = make_error_code(errc::invalid_name);
-    return;
-  }
-  if (!name.is_local()) {
-    detail::set_error_detail("a server creates a local name (\\\\.\\pipe\\NAME); remote clients reach it through the gateway");
-    ec = make_error_code(errc::invalid_name);
-    return;
-  }
+  if (!detail::check_server_open(impl_ != nullptr, name, ec)) return;
   try {
     impl_ = detail::open_local_server(name, opts, ec);
     if (impl_) {
@@ -48,9 +34,7 @@ void server::open(const pipe_name& name, const server_options& opts, std::error_
       opts_ = opts;
     }
   } catch (const std::bad_alloc&) {
-    ec = make_error_code(errc::system_error, ENOMEM);
-  } catch (const std::system_error& e) { // std::thread
-    ec = e.code();
+    ec = detail::no_memory_error();
   }
 }
 

@@ -141,28 +141,14 @@ async_server::~async_server() { close(); }
 
 void async_server::open(const pipe_name& name, const async_server_options& opts, std::error_code& ec) noexcept {
   detail::call_scope scope(ec);
+  if (!detail::check_server_open(impl_ != nullptr, name, ec)) return;
   try {
-    if (impl_) {
-      detail::set_error_detail("this server is already open");
-      ec = make_error_code(errc::invalid_state);
-      return;
-    }
-    if (name.empty()) {
-      detail::set_error_detail("the pipe name is empty (a default-constructed pipe_name)");
-      ec = make_error_code(errc::invalid_name);
-      return;
-    }
-    if (!name.is_local()) {
-      detail::set_error_detail("a server serves local names only (\\\\.\\pipe\\NAME), not " + name.str());
-      ec = make_error_code(errc::invalid_name);
-      return;
-    }
     auto s = std::make_shared<detail::async_server_impl>(ex_);
     if (!s->open(name, opts, ec)) return;
     detail::runtime_registry::enroll(ex_, s);
     impl_ = std::move(s);
   } catch (const std::bad_alloc&) {
-    ec = std::make_error_code(std::errc::not_enough_memory);
+    ec = detail::no_memory_error();
   }
 }
 

@@ -113,6 +113,22 @@ bool check_server_options(const server_options& o, std::error_code& ec) {
   return true;
 }
 
+bool check_server_open(bool already_open, const pipe_name& name, std::error_code& ec) {
+  ec.clear();
+  if (already_open) {
+    set_error_detail("this server is already open");
+    ec = make_error_code(errc::invalid_state);
+  } else if (name.empty()) {
+    set_error_detail("the pipe name is empty (a default-constructed pipe_name)");
+    ec = make_error_code(errc::invalid_name);
+  } else if (!name.is_local()) {
+    set_error_detail("a server creates a local name (\\\\.\\pipe\\NAME), not " + name.str() +
+                     ": remote clients reach a local pipe through a gateway on its machine");
+    ec = make_error_code(errc::invalid_name);
+  }
+  return !ec;
+}
+
 bool check_async_server_options(const async_server_options& o, std::error_code& ec) {
   if (!check_server_options(o, ec)) return false;
   if (o.max_in_flight < 1)

@@ -22,6 +22,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <system_error>
 #include <thread>
 #include <unistd.h>
 
@@ -46,7 +47,14 @@ bool posix_server::open(std::error_code& ec) {
     remove_name();
     return false;
   }
-  thread_ = std::thread([this] { run(); });
+  try {
+    thread_ = std::thread([this] { run(); });
+  } catch (const std::system_error& e) { // out of threads: no name is left behind
+    close();
+    ec = e.code();
+    set_error_detail("cannot start the server's admission thread");
+    return false;
+  }
   return true;
 }
 

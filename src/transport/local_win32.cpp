@@ -82,6 +82,7 @@ public:
       } catch (const std::system_error& e) {
         close();
         ec = e.code();
+        set_error_detail("cannot start the server's admission thread");
         return false;
       }
     }

@@ -115,6 +115,9 @@ bool option_out_of_range(const char* field, long long value, const std::string& 
 bool check_server_options(const server_options& o, std::error_code& ec);
 /// check_server_options, and the fields only the async server has.
 bool check_async_server_options(const async_server_options& o, std::error_code& ec);
+/// What both servers' open() checks before their options: not open already,
+/// and a name that is local (sets the error and its detail).
+bool check_server_open(bool already_open, const pipe_name& name, std::error_code& ec);
 /// The same for clients (every connect, local or remote, blocking or async).
 bool check_client_options(const client_options& o, std::error_code& ec);
 

@@ -949,6 +949,17 @@ TEST_F(Async, InvalidOptionsNameTheFieldAndWhatIsAllowed) {
             std::string::npos)
       << last_error_detail();
   EXPECT_FALSE(srv.is_open());
+  // The name checks both servers make, with the same words.
+  for (const auto& name : {pipe_name(R"(\\host\pipe\x)"), pipe_name{}}) {
+    server bs;
+    bs.open(name, {}, ec);
+    EXPECT_EQ(ec, errc::invalid_name) << name.str();
+    std::string blocking_detail = last_error_detail();
+    srv.open(name, {}, ec);
+    EXPECT_EQ(ec, errc::invalid_name) << name.str();
+    EXPECT_EQ(last_error_detail(), blocking_detail);
+    EXPECT_NE(blocking_detail.find(name.empty() ? "empty" : "through a gateway"), std::string::npos) << blocking_detail;
+  }
   client_options co;
   co.max_message_size = (1ull << 40);
   async_connection c(ctx_);
