@@ -40,7 +40,32 @@ struct deadline {
   friend deadline earlier(deadline a, deadline b) noexcept { return a.at < b.at ? a : b; }
 };
 
-/// One connected pipe end.
+/// One connected pipe end: framed_connection (Linux local pipes and remote
+/// pipes, over any byte_stream) and the Win32 pipe end implement it; the
+/// public npipe::connection forwards to it after checking its own state.
+/// What every implementation keeps (the public semantics are in
+/// include/npipe/connection.hpp; this is what the seam adds):
+///
+/// - Blocking: a call with a deadline blocks at most until it (a deadline
+///   that never passes waits as long as it takes) and then fails with
+///   timed_out, having consumed nothing (reads) or sent nothing, or, a write
+///   that had sent part of a message, having broken the send side.
+/// - Threads: one read-side call (read, receive, peek) may run beside one
+///   write-side call (write, flush); transact is both and excludes both.
+///   Each implementation locks its two sides (framed_connection's rx owner
+///   and tx_mu_, the Win32 end's rx_mu_ and tx_mu_), so overlapping calls
+///   the public contract forbids wait rather than corrupt it. close() may run on any thread at any
+///   time, once or many times: it wakes every blocked call, which then
+///   fails with not_connected, as does every later call.
+/// - Errors: through `ec` with a detail (set_error_detail) saying what
+///   happened and what to do; nothing throws except std::bad_alloc for the
+///   caller's own results (receive, transact). An allocation the peer caused
+///   that fails ends this connection only (no_memory_error()).
+/// - The peer controls every byte that arrives: nothing is allocated from a
+///   length it sent before the bytes themselves arrive, within the receive
+///   limit (core/framing.hpp keeps these rules for the framed ends).
+/// - type(), peer(), name() and peer_max_message_size() are fixed at
+///   construction and safe from any thread.
 class connection_impl {
 public:
   virtual ~connection_impl() = default;
@@ -50,13 +75,29 @@ public:
   /// the stream. connection::is_open() is is_open() && !broken().
   virtual bool broken() const noexcept { return false; }
   virtual pipe_type type() const noexcept = 0;
+  /// Safe from any thread.
   virtual npipe::read_mode read_mode() const noexcept = 0;
+  /// invalid_argument (pipe_rules::message_mode_needs_message_pipe) for
+  /// message mode on a byte pipe; never blocks.
   virtual void set_read_mode(npipe::read_mode m, std::error_code& ec) noexcept = 0;
+  /// All of `data` as one message, or as bytes on a byte pipe; returns when
+  /// the kernel has it. Over the peer's limit: message_too_large, nothing sent.
   virtual void write(std::span<const std::byte> data, deadline dl, std::error_code& ec) noexcept = 0;
+  /// ReadFile: message mode at most one message (more_data when `buf` is
+  /// short, and ec stays clear); byte mode what is there, at least one byte.
   virtual read_result read(std::span<std::byte> buf, deadline dl, std::error_code& ec) noexcept = 0;
+  /// One whole message (byte mode: what is there); over this end's limit:
+  /// message_too_large, and the connection ends.
   virtual std::vector<std::byte> receive(deadline dl, std::error_code& ec) = 0;
+  /// TransactNamedPipe: the preconditions of pipe_rules::transact_refusal,
+  /// then write and receive; a reply that comes after the deadline is
+  /// discarded when it does (pipe_rules::reply_debt), never handed to a
+  /// later call.
   virtual std::vector<std::byte> transact(std::span<const std::byte> request, deadline dl, std::error_code& ec) = 0;
+  /// PeekNamedPipe: never blocks, consumes nothing.
   virtual peek_result peek(std::span<std::byte> buf, std::error_code& ec) noexcept = 0;
+  /// FlushFileBuffers: returns once the peer has read everything written
+  /// before it (or at the deadline: timed_out; the peer's going: broken_pipe).
   virtual void flush(deadline dl, std::error_code& ec) noexcept = 0;
   virtual void close() noexcept = 0;
   virtual const peer_identity& peer() const noexcept = 0;
@@ -64,7 +105,21 @@ public:
   virtual std::size_t peer_max_message_size() const noexcept = 0;
 };
 
-/// One listening pipe name.
+/// One listening pipe name (posix_server, win32_server).
+///
+/// - open (in each system's open_local_server) checks the options, takes the
+///   name (or fails with name_in_use; a crashed server's is reclaimed),
+///   and starts admitting: each client is checked (handshake, access policy,
+///   caps) off the caller's thread where the system allows, so a client that
+///   never speaks delays nobody.
+/// - Threads: accept() may be called from several threads at once; close()
+///   from any thread, any number of times; is_open(), native_path() and
+///   active_instances() from any thread.
+/// - accept(dl) blocks until an admitted client is there (its connection),
+///   the deadline passes (timed_out) or the server closes (operation_aborted).
+/// - close() stops admitting, wakes every accept(), gives the name back
+///   (removes the socket file it made, not one another server made since)
+///   and does not touch the connections it has handed out.
 class server_impl {
 public:
   virtual ~server_impl() = default;
@@ -72,6 +127,7 @@ public:
   virtual void close() noexcept = 0;
   virtual bool is_open() const noexcept = 0;
   virtual std::string native_path() const = 0;
+  /// Instances in use: connected clients that hold one (until they close).
   virtual unsigned active_instances() const noexcept = 0;
 };
 
