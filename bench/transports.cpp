@@ -516,7 +516,10 @@ std::unique_ptr<client> make(const std::string& addr) {
 
 std::vector<transport> all_transports() {
   return {
-      {"uds-stream", serve_stream, make<stream_client>},
+      {"uds-stream", serve_stream, make<stream_client>, 0, nullptr, false, true},
+      {"uds-epoll", serve_uds_epoll, make<stream_client>, 0, nullptr, false, true},
+      {"asio-uds", serve_asio_uds, make<stream_client>},
+      {"libuv-pipe", serve_libuv_pipe, make<stream_client>},
       {"uds-seqpacket", serve_seqpacket, make<seqpacket_client>, 2 << 20},
       {"npipe-message", serve_npipe_message, make<npipe_client>, 0, npipe_call},
       {"npipe-async", serve_npipe_async, make<npipe_client>, 0, npipe_call},
@@ -524,7 +527,7 @@ std::vector<transport> all_transports() {
       {"nng-reqrep", serve_nng, make<nng_client>},
       {"zmq-reqrep", serve_zmq, make<zmq_client>},
       // Remote: loopback TCP, compared with raw TCP (the remote baseline).
-      {"tcp-raw", serve_tcp, make<tcp_client>, 0, nullptr, true},
+      {"tcp-raw", serve_tcp, make<tcp_client>, 0, nullptr, true, true},
       {"npipe-remote-plain", serve_npipe_plain, make<npipe_remote_client<false>>, 0, npipe_remote_call<false>, true},
       {"npipe-remote-tls", serve_npipe_tls, make<npipe_remote_client<true>>, 0, npipe_remote_call<true>, true},
   };

@@ -31,9 +31,17 @@ struct transport {
   void (*one_shot)(const std::string& addr, std::span<const std::byte> req, std::vector<std::byte>& reply) = nullptr;
   /// Over loopback TCP: reported in its own table, against tcp-raw.
   bool remote = false;
+  /// A raw baseline: every ratio is to the best raw row of its table, per metric.
+  bool raw = false;
 };
 
 /// All transports; `dir` is a scratch directory for socket files.
 std::vector<transport> all_transports();
+
+/// Servers a user could write instead (baselines.cpp), over the raw
+/// client's framing: one epoll thread, hand-written Asio, hand-written libuv.
+void serve_uds_epoll(const std::string& path);
+void serve_asio_uds(const std::string& path);
+void serve_libuv_pipe(const std::string& path);
 
 } // namespace bench
