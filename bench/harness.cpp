@@ -19,6 +19,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -40,6 +41,7 @@ struct options {
   std::string out = "docs/benchmarks.md";
   std::string data = "build/bench/bench.dat";
   std::string only; // comma-separated transports (plus the raw baselines)
+  std::string syscalls; // a table bench/syscalls.sh wrote, included in the report
 };
 
 void pin(int cpu) {
@@ -198,6 +200,21 @@ int main(int argc, char** argv) {
       if (t.name == argv[2]) t.serve(argv[3]);
     return 1;
   }
+  // N connect+request+close cycles of 64 B, as the connection-rate row
+  // makes them (bench/syscalls.sh counts their system calls).
+  if (argc == 5 && std::string(argv[1]) == "--calls") {
+    for (auto& t : bench::all_transports()) {
+      if (t.name != argv[2]) continue;
+      std::vector<std::byte> req(64, std::byte{'x'}), reply;
+      for (long i = 0, n = std::atol(argv[4]); i < n; ++i) {
+        if (t.one_shot) t.one_shot(argv[3], req, reply);
+        else t.connect(argv[3])->request(req, reply);
+        if (reply.size() != req.size()) return 1;
+      }
+      return 0;
+    }
+    return 1;
+  }
   options o;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -205,8 +222,10 @@ int main(int argc, char** argv) {
     else if (a == "--out" && i + 1 < argc) o.out = argv[++i];
     else if (a == "--data" && i + 1 < argc) o.data = argv[++i];
     else if (a == "--only" && i + 1 < argc) o.only = argv[++i];
+    else if (a == "--syscalls" && i + 1 < argc) o.syscalls = argv[++i];
     else {
-      std::cerr << "usage: npipe_bench [--quick] [--only T1,T2] [--out FILE.md] [--data FILE.dat]\n";
+      std::cerr << "usage: npipe_bench [--quick] [--only T1,T2] [--out FILE.md] [--data FILE.dat] [--syscalls FILE.md]\n"
+                   "       npipe_bench --serve TRANSPORT ADDR | --calls TRANSPORT ADDR N\n";
       return 2;
     }
   }
@@ -372,6 +391,10 @@ int main(int argc, char** argv) {
       }
     }
     md << "\n";
+  }
+  if (!o.syscalls.empty()) {
+    std::ifstream in(o.syscalls);
+    md << in.rdbuf() << "\n";
   }
   md << "![chart](benchmarks.png)\n";
   std::ofstream(o.out) << md.str();

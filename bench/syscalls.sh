@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# System calls per connect + 64 B request + close, client side and server
+# side, for the raw baselines and npipe's servers: strace -c counts them over
+# N cycles (after a warm-up the server is not traced for), divided by N.
+# Usage: bench/syscalls.sh NPIPE_BENCH [N] > table.md   (bench/run.sh runs it)
+set -euo pipefail
+bench=$1
+n=${2:-1000}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+transports=(uds-stream uds-epoll npipe-message npipe-async)
+
+# strace -c's table as "name calls" lines.
+calls_of() { awk '$1 ~ /^[0-9.]+$/ && NF >= 5 { print $NF, $4 }' "$1"; }
+
+echo "## System calls per connection"
+echo
+echo "One connect + 64 B request + close, as the connection-rate row makes them,"
+echo "counted with \`strace -c -f\` over $n cycles (\`bench/syscalls.sh\`). Client:"
+echo "the whole client process (one thread). Server: every thread of the server"
+echo "process, attached after $((n / 10)) warm-up cycles. The largest counts, per connection:"
+echo
+echo "| transport | client | server | client, largest | server, largest |"
+echo "|---|---|---|---|---|"
+for t in "${transports[@]}"; do
+  addr="$work/$t"
+  "$bench" --serve "$t" "$addr" &
+  server=$!
+  for _ in $(seq 100); do
+    [ -S "$addr" ] && "$bench" --calls "$t" "$addr" 1 2>/dev/null && break
+    sleep 0.05
+  done
+  "$bench" --calls "$t" "$addr" $((n / 10))
+  strace -c -f -p "$server" -o "$work/$t.server" 2>"$work/$t.attach" &
+  tracer=$!
+  threads=$(ls "/proc/$server/task" | wc -l)
+  # strace says "attached" once per thread it has stopped: wait for them all.
+  for _ in $(seq 200); do
+    [ "$(grep -c attached "$work/$t.attach" || true)" -ge "$threads" ] && break
+    sleep 0.05
+  done
+  strace -c -f -o "$work/$t.client" "$bench" --calls "$t" "$addr" "$n"
+  kill -INT "$tracer"
+  wait "$tracer" 2>/dev/null || true
+  kill "$server"
+  wait "$server" 2>/dev/null || true
+  summary() { # total per connection, and the five largest
+    calls_of "$1" | awk -v n="$n" '
+      $1 != "total" { c[$1] = $2 }
+      END {
+        t = 0; for (k in c) t += c[k];
+        printf "%.1f\t", t / n;
+        m = 0
+        while (m < 5) {
+          best = ""; for (k in c) if (best == "" || c[k] > c[best]) best = k;
+          if (best == "" || c[best] / n < 0.5) break;
+          printf "%s%s %.1f", (m ? ", " : ""), best, c[best] / n; delete c[best]; m++
+        }
+        printf "\n"
+      }'
+  }
+  IFS=$'\t' read -r ctotal ctop < <(summary "$work/$t.client")
+  IFS=$'\t' read -r stotal stop < <(summary "$work/$t.server")
+  echo "| $t | $ctotal | $stotal | $ctop | $stop |"
+done
