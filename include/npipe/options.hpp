@@ -109,12 +109,6 @@ struct server_options {
   /// Linux: directory holding the socket files (empty: $NPIPE_DIR, else
   /// the machine-wide default, see README). Ignored on Windows.
   std::string pipe_dir;
-  /// Bytes one client may make this end queue for it: replies waiting for a
-  /// client that reads slowly (async_server: past this it stops reading that
-  /// client's requests until it catches up, so memory stays bounded; one
-  /// reply may exceed it), and acknowledgements owed to a client that
-  /// flushes without reading (both servers; Windows pipes owe none).
-  std::size_t max_queued_bytes = defaults::max_queued_bytes;
 
   /// Let remote clients in through a gateway running as this server's user
   /// (or root) on this machine (remote.hpp). Off by default: like Win32
@@ -123,10 +117,12 @@ struct server_options {
   bool accept_remote = false;
 };
 
-/// Options for an async_server: those of every server, and two that only
+/// Options for an async_server: those of every server, and three that only
 /// the async server has a use for, as it alone works on the connections it
-/// accepts (a blocking server hands each one to its caller). A plain
-/// server_options converts to this, with these two at their defaults.
+/// accepts (a blocking server hands each one to its caller, whose calls
+/// block instead of queueing). A plain server_options converts to this, with
+/// these three at their defaults. (Being a derived struct, it takes no
+/// designated initialisers; set the fields by name.)
 struct async_server_options : server_options {
   async_server_options() = default;
   async_server_options(const server_options& base) : server_options(base) {} // implicit on purpose
@@ -137,6 +133,12 @@ struct async_server_options : server_options {
   /// client that pipelines more waits (the server stops reading) until
   /// replies go out.
   unsigned max_in_flight = defaults::max_in_flight;
+  /// Bytes one client may make the server queue for it: replies waiting for
+  /// a client that reads slowly (past this the server stops reading that
+  /// client's requests until it catches up, so memory stays bounded; one
+  /// reply may exceed it), and acknowledgements owed to a client that
+  /// flushes without reading (Linux; Windows pipes owe none).
+  std::size_t max_queued_bytes = defaults::max_queued_bytes;
 };
 
 /// A pre-shared key for TLS 1.3 PSK (psk_dhe_ke: an ephemeral key exchange

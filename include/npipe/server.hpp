@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 #include <system_error>
+#include <type_traits>
 
 namespace npipe {
 
@@ -42,6 +43,18 @@ public:
   /// Create the pipe and start listening.
   void open(const pipe_name& name, const server_options& opts, std::error_code& ec) noexcept;
   void open(const pipe_name& name, const server_options& opts = {});
+
+  /// async_server_options are async_server's: their own fields would be
+  /// dropped here without a word, so giving them to a server does not compile.
+  template <class O>
+    requires std::is_same_v<O, async_server_options>
+  explicit server(const pipe_name&, const O&) = delete;
+  template <class O>
+    requires std::is_same_v<O, async_server_options>
+  void open(const pipe_name&, const O&, std::error_code&) = delete;
+  template <class O>
+    requires std::is_same_v<O, async_server_options>
+  void open(const pipe_name&, const O&) = delete;
 
   bool is_open() const noexcept;
 

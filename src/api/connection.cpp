@@ -23,7 +23,7 @@ connection& connection::operator=(connection&& o) noexcept {
 connection::~connection() = default;
 
 namespace {
-const pipe_name empty_name;
+const pipe_name no_connection_name;
 const peer_identity no_peer;
 
 bool check_open(const std::unique_ptr<detail::connection_impl>& impl, std::error_code& ec) {
@@ -38,7 +38,7 @@ bool connection::is_open() const noexcept { return impl_ && impl_->is_open() && 
 pipe_type connection::type() const noexcept { return impl_ ? impl_->type() : pipe_type::message; }
 read_mode connection::read_mode() const noexcept { return impl_ ? impl_->read_mode() : npipe::read_mode::message; }
 const peer_identity& connection::peer() const noexcept { return impl_ ? impl_->peer() : no_peer; }
-const pipe_name& connection::name() const noexcept { return impl_ ? impl_->name() : empty_name; }
+const pipe_name& connection::name() const noexcept { return impl_ ? impl_->name() : no_connection_name; }
 std::size_t connection::peer_max_message_size() const noexcept { return impl_ ? impl_->peer_max_message_size() : 0; }
 
 void connection::set_read_mode(npipe::read_mode m, std::error_code& ec) noexcept {

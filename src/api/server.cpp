@@ -6,7 +6,7 @@ namespace npipe {
 using detail::deadline;
 
 namespace {
-const pipe_name empty_name;
+const pipe_name no_server_name;
 const server_options default_options;
 } // namespace
 
@@ -26,8 +26,8 @@ server::~server() { close(); }
 
 void server::open(const pipe_name& name, const server_options& opts, std::error_code& ec) noexcept {
   detail::call_scope scope(ec);
-  if (!detail::check_server_open(impl_ != nullptr, name, ec)) return;
   try {
+    if (!detail::check_server_open(impl_ != nullptr, name, ec)) return;
     impl_ = detail::open_local_server(name, opts, ec);
     if (impl_) {
       name_ = name;
@@ -67,7 +67,7 @@ void server::close() noexcept {
   if (impl_) impl_->close();
 }
 
-const pipe_name& server::name() const noexcept { return impl_ ? name_ : empty_name; }
+const pipe_name& server::name() const noexcept { return impl_ ? name_ : no_server_name; }
 const server_options& server::options() const noexcept { return impl_ ? opts_ : default_options; }
 std::string server::native_path() const { return impl_ ? impl_->native_path() : std::string(); }
 unsigned server::active_instances() const noexcept { return impl_ ? impl_->active_instances() : 0; }

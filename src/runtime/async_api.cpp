@@ -141,8 +141,8 @@ async_server::~async_server() { close(); }
 
 void async_server::open(const pipe_name& name, const async_server_options& opts, std::error_code& ec) noexcept {
   detail::call_scope scope(ec);
-  if (!detail::check_server_open(impl_ != nullptr, name, ec)) return;
   try {
+    if (!detail::check_server_open(impl_ != nullptr, name, ec)) return;
     auto s = std::make_shared<detail::async_server_impl>(ex_);
     if (!s->open(name, opts, ec)) return;
     detail::runtime_registry::enroll(ex_, s);

@@ -115,6 +115,7 @@ void async_server_impl::admitted(admitted_client&& a) {
     ++admitted_count_;
     live_[id].pipe = p;
   }
+  a.params.max_queued = opts_.max_queued_bytes;
   asio::post(p->strand(), [self = shared_from_this(), p, id, fd = a.handle,
                            params = std::move(a.params)]() mutable {
     p->on_closed = [w = std::weak_ptr<async_server_impl>(self), id] {

@@ -253,7 +253,6 @@ void posix_server::admit(int fd, peer_identity peer, const protocol::hello& h, s
   p.mode = pipe_rules::initial_read_mode(opts_.type, opts_.read_mode);
   p.max_message = opts_.max_message_size;
   p.peer_max_message = h.max_message;
-  p.max_queued = opts_.max_queued_bytes;
   p.peer = std::move(peer);
   p.initial = std::move(extra);
   p.on_close = [w = weak_from_this(), uid = p.peer.uid] {

@@ -99,9 +99,6 @@ bool check_server_options(const server_options& o, std::error_code& ec) {
     return out_of_range("server_options::max_message_size", static_cast<long long>(o.max_message_size), limit_range,
                         ec);
   if (o.max_pending < 1) return out_of_range("server_options::max_pending", o.max_pending, "1 or more", ec);
-  if (o.max_queued_bytes < 1)
-    return out_of_range("server_options::max_queued_bytes", static_cast<long long>(o.max_queued_bytes), "1 or more",
-                        ec);
   if (o.handshake_timeout == timeout::zero() || (o.handshake_timeout < timeout::zero() && o.handshake_timeout != forever))
     return out_of_range("server_options::handshake_timeout (ms)", o.handshake_timeout.count(),
                         "more than 0, or forever", ec);
@@ -133,6 +130,9 @@ bool check_async_server_options(const async_server_options& o, std::error_code& 
   if (!check_server_options(o, ec)) return false;
   if (o.max_in_flight < 1)
     return out_of_range("async_server_options::max_in_flight", o.max_in_flight, "1 or more", ec);
+  if (o.max_queued_bytes < 1)
+    return out_of_range("async_server_options::max_queued_bytes", static_cast<long long>(o.max_queued_bytes),
+                        "1 or more", ec);
   if (o.idle_timeout == timeout::zero() || (o.idle_timeout < timeout::zero() && o.idle_timeout != forever))
     return out_of_range("async_server_options::idle_timeout (ms)", o.idle_timeout.count(), "more than 0, or forever",
                         ec);

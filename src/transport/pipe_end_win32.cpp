@@ -11,6 +11,7 @@
 #include <climits>
 #include <cstring>
 #include <mutex>
+#include <new>
 #include <utility>
 
 namespace npipe::detail {
@@ -107,8 +108,23 @@ public:
     return receive_locked(dl, ec);
   }
 
-  // receive() with rx_mu_ held.
+  // receive() with rx_mu_ held. A buffer the peer's message needs that
+  // cannot be had ends this connection only, as on the other ends: its
+  // start is gone, so nothing after it could be read as a whole message.
   std::vector<std::byte> receive_locked(deadline dl, std::error_code& ec) {
+    try {
+      return receive_message(dl, ec);
+    } catch (const std::bad_alloc&) {
+      partial_.clear();
+      partial_more_ = false;
+      set_error_detail("out of memory for the peer's message; the connection is closed");
+      ec = no_memory_error();
+      abort_io();
+      return {};
+    }
+  }
+
+  std::vector<std::byte> receive_message(deadline dl, std::error_code& ec) {
     if (!settle_debt(dl, ec)) return {};
     if (read_mode() == npipe::read_mode::byte) {
       std::vector<std::byte> out(64u << 10);

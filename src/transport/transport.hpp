@@ -46,17 +46,27 @@ struct deadline {
 /// What every implementation keeps (the public semantics are in
 /// include/npipe/connection.hpp; this is what the seam adds):
 ///
-/// - Blocking: a call with a deadline blocks at most until it (a deadline
-///   that never passes waits as long as it takes) and then fails with
-///   timed_out, having consumed nothing (reads) or sent nothing, or, a write
-///   that had sent part of a message, having broken the send side.
+/// - Blocking: a call with a deadline waits for the peer at most until it
+///   (a deadline that never passes waits as long as it takes) and then fails
+///   with timed_out, having consumed nothing (reads) or sent nothing, or, a
+///   write that had sent part of a message, having broken the send side.
+///   Known exceptions, where a call waits for the other side's lock rather
+///   than for the peer: a framed read-side call that answers a peer's flush
+///   frame takes tx_mu_ and so waits behind a write blocked on a full
+///   socket; the Win32 end's peek takes rx_mu_ (behind a blocked read) and
+///   set_read_mode takes tx_mu_.
 /// - Threads: one read-side call (read, receive, peek) may run beside one
-///   write-side call (write, flush); transact is both and excludes both.
-///   Each implementation locks its two sides (framed_connection's rx owner
-///   and tx_mu_, the Win32 end's rx_mu_ and tx_mu_), so overlapping calls
-///   the public contract forbids wait rather than corrupt it. close() may run on any thread at any
-///   time, once or many times: it wakes every blocked call, which then
-///   fails with not_connected, as does every later call.
+///   write-side call (write, flush). transact writes and then reads, each
+///   under its own side's lock. Each implementation locks its two sides
+///   (framed_connection's rx owner and tx_mu_, the Win32 end's rx_mu_ and
+///   tx_mu_), so overlapping calls the public contract forbids wait rather
+///   than corrupt it. close() may run on any thread at any time, once or
+///   many times, and every later call fails with not_connected. It wakes
+///   the calls blocked on the peer, which then fail with not_connected,
+///   except (known, not yet fixed) where close() itself must take a lock a
+///   blocked call holds: the framed end answering a buffered flush frame on
+///   close waits for tx_mu_, and the Win32 client's flush without a
+///   deadline (a synchronous FlushFileBuffers) holds both locks.
 /// - Errors: through `ec` with a detail (set_error_detail) saying what
 ///   happened and what to do; nothing throws except std::bad_alloc for the
 ///   caller's own results (receive, transact). An allocation the peer caused
@@ -78,10 +88,11 @@ public:
   /// Safe from any thread.
   virtual npipe::read_mode read_mode() const noexcept = 0;
   /// invalid_argument (pipe_rules::message_mode_needs_message_pipe) for
-  /// message mode on a byte pipe; never blocks.
+  /// message mode on a byte pipe; does not wait for the peer (see Blocking).
   virtual void set_read_mode(npipe::read_mode m, std::error_code& ec) noexcept = 0;
   /// All of `data` as one message, or as bytes on a byte pipe; returns when
-  /// the kernel has it. Over the peer's limit: message_too_large, nothing sent.
+  /// the kernel has it. Over peer_max_message_size(): message_too_large,
+  /// nothing sent.
   virtual void write(std::span<const std::byte> data, deadline dl, std::error_code& ec) noexcept = 0;
   /// ReadFile: message mode at most one message (more_data when `buf` is
   /// short, and ec stays clear); byte mode what is there, at least one byte.
@@ -94,7 +105,8 @@ public:
   /// discarded when it does (pipe_rules::reply_debt), never handed to a
   /// later call.
   virtual std::vector<std::byte> transact(std::span<const std::byte> request, deadline dl, std::error_code& ec) = 0;
-  /// PeekNamedPipe: never blocks, consumes nothing.
+  /// PeekNamedPipe: consumes nothing and does not wait for the peer (see
+  /// Blocking for the locks it may wait on).
   virtual peek_result peek(std::span<std::byte> buf, std::error_code& ec) noexcept = 0;
   /// FlushFileBuffers: returns once the peer has read everything written
   /// before it (or at the deadline: timed_out; the peer's going: broken_pipe).
@@ -118,8 +130,10 @@ public:
 /// - accept(dl) blocks until an admitted client is there (its connection),
 ///   the deadline passes (timed_out) or the server closes (operation_aborted).
 /// - close() stops admitting, wakes every accept(), gives the name back
-///   (removes the socket file it made, not one another server made since)
-///   and does not touch the connections it has handed out.
+///   (Linux: removes the socket file it made, not one another server made
+///   since; Windows: the name lives on while connections it handed out hold
+///   instances, so a new server gets name_in_use until they close) and does
+///   not touch the connections it has handed out.
 class server_impl {
 public:
   virtual ~server_impl() = default;
@@ -139,7 +153,8 @@ struct connection_params {
   std::size_t max_message = defaults::max_message_size;      ///< what this end accepts
   std::size_t peer_max_message = defaults::max_message_size; ///< what the peer accepts
   /// Most this end queues on the peer's behalf (acknowledgements it owes)
-  /// before it stops reading the peer (server_options::max_queued_bytes).
+  /// before it stops reading the peer (async_server_options::max_queued_bytes;
+  /// the async server sets it on each client it adopts).
   std::size_t max_queued = defaults::max_queued_bytes;
   peer_identity peer;
   std::vector<std::byte> initial;                            ///< bytes already read past the handshake

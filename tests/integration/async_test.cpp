@@ -405,7 +405,7 @@ TEST_F(Async, RepliesLeaveInRequestOrderWhateverOrderTheyFinish) {
 TEST_F(Async, ClientThatNeverReadsMeetsBackpressureAndServerMemoryStaysBounded) {
   run_threads();
   auto name = random_pipe();
-  server_options o;
+  async_server_options o;
   o.max_queued_bytes = 256 << 10;
   o.out_buffer_size = 64 << 10;
   o.in_buffer_size = 64 << 10;
@@ -921,17 +921,31 @@ TEST_F(Async, IsOpenTurnsFalseWhenASendBreaksTheSendSide) {
   EXPECT_EQ(std::get<0>(f4.get()), errc::not_connected);
 }
 
+// async_server_options are not for a blocking server: its fields would be
+// dropped there without a word (a plain server_options is fine for both).
+template <class O>
+concept opens_a_server = requires(server& s, const O& o, std::error_code& ec) {
+  s.open(pipe_name(), o, ec);
+  s.open(pipe_name(), o);
+};
+static_assert(!opens_a_server<async_server_options>);
+static_assert(!std::is_constructible_v<server, const pipe_name&, const async_server_options&>);
+static_assert(opens_a_server<server_options>);
+static_assert(std::is_constructible_v<server, const pipe_name&, const server_options&>);
+static_assert(std::is_constructible_v<async_server, asio::io_context&, const pipe_name&, const server_options&>);
+
 // The async paths check options as the blocking ones do, and say which
 // field is wrong and what is allowed.
 TEST_F(Async, InvalidOptionsNameTheFieldAndWhatIsAllowed) {
   run_threads();
-  server_options so;
+  async_server_options so;
   so.max_queued_bytes = 0;
   async_server srv(ctx_.get_executor());
   std::error_code ec;
   srv.open(random_pipe(), so, ec);
   EXPECT_EQ(ec, errc::invalid_argument);
-  EXPECT_NE(last_error_detail().find("server_options::max_queued_bytes is 0; allowed: 1 or more"), std::string::npos)
+  EXPECT_NE(last_error_detail().find("async_server_options::max_queued_bytes is 0; allowed: 1 or more"),
+            std::string::npos)
       << last_error_detail();
   // The two fields only the async server has.
   async_server_options ao;

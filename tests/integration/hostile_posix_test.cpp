@@ -76,7 +76,7 @@ bool server_read_all(const std::vector<int>& fds, std::chrono::milliseconds limi
 // threads); serves after start() until stop(); exit code 0 if it lived.
 class server_process {
 public:
-  server_process(pipe_name name, server_options opts, rlim_t address_space = 0)
+  server_process(pipe_name name, async_server_options opts, rlim_t address_space = 0)
       : child_([this, name, opts, address_space] {
           if (address_space) {
             rlimit r{address_space, address_space};
@@ -243,7 +243,7 @@ TEST_F(Hostile, BlockingReceiveCommitsNothingAHeaderAnnounces) {
 TEST_F(Hostile, AFlushFloodCostsAtMostTheQueuedCap) {
   watchdog(120);
   auto name = random_pipe("flood");
-  server_options o;
+  async_server_options o;
   o.max_queued_bytes = 1 << 20;
   server_process srv(name, o);
   srv.start();
