@@ -99,6 +99,7 @@ void epoll_set(int ep, epoll_conn& c, bool out) {
 bool epoll_flush(int ep, epoll_conn& c) {
   while (c.sent < c.out.size()) {
     ssize_t w = ::send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
     if (w < 0 && errno == EAGAIN) {
       epoll_set(ep, c, true);
       return true;
@@ -118,6 +119,7 @@ bool epoll_flush(int ep, epoll_conn& c) {
 bool epoll_read(int ep, epoll_conn& c, std::vector<std::byte>& rbuf, std::vector<std::byte>& scratch) {
   for (;;) {
     ssize_t r = ::recv(c.fd, rbuf.data(), rbuf.size(), 0);
+    if (r < 0 && errno == EINTR) continue;
     if (r < 0 && errno == EAGAIN) break;
     if (r <= 0) return false;
     c.in.insert(c.in.end(), rbuf.data(), rbuf.data() + r);
@@ -228,12 +230,29 @@ struct uv_write_job {
   std::vector<std::byte> data;
 };
 
+constexpr std::size_t uv_queue_limit = 1u << 20; // answers queued for a client before it stops being read
+
 void uv_conn_close(uv_conn* c) {
   uv_close(reinterpret_cast<uv_handle_t*>(&c->pipe), [](uv_handle_t* h) { delete static_cast<uv_conn*>(h->data); });
 }
 
+void uv_alloc(uv_handle_t*, std::size_t, uv_buf_t* b) { *b = uv_buf_init(new char[64u << 10], 64u << 10); }
+void uv_on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
+
 void uv_on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
   auto* c = static_cast<uv_conn*>(s->data);
+  if (n == UV_EOF) { // answer what was asked first: shut down after the queued writes, then close
+    delete[] buf->base;
+    auto* req = new uv_shutdown_t;
+    if (uv_shutdown(req, s, [](uv_shutdown_t* r, int) {
+          uv_conn_close(static_cast<uv_conn*>(r->handle->data));
+          delete r;
+        }) != 0) {
+      delete req;
+      uv_conn_close(c);
+    }
+    return;
+  }
   if (n < 0) {
     delete[] buf->base;
     uv_conn_close(c);
@@ -249,11 +268,19 @@ void uv_on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
     return;
   }
   uv_buf_t out = uv_buf_init(reinterpret_cast<char*>(job->data.data()), static_cast<unsigned>(job->data.size()));
-  int rc = uv_write(&job->req, s, &out, 1, [](uv_write_t* req, int) { delete reinterpret_cast<uv_write_job*>(req); });
+  int rc = uv_write(&job->req, s, &out, 1, [](uv_write_t* req, int status) {
+    uv_stream_t* stream = req->handle;
+    delete reinterpret_cast<uv_write_job*>(req);
+    // The client caught up: read it again.
+    if (status == 0 && stream->write_queue_size == 0 && !uv_is_closing(reinterpret_cast<uv_handle_t*>(stream)))
+      uv_read_start(stream, uv_alloc, uv_on_read);
+  });
   if (rc != 0) {
     delete job;
     uv_conn_close(c);
+    return;
   }
+  if (s->write_queue_size > uv_queue_limit) uv_read_stop(s); // backpressure: stop reading a client that does not read
 }
 
 void uv_on_connection(uv_stream_t* server, int status) {
@@ -265,9 +292,7 @@ void uv_on_connection(uv_stream_t* server, int status) {
     uv_conn_close(c);
     return;
   }
-  uv_read_start(
-      reinterpret_cast<uv_stream_t*>(&c->pipe),
-      [](uv_handle_t*, std::size_t, uv_buf_t* b) { *b = uv_buf_init(new char[64u << 10], 64u << 10); }, uv_on_read);
+  uv_read_start(reinterpret_cast<uv_stream_t*>(&c->pipe), uv_alloc, uv_on_read);
 }
 
 void serve_uv(const std::string& path) {
@@ -275,8 +300,10 @@ void serve_uv(const std::string& path) {
   uv_loop_t* loop = uv_default_loop();
   uv_pipe_t server;
   uv_pipe_init(loop, &server, 0);
-  if (uv_pipe_bind(&server, path.c_str()) != 0) die("uv_pipe_bind " + path);
-  if (uv_listen(reinterpret_cast<uv_stream_t*>(&server), SOMAXCONN, uv_on_connection) != 0) die("uv_listen");
+  if (int rc = uv_pipe_bind(&server, path.c_str()); rc != 0)
+    throw std::runtime_error("uv_pipe_bind " + path + ": " + uv_strerror(rc));
+  if (int rc = uv_listen(reinterpret_cast<uv_stream_t*>(&server), SOMAXCONN, uv_on_connection); rc != 0)
+    throw std::runtime_error(std::string("uv_listen: ") + uv_strerror(rc));
   uv_run(loop, UV_RUN_DEFAULT);
 }
 

@@ -8,7 +8,8 @@ set -euo pipefail
 bench=$1
 n=${2:-1000}
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+server= tracer=
+trap '[ -n "$tracer" ] && kill "$tracer" 2>/dev/null; [ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
 transports=(uds-stream uds-epoll npipe-message npipe-async)
 
 # strace -c's table as "name calls" lines.
@@ -18,8 +19,9 @@ echo "## System calls per connection"
 echo
 echo "One connect + 64 B request + close, as the connection-rate row makes them,"
 echo "counted with \`strace -c -f\` over $n cycles (\`bench/syscalls.sh\`). Client:"
-echo "the whole client process (one thread). Server: every thread of the server"
-echo "process, attached after $((n / 10)) warm-up cycles. The largest counts, per connection:"
+echo "the whole client process (one thread; its start-up adds about 0.1 per"
+echo "connection). Server: every thread of the server process, attached after"
+echo "$((n / 10)) warm-up cycles. The largest counts, per connection:"
 echo
 echo "| transport | client | server | client, largest | server, largest |"
 echo "|---|---|---|---|---|"
@@ -34,17 +36,23 @@ for t in "${transports[@]}"; do
   "$bench" --calls "$t" "$addr" $((n / 10))
   strace -c -f -p "$server" -o "$work/$t.server" 2>"$work/$t.attach" &
   tracer=$!
-  threads=$(ls "/proc/$server/task" | wc -l)
-  # strace says "attached" once per thread it has stopped: wait for them all.
+  # strace says "Process N attached" (with M threads) once it holds them all.
   for _ in $(seq 200); do
-    [ "$(grep -c attached "$work/$t.attach" || true)" -ge "$threads" ] && break
+    grep -q attached "$work/$t.attach" && break
+    kill -0 "$tracer" 2>/dev/null || break
     sleep 0.05
   done
+  if ! kill -0 "$tracer" 2>/dev/null; then
+    echo "strace cannot attach to the server: $(cat "$work/$t.attach")" >&2
+    echo "(as non-root, kernel.yama.ptrace_scope=1 forbids it: run as root, or set it to 0)" >&2
+    exit 1
+  fi
   strace -c -f -o "$work/$t.client" "$bench" --calls "$t" "$addr" "$n"
-  kill -INT "$tracer"
+  kill -INT "$tracer" || true
   wait "$tracer" 2>/dev/null || true
-  kill "$server"
+  kill "$server" || true
   wait "$server" 2>/dev/null || true
+  server= tracer=
   summary() { # total per connection, and the five largest
     calls_of "$1" | awk -v n="$n" '
       $1 != "total" { c[$1] = $2 }
