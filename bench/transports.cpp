@@ -14,6 +14,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <future>
 #include <random>
 #include <stdexcept>
 #include <arpa/inet.h>
@@ -421,6 +422,44 @@ void npipe_remote_call(const std::string& addr, std::span<const std::byte> req, 
   if (ec) throw std::system_error(ec, "npipe::call (remote)");
 }
 
+// The async client to the same gateway: async_connection on one shared
+// I/O thread, each request an async_transact the caller waits for.
+asio::io_context& client_context() {
+  static asio::io_context* ctx = [] {
+    auto* c = new asio::io_context; // lives as long as the process: its thread never stops
+    std::thread([c] {
+      auto work = asio::make_work_guard(*c);
+      c->run();
+    }).detach();
+    return c;
+  }();
+  return *ctx;
+}
+
+template <bool Tls>
+class npipe_async_remote_client final : public client {
+public:
+  explicit npipe_async_remote_client(const std::string& addr) : c_(client_context()) {
+    npipe::client_options o;
+    o.tls = remote_tls(addr, Tls);
+    std::promise<std::error_code> p;
+    c_.async_connect(remote_pipe(addr), o, std::chrono::seconds(10), [&p](std::error_code ec) { p.set_value(ec); });
+    if (auto ec = p.get_future().get()) throw std::system_error(ec, "async_connect (remote)");
+  }
+  void request(std::span<const std::byte> req, std::vector<std::byte>& reply) override {
+    std::promise<std::error_code> p;
+    c_.async_transact(asio::buffer(req.data(), req.size()), std::chrono::seconds(10),
+                      [&](std::error_code ec, std::vector<std::byte> r) {
+                        reply = std::move(r);
+                        p.set_value(ec);
+                      });
+    if (auto ec = p.get_future().get()) throw std::system_error(ec, "async_transact (remote)");
+  }
+
+private:
+  npipe::async_connection c_;
+};
+
 // -------------------------------------------------------------- NNG, ZMQ
 
 void nng_check(int rv, const char* what) {
@@ -530,6 +569,7 @@ std::vector<transport> all_transports() {
       {"tcp-raw", serve_tcp, make<tcp_client>, 0, nullptr, true, true},
       {"npipe-remote-plain", serve_npipe_plain, make<npipe_remote_client<false>>, 0, npipe_remote_call<false>, true},
       {"npipe-remote-tls", serve_npipe_tls, make<npipe_remote_client<true>>, 0, npipe_remote_call<true>, true},
+      {"npipe-async-remote-tls", serve_npipe_tls, make<npipe_async_remote_client<true>>, 0, nullptr, true},
   };
 }
 
