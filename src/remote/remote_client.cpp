@@ -5,7 +5,7 @@
 #include "remote/remote.hpp"
 #include "remote/tls_session.hpp"
 #include "transport/framed_connection.hpp"
-#include "transport/local_posix.hpp"
+#include "transport/client_handshake.hpp"
 #include "transport/posix_util.hpp"
 
 #include <npipe/remote.hpp>

@@ -6,6 +6,7 @@
 #include "remote/remote.hpp"
 
 #include "core/pipe_rules.hpp"
+#include "transport/client_handshake.hpp"
 #include "transport/local_posix.hpp"
 
 #include <asio/bind_executor.hpp>
