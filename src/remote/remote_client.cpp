@@ -1,283 +1,36 @@
 // SPDX-License-Identifier: MIT
-// The blocking client for remote pipes: TCP to HOST's gateway, TLS 1.3 (or
-// plaintext when asked), then npipe's handshake and framing as on a local pipe.
+// The blocking client for remote pipes: dial HOST's gateway (dial.hpp: TCP,
+// TLS 1.3 or plaintext when asked), then npipe's handshake and framing as on
+// a local pipe; a gateway that was full is dialled again while the caller waits.
 
+#include "remote/dial.hpp"
 #include "remote/remote.hpp"
-#include "remote/tls_session.hpp"
-#include "transport/framed_connection.hpp"
 #include "transport/client_handshake.hpp"
-#include "transport/posix_util.hpp"
+#include "transport/framed_connection.hpp"
 
-#include <npipe/remote.hpp>
-
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include <algorithm>
-#include <cerrno>
-#include <cstring>
-#include <memory>
-#include <mutex>
 #include <thread>
 #include <utility>
 
 namespace npipe::detail {
 
-std::string endpoint_text(const std::string& host, std::uint16_t port) {
-  bool v6 = host.find(':') != std::string::npos;
-  return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
-}
-
-void tune_tcp(int fd) noexcept {
-  int one = 1;
-  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-  int idle = 30, interval = 10, count = 3; // a vanished host is noticed within about a minute
-  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
-  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
-  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
-}
-
-namespace {
-
-// A byte_stream over a TLS session on a non-blocking socket it owns, for
-// the blocking client: the session does the TLS, this waits with poll() for
-// what it asked for. A reader and a writer may call at once and a session
-// is not thread-safe: every session call is under a mutex, held only while
-// the (non-blocking) call runs, never while waiting.
-class tls_stream final : public byte_stream {
-public:
-  tls_stream(int fd, std::string peer) noexcept : fd_(fd), s_(fd, std::move(peer)) {}
-  ~tls_stream() override { ::close(fd_); }
-  /// Before the handshake: start_client(); after it: native(), plaintext_answer().
-  tls::session& session() noexcept { return s_; }
-  /// Run the client handshake until `dl` (before any other call; no lock).
-  /// False with ec and detail on failure.
-  bool handshake(deadline dl, std::error_code& ec) noexcept {
-    for (;;) {
-      tls::io r = s_.handshake();
-      if (r == tls::io::done) return true;
-      if (r == tls::io::end) {
-        ec = s_.end_error();
-        return false;
-      }
-      if (!wait_fd(fd_, r == tls::io::want_read ? POLLIN : POLLOUT, dl, ec)) {
-        if (!ec) {
-          set_error_detail(s_.peer() + " did not complete the TLS handshake in time");
-          ec = make_error_code(errc::timed_out);
-        }
-        return false;
-      }
-    }
-  }
-  io_result read_some(std::span<std::byte> buf, std::error_code& ec) noexcept override {
-    std::lock_guard lk(mu_);
-    if (buf.empty()) return {0, io_status::ok};
-    std::size_t n = 0;
-    tls::io r = s_.read(buf.data(), buf.size(), n);
-    if (r != tls::io::done) return failed(r, true, ec);
-    read_wants_write_ = false;
-    // A read returns one record at a time. Take every record already here,
-    // as recv() takes every byte: a flush frame right behind a message must
-    // be seen when the message is (its acknowledgement depends on it).
-    buffered_ = false;
-    while (n < buf.size()) {
-      std::size_t more = 0;
-      if (s_.read(buf.data() + n, buf.size() - n, more) != tls::io::done) break; // the next call reports any end
-      n += more;
-    }
-    // A full buffer may leave whole records read ahead inside OpenSSL, which
-    // poll() cannot see; else at most part of one is left (the socket has the rest).
-    buffered_ = n == buf.size() && s_.buffered();
-    return {n, io_status::ok};
-  }
-
-  io_result write_some(std::span<const std::span<const std::byte>> bufs, std::error_code& ec) noexcept override {
-    std::lock_guard lk(mu_);
-    // TLS has no gathered write: a small first piece (a frame header) and what
-    // follows go out as one record of at most 16 KiB, else the first piece alone.
-    constexpr std::size_t record = 16 * 1024;
-    const std::byte* data = nullptr;
-    std::size_t len = 0;
-    std::size_t first = 0;
-    while (first < bufs.size() && bufs[first].empty()) ++first;
-    if (first == bufs.size()) return {0, io_status::ok};
-    if (bufs[first].size() < record && first + 1 < bufs.size()) {
-      if (!gather_) gather_.reset(new std::byte[record]);
-      for (std::size_t i = first; i < bufs.size() && len < record; ++i) {
-        std::size_t take = std::min(record - len, bufs[i].size());
-        std::memcpy(gather_.get() + len, bufs[i].data(), take);
-        len += take;
-      }
-      data = gather_.get();
-    } else {
-      data = bufs[first].data();
-      len = bufs[first].size();
-    }
-    std::size_t n = 0;
-    tls::io r = s_.write(data, len, n);
-    if (r == tls::io::done) {
-      write_wants_read_ = false;
-      return {n, io_status::ok};
-    }
-    auto res = failed(r, false, ec);
-    if (res.status == io_status::eof) { // a write cannot meet a clean end: the peer is gone
-      ec = make_error_code(errc::broken_pipe);
-      res.status = io_status::error;
-    }
-    return res;
-  }
-
-  bool wait(bool for_write, deadline dl, std::error_code& ec) noexcept override {
-    short events = 0;
-    {
-      std::lock_guard lk(mu_);
-      if (!for_write && (buffered_ || s_.pending())) return true; // bytes already inside OpenSSL
-      events = for_write ? (write_wants_read_ ? POLLIN : POLLOUT) : (read_wants_write_ ? POLLOUT : POLLIN);
-    }
-    return wait_fd(fd_, events, dl, ec);
-  }
-
-  void shutdown() noexcept override {
-    {
-      std::lock_guard lk(mu_);
-      if (!std::exchange(shut_, true)) s_.shutdown(); // close_notify if it can go without blocking
-    }
-    ::shutdown(fd_, SHUT_RDWR);
-  }
-
-private:
-  io_result failed(tls::io r, bool reading, std::error_code& ec) noexcept {
-    if (r == tls::io::want_read || r == tls::io::want_write) {
-      (reading ? read_wants_write_ : write_wants_read_) = r == (reading ? tls::io::want_write : tls::io::want_read);
-      return {0, io_status::would_block};
-    }
-    if (!s_.end_error()) return {0, io_status::eof}; // close_notify, or TCP closed without it
-    ec = s_.end_error();
-    return {0, io_status::error};
-  }
-
-  int fd_;
-  tls::session s_;
-  std::mutex mu_;
-  bool read_wants_write_ = false;  // the last read needs the socket writable
-  bool write_wants_read_ = false;  // the last write needs the socket readable
-  bool shut_ = false;
-  bool buffered_ = false;          // whole records may wait inside OpenSSL (read-ahead)
-  std::unique_ptr<std::byte[]> gather_; // small gathered writes become one TLS record
-};
-
-struct addrinfo_deleter {
-  void operator()(addrinfo* a) const noexcept { ::freeaddrinfo(a); }
-};
-
-// A connected, non-blocking TCP socket to one of host's addresses, or -1.
-int dial(const std::string& host, std::uint16_t port, deadline dl, const std::string& where, std::error_code& ec) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_protocol = IPPROTO_TCP;
-  addrinfo* raw = nullptr;
-  std::string service = std::to_string(port);
-  int g = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &raw);
-  std::unique_ptr<addrinfo, addrinfo_deleter> list(raw);
-  if (g != 0) {
-    set_error_detail("cannot resolve " + host + ": " + ::gai_strerror(g));
-    ec = make_error_code(errc::not_found);
-    return -1;
-  }
-  int last = ECONNREFUSED;
-  for (addrinfo* a = list.get(); a; a = a->ai_next) {
-    int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
-    if (fd < 0) {
-      last = errno;
-      continue;
-    }
-    if (::connect(fd, a->ai_addr, a->ai_addrlen) == 0) return fd;
-    if (errno == EINPROGRESS) {
-      std::error_code wec;
-      if (!wait_fd(fd, POLLOUT, dl, wec)) {
-        ::close(fd);
-        if (wec) {
-          ec = wec;
-          return -1;
-        }
-        set_error_detail("no TCP connection to " + where + " within the deadline");
-        ec = make_error_code(errc::timed_out);
-        return -1;
-      }
-      int err = 0;
-      socklen_t len = sizeof err;
-      ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
-      if (err == 0) return fd;
-      last = err;
-    } else {
-      last = errno;
-    }
-    ::close(fd);
-  }
-  if (last == ECONNREFUSED) {
-    set_error_detail("nothing listens on " + where + " (is an npipe gateway running there, on this port?)");
-    ec = make_error_code(errc::not_found, last);
-  } else {
-    set_error_detail("cannot reach " + where + ": " + std::strerror(last));
-    ec = errno_error(last);
-  }
-  return -1;
-}
-
-} // namespace
-
 std::unique_ptr<connection_impl> connect_remote(const pipe_name& name, const client_options& opts, deadline dl,
                                                 std::error_code& ec, std::span<const std::byte> first) {
-  if (!tls::check_options(tls::role::client, opts.tls, ec)) return nullptr;
-  std::uint16_t port = name.port() ? name.port() : default_remote_port;
-  std::string where = endpoint_text(name.host(), port);
-  std::shared_ptr<tls::context> ctx;
-  if (!opts.tls.insecure) {
-    ctx = tls::context::make(tls::role::client, opts.tls, ec);
-    if (!ctx) return nullptr;
-  }
-  // The caller's timeout is how long to wait for a free instance (as
-  // WaitNamedPipe's); setting up the link gets at least handshake_slack on
-  // top, and a bounded time when the caller waits forever.
-  deadline net = dl.never() ? deadline::after(defaults::handshake_timeout)
-                            : deadline{std::max(dl.at, clock::now() + handshake_slack)};
+  dial_plan plan;
+  if (!plan_dial(name, opts, dl, plan, ec)) return nullptr;
   // A gateway flooded with connections still authenticating lets some go
-  // and says so (status overloaded): a client that may wait tries again.
+  // and says so (status overloaded), as does a full one: a client that may
+  // wait tries again.
   auto pause = std::chrono::milliseconds(1);
-  const bool may_wait = dl.never() || dl.remaining() > timeout::zero();
   for (;;) {
-    int fd = dial(name.host(), port, net, where, ec);
-    if (fd < 0) return nullptr;
-    tune_tcp(fd);
-
-    peer_identity server{-1, -1, -1, "insecure", where, {}};
-    std::unique_ptr<byte_stream> stream;
+    peer_identity server;
     bool overloaded = false;
-    if (ctx) {
-      auto t = std::make_unique<tls_stream>(fd, "the gateway at " + where);
-      if (!t->session().start_client(*ctx, name.host(), ec)) return nullptr;
-      // A gateway that never answers must not hold a client without a deadline forever.
-      if (t->handshake(net, ec)) {
-        if (!tls::peer_identity_of(t->session().native(), *ctx, server.user, ec)) return nullptr;
-        stream = std::move(t);
-      } else {
-        overloaded = t->session().plaintext_answer() == protocol::status::overloaded;
-      }
-    } else {
-      stream = std::make_unique<fd_stream>(fd, /*local_peer=*/false);
-    }
+    auto stream = dial_gateway(plan, server, overloaded, ec);
     if (stream) {
       connection_params p;
-      if (client_handshake(*stream, name, opts, dl, first, std::move(server), where, p, ec, &overloaded))
+      if (client_handshake(*stream, name, opts, dl, first, std::move(server), plan.where, p, ec, &overloaded))
         return std::make_unique<framed_connection>(std::move(stream), std::move(p));
     }
-    if (!overloaded || !may_wait || clock::now() + pause >= net.at) return nullptr;
+    if (!overloaded || !plan.may_retry(pause)) return nullptr;
     stream.reset();
     std::this_thread::sleep_for(pause);
     pause = std::min(pause * 2, std::chrono::milliseconds(16));

@@ -323,6 +323,34 @@ io session::write(const std::byte* p, std::size_t len, std::size_t& n) {
   return r == 1 ? io::done : result(r, false);
 }
 
+io session::read_all(std::byte* p, std::size_t cap, std::size_t& n) {
+  io r = read(p, cap, n);
+  if (r != io::done) return r;
+  while (n < cap) {
+    std::size_t more = 0;
+    if (read(p + n, cap - n, more) != io::done) break;
+    n += more;
+  }
+  return io::done;
+}
+
+io session::write_gathered(std::span<const std::span<const std::byte>> bufs, std::size_t& n) {
+  constexpr std::size_t record = 16 * 1024;
+  std::size_t first = 0;
+  while (first < bufs.size() && bufs[first].empty()) ++first;
+  n = 0;
+  if (first == bufs.size()) return io::done;
+  if (bufs[first].size() >= record || first + 1 == bufs.size()) return write(bufs[first].data(), bufs[first].size(), n);
+  if (!gather_) gather_.reset(new std::byte[record]);
+  std::size_t len = 0;
+  for (std::size_t i = first; i < bufs.size() && len < record; ++i) {
+    std::size_t take = std::min(record - len, bufs[i].size());
+    std::memcpy(gather_.get() + len, bufs[i].data(), take);
+    len += take;
+  }
+  return write(gather_.get(), len, n);
+}
+
 void session::shutdown() noexcept {
   if (!ssl_) return;
   ERR_clear_error();

@@ -12,7 +12,9 @@
 #include <openssl/ssl.h>
 
 #include <cstddef>
+#include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <system_error>
 
@@ -56,6 +58,14 @@ public:
   /// Write up to `len` bytes without SIGPIPE; `n` what was taken when done.
   /// `end` as for read(), where a clean end means the peer is gone.
   io write(const std::byte* p, std::size_t len, std::size_t& n);
+  /// read() until `cap` is full or a read cannot go on: every record already
+  /// here, as recv() takes every byte (a flush frame right behind a message
+  /// must be seen with it). Done if it read anything; the next call reports an end.
+  io read_all(std::byte* p, std::size_t cap, std::size_t& n);
+  /// write() of gathered pieces: TLS has no gathered write, so a small first
+  /// piece (a frame header) and what follows go out as one record of at most
+  /// 16 KiB, else the first piece alone. `n` what was taken when done.
+  io write_gathered(std::span<const std::span<const std::byte>> bufs, std::size_t& n);
   /// pending(): decrypted bytes inside OpenSSL (a read takes them without
   /// the socket); buffered(): bytes of any kind there, even part of a record.
   bool pending() const noexcept { return ssl_ && SSL_pending(ssl_) > 0; }
@@ -83,6 +93,7 @@ private:
   std::error_code end_ec_;
   std::string end_detail_;
   bool failed_ = false; // an error ended the session: later calls end with it
+  std::unique_ptr<std::byte[]> gather_; // write_gathered()'s record, made on first use
 };
 
 } // namespace npipe::detail::tls
