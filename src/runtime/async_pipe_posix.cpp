@@ -393,7 +393,9 @@ void async_pipe::close(std::error_code why, std::string detail) {
     std::size_t acks = acks_owed_;
     for (std::size_t i = inbox_head_; i < inbox_.size() && inbox_[i].flushes; ++i) acks += inbox_[i].flushes;
     acks = std::min(acks, acks_per_write); // a best effort that never blocks
-    ::send(socket_.native_handle(), ack_run().data(), acks * protocol::frame_header_size, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (acks > 0) // an empty send is a system call that says nothing (and fails once the peer has gone)
+      ::send(socket_.native_handle(), ack_run().data(), acks * protocol::frame_header_size,
+             MSG_NOSIGNAL | MSG_DONTWAIT);
   }
   closed_ = true;
   open_.store(false, std::memory_order_release);
