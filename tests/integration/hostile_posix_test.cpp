@@ -25,6 +25,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <future>
 #include <mutex>
 #include <poll.h>
@@ -544,7 +545,48 @@ TEST_F(Hostile, AnAsyncTransactThatTimesOutOrIsCancelledNeverHandsItsReplyOn) {
 // the first message came with the handshake's reply and the second is in the
 // socket when the read starts. Both ends once failed this one run in a few
 // hundred (Local.ByteReadModeOnMessagePipeJoinsMessages), returning "hello ".
-class HandServer : public Hostile {};
+class HandServer : public Hostile {
+protected:
+  // Connects to `name` in byte read mode (blocking, or async with its own
+  // I/O thread), runs `connected`, then makes one read of up to 64 bytes
+  // and returns what it read.
+  static std::string byte_mode_read(const pipe_name& name, bool async, const std::function<void()>& connected) {
+    client_options o;
+    o.read_mode = read_mode::byte;
+    std::byte buf[64];
+    if (!async) {
+      auto c = connect(name, o, 5s);
+      connected();
+      auto r = c.read(buf, 5s);
+      return text({buf, buf + r.bytes});
+    }
+    asio::io_context ctx;
+    auto work = asio::make_work_guard(ctx);
+    std::thread t([&] { ctx.run(); });
+    async_connection c(ctx);
+    std::string got;
+    auto [ch, cf] = outcome<>();
+    c.async_connect(name, o, 5s, ch);
+    if (auto [ec] = cf.get(); ec) {
+      ADD_FAILURE() << "connect: " << ec.message();
+    } else {
+      connected();
+      auto [h, f] = outcome<read_result>();
+      c.async_read_some(asio::buffer(buf), 5s, h);
+      if (f.wait_for(10s) != std::future_status::ready) {
+        ADD_FAILURE() << "the read was held";
+      } else {
+        auto [ec2, r] = f.get();
+        EXPECT_FALSE(ec2) << ec2.message();
+        got = text({buf, buf + r.bytes});
+      }
+    }
+    c.close();
+    work.reset();
+    t.join();
+    return got;
+  }
+};
 
 TEST_F(HandServer, AByteModeReadReturnsAllThePipeHoldsNotOnlyWhatAnEarlierReadBrought) {
   for (bool async : {false, true}) {
@@ -559,38 +601,12 @@ TEST_F(HandServer, AByteModeReadReturnsAllThePipeHoldsNotOnlyWhatAnEarlierReadBr
       sent.set_value();
     });
     ASSERT_TRUE(srv.ok());
-    client_options o;
-    o.read_mode = read_mode::byte;
-    std::byte buf[64];
-    if (!async) {
-      auto c = connect(name, o, 5s);
-      go.set_value();
-      sent.get_future().wait();
-      auto r = c.read(buf, 5s);
-      EXPECT_EQ(text({buf, buf + r.bytes}), "hello world");
-      continue;
-    }
-    asio::io_context ctx;
-    auto work = asio::make_work_guard(ctx);
-    std::thread t([&] { ctx.run(); });
-    async_connection c(ctx);
-    {
-      auto [h, f] = outcome<>();
-      c.async_connect(name, o, 5s, h);
-      ASSERT_FALSE(std::get<0>(f.get()));
-    }
-    go.set_value();
-    sent.get_future().wait();
-    {
-      auto [h, f] = outcome<read_result>();
-      c.async_read_some(asio::buffer(buf), 5s, h);
-      auto [ec, r] = f.get();
-      EXPECT_FALSE(ec) << ec.message();
-      EXPECT_EQ(text({buf, buf + r.bytes}), "hello world");
-    }
-    c.close();
-    work.reset();
-    t.join();
+    EXPECT_EQ(byte_mode_read(name, async,
+                             [&] {
+                               go.set_value();
+                               sent.get_future().wait();
+                             }),
+              "hello world");
   }
 }
 
@@ -705,37 +721,7 @@ TEST_F(HandServer, EmptyMessagesWithoutEndDoNotHoldAByteModeRead) {
       }
     });
     ASSERT_TRUE(srv.ok());
-    client_options o;
-    o.read_mode = read_mode::byte;
-    std::byte buf[64];
-    if (!async) {
-      auto c = connect(name, o, 5s);
-      auto r = c.read(buf, 5s);
-      EXPECT_EQ(text({buf, buf + r.bytes}), "hello ");
-      stop = true;
-      c.close();
-      continue;
-    }
-    asio::io_context ctx;
-    auto work = asio::make_work_guard(ctx);
-    std::thread t([&] { ctx.run(); });
-    async_connection c(ctx);
-    {
-      auto [h, f] = outcome<>();
-      c.async_connect(name, o, 5s, h);
-      ASSERT_FALSE(std::get<0>(f.get()));
-    }
-    {
-      auto [h, f] = outcome<read_result>();
-      c.async_read_some(asio::buffer(buf), 5s, h);
-      ASSERT_EQ(f.wait_for(10s), std::future_status::ready) << "the read was held";
-      auto [ec, r] = f.get();
-      EXPECT_FALSE(ec) << ec.message();
-      EXPECT_EQ(text({buf, buf + r.bytes}), "hello ");
-    }
+    EXPECT_EQ(byte_mode_read(name, async, [] {}), "hello ");
     stop = true;
-    c.close();
-    work.reset();
-    t.join();
   }
 }
