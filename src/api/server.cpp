@@ -35,6 +35,8 @@ void server::open(const pipe_name& name, const server_options& opts, std::error_
     }
   } catch (const std::bad_alloc&) {
     ec = detail::no_memory_error();
+  } catch (const std::system_error& e) { // a lock or thread the system would not give: this call fails, no more
+    ec = e.code();
   }
 }
 

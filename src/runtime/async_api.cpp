@@ -149,6 +149,8 @@ void async_server::open(const pipe_name& name, const async_server_options& opts,
     impl_ = std::move(s);
   } catch (const std::bad_alloc&) {
     ec = detail::no_memory_error();
+  } catch (const std::system_error& e) { // as server::open: fail this call, never terminate
+    ec = e.code();
   }
 }
 
