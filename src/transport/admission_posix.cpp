@@ -202,7 +202,10 @@ posix_server::take posix_server::take_instance(std::int64_t uid) {
     auto it = per_user_.find(uid);
     if (it != per_user_.end() && it->second >= opts_.max_per_user) return take::user_full;
   }
-  if (active_ >= instance_cap()) return take::full;
+  if (active_ >= instance_cap()) {
+    release_wakes_ = true; // a client may wait for this instance: release() must wake us from now on
+    return take::full;
+  }
   ++active_;
   ++per_user_[uid];
   return take::ok;
@@ -242,6 +245,10 @@ void posix_server::serve_waiters(const std::vector<short>& revents, clock::time_
       continue;
     }
     admit(w.fd, std::move(w.peer), w.hello, std::move(w.extra));
+  }
+  if (waiters_.empty()) {
+    std::lock_guard lk(mu_);
+    release_wakes_ = false;
   }
 }
 

@@ -121,13 +121,18 @@ void posix_server::remove_name() noexcept {
   listen_.fd = -1;
 }
 
+// Only a client waiting for an instance needs the acceptor to hear of a
+// free one: otherwise a close costs it no wake-up (release_wakes_ is set,
+// under mu_, whenever take_instance finds the instances full).
 void posix_server::release(std::int64_t uid) {
+  bool wanted = false;
   {
     std::lock_guard lk(mu_);
     if (active_ > 0) --active_;
     if (auto it = per_user_.find(uid); it != per_user_.end() && --it->second == 0) per_user_.erase(it);
+    wanted = release_wakes_;
   }
-  wake();
+  if (wanted) wake();
 }
 
 void posix_server::run() {

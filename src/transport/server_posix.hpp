@@ -99,6 +99,7 @@ private:
   std::deque<std::unique_ptr<connection_impl>> ready_;
   unsigned active_ = 0;
   std::map<std::int64_t, unsigned> per_user_; // connections per uid
+  bool release_wakes_ = false;                // a waiting client may want a released instance
   bool closed_ = false;
 
   // Owned by the acceptor thread.
