@@ -225,8 +225,7 @@ void gateway_session::on_hello(protocol::hello h, std::size_t used) {
   if (!g_->exported(name)) return refuse(protocol::status::not_found, "not exported");
   client_options co;
   co.pipe_dir = g_->opts.pipe_dir;
-  std::string path;
-  if (!client_path(name, co, path, ec)) return refuse(protocol::status::not_found, last_error_detail());
+  if (!client_target(name, co, target_, ec)) return refuse(protocol::status::not_found, last_error_detail());
   // The local leg: what the client said, plus who it is and where from.
   h.forwarded = true;
   h.remote_user = who_.substr(0, protocol::max_remote_user_bytes);
@@ -234,7 +233,7 @@ void gateway_session::on_hello(protocol::hello h, std::size_t used) {
   out_ = protocol::encode_hello(h);
   out_.append(reinterpret_cast<const char*>(hello_.data()) + used, hello_.size() - used);
   hello_ = {};
-  local_.async_connect(asio::local::stream_protocol::endpoint(path),
+  local_.async_connect(asio::local::stream_protocol::endpoint(target_.address),
                        [self = shared_from_this()](std::error_code cec) { self->on_local_connect(cec); });
 }
 

@@ -7,6 +7,7 @@
 #include "core/protocol.hpp"
 #include "remote/gateway_admission.hpp"
 #include "remote/relay.hpp"
+#include "transport/local_posix.hpp"
 #include "transport/transport.hpp"
 
 #include <npipe/remote.hpp>
@@ -76,6 +77,7 @@ private:
   std::shared_ptr<gateway_shared> g_;
   asio::steady_timer timer_;
   unix_socket local_;
+  socket_target target_; // where local_ connects
   std::string address_, who_, pipe_;
   std::unique_ptr<remote_link> link_;
   std::vector<std::byte> hello_, reply_;

@@ -8,6 +8,7 @@
 #include "core/pipe_rules.hpp"
 #include "transport/client_handshake.hpp"
 #include "transport/local_posix.hpp"
+#include "transport/pipe_dir_posix.hpp"
 
 #include <asio/bind_executor.hpp>
 #include <asio/connect.hpp>
@@ -39,10 +40,11 @@ void async_pipe::connect(pipe_name name, client_options opts, timeout t, asio::c
     remote_connect();
     return;
   }
-  if (!client_path(conn_->name, conn_->opts, conn_->path, ec)) {
+  if (!client_target(conn_->name, conn_->opts, conn_->target, ec)) {
     fail_connect(ec, last_error_detail());
     return;
   }
+  conn_->path = conn_->target.path;
   // One timer for the whole handshake: the wait for a busy pipe is the
   // server's, so allow it a moment past our deadline to answer "busy".
   if (!conn_->dl.never()) {
@@ -61,9 +63,8 @@ void async_pipe::connect(pipe_name name, client_options opts, timeout t, asio::c
 
 void async_pipe::connect_attempt() {
   sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  std::memcpy(sa.sun_path, conn_->path.data(), conn_->path.size());
-  auto len = static_cast<std::size_t>(offsetof(sockaddr_un, sun_path) + conn_->path.size() + 1);
+  socklen_t len = 0;
+  make_sockaddr(conn_->target.address, sa, len);
   asio::generic::stream_protocol::endpoint ep(&sa, len);
   std::error_code ec;
   if (socket_.is_open()) socket_.close(ec);

@@ -10,6 +10,7 @@
 #include "remote/tls.hpp"
 
 #include "core/protocol.hpp"
+#include "transport/local_posix.hpp"
 #include "transport/posix_util.hpp"
 
 #include <asio/ip/tcp.hpp>
@@ -74,7 +75,8 @@ struct async_pipe::connecting {
   client_options opts;
   deadline dl;
   std::unique_ptr<op> o;
-  std::string path;
+  std::string path;     // what messages name: the socket's path, or the gateway
+  socket_target target; // a local pipe: where connect(2) goes
   std::string hello;
   std::uint32_t wait_ms = 0;
   peer_identity server;

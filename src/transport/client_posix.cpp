@@ -32,17 +32,6 @@ std::string describe(const peer_identity& p) {
   return s;
 }
 
-bool client_path(const pipe_name& name, const client_options& opts, std::string& path, std::error_code& ec) {
-  std::string dir = pipe_directory(opts.pipe_dir);
-  path = socket_path(dir, name, ec);
-  if (ec) {
-    set_error_detail("pipe directory path " + dir + " is too long for a Unix socket path");
-    return false;
-  }
-  // Who could have put the socket there? Both clients (and the gateway) pass here.
-  return check_client_directory(dir, path, opts.require_server_uid, ec);
-}
-
 std::error_code connect_error(int e, const std::string& path) {
   if (e == ENOENT || e == ECONNREFUSED) set_error_detail("no server is listening at " + path);
   else if (e == EACCES || e == EPERM) set_error_detail("permission denied on " + path + " (the server's access policy)");
@@ -62,11 +51,11 @@ bool check_server(const pipe_name& name, const client_options& opts, const peer_
 
 std::unique_ptr<connection_impl> connect_local(const pipe_name& name, const client_options& opts, deadline dl,
                                                std::error_code& ec, std::span<const std::byte> first) {
-  std::string path;
-  if (!client_path(name, opts, path, ec)) return nullptr;
+  socket_target target;
+  if (!client_target(name, opts, target, ec)) return nullptr;
   sockaddr_un sa;
   socklen_t len = 0;
-  make_sockaddr(path, sa, len);
+  make_sockaddr(target.address, sa, len);
   auto pause = std::chrono::milliseconds(1);
   for (;;) {
     int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -82,18 +71,18 @@ std::unique_ptr<connection_impl> connect_local(const pipe_name& name, const clie
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
         if (!dl.passed()) continue;
       }
-      ec = connect_error(e, path);
+      ec = connect_error(e, target.path);
       return nullptr;
     }
     // Connected without waiting (a full backlog said EAGAIN instead); from
     // here on blocking, as on the server side, with MSG_DONTWAIT where needed.
-    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    ::fcntl(fd, F_SETFL, 0); // a new socket has no other status flag set
     auto stream = std::make_unique<fd_stream>(fd);
     peer_identity server = peer_of(fd);
     if (!check_server(name, opts, server, ec)) return nullptr;
     connection_params p;
     bool overloaded = false;
-    if (client_handshake(*stream, name, opts, dl, first, std::move(server), path, p, ec, &overloaded))
+    if (client_handshake(*stream, name, opts, dl, first, std::move(server), target.path, p, ec, &overloaded))
       return std::make_unique<framed_connection>(std::move(stream), std::move(p));
     // Let go in its handshake by a server flooded with unfinished ones: as
     // with a full backlog, a client that may wait tries again.

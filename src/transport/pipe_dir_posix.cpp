@@ -260,8 +260,9 @@ struct walker {
   }
 };
 
-// The path to walk: absolute, as given otherwise.
-bool absolute(const std::string& dir, std::string& out, std::error_code& ec) {
+} // namespace
+
+bool absolute_dir(const std::string& dir, std::string& out, std::error_code& ec) {
   if (!dir.empty() && dir.front() == '/') {
     out = dir;
     return true;
@@ -277,6 +278,8 @@ bool absolute(const std::string& dir, std::string& out, std::error_code& ec) {
   return true;
 }
 
+namespace {
+
 bool report(const walker& w, const std::string& why, std::error_code& ec) {
   set_error_detail(why);
   ec = w.error ? errno_error(errc::unsafe_directory, w.error) : make_error_code(errc::unsafe_directory);
@@ -287,7 +290,7 @@ bool report(const walker& w, const std::string& why, std::error_code& ec) {
 
 bool check_server_directory(const std::string& dir, bool shared_default, std::error_code& ec) {
   std::string path;
-  if (!absolute(dir, path, ec)) return false;
+  if (!absolute_dir(dir, path, ec)) return false;
   const uid_t self = ::geteuid();
   auto trusted = [&](uid_t u) { return u == 0 || u == self; };
   const std::string whom = self == 0 ? "root" : "root or you";
@@ -334,9 +337,10 @@ bool check_server_directory(const std::string& dir, bool shared_default, std::er
 }
 
 bool check_client_directory(const std::string& dir, const std::string& socket,
-                            std::optional<std::uint32_t> require_server_uid, std::error_code& ec) {
+                            std::optional<std::uint32_t> require_server_uid, std::error_code& ec, int* held,
+                            struct stat* held_st) {
   std::string path;
-  if (!absolute(dir, path, ec)) return false;
+  if (!absolute_dir(dir, path, ec)) return false;
   walker w;
   w.dir = dir;
   if (!w.walk(path)) {
@@ -362,6 +366,10 @@ bool check_client_directory(const std::string& dir, const std::string& socket,
   for (std::size_t i = 1; i < names.size(); ++i)
     whom += (i + 1 == names.size() ? " or " : ", ") + names[i];
   if (auto bad = w.verdict(trusted, whom, false, true); !bad.empty()) return report(w, bad, ec);
+  if (held) {
+    *held = std::exchange(w.stack.back().fd.fd, -1);
+    *held_st = w.stack.back().st;
+  }
   return true;
 }
 

@@ -35,8 +35,15 @@ bool check_server_directory(const std::string& dir, bool shared_default, std::er
 /// owners a client accepts are root, itself, and `require_server_uid` if set,
 /// else the owner of the pipe directory itself (see the .cpp for why).
 /// A missing directory is "no server is listening at `socket`" (not_found).
+/// When it passes and `held` is given, *held is an O_PATH descriptor of the
+/// directory that was checked (the caller's to close) and *held_st its stat.
 bool check_client_directory(const std::string& dir, const std::string& socket,
-                            std::optional<std::uint32_t> require_server_uid, std::error_code& ec);
+                            std::optional<std::uint32_t> require_server_uid, std::error_code& ec,
+                            int* held = nullptr, struct stat* held_st = nullptr);
+
+/// `dir` made absolute (cwd/DIR, from getcwd, when relative), as the checks
+/// walk it; unsafe_directory when the current directory is unknown.
+bool absolute_dir(const std::string& dir, std::string& out, std::error_code& ec);
 
 enum class probe_result { live, stale, gone, unknown };
 

@@ -286,6 +286,127 @@ TEST_F(PipeDir, AMissingDirectoryIsStillNoServerForAClient) {
   EXPECT_EQ(connect_in(name, client_in(dir_ + "/none/deeper"), detail), errc::not_found) << detail;
 }
 
+// --------------------------------- a client's remembered check of the directory
+//
+// A process remembers the directories its clients checked (held open) and
+// connects through them; each connect still looks at the directory itself
+// (src/transport/client_dir_posix.cpp). These rows change the directory
+// after a first connect and check that the next one sees it.
+
+// The server that got a connection, by who accepts it.
+bool accepts(server& s) {
+  std::error_code ec;
+  auto c = s.accept(2s, ec);
+  return !ec;
+}
+
+bool holds_none(server& s) {
+  std::error_code ec;
+  auto c = s.accept(0ms, ec);
+  return ec == errc::timed_out;
+}
+
+TEST_F(PipeDir, AClientReachesTheServerOfADirectoryThatReplacedTheOneItChecked) {
+  auto name = random_pipe();
+  auto d = make_dir(dir_ + "/pipes", 0755);
+  std::string detail;
+  server first;
+  ASSERT_FALSE(open_in(first, name, in_dir(d), detail)) << detail;
+  ASSERT_FALSE(connect_in(name, client_in(d), detail)) << detail;
+  ASSERT_TRUE(accepts(first));
+  // Renamed away with its live server, and another directory in its place.
+  ASSERT_EQ(::rename(d.c_str(), (dir_ + "/old").c_str()), 0);
+  make_dir(d, 0755);
+  server second;
+  ASSERT_FALSE(open_in(second, name, in_dir(d), detail)) << detail;
+  ASSERT_FALSE(connect_in(name, client_in(d), detail)) << detail;
+  EXPECT_TRUE(accepts(second)) << "the server now at the path";
+  EXPECT_TRUE(holds_none(first)) << "not the one in the directory renamed away";
+}
+
+TEST_F(PipeDir, ADirectoryRemovedAndMadeAgainIsCheckedAgain) {
+  auto name = random_pipe();
+  auto d = make_dir(dir_ + "/pipes", 0755);
+  std::string detail;
+  {
+    server s;
+    ASSERT_FALSE(open_in(s, name, in_dir(d), detail)) << detail;
+    ASSERT_FALSE(connect_in(name, client_in(d), detail)) << detail;
+  }
+  ASSERT_EQ(::rmdir(d.c_str()), 0);
+  make_dir(d, 0775, ::geteuid(), root() ? nobody : ::getegid()); // group-writable: unsafe
+  EXPECT_EQ(connect_in(name, client_in(d), detail), errc::unsafe_directory) << detail;
+  EXPECT_TRUE(contains(detail, "group")) << detail;
+}
+
+TEST_F(PipeDir, ARememberedDirectoryWhoseModeChangedIsRefusedAndThenTrustedAgain) {
+  auto name = random_pipe();
+  auto d = make_dir(dir_ + "/pipes", 0755);
+  std::string detail;
+  server s;
+  ASSERT_FALSE(open_in(s, name, in_dir(d), detail)) << detail;
+  ASSERT_FALSE(connect_in(name, client_in(d), detail)) << detail;
+  ASSERT_EQ(::chmod(d.c_str(), 0757), 0);
+  EXPECT_EQ(connect_in(name, client_in(d), detail), errc::unsafe_directory);
+  EXPECT_TRUE(contains(detail, "everyone")) << detail;
+  ASSERT_EQ(::chmod(d.c_str(), 0755), 0);
+  EXPECT_FALSE(connect_in(name, client_in(d), detail)) << detail;
+}
+
+// A program may close descriptors it does not own (daemons do): the number
+// that held the checked directory may then name another directory.
+TEST_F(PipeDir, AClientWhoseProgramReusedTheRememberedDescriptorStillReachesItsServer) {
+  auto name = random_pipe();
+  auto d = make_dir(dir_ + "/pipes", 0755);
+  auto other = make_dir(dir_ + "/other", 0755);
+  std::string detail;
+  server mine, decoy;
+  ASSERT_FALSE(open_in(mine, name, in_dir(d), detail)) << detail;
+  ASSERT_FALSE(open_in(decoy, name, in_dir(other), detail)) << detail; // the same name in another directory
+  ASSERT_FALSE(connect_in(name, client_in(d), detail)) << detail;
+  ASSERT_TRUE(accepts(mine));
+  // The descriptor the client keeps for d.
+  int held = -1;
+  for (auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    if (std::filesystem::read_symlink(e.path(), ec) == d) held = std::stoi(e.path().filename().string());
+  }
+  ASSERT_GE(held, 0) << "the client holds " << d << " open";
+  int o = ::open(other.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(o, 0);
+  ASSERT_EQ(::dup2(o, held), held); // closes the client's, puts another directory there
+  ::close(o);
+  ASSERT_FALSE(connect_in(name, client_in(d), detail)) << detail;
+  EXPECT_TRUE(accepts(mine)) << "the server in the configured directory";
+  EXPECT_TRUE(holds_none(decoy));
+  struct stat st{};
+  EXPECT_EQ(::fstat(held, &st), 0) << "the reused descriptor is the program's: left open";
+  ::close(held);
+}
+
+// What a remembered check does not look at again: the directories above. A
+// parent made writable by everyone lets others replace the pipe directory,
+// not change what is in it; the connect goes into the directory that passed,
+// and a directory put in its place is walked again, and refused.
+TEST_F(PipeDir, AParentLoosenedAfterTheCheckCannotSlipAnotherDirectoryIn) {
+  auto name = random_pipe();
+  auto parent = make_dir(dir_ + "/parent", 0755);
+  auto d = make_dir(parent + "/pipes", 0755);
+  std::string detail;
+  server s;
+  ASSERT_FALSE(open_in(s, name, in_dir(d), detail)) << detail;
+  ASSERT_FALSE(connect_in(name, client_in(d), detail)) << detail;
+  ASSERT_TRUE(accepts(s));
+  ASSERT_EQ(::chmod(parent.c_str(), 0777), 0);
+  ASSERT_FALSE(connect_in(name, client_in(d), detail)) << "into the directory that passed: " << detail;
+  ASSERT_TRUE(accepts(s));
+  ASSERT_EQ(::rename(d.c_str(), (parent + "/away").c_str()), 0);
+  make_dir(d, 0755);
+  EXPECT_EQ(connect_in(name, client_in(d), detail), errc::unsafe_directory);
+  EXPECT_TRUE(contains(detail, parent)) << detail;
+  ASSERT_EQ(::chmod(parent.c_str(), 0755), 0);
+}
+
 // ------------------------------------------- item 9: reclaiming a crashed name
 
 // A socket file with no listener: what a SIGKILLed server leaves.
