@@ -18,7 +18,13 @@
 namespace npipe::detail {
 
 async_server_impl::async_server_impl(const asio::any_io_executor& ex)
-    : ex_(ex), sweep_strand_(asio::make_strand(ex)), sweep_(sweep_strand_) {}
+    : ex_(ex), sweep_strand_(asio::make_strand(ex)), sweep_(sweep_strand_)
+#if defined(ASIO_HAS_POSIX_STREAM_DESCRIPTOR)
+      ,
+      listen_(sweep_strand_), listen_pause_(sweep_strand_)
+#endif
+{
+}
 
 async_server_impl::~async_server_impl() {
   if (admission_) admission_->close();
@@ -44,14 +50,18 @@ bool async_server_impl::open(const pipe_name& name, const async_server_options& 
   name_ = name;
   opts_ = opts;
   std::weak_ptr<async_server_impl> w = weak_from_this();
-  admission_ = open_local_server(name, opts, ec, [w](admitted_client&& a) {
-    if (auto s = w.lock()) s->admitted(std::move(a));
-    else {
-      close_native_handle(a.handle);
-      if (a.params.on_close) a.params.on_close();
-    }
-  });
+  admission_ = open_local_server(
+      name, opts, ec,
+      [w](admitted_client&& a) {
+        if (auto s = w.lock()) s->admitted(std::move(a));
+        else {
+          close_native_handle(a.handle);
+          if (a.params.on_close) a.params.on_close();
+        }
+      },
+      /*caller_accepts=*/listen_supported);
   if (!admission_) return false;
+  start_listening();
   // An open server is outstanding work, as a pending async_accept is in
   // Asio: ctx.run() keeps going until stop() or close(), so clients that
   // come later are served.
@@ -105,7 +115,51 @@ void async_server_impl::sweep() {
   arm_sweep();
 }
 
-// Runs on the admission thread.
+// Where the system has a listening socket (Linux), the server waits for it
+// on the executor (listen_, on sweep_strand_) and accepts there: a client
+// whose hello came with its connect is admitted, adopted and (with serve())
+// handed its first request on this I/O thread, with no hop through the
+// admission thread, which keeps only the clients that must wait.
+void async_server_impl::start_listening() {
+#if defined(ASIO_HAS_POSIX_STREAM_DESCRIPTOR)
+  auto fd = admission_->listen_handle();
+  if (fd < 0) return; // none to wait on (or no descriptor left): the admission thread accepts
+  std::error_code ec;
+  listen_.assign(static_cast<int>(fd), ec);
+  if (ec) {
+    close_native_handle(fd);
+    return;
+  }
+  asio::dispatch(sweep_strand_, [self = shared_from_this()] { self->await_clients(); });
+#endif
+}
+
+void async_server_impl::await_clients() {
+#if defined(ASIO_HAS_POSIX_STREAM_DESCRIPTOR)
+  listen_.async_wait(asio::posix::descriptor_base::wait_read, [w = weak_from_this()](const std::error_code& ec) {
+    if (ec) return; // closed by stop()
+    auto self = w.lock();
+    if (!self) return;
+    std::shared_ptr<server_impl> admission;
+    {
+      std::lock_guard lk(self->mu_);
+      if (self->stopping_) return;
+      admission = self->admission_;
+    }
+    if (auto pause = admission->accept_ready(); pause > timeout::zero()) {
+      self->listen_pause_.expires_after(pause); // out of descriptors
+      self->listen_pause_.async_wait([w](const std::error_code& e) {
+        if (auto s = w.lock(); s && !e) s->await_clients();
+      });
+      return;
+    }
+    self->await_clients();
+  });
+#endif
+}
+
+// Runs on the admission thread, or in accept_ready() on an I/O thread (the
+// pipe's first steps then run here at once: dispatch, not post).
 void async_server_impl::admitted(admitted_client&& a) {
   auto p = async_pipe::create(ex_);
   std::uint64_t id;
@@ -116,7 +170,7 @@ void async_server_impl::admitted(admitted_client&& a) {
     live_[id].pipe = p;
   }
   a.params.max_queued = opts_.max_queued_bytes;
-  asio::post(p->strand(), [self = shared_from_this(), p, id, fd = a.handle,
+  asio::dispatch(p->strand(), [self = shared_from_this(), p, id, fd = a.handle,
                            params = std::move(a.params)]() mutable {
     p->on_closed = [w = std::weak_ptr<async_server_impl>(self), id] {
       if (auto s = w.lock()) s->closed(id);
@@ -251,7 +305,14 @@ void async_server_impl::stop(timeout grace, bool wait) {
     for (auto& [id, e] : live_)
       if (auto s = e.sess.lock()) sessions.push_back(std::move(s));
   }
-  asio::dispatch(sweep_strand_, [self = shared_from_this()] { self->sweep_.cancel(); });
+  asio::dispatch(sweep_strand_, [self = shared_from_this()] {
+    self->sweep_.cancel();
+#if defined(ASIO_HAS_POSIX_STREAM_DESCRIPTOR)
+    std::error_code ignore;
+    self->listen_.close(ignore);
+    self->listen_pause_.cancel();
+#endif
+  });
   // Stop accepting and remove the name; clients in their handshake or
   // waiting for an instance are closed by the admission.
   if (admission) admission->close();

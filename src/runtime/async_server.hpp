@@ -7,6 +7,7 @@
 
 #include <npipe/async.hpp>
 
+#include <asio/posix/stream_descriptor.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/strand.hpp>
 
@@ -57,6 +58,8 @@ private:
   };
 
   void admitted(admitted_client&& a);
+  void start_listening();
+  void await_clients(); // on sweep_strand_
   void place(const std::shared_ptr<async_pipe>& p, std::uint64_t id);
   void closed(std::uint64_t id);
   void abort_accept(std::uint64_t id);
@@ -70,6 +73,15 @@ private:
   std::shared_ptr<server_impl> admission_;
   asio::strand<asio::any_io_executor> sweep_strand_;
   asio::steady_timer sweep_; // on sweep_strand_
+#if defined(ASIO_HAS_POSIX_STREAM_DESCRIPTOR)
+  // Where the system has one (Linux): the listening socket (a descriptor of
+  // our own), waited on here, and the pause when out of descriptors; on sweep_strand_.
+  asio::posix::stream_descriptor listen_;
+  asio::steady_timer listen_pause_;
+  static constexpr bool listen_supported = true;
+#else
+  static constexpr bool listen_supported = false;
+#endif
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

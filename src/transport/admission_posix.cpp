@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: MIT
-// posix_server's admission (server_posix.hpp), on its acceptor thread: a
+// posix_server's admission (server_posix.hpp), on its acceptor thread (or,
+// for a client whose hello came with its connect, on the thread in
+// accept_ready: `batch` is then where admitted clients go): a
 // client's hello, the handshake slots and whom to let go when they are full,
 // the checks (version, name, forwarded clients, access policy), the instance
 // and per-user caps, waiting clients, and the hand-over of an admitted
@@ -38,7 +40,7 @@ void send_reply(int fd, protocol::status s, const server_options& o) {
 
 // Reads what `p` has sent; true when its handshake is over (admitted,
 // parked as a waiter, refused or closed), false while it is incomplete.
-bool posix_server::read_hello(pending& p, clock::time_point now) {
+bool posix_server::read_hello(pending& p, clock::time_point now, std::vector<admitted_client>* batch) {
   std::byte tmp[2048];
   ssize_t n = ::recv(p.fd, tmp, sizeof tmp, MSG_DONTWAIT);
   if (n <= 0) {
@@ -58,7 +60,7 @@ bool posix_server::read_hello(pending& p, clock::time_point now) {
     return true;
   }
   std::vector<std::byte> extra(p.buf.begin() + static_cast<std::ptrdiff_t>(used), p.buf.end());
-  on_hello(p.fd, p.peer, std::move(h), std::move(extra), now);
+  on_hello(p.fd, p.peer, std::move(h), std::move(extra), now, batch);
   return true;
 }
 
@@ -142,7 +144,7 @@ void posix_server::serve_pending(const std::vector<short>& revents, clock::time_
 }
 
 void posix_server::on_hello(int fd, peer_identity peer, protocol::hello h, std::vector<std::byte> extra,
-                            clock::time_point now) {
+                            clock::time_point now, std::vector<admitted_client>* batch) {
   if (h.version != protocol::version) {
     send_reply(fd, protocol::status::bad_version, opts_);
     ::close(fd);
@@ -177,7 +179,7 @@ void posix_server::on_hello(int fd, peer_identity peer, protocol::hello h, std::
     return;
   }
   switch (take_instance(peer.uid)) {
-  case take::ok: admit(fd, std::move(peer), h, std::move(extra)); return;
+  case take::ok: admit(fd, std::move(peer), h, std::move(extra), batch); return;
   case take::user_full:
     send_reply(fd, protocol::status::user_limit, opts_);
     ::close(fd);
@@ -187,7 +189,9 @@ void posix_server::on_hello(int fd, peer_identity peer, protocol::hello h, std::
   if (h.wait_ms > 0 && waiters_.size() < opts_.max_waiting) {
     auto until = h.wait_ms == protocol::wait_forever ? clock::time_point::max()
                                                      : now + std::chrono::milliseconds(h.wait_ms);
-    waiters_.push_back({fd, until, std::move(peer), std::move(h), std::move(extra)});
+    waiter w{fd, until, std::move(peer), std::move(h), std::move(extra)};
+    if (batch) hand_over(std::move(w)); // waiters_ is the admission thread's
+    else waiters_.push_back(std::move(w));
     return;
   }
   // Busy now; one that asked to wait but finds the waiting room full is
@@ -252,7 +256,8 @@ void posix_server::serve_waiters(const std::vector<short>& revents, clock::time_
   }
 }
 
-void posix_server::admit(int fd, peer_identity peer, const protocol::hello& h, std::vector<std::byte> extra) {
+void posix_server::admit(int fd, peer_identity peer, const protocol::hello& h, std::vector<std::byte> extra,
+                         std::vector<admitted_client>* batch) {
   send_reply(fd, protocol::status::ok, opts_);
   framed_params p;
   p.name = name_;
@@ -265,6 +270,10 @@ void posix_server::admit(int fd, peer_identity peer, const protocol::hello& h, s
   p.on_close = [w = weak_from_this(), uid = p.peer.uid] {
     if (auto s = w.lock()) s->release(uid);
   };
+  if (batch) {
+    batch->push_back(admitted_client{fd, std::move(p)});
+    return;
+  }
   if (sink_) {
     sink_(admitted_client{fd, std::move(p)});
     return;

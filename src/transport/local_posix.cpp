@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <fcntl.h>
 #include <cstdlib>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -83,6 +84,7 @@ void posix_server::close() noexcept {
     closed_ = true;
     cv_.notify_all();
   }
+  { std::lock_guard done(accept_mu_); } // an accept_ready() under way has finished: nothing more is handed over
   wake();
   if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
   {
@@ -93,6 +95,13 @@ void posix_server::close() noexcept {
     }
   }
   remove_name();
+  if (!thread_.joinable()) {
+    std::lock_guard lk(handover_mu_);
+    for (auto& p : handed_pending_) ::close(p.fd);
+    for (auto& w : handed_waiters_) ::close(w.fd);
+    handed_pending_.clear();
+    handed_waiters_.clear();
+  }
   std::deque<std::unique_ptr<connection_impl>> unaccepted;
   {
     std::lock_guard lk(mu_);
@@ -139,13 +148,15 @@ void posix_server::run() {
   std::vector<pollfd> fds;
   clock::time_point accept_paused_until{};
   for (;;) {
+    take_handed_over();
     auto now = clock::now();
     fds.clear();
     fds.push_back({wake_fd_, POLLIN, 0});
     // The accept queue is always drained (unless out of descriptors): a
     // full set of handshake slots lets the oldest of the user holding the
     // most go, instead of leaving everyone else in the kernel's backlog.
-    bool poll_listen = now >= accept_paused_until;
+    // (Unless the caller accepts: then it drains it, in accept_ready.)
+    bool poll_listen = !caller_accepts_ && now >= accept_paused_until;
     fds.push_back({poll_listen ? listen_.fd : -1, POLLIN, 0});
     auto wake_at = clock::time_point::max();
     if (!poll_listen && now < accept_paused_until) wake_at = accept_paused_until;
@@ -193,7 +204,7 @@ void posix_server::run() {
   waiters_.clear();
 }
 
-void posix_server::accept_new(clock::time_point& paused_until) {
+void posix_server::accept_new(clock::time_point& paused_until, std::vector<admitted_client>* batch) {
   for (unsigned i = 0; i < accept_batch; ++i) {
     // Blocking sockets: a read with no deadline is then one recv() that sleeps
     // in the kernel. The acceptor itself only uses MSG_DONTWAIT on them.
@@ -218,14 +229,65 @@ void posix_server::accept_new(clock::time_point& paused_until) {
     pending p{fd, limit, peer_of(fd), {}, ++accept_seq_};
     // A client says hello as it connects: usually it is here already, and
     // the connection never needs a handshake slot.
-    if (read_hello(p, now)) continue;
-    hold(std::move(p));
+    if (read_hello(p, now, batch)) continue;
+    if (batch) hand_over(std::move(p));
+    else hold(std::move(p));
   }
 }
 
+std::intptr_t posix_server::listen_handle() const noexcept {
+  if (!caller_accepts_ || listen_.fd < 0) return -1;
+  return ::fcntl(listen_.fd, F_DUPFD_CLOEXEC, 0);
+}
+
+std::chrono::milliseconds posix_server::accept_ready() noexcept {
+  std::vector<admitted_client> batch;
+  clock::time_point paused{};
+  {
+    std::lock_guard lk(accept_mu_); // one batch at a time; close() waits for it
+    if (!caller_accepts_ || !is_open()) return {};
+    try {
+      accept_new(paused, &batch);
+    } catch (const std::bad_alloc&) {
+      // Out of memory mid-batch: what was admitted is delivered; the rest waits in the backlog.
+    }
+  }
+  for (auto& a : batch) sink_(std::move(a));
+  auto now = clock::now();
+  return paused > now ? std::chrono::ceil<std::chrono::milliseconds>(paused - now) : std::chrono::milliseconds(0);
+}
+
+void posix_server::hand_over(pending p) {
+  {
+    std::lock_guard lk(handover_mu_);
+    handed_pending_.push_back(std::move(p));
+  }
+  wake();
+}
+
+void posix_server::hand_over(waiter w) {
+  {
+    std::lock_guard lk(handover_mu_);
+    handed_waiters_.push_back(std::move(w));
+  }
+  wake();
+}
+
+void posix_server::take_handed_over() {
+  std::vector<pending> ps;
+  std::vector<waiter> ws;
+  {
+    std::lock_guard lk(handover_mu_);
+    ps.swap(handed_pending_);
+    ws.swap(handed_waiters_);
+  }
+  for (auto& p : ps) hold(std::move(p));
+  for (auto& w : ws) waiters_.push_back(std::move(w));
+}
+
 std::shared_ptr<server_impl> open_local_server(const pipe_name& name, const server_options& opts,
-                                               std::error_code& ec, admission_sink sink) {
-  auto s = std::make_shared<posix_server>(name, opts, std::move(sink));
+                                               std::error_code& ec, admission_sink sink, bool caller_accepts) {
+  auto s = std::make_shared<posix_server>(name, opts, std::move(sink), caller_accepts && sink);
   if (!s->open(ec)) return nullptr;
   return s;
 }

@@ -329,8 +329,10 @@ private:
 } // namespace
 
 
+// Windows has no listening socket to wait on: every instance's connect is
+// an overlapped call on the admission thread, so caller_accepts changes nothing.
 std::shared_ptr<server_impl> open_local_server(const pipe_name& name, const server_options& opts,
-                                               std::error_code& ec, admission_sink sink) {
+                                               std::error_code& ec, admission_sink sink, bool) {
   auto s = std::make_shared<win32_server>(name, opts, std::move(sink));
   if (!s->open(ec)) return nullptr;
   return s;

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 // posix_server, the Linux local-pipe server: the class, whose acceptor
-// thread, open/accept/close and instance release are in local_posix.cpp and
-// whose admission (the hello, handshake slots, waiting clients, the
-// hand-over of an admitted client) is in admission_posix.cpp.
+// thread, open/accept/close, instance release and accepting on the caller's
+// thread (accept_ready) are in local_posix.cpp and whose admission (the
+// hello, handshake slots, waiting clients, the hand-over of an admitted
+// client) is in admission_posix.cpp.
 
 #include "core/pipe_rules.hpp"
 #include "core/protocol.hpp"
@@ -28,8 +29,8 @@ namespace npipe::detail {
 
 class posix_server final : public server_impl, public std::enable_shared_from_this<posix_server> {
 public:
-  posix_server(pipe_name name, server_options opts, admission_sink sink)
-      : name_(std::move(name)), opts_(std::move(opts)), sink_(std::move(sink)) {}
+  posix_server(pipe_name name, server_options opts, admission_sink sink, bool caller_accepts)
+      : name_(std::move(name)), opts_(std::move(opts)), sink_(std::move(sink)), caller_accepts_(caller_accepts) {}
   ~posix_server() override { close(); }
 
   bool open(std::error_code& ec);
@@ -45,6 +46,8 @@ public:
     std::lock_guard lk(mu_);
     return active_;
   }
+  std::intptr_t listen_handle() const noexcept override;
+  std::chrono::milliseconds accept_ready() noexcept override;
 
 private:
   struct pending {
@@ -67,26 +70,34 @@ private:
   void remove_name() noexcept;
   void release(std::int64_t uid);
   void run();
-  void accept_new(clock::time_point& paused_until);
+  // `batch`: not null on the thread in accept_ready, which takes the
+  // clients admitted there and hands the rest over to the acceptor thread.
+  void accept_new(clock::time_point& paused_until, std::vector<admitted_client>* batch = nullptr);
+  void hand_over(pending p);
+  void hand_over(waiter w);
+  void take_handed_over();
 
   // Admission (admission_posix.cpp).
-  bool read_hello(pending& p, clock::time_point now);
+  bool read_hello(pending& p, clock::time_point now, std::vector<admitted_client>* batch = nullptr);
   void hold(pending p);
   void let_one_go(std::int64_t newcomer);
   void forget_pending(std::int64_t uid);
   void serve_pending(const std::vector<short>& revents, clock::time_point now);
-  void on_hello(int fd, peer_identity peer, protocol::hello h, std::vector<std::byte> extra, clock::time_point now);
+  void on_hello(int fd, peer_identity peer, protocol::hello h, std::vector<std::byte> extra, clock::time_point now,
+                std::vector<admitted_client>* batch);
 
   unsigned instance_cap() const noexcept { return pipe_rules::instance_cap(opts_); }
 
   enum class take { ok, full, user_full };
   take take_instance(std::int64_t uid);
   void serve_waiters(const std::vector<short>& revents, clock::time_point now);
-  void admit(int fd, peer_identity peer, const protocol::hello& h, std::vector<std::byte> extra);
+  void admit(int fd, peer_identity peer, const protocol::hello& h, std::vector<std::byte> extra,
+             std::vector<admitted_client>* batch = nullptr);
 
   pipe_name name_;
   server_options opts_;
   admission_sink sink_;
+  const bool caller_accepts_; // the sink's owner accepts (accept_ready); the acceptor thread does not
   std::string dir_, path_;
   listener listen_;
   std::mutex wake_mu_; // guards wake_fd_ once the acceptor runs
@@ -94,6 +105,10 @@ private:
   std::thread thread_;
 
   std::mutex close_mu_;
+  std::mutex accept_mu_;   // held through an accept_ready() batch
+  std::mutex handover_mu_; // guards the handed_ lists
+  std::vector<pending> handed_pending_; // from accept_ready: their hello is not complete yet
+  std::vector<waiter> handed_waiters_;  // from accept_ready: waiting for an instance
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::unique_ptr<connection_impl>> ready_;

@@ -143,6 +143,22 @@ public:
   virtual std::string native_path() const = 0;
   /// Instances in use: connected clients that hold one (until they close).
   virtual unsigned active_instances() const noexcept = 0;
+
+  // Accepting on the caller's own threads (a server opened with
+  // caller_accepts; Linux): the async runtime waits for the listening
+  // socket on its I/O threads, so a client whose hello came with its
+  // connect is admitted there, without a hop through the admission thread.
+  /// A new descriptor of the listening socket (the caller's to close), to
+  /// wait on for readability; -1 where there is none (Windows, or not
+  /// opened with caller_accepts).
+  virtual std::intptr_t listen_handle() const noexcept { return -1; }
+  /// On readability: accepts what is queued (up to a batch) on this thread.
+  /// A client whose hello is there is checked and admitted here (handed to
+  /// the sink on this thread, once the batch is taken); one that must wait
+  /// (its hello unfinished, no free instance) goes to the admission thread.
+  /// Never blocks. Returns how long to pause before waiting again (out of
+  /// descriptors), else zero. Nothing once the server is closed.
+  virtual std::chrono::milliseconds accept_ready() noexcept { return {}; }
 };
 
 /// What the handshake settled for one connected end.
@@ -171,7 +187,8 @@ struct admitted_client {
 /// Close an admitted client's handle (a socket fd, or a Win32 pipe handle).
 void close_native_handle(std::intptr_t h) noexcept;
 /// Where a server hands admitted clients when it is not accept()'s queue
-/// (the async runtime). Called on the server's admission thread.
+/// (the async runtime). Called on the server's admission thread, or on the
+/// thread in accept_ready().
 using admission_sink = std::function<void(admitted_client&&)>;
 
 /// The error for an allocation a peer caused that failed (ENOMEM, or
@@ -194,9 +211,13 @@ bool check_client_options(const client_options& o, std::error_code& ec);
 
 /// Local pipes, implemented per system: the server in local_posix.cpp and
 /// local_win32.cpp, the client in client_posix.cpp and client_win32.cpp.
-/// With a sink, admitted clients go there and accept() is not used.
+/// With a sink, admitted clients go there and accept() is not used; with
+/// caller_accepts too, the caller accepts (listen_handle, accept_ready)
+/// where the system allows it (Linux), and the admission thread only serves
+/// the clients that must wait.
 std::shared_ptr<server_impl> open_local_server(const pipe_name& name, const server_options& opts,
-                                               std::error_code& ec, admission_sink sink = {});
+                                               std::error_code& ec, admission_sink sink = {},
+                                               bool caller_accepts = false);
 /// `first`, if not empty, is sent as the first message together with the
 /// handshake (CallNamedPipe saves a round trip this way); callers keep it
 /// within pipelined_request_max, which every server accepts.

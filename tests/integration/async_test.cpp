@@ -574,6 +574,31 @@ TEST_F(Async, SilentClientIsDroppedAtTheHandshakeTimeout) {
   ::close(fd);
   EXPECT_EQ(call(name, "fine", 5s), "fine");
 }
+
+// The async server accepts on its I/O threads; a client whose hello is not
+// all there when it is accepted is handed to the admission thread, which
+// admits it once the rest comes, with its first request.
+TEST_F(Async, AClientWhoseHelloComesInPiecesIsAdmittedWhenItIsComplete) {
+  run_threads();
+  auto name = random_pipe();
+  async_server srv(ctx_, name);
+  srv.serve([](request r) { return r.take(); });
+  int fd = raw_connect(srv.native_path());
+  ASSERT_GE(fd, 0);
+  auto hello = raw_hello(name);
+  ASSERT_EQ(::send(fd, hello.data(), 3, MSG_NOSIGNAL), 3);
+  // Served after ours in accept order: ours was accepted, its hello found unfinished.
+  EXPECT_EQ(call(name, "other", 5s), "other");
+  auto rest = hello.substr(3) + raw_frame("late");
+  ASSERT_EQ(::send(fd, rest.data(), rest.size(), MSG_NOSIGNAL), ssize_t(rest.size()));
+  char reply[16];
+  ASSERT_EQ(::recv(fd, reply, sizeof reply, MSG_WAITALL), 16);
+  EXPECT_EQ(reply[5], 0) << "status ok";
+  char echo[5 + 4];
+  ASSERT_EQ(::recv(fd, echo, sizeof echo, MSG_WAITALL), ssize_t(sizeof echo));
+  EXPECT_EQ(std::string(echo + 5, 4), "late");
+  ::close(fd);
+}
 #endif
 
 TEST_F(Async, HandlerExceptionsAndDroppedRepliesCloseOnlyThatClient) {
