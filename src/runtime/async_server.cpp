@@ -312,6 +312,9 @@ void async_server_impl::stop(timeout grace, bool wait) {
     self->listen_.close(ignore);
     self->listen_pause_.cancel();
 #endif
+    std::lock_guard lk(self->mu_);
+    self->listen_closed_ = true;
+    self->cv_.notify_all();
   });
   // Stop accepting and remove the name; clients in their handshake or
   // waiting for an instance are closed by the admission.
@@ -346,6 +349,9 @@ void async_server_impl::stop(timeout grace, bool wait) {
   }
   std::unique_lock lk(mu_);
   auto until = clock::now() + std::max(grace, timeout::zero());
+  // Our descriptor of the listening socket closes on the strand: a graceful
+  // stop returns with it closed (bounded, in case the executor is not running).
+  cv_.wait_for(lk, std::chrono::seconds(2), [&] { return listen_closed_; });
   if (!cv_.wait_until(lk, until, [&] { return live_.empty(); })) {
     lk.unlock();
     force_close();
