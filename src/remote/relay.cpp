@@ -18,7 +18,7 @@ namespace {
 constexpr std::size_t relay_buffer = 64 * 1024;
 constexpr int burst = 16; // reads per direction before letting other connections run
 
-std::byte* scratch() {
+std::byte* relay_scratch() {
   thread_local std::unique_ptr<std::byte[]> buf(new std::byte[relay_buffer]);
   return buf.get();
 }
@@ -89,17 +89,17 @@ void relay::pump_up() {
   if (closed_) return;
   for (int i = 0; i < burst; ++i) {
     std::size_t n = 0;
-    tls::io r = link_->session.read(scratch(), relay_buffer, n);
+    tls::io r = link_->session.read(relay_scratch(), relay_buffer, n);
     if (r == tls::io::end) return close(remote_end());
     if (r != tls::io::done) return wait_link(r, &relay::pump_up);
     last_ = std::chrono::steady_clock::now();
     ssize_t k;
-    do k = ::send(local_sock_.native_handle(), scratch(), n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    do k = ::send(local_sock_.native_handle(), relay_scratch(), n, MSG_NOSIGNAL | MSG_DONTWAIT);
     while (k < 0 && errno == EINTR);
     if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return close(local_ + " closed");
     std::size_t sent = k > 0 ? static_cast<std::size_t>(k) : 0;
     if (sent < n) { // the local side is slower: keep the rest, read no more until it is taken
-      up_pending_.assign(scratch() + sent, scratch() + n);
+      up_pending_.assign(relay_scratch() + sent, relay_scratch() + n);
       asio::async_write(local_sock_, asio::buffer(up_pending_), [self = shared_from_this()](std::error_code ec, std::size_t) {
         if (ec) return self->close(self->local_ + " closed");
         self->up_pending_ = {};
@@ -122,18 +122,18 @@ void relay::wait_local() {
 void relay::pump_down() {
   for (int i = 0; i < burst; ++i) {
     ssize_t n;
-    do n = ::recv(local_sock_.native_handle(), scratch(), relay_buffer, MSG_DONTWAIT);
+    do n = ::recv(local_sock_.native_handle(), relay_scratch(), relay_buffer, MSG_DONTWAIT);
     while (n < 0 && errno == EINTR);
     if (n == 0) return close(local_ + " closed"); // everything it sent has gone out
     if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? wait_local() : close(local_ + " failed");
     last_ = std::chrono::steady_clock::now();
     local_spoke_ = true;
     std::size_t len = static_cast<std::size_t>(n), off = 0;
-    if (on_reply_) watch_reply(scratch(), len);
-    tls::io r = link_->write_from(scratch(), len, off);
+    if (on_reply_) watch_reply(relay_scratch(), len);
+    tls::io r = link_->write_from(relay_scratch(), len, off);
     if (r == tls::io::end) return close(remote_end());
     if (r != tls::io::done) { // the remote side is slower: keep the rest, read no more until it is taken
-      down_pending_.assign(scratch() + off, scratch() + len);
+      down_pending_.assign(relay_scratch() + off, relay_scratch() + len);
       down_off_ = 0;
       return wait_link(r, &relay::flush_down);
     }
