@@ -11,7 +11,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <span>
 #include <string>
+#include <system_error>
+#include <vector>
 
 struct npipe_server_options {
   npipe::server_options o;

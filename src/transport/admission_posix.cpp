@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
-// posix_server's admission (server_posix.hpp), on its acceptor thread (or,
-// for a client whose hello came with its connect, on the thread in
-// accept_ready: `batch` is then where admitted clients go): a
+// posix_server's admission (server_posix.hpp), on its acceptor thread or on
+// the thread in accept_ready (`batch` is then where admitted clients go),
+// always under admit_mu_: a
 // client's hello, the handshake slots and whom to let go when they are full,
 // the checks (version, name, forwarded clients, access policy), the instance
 // and per-user caps, waiting clients, and the hand-over of an admitted
@@ -189,9 +189,8 @@ void posix_server::on_hello(int fd, peer_identity peer, protocol::hello h, std::
   if (h.wait_ms > 0 && waiters_.size() < opts_.max_waiting) {
     auto until = h.wait_ms == protocol::wait_forever ? clock::time_point::max()
                                                      : now + std::chrono::milliseconds(h.wait_ms);
-    waiter w{fd, until, std::move(peer), std::move(h), std::move(extra)};
-    if (batch) hand_over(std::move(w)); // waiters_ is the admission thread's
-    else waiters_.push_back(std::move(w));
+    waiters_.push_back({fd, until, std::move(peer), std::move(h), std::move(extra)});
+    if (batch) wake_acceptor_ = true; // it watches the waiters
     return;
   }
   // Busy now; one that asked to wait but finds the waiting room full is

@@ -17,8 +17,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
-#include <fcntl.h>
 #include <cstdlib>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -26,6 +26,7 @@
 #include <system_error>
 #include <thread>
 #include <unistd.h>
+#include <utility>
 
 namespace npipe::detail {
 
@@ -84,7 +85,7 @@ void posix_server::close() noexcept {
     closed_ = true;
     cv_.notify_all();
   }
-  { std::lock_guard done(accept_mu_); } // an accept_ready() under way has finished: nothing more is handed over
+  { std::lock_guard done(accept_mu_); } // an accept_ready() under way has finished: no more clients join the lists
   wake();
   if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
   {
@@ -95,13 +96,6 @@ void posix_server::close() noexcept {
     }
   }
   remove_name();
-  if (!thread_.joinable()) {
-    std::lock_guard lk(handover_mu_);
-    for (auto& p : handed_pending_) ::close(p.fd);
-    for (auto& w : handed_waiters_) ::close(w.fd);
-    handed_pending_.clear();
-    handed_waiters_.clear();
-  }
   std::deque<std::unique_ptr<connection_impl>> unaccepted;
   {
     std::lock_guard lk(mu_);
@@ -148,7 +142,6 @@ void posix_server::run() {
   std::vector<pollfd> fds;
   clock::time_point accept_paused_until{};
   for (;;) {
-    take_handed_over();
     auto now = clock::now();
     fds.clear();
     fds.push_back({wake_fd_, POLLIN, 0});
@@ -160,15 +153,23 @@ void posix_server::run() {
     fds.push_back({poll_listen ? listen_.fd : -1, POLLIN, 0});
     auto wake_at = clock::time_point::max();
     if (!poll_listen && now < accept_paused_until) wake_at = accept_paused_until;
-    polled_seq_.clear();
-    for (auto& p : pending_) {
-      fds.push_back({p.fd, POLLIN, 0});
-      polled_seq_.push_back(p.seq);
-      wake_at = std::min(wake_at, p.until);
-    }
-    for (auto& w : waiters_) {
-      fds.push_back({w.fd, POLLIN, 0});
-      wake_at = std::min(wake_at, w.until);
+    std::size_t polled_waiters = 0;
+    {
+      // accept_ready() may add to both lists meanwhile (and wakes us):
+      // they are paired with what was polled by accept order, and waiters
+      // are only appended.
+      std::lock_guard lk(admit_mu_);
+      polled_seq_.clear();
+      for (auto& p : pending_) {
+        fds.push_back({p.fd, POLLIN, 0});
+        polled_seq_.push_back(p.seq);
+        wake_at = std::min(wake_at, p.until);
+      }
+      for (auto& w : waiters_) {
+        fds.push_back({w.fd, POLLIN, 0});
+        wake_at = std::min(wake_at, w.until);
+      }
+      polled_waiters = waiters_.size();
     }
     int ms = -1;
     if (wake_at != clock::time_point::max())
@@ -187,17 +188,18 @@ void posix_server::run() {
       std::lock_guard lk(mu_);
       if (closed_) break;
     }
-    // Indexes into fds for the pending and waiting lists, before they change.
-    std::size_t pbase = 2, wbase = 2 + pending_.size();
-    std::vector<short> prev(polled_seq_.size()), wrev(waiters_.size());
+    std::size_t pbase = 2, wbase = 2 + polled_seq_.size();
+    std::vector<short> prev(polled_seq_.size()), wrev(polled_waiters);
     for (std::size_t i = 0; i < polled_seq_.size(); ++i) prev[i] = fds[pbase + i].revents;
-    for (std::size_t i = 0; i < waiters_.size(); ++i) wrev[i] = fds[wbase + i].revents;
+    for (std::size_t i = 0; i < polled_waiters; ++i) wrev[i] = fds[wbase + i].revents;
 
+    std::lock_guard lk(admit_mu_);
     // Waiters first: a freed instance goes to whoever waited longest.
     serve_waiters(wrev, now);
     if (fds[1].revents & POLLIN) accept_new(accept_paused_until);
     serve_pending(prev, now);
   }
+  std::lock_guard lk(admit_mu_);
   for (auto& p : pending_) ::close(p.fd);
   for (auto& w : waiters_) ::close(w.fd);
   pending_.clear();
@@ -230,8 +232,8 @@ void posix_server::accept_new(clock::time_point& paused_until, std::vector<admit
     // A client says hello as it connects: usually it is here already, and
     // the connection never needs a handshake slot.
     if (read_hello(p, now, batch)) continue;
-    if (batch) hand_over(std::move(p));
-    else hold(std::move(p));
+    hold(std::move(p));
+    if (batch) wake_acceptor_ = true; // it polls the handshake slots
   }
 }
 
@@ -243,46 +245,22 @@ std::intptr_t posix_server::listen_handle() const noexcept {
 std::chrono::milliseconds posix_server::accept_ready() noexcept {
   std::vector<admitted_client> batch;
   clock::time_point paused{};
+  bool wake_it = false;
   {
     std::lock_guard lk(accept_mu_); // one batch at a time; close() waits for it
     if (!caller_accepts_ || !is_open()) return {};
+    std::lock_guard slots(admit_mu_);
     try {
       accept_new(paused, &batch);
     } catch (const std::bad_alloc&) {
       // Out of memory mid-batch: what was admitted is delivered; the rest waits in the backlog.
     }
+    wake_it = std::exchange(wake_acceptor_, false);
   }
+  if (wake_it) wake();
   for (auto& a : batch) sink_(std::move(a));
   auto now = clock::now();
   return paused > now ? std::chrono::ceil<std::chrono::milliseconds>(paused - now) : std::chrono::milliseconds(0);
-}
-
-void posix_server::hand_over(pending p) {
-  {
-    std::lock_guard lk(handover_mu_);
-    handed_pending_.push_back(std::move(p));
-  }
-  wake();
-}
-
-void posix_server::hand_over(waiter w) {
-  {
-    std::lock_guard lk(handover_mu_);
-    handed_waiters_.push_back(std::move(w));
-  }
-  wake();
-}
-
-void posix_server::take_handed_over() {
-  std::vector<pending> ps;
-  std::vector<waiter> ws;
-  {
-    std::lock_guard lk(handover_mu_);
-    ps.swap(handed_pending_);
-    ws.swap(handed_waiters_);
-  }
-  for (auto& p : ps) hold(std::move(p));
-  for (auto& w : ws) waiters_.push_back(std::move(w));
 }
 
 std::shared_ptr<server_impl> open_local_server(const pipe_name& name, const server_options& opts,

@@ -70,12 +70,9 @@ private:
   void remove_name() noexcept;
   void release(std::int64_t uid);
   void run();
-  // `batch`: not null on the thread in accept_ready, which takes the
-  // clients admitted there and hands the rest over to the acceptor thread.
+  // `batch`: not null on the thread in accept_ready, which delivers the
+  // clients admitted there; those that must wait join the acceptor's lists.
   void accept_new(clock::time_point& paused_until, std::vector<admitted_client>* batch = nullptr);
-  void hand_over(pending p);
-  void hand_over(waiter w);
-  void take_handed_over();
 
   // Admission (admission_posix.cpp).
   bool read_hello(pending& p, clock::time_point now, std::vector<admitted_client>* batch = nullptr);
@@ -105,10 +102,7 @@ private:
   std::thread thread_;
 
   std::mutex close_mu_;
-  std::mutex accept_mu_;   // held through an accept_ready() batch
-  std::mutex handover_mu_; // guards the handed_ lists
-  std::vector<pending> handed_pending_; // from accept_ready: their hello is not complete yet
-  std::vector<waiter> handed_waiters_;  // from accept_ready: waiting for an instance
+  std::mutex accept_mu_; // held through an accept_ready() batch
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::unique_ptr<connection_impl>> ready_;
@@ -117,10 +111,13 @@ private:
   bool release_wakes_ = false;                // a waiting client may want a released instance
   bool closed_ = false;
 
-  // Owned by the acceptor thread.
+  // The admission's state, under admit_mu_: the acceptor thread's, and
+  // accept_ready's while it takes a batch (so every bound holds for both).
   static constexpr unsigned accept_batch = 256; // connections taken per wake-up before serving the others
+  std::mutex admit_mu_;
+  bool wake_acceptor_ = false;                 // accept_ready added to the lists: the acceptor must poll them
   std::vector<pending> pending_;               // in accept order
-  std::vector<std::uint64_t> polled_seq_;      // which pending entries the last poll watched
+  std::vector<std::uint64_t> polled_seq_;      // which pending entries the last poll watched (acceptor only)
   std::map<std::int64_t, unsigned> pending_per_user_;
   std::uint64_t accept_seq_ = 0;
   std::deque<waiter> waiters_;
