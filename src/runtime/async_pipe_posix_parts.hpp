@@ -6,13 +6,11 @@
 // with, its operation and its connect state.
 
 #include "runtime/async_pipe.hpp"
-#include "remote/relay.hpp"
-#include "remote/tls.hpp"
+#include "remote/dial.hpp"
 
 #include "core/protocol.hpp"
 #include "transport/posix_util.hpp"
 
-#include <asio/ip/tcp.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/strand.hpp>
 
@@ -84,14 +82,9 @@ struct async_pipe::connecting {
   bool replying = false;
   std::chrono::milliseconds retry_pause{1}; // between attempts when the server let us go in the handshake
   asio::steady_timer retry;                 // that pause, for a remote link (timer is the deadline then)
-  clock::time_point net_at;                 // remote: setting up the link ends by then
-  // Remote pipes: TCP (and TLS) to the host's gateway, on the relay's strand.
-  asio::strand<asio::any_io_executor> net_strand;
-  std::unique_ptr<asio::ip::tcp::resolver> resolver;
-  std::unique_ptr<tcp_socket> tcp;
-  std::shared_ptr<tls::context> tls;
-  std::unique_ptr<remote_link> link;
-  explicit connecting(const asio::any_io_executor& ex) : timer(ex), retry(ex), net_strand(asio::make_strand(ex)) {}
+  dial_plan plan;                           // remote: the gateway, TLS, the link's deadline (dial.hpp)
+  std::shared_ptr<gateway_dialer> dialer;   // remote: dialing it
+  explicit connecting(const asio::any_io_executor& ex) : timer(ex), retry(ex) {}
 };
 
 } // namespace npipe::detail
