@@ -405,6 +405,7 @@ void async_pipe::close(std::error_code why, std::string detail) {
     if (len > 0) stream_.try_write(out.data(), len);
   }
   closed_ = true;
+  if (receipt_timer_) receipt_timer_->cancel();
   open_.store(false, std::memory_order_release);
   if (detail.empty()) detail = "the pipe was closed";
   auto rs = std::move(readers_);

@@ -152,6 +152,7 @@ private:
   framing::receipts receipts_;   // what we tell a remote peer we consumed
   std::uint64_t receipt_due_ = 0; // a consumed offset to write (0: none)
   bool receipt_deferred_ = false; // it waits for a write to ride with, or for its own turn (defer_receipt)
+  std::unique_ptr<asio::steady_timer> receipt_timer_; // that turn; made for remote peers only
   std::size_t acks_owed_ = 0;    // flush acknowledgements to send (a count: they are all alike)
   std::size_t tx_bytes_ = 0;
   bool tx_active_ = false;

@@ -29,6 +29,8 @@ inline constexpr std::size_t lookahead_limit = 4u << 20; // how far a flush read
 inline constexpr std::size_t byte_receive = 64u << 10;   // byte read mode: most a receive returns
 inline constexpr std::size_t max_batch = 64;             // sends gathered into one write
 inline constexpr std::size_t acks_per_write = 256;       // flush acknowledgements gathered into one write
+// How long a consumed receipt waits for a write to ride with before it goes alone.
+inline constexpr std::chrono::microseconds receipt_delay{1000};
 
 // A run of flush acknowledgements to write from, instead of one queued operation each.
 inline const std::array<std::byte, acks_per_write * protocol::frame_header_size>& ack_run() {

@@ -8,8 +8,6 @@
 #include "core/framing.hpp"
 #include "core/pipe_rules.hpp"
 
-#include <asio/post.hpp>
-
 #include <cstring>
 
 namespace npipe::detail {
@@ -190,19 +188,22 @@ void async_pipe::deliver() {
   }
 }
 
-// A receipt that falls due as a read completes waits two turns of the
-// strand before it goes alone: the completion just posted runs first, and a
-// write it starts meanwhile (the next request) carries the receipt in the
-// same system call (and TLS record) instead of one more of each per round
-// trip. The peer's flush still gets it soon when nothing else is written.
+// A receipt that falls due as a read completes waits up to receipt_delay
+// before it goes alone: a write started meanwhile (the next request of a
+// request/response loop, which comes from another thread as often as not)
+// carries it in the same system call and TLS record, instead of one more
+// of each, and one more wake-up of every hop to the peer, per round trip.
+// One timer per window, never cancelled by a write that took the receipt:
+// it then finds nothing due. The peer's flush frames are acknowledged at
+// once regardless.
 void async_pipe::defer_receipt() {
   if (receipt_deferred_) return;
   receipt_deferred_ = true;
-  asio::post(strand_, [self = shared_from_this()] {
-    asio::post(self->strand_, [self] {
-      self->receipt_deferred_ = false;
-      self->start_tx();
-    });
+  if (!receipt_timer_) receipt_timer_ = std::make_unique<asio::steady_timer>(strand_);
+  receipt_timer_->expires_after(receipt_delay);
+  receipt_timer_->async_wait([self = shared_from_this()](const std::error_code& ec) {
+    self->receipt_deferred_ = false;
+    if (!ec) self->start_tx();
   });
 }
 
