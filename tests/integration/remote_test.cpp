@@ -440,6 +440,35 @@ std::error_code async_open(async_connection& c, const pipe_name& remote, client_
   return std::get<0>(f.get());
 }
 
+// A server that takes remote clients (the end `sc`), a gateway, and an
+// async client `c` connected to it through the gateway.
+struct async_remote_pair {
+  explicit async_remote_pair(std::size_t max_message = defaults::max_message_size, tls_options tls = client_psk()) {
+    server_options so;
+    so.accept_remote = true;
+    so.max_message_size = max_message;
+    srv.open(name, so);
+    gw.emplace(start_gateway(gateway_certs_and_psk()));
+    port = gw->port();
+    client_options co;
+    co.tls = std::move(tls);
+    co.max_message_size = max_message;
+    auto ec = async_open(c, remote_name("127.0.0.1", port, name), co);
+    EXPECT_FALSE(ec) << ec.message() << ": " << last_error_detail();
+    if (!ec) sc = srv.accept(10s);
+  }
+  ~async_remote_pair() { c.close(); }
+  bool connected() const { return sc.is_open(); }
+
+  pipe_name name = random_pipe();
+  server srv;
+  std::optional<gateway> gw;
+  std::uint16_t port = 0;
+  io_thread io;
+  async_connection c{io.ctx};
+  connection sc;
+};
+
 // The TLS record is 16 KiB and the client writes a header and the start of
 // a message as one record: sizes on either side of a record, and many.
 TEST_F(Remote, AsyncMessagesAroundTheTlsRecordSizeArriveIntactBothWays) {
@@ -504,26 +533,17 @@ std::size_t rx_queued_from(std::uint16_t port) {
 }
 
 TEST_F(Remote, AnAsyncReceiveNamesTheGatewayWhenItIsLostMidMessage) {
-  auto name = random_pipe();
-  server_options so;
-  so.accept_remote = true;
-  so.max_message_size = 128u << 20;
-  server srv(name, so);
-  std::optional<gateway> gw(start_gateway(gateway_certs_and_psk()));
-  const auto port = gw->port();
-  io_thread io;
-  client_options co;
-  co.tls = client_psk();
-  co.max_message_size = 128u << 20;
-  async_connection c(io.ctx);
-  ASSERT_FALSE(async_open(c, remote_name("127.0.0.1", port, name), co)) << last_error_detail();
-  auto sc = srv.accept(10s);
+  async_remote_pair r(128u << 20);
+  ASSERT_TRUE(r.connected());
+  auto& c = r.c;
+  auto& sc = r.sc;
+  const auto port = r.port;
   std::promise<std::pair<std::error_code, std::string>> got;
   c.async_receive(60s, [&](std::error_code ec, std::vector<std::byte>) { got.set_value({ec, last_error_detail()}); });
   // Hold the client's I/O thread: the message piles up in the buffers on the way.
   std::promise<void> hold;
   std::atomic<bool> held{false};
-  asio::post(io.ctx, [&, f = hold.get_future().share()] {
+  asio::post(r.io.ctx, [&, f = hold.get_future().share()] {
     held = true;
     f.wait();
   });
@@ -534,7 +554,7 @@ TEST_F(Remote, AnAsyncReceiveNamesTheGatewayWhenItIsLostMidMessage) {
   });
   // Enough of the message at the client (many TLS records, so its header too) to be cut in its middle.
   EXPECT_TRUE(wait_until([&] { return rx_queued_from(port) > (64u << 10); })) << rx_queued_from(port);
-  gw.reset(); // its sockets close
+  r.gw.reset(); // its sockets close
   hold.set_value();
   auto [ec, detail] = got.get_future().get();
   writer.join();
@@ -608,17 +628,10 @@ TEST_F(Remote, AnIdleAsyncClientStillSendsItsReceiptForEverythingItRead) {
 // The server's write-flush after the async client has read everything and
 // gone idle: the flush completes (the client's library answers for it).
 TEST_F(Remote, AServersFlushCompletesWhileTheAsyncClientIsIdle) {
-  auto name = random_pipe();
-  server_options so;
-  so.accept_remote = true;
-  server srv(name, so);
-  auto gw = start_gateway(gateway_certs_and_psk());
-  io_thread io;
-  client_options co;
-  co.tls = client_certs();
-  async_connection c(io.ctx);
-  ASSERT_FALSE(async_open(c, remote_name("127.0.0.1", gw.port(), name), co)) << last_error_detail();
-  auto sc = srv.accept(10s);
+  async_remote_pair r(defaults::max_message_size, client_certs());
+  ASSERT_TRUE(r.connected());
+  auto& c = r.c;
+  auto& sc = r.sc;
   auto [rh, rf] = outcome<std::vector<std::byte>>();
   c.async_receive(10s, rh);
   sc.write(bytes("the answer"), 10s);
@@ -628,7 +641,6 @@ TEST_F(Remote, AServersFlushCompletesWhileTheAsyncClientIsIdle) {
   std::error_code fec;
   sc.flush(10s, fec);
   EXPECT_FALSE(fec) << fec.message() << ": " << last_error_detail();
-  c.close();
 }
 
 // A send that times out queued behind a message TLS cannot get out (the
@@ -636,18 +648,10 @@ TEST_F(Remote, AServersFlushCompletesWhileTheAsyncClientIsIdle) {
 // goes on. One that times out while its own bytes are going tears the send
 // side, as on a local pipe.
 TEST_F(Remote, AnAsyncSendTimingOutBehindBackedUpTlsTearsNothing) {
-  auto name = random_pipe();
-  server_options so;
-  so.accept_remote = true;
-  so.max_message_size = 128u << 20;
-  server srv(name, so);
-  auto gw = start_gateway(gateway_certs_and_psk());
-  io_thread io;
-  client_options co;
-  co.tls = client_psk();
-  async_connection c(io.ctx);
-  ASSERT_FALSE(async_open(c, remote_name("127.0.0.1", gw.port(), name), co)) << last_error_detail();
-  auto sc = srv.accept(10s);
+  async_remote_pair r(128u << 20);
+  ASSERT_TRUE(r.connected());
+  auto& c = r.c;
+  auto& sc = r.sc;
   auto big = pattern(64u << 20, 7); // more than every buffer on the way holds
   auto [bh, bf] = outcome<std::size_t>();
   c.async_send(asio::buffer(big), 60s, bh);
@@ -675,7 +679,6 @@ TEST_F(Remote, AnAsyncSendTimingOutBehindBackedUpTlsTearsNothing) {
   EXPECT_EQ(std::get<0>(yf.get()), errc::broken_pipe);
   sc.receive(30s, ec);
   EXPECT_TRUE(ec) << "the server got a torn message whole";
-  c.close();
 }
 
 std::string forwarded_hello(const pipe_name& name) {
