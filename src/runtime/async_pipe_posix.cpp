@@ -37,6 +37,7 @@ void async_pipe::abandon() noexcept {
   flushers_.clear();
   writes_.clear();
   conn_.reset();
+  receipt_timer_.reset();
 }
 
 // ---------------------------------------------------------------- operations

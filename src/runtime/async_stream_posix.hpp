@@ -84,11 +84,15 @@ public:
   template <class H>
   void async_write(const std::vector<asio::const_buffer>& bufs, H h) {
     if (!tls_) return asio::async_write(socket_, bufs, std::move(h));
-    if (!full_) return tls_write(bufs, 0, std::move(h));
-    // The socket was full: nothing goes to OpenSSL (which would own a record
-    // from then on) until it can take some, so a send given up meanwhile took nothing.
+    if (!std::exchange(full_, false)) return tls_write(bufs, 0, std::move(h));
+    // The last write found the socket full: nothing goes to OpenSSL (which
+    // would own a record from then on) until it can take some, so a send
+    // given up meanwhile took nothing, as with a plain socket.
     socket_.async_wait(socket_type::wait_write, [this, &bufs, h = std::move(h)](std::error_code ec) mutable {
-      if (ec) return h(ec, std::size_t{0});
+      if (ec) {
+        full_ = true; // as full as before
+        return h(ec, std::size_t{0});
+      }
       tls_write(bufs, 0, std::move(h));
     });
   }
@@ -134,7 +138,6 @@ private:
       if (r == tls::io::done || r == tls::io::end) {
         std::error_code ec;
         if (r == tls::io::end) ec = tls_->end_error() ? tls_->end_error() : make_error_code(errc::broken_pipe);
-        else full_ = false;
         return asio::post(socket_.get_executor(), [h = std::move(h), ec, done]() mutable { h(ec, done); });
       }
       // OpenSSL owns a record now and sends it before anything else.
@@ -154,7 +157,7 @@ private:
   bool read_buffered_ = false;   // the last read filled its buffer with more inside OpenSSL
   bool read_wants_write_ = false;
   bool record_owed_ = false; // a record OpenSSL took is not all out
-  bool full_ = false;        // the last write had to wait for the socket
+  bool full_ = false;        // the last write had to wait for the socket (Asio re-arms each wait: no edge is missed)
 };
 
 } // namespace npipe::detail
