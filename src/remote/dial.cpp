@@ -11,6 +11,8 @@
 
 #include <npipe/remote.hpp>
 
+#include <asio/connect.hpp>
+
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -234,6 +236,92 @@ std::unique_ptr<byte_stream> dial_gateway(const dial_plan& plan, peer_identity& 
   }
   if (!tls::peer_identity_of(t->session().native(), *plan.tls, server.user, ec)) return nullptr;
   return t;
+}
+
+} // namespace npipe::detail
+
+// ---------------------------------------------------------------- async front
+
+namespace npipe::detail {
+
+namespace {
+std::error_code asio_error(const std::error_code& ec) {
+  if (ec == asio::error::operation_aborted) return make_error_code(errc::operation_aborted);
+  if (ec.category() == asio::error::get_system_category() || ec.category() == std::system_category())
+    return errno_error(ec.value());
+  return ec;
+}
+} // namespace
+
+void gateway_dialer::start(std::function<void(result)> done) {
+  done_ = std::move(done);
+  resolver_.async_resolve(plan_.host, std::to_string(plan_.port),
+                          [self = shared_from_this()](const std::error_code& e,
+                                                      asio::ip::tcp::resolver::results_type results) {
+                            if (!self->done_) return;
+                            if (e) return self->fail(make_error_code(errc::not_found),
+                                                     "cannot resolve " + self->plan_.host + ": " + e.message());
+                            asio::async_connect(self->tcp_, results, [self](const std::error_code& ce, const auto&) {
+                              self->on_connect(ce);
+                            });
+                          });
+}
+
+void gateway_dialer::cancel() noexcept {
+  done_ = nullptr;
+  std::error_code ignore;
+  resolver_.cancel();
+  tcp_.close(ignore);
+}
+
+void gateway_dialer::on_connect(const std::error_code& ec) {
+  if (!done_) return;
+  if (ec == asio::error::connection_refused)
+    return fail(make_error_code(errc::not_found),
+                "nothing listens on " + plan_.where + " (is an npipe gateway running there, on this port?)");
+  if (ec) return fail(asio_error(ec), "cannot reach " + plan_.where + ": " + ec.message());
+  std::error_code ignore;
+  tcp_.non_blocking(true, ignore);
+  tune_tcp(tcp_.native_handle());
+  if (!plan_.tls) return step();
+  session_ = std::make_unique<tls::session>(tcp_.native_handle(), "the gateway at " + plan_.where);
+  std::error_code sec;
+  if (!session_->start_client(*plan_.tls, plan_.host, sec)) return fail(sec, last_error_detail());
+  step();
+}
+
+// One step of the TLS handshake; the link once it is done.
+void gateway_dialer::step() {
+  result r;
+  r.server = peer_identity{-1, -1, -1, "insecure", plan_.where, {}};
+  if (session_) {
+    tls::io io = session_->handshake();
+    if (io == tls::io::end)
+      return fail(session_->end_error(), session_->end_detail(),
+                  session_->plaintext_answer() == protocol::status::overloaded);
+    if (io != tls::io::done) {
+      tcp_.async_wait(io == tls::io::want_write ? asio::ip::tcp::socket::wait_write : asio::ip::tcp::socket::wait_read,
+                      [self = shared_from_this()](const std::error_code& e) {
+                        if (!self->done_) return;
+                        if (e) return self->fail(asio_error(e), "the TLS handshake was interrupted");
+                        self->step();
+                      });
+      return;
+    }
+    std::error_code ec;
+    if (!tls::peer_identity_of(session_->native(), *plan_.tls, r.server.user, ec)) return fail(ec, last_error_detail());
+  }
+  r.session = std::move(session_);
+  r.fd = tcp_.release();
+  std::exchange(done_, nullptr)(std::move(r));
+}
+
+void gateway_dialer::fail(std::error_code ec, std::string detail, bool overloaded) {
+  result r;
+  r.ec = ec;
+  r.detail = std::move(detail);
+  r.overloaded = overloaded;
+  std::exchange(done_, nullptr)(std::move(r));
 }
 
 } // namespace npipe::detail

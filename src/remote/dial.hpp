@@ -2,14 +2,20 @@
 #pragma once
 // Reaching HOST's gateway for a remote pipe: resolving, TCP within the
 // deadline, the TLS context and handshake, the gateway's identity: the plan,
-// and the blocking front for the blocking client (poll()).
+// the blocking front for the blocking client (poll()), and the async front
+// for the async client (Asio), with the same rules and words.
 
 #include "remote/tls.hpp"
+#include "remote/tls_session.hpp"
 #include "transport/byte_stream.hpp"
 #include "transport/transport.hpp"
 
+#include <asio/any_io_executor.hpp>
+#include <asio/ip/tcp.hpp>
+
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <system_error>
@@ -39,5 +45,34 @@ bool plan_dial(const pipe_name& name, const client_options& opts, deadline dl, d
 /// detail, `overloaded` set if the gateway let the connection go to make room.
 std::unique_ptr<byte_stream> dial_gateway(const dial_plan& plan, peer_identity& server, bool& overloaded,
                                           std::error_code& ec);
+
+/// The async front: resolve, TCP, the TLS handshake, each a wait on its
+/// executor (a strand); `done` runs there once, unless cancel() came first.
+/// The deadline (plan.net) is the caller's timer, which cancels.
+class gateway_dialer : public std::enable_shared_from_this<gateway_dialer> {
+public:
+  struct result {
+    std::error_code ec; // else: fd, session, server
+    std::string detail;
+    bool overloaded = false;               // the gateway let the connection go to make room
+    int fd = -1;                           // a connected, non-blocking TCP socket, the caller's to close
+    std::unique_ptr<tls::session> session; // TLS done on fd; null for plaintext
+    peer_identity server;
+  };
+  gateway_dialer(const asio::any_io_executor& ex, const dial_plan& plan) : plan_(plan), resolver_(ex), tcp_(ex) {}
+  void start(std::function<void(result)> done);
+  void cancel() noexcept;
+
+private:
+  void on_connect(const std::error_code& ec);
+  void step();
+  void fail(std::error_code ec, std::string detail, bool overloaded = false);
+
+  dial_plan plan_;
+  asio::ip::tcp::resolver resolver_;
+  asio::ip::tcp::socket tcp_;
+  std::unique_ptr<tls::session> session_;
+  std::function<void(result)> done_;
+};
 
 } // namespace npipe::detail

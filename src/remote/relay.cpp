@@ -25,30 +25,6 @@ std::byte* relay_scratch() {
 
 } // namespace
 
-// ---------------------------------------------------------------- remote_link
-
-remote_link::remote_link(tcp_socket s, std::string peer) noexcept
-    : socket(std::move(s)), session(socket.native_handle(), std::move(peer)) {
-  std::error_code ignore;
-  socket.non_blocking(true, ignore);
-}
-
-tls::io remote_link::write_from(const std::byte* p, std::size_t len, std::size_t& off) {
-  while (off < len) {
-    std::size_t k = 0;
-    tls::io r = session.write(p + off, len - off, k);
-    if (r != tls::io::done) return r;
-    off += k;
-  }
-  return tls::io::done;
-}
-
-void remote_link::close(bool tls_up) noexcept {
-  if (tls_up) session.shutdown();
-  std::error_code ignore;
-  socket.close(ignore);
-}
-
 // ---------------------------------------------------------------------- relay
 
 relay::relay(std::unique_ptr<remote_link> link, unix_socket local, timeout idle, sides names)
@@ -171,19 +147,9 @@ void relay::watch_reply(const std::byte* p, std::size_t n) {
   std::exchange(on_reply_, nullptr)(st);
 }
 
-std::pair<std::error_code, std::string> relay::end_reason() const {
-  std::lock_guard lk(end_mu_);
-  return {end_ec_, end_detail_};
-}
-
 void relay::close(std::string why) {
   if (closed_) return;
   closed_ = true;
-  {
-    std::lock_guard lk(end_mu_); // before the local end closes: whoever sees that may ask why
-    end_ec_ = link_->session.end_error();
-    end_detail_ = link_->session.end_detail();
-  }
   timer_.cancel();
   std::error_code ignore;
   local_sock_.close(ignore);

@@ -1,16 +1,12 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// Asio pieces remote pipes share: a remote connection (a TCP socket and its
-// session, TLS or plaintext) that Asio waits on, and the relay that copies
-// bytes between one and a local stream socket. The gateway relays remote
-// clients to local pipes with it; the async client relays its Unix-socket
-// end of a socketpair to a remote gateway.
+// The gateway's relay: copies bytes between a remote client's link
+// (remote_link.hpp) and the local pipe's stream socket.
 
 #include "core/protocol.hpp"
-#include "remote/tls_session.hpp"
+#include "remote/remote_link.hpp"
 #include "transport/transport.hpp"
 
-#include <asio/ip/tcp.hpp>
 #include <asio/local/stream_protocol.hpp>
 #include <asio/steady_timer.hpp>
 
@@ -18,38 +14,13 @@
 #include <chrono>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
 
 namespace npipe::detail {
 
-using tcp_socket = asio::ip::tcp::socket;
 using unix_socket = asio::local::stream_protocol::socket;
-
-/// A remote connection: a TCP socket (made non-blocking) and the session on
-/// it (plaintext until its owner starts TLS). The session's calls never
-/// block; wait() waits on the socket for the readiness one of them asked
-/// for. Used on one strand.
-struct remote_link {
-  /// `peer` names the other end in the session's error details.
-  remote_link(tcp_socket s, std::string peer) noexcept;
-  /// Call `h(error_code)` once the socket is ready for `want` (want_read or want_write).
-  template <class Handler>
-  void wait(tls::io want, Handler&& h) {
-    socket.async_wait(want == tls::io::want_write ? tcp_socket::wait_write : tcp_socket::wait_read,
-                      std::forward<Handler>(h));
-  }
-  /// session.write() until all of p[off, len) is out (`off` advances), it
-  /// wants a wait, or it ends.
-  tls::io write_from(const std::byte* p, std::size_t len, std::size_t& off);
-  /// close_notify if the TLS session is up and the socket takes it now, then close.
-  void close(bool tls_up) noexcept;
-
-  tcp_socket socket;
-  tls::session session;
-};
 
 /// Copies bytes both ways between `link` and `local` until either side ends,
 /// an error, or `idle` passes with no byte in either direction (counted once
@@ -75,8 +46,6 @@ public:
              std::function<void(protocol::status)> on_reply = {});
   /// Stop now (on the strand).
   void close(std::string why = "closed");
-  /// Why the remote side ended, if with an error (any thread).
-  std::pair<std::error_code, std::string> end_reason() const;
 
 private:
   void pump_up();
@@ -102,9 +71,6 @@ private:
   std::chrono::steady_clock::time_point last_;
   bool closed_ = false;
   bool local_spoke_ = false; // the idle timeout counts from the local side's first bytes
-  mutable std::mutex end_mu_;
-  std::error_code end_ec_;
-  std::string end_detail_;
 };
 
 } // namespace npipe::detail

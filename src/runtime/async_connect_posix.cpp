@@ -1,9 +1,8 @@
 // SPDX-License-Identifier: MIT
 // Linux async pipe, connecting: to a local pipe (connect, the hello and the
 // server's reply, retries while the server is busy) and to a remote one
-// (resolve, TCP, TLS, then the relay's socketpair).
+// (the gateway dialed, then the same handshake over TCP or TLS).
 #include "runtime/async_pipe_posix_parts.hpp"
-#include "remote/remote.hpp"
 
 #include "core/pipe_rules.hpp"
 #include "transport/client_handshake.hpp"
@@ -11,16 +10,13 @@
 #include "transport/pipe_dir_posix.hpp"
 
 #include <asio/bind_executor.hpp>
-#include <asio/connect.hpp>
-#include <asio/read.hpp>
-#include <asio/write.hpp>
-
-#include <npipe/remote.hpp>
 
 #include <cstring>
 
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 namespace npipe::detail {
 using namespace async_posix;
@@ -114,8 +110,8 @@ void async_pipe::begin_hello() {
     conn_->timer.cancel(); // waiting forever for an instance is the caller's wish (a remote link had a bound)
   }
   conn_->replying = true;
-  asio::async_write(socket_, asio::buffer(conn_->hello),
-                    [self = shared_from_this()](const std::error_code& e, std::size_t) {
+  txbufs_.assign(1, asio::buffer(conn_->hello));
+  stream_.async_write(txbufs_, [self = shared_from_this()](const std::error_code& e, std::size_t) {
                       if (!self->conn_) return;
                       // A write that failed because the peer answered and
                       // hung up (a gateway saying "TLS required", a refusal)
@@ -125,25 +121,14 @@ void async_pipe::begin_hello() {
                     });
 }
 
-// Remote pipes: resolve, TCP, TLS, then a relay between the TLS link and
-// one end of a socketpair; this pipe runs npipe's handshake and framing over
-// the other end, exactly as on a local pipe.
+// Remote pipes: the gateway dialed (dial.hpp: resolve, TCP, TLS), then
+// npipe's handshake and framing straight over that link, as on a local pipe.
 void async_pipe::remote_connect() {
   auto& c = *conn_;
   std::error_code ec;
-  if (!tls::check_options(tls::role::client, c.opts.tls, ec)) return fail_connect(ec, last_error_detail());
-  if (!c.opts.tls.insecure) {
-    c.tls = tls::context::make(tls::role::client, c.opts.tls, ec);
-    if (!c.tls) return fail_connect(ec, last_error_detail());
-  }
-  std::uint16_t port = c.name.port() ? c.name.port() : default_remote_port;
-  c.path = endpoint_text(c.name.host(), port); // "where", in messages
-  // The caller's timeout is the wait for an instance; setting up the link
-  // gets at least handshake_slack on top, and a bound when the caller waits
-  // forever (as the blocking client).
-  c.net_at = c.dl.never() ? clock::now() + defaults::handshake_timeout
-                          : std::max(c.dl.at, clock::now() + handshake_slack);
-  c.timer.expires_at(c.net_at);
+  if (!plan_dial(c.name, c.opts, c.dl, c.plan, ec)) return fail_connect(ec, last_error_detail());
+  c.path = c.plan.where; // "where", in messages
+  c.timer.expires_at(c.plan.net.at);
   c.timer.async_wait([w = weak_from_this()](const std::error_code& e) {
     if (e) return;
     if (auto self = w.lock(); self && self->conn_ && !self->conn_->replying)
@@ -152,19 +137,13 @@ void async_pipe::remote_connect() {
   dial_gateway();
 }
 
-// Takes the remote link down (and the relay and socket pair, if set up) and
-// dials the gateway again after a pause that doubles up to 16 ms.
+// Takes the link down and dials the gateway again after a pause that
+// doubles up to 16 ms.
 void async_pipe::redial_gateway() {
   auto& c = *conn_;
-  if (relay_) {
-    asio::dispatch(c.net_strand, [r = relay_] { r->close("the gateway was full; trying again"); });
-    relay_.reset();
-  }
-  std::error_code ignore;
-  socket_.close(ignore);
+  stream_.close();
   c.got = 0;
   c.replying = false;
-  c.link.reset();
   c.retry.expires_after(c.retry_pause);
   c.retry_pause = std::min(c.retry_pause * 2, std::chrono::milliseconds(16));
   c.retry.async_wait(asio::bind_executor(strand_, [self = shared_from_this()](const std::error_code& te) {
@@ -174,94 +153,32 @@ void async_pipe::redial_gateway() {
 
 void async_pipe::dial_gateway() {
   auto& c = *conn_;
-  std::uint16_t port = c.name.port() ? c.name.port() : default_remote_port;
-  c.resolver = std::make_unique<asio::ip::tcp::resolver>(c.net_strand);
-  c.resolver->async_resolve(
-      c.name.host(), std::to_string(port),
-      asio::bind_executor(strand_, [self = shared_from_this()](const std::error_code& e,
-                                                               asio::ip::tcp::resolver::results_type results) {
-        if (!self->conn_) return;
-        auto& k = *self->conn_;
-        if (e) {
-          set_error_detail("cannot resolve " + k.name.host() + ": " + e.message());
-          return self->fail_connect(err(errc::not_found), last_error_detail());
-        }
-        k.tcp = std::make_unique<tcp_socket>(k.net_strand);
-        asio::async_connect(*k.tcp, results,
-                            asio::bind_executor(self->strand_, [self](const std::error_code& ce, const auto&) {
-                              self->on_tcp_connect(ce);
-                            }));
-      }));
-}
-
-void async_pipe::on_tcp_connect(const std::error_code& ec) {
-  if (!conn_) return;
-  auto& c = *conn_;
-  if (ec) {
-    if (ec == asio::error::connection_refused)
-      return fail_connect(err(errc::not_found),
-                          "nothing listens on " + c.path + " (is an npipe gateway running there, on this port?)");
-    return fail_connect(io_error(ec), "cannot reach " + c.path + ": " + ec.message());
-  }
-  tune_tcp(c.tcp->native_handle());
-  c.link = std::make_unique<remote_link>(std::move(*c.tcp), "the gateway at " + c.path);
-  if (!c.tls) {
-    c.server = peer_identity{-1, -1, -1, "insecure", c.path, {}};
-    return bridge();
-  }
-  std::error_code sec;
-  if (!c.link->session.start_client(*c.tls, c.name.host(), sec)) return fail_connect(sec, last_error_detail());
-  tls_step();
-}
-
-void async_pipe::tls_step() {
-  auto& c = *conn_;
-  tls::session& s = c.link->session;
-  tls::io r = s.handshake();
-  if (r == tls::io::end) {
-    bool overloaded = s.plaintext_answer() == protocol::status::overloaded;
-    if (overloaded && (c.dl.never() || !c.dl.passed()) && clock::now() + c.retry_pause < c.net_at) {
+  c.dialer = std::make_shared<gateway_dialer>(asio::any_io_executor(strand_), c.plan);
+  c.dialer->start([self = shared_from_this()](gateway_dialer::result r) {
+    if (!self->conn_) return;
+    auto& k = *self->conn_;
+    if (r.ec) {
       // The gateway let this connection go to make room (it said so in
       // plaintext): a client that may wait tries again, as the blocking one does.
-      return redial_gateway();
+      if (r.overloaded && k.plan.may_retry(k.retry_pause)) return self->redial_gateway();
+      return self->fail_connect(r.ec, r.detail);
     }
-    return fail_connect(s.end_error(), s.end_detail());
-  }
-  if (r != tls::io::done) {
-    c.link->wait(r, asio::bind_executor(strand_, [self = shared_from_this()](const std::error_code& e) {
-                   if (!self->conn_) return;
-                   if (e) return self->fail_connect(io_error(e), "the TLS handshake was interrupted");
-                   self->tls_step();
-                 }));
-    return;
-  }
-  std::error_code ec;
-  std::string who;
-  if (!tls::peer_identity_of(s.native(), *c.tls, who, ec)) return fail_connect(ec, last_error_detail());
-  c.server = peer_identity{-1, -1, -1, std::move(who), c.path, {}};
-  bridge();
-}
-
-void async_pipe::bridge() {
-  auto& c = *conn_;
-  int sv[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
-    auto e = errno_error(errno);
-    return fail_connect(e, "cannot make a socket pair for the remote link");
-  }
-  std::error_code ec;
-  unix_socket near(c.net_strand);
-  near.assign(asio::local::stream_protocol(), sv[1], ec);
-  if (socket_.is_open()) socket_.close(ec);
-  socket_.assign(asio::generic::stream_protocol(AF_UNIX, 0), sv[0], ec);
-  if (ec) {
-    ::close(sv[0]);
-    return fail_connect(io_error(ec), "cannot use the socket pair");
-  }
-  relay_ = std::make_shared<relay>(std::move(c.link), std::move(near), forever,
-                                   relay::sides{"the gateway at " + c.path, "this end"});
-  asio::dispatch(c.net_strand, [r = relay_] { r->start(); });
-  begin_hello();
+    std::error_code ec;
+    auto& sock = self->socket_;
+    if (sock.is_open()) sock.close(ec);
+    int family = AF_INET;
+    socklen_t flen = sizeof family;
+    ::getsockopt(r.fd, SOL_SOCKET, SO_DOMAIN, &family, &flen);
+    sock.assign(asio::generic::stream_protocol(family, IPPROTO_TCP), r.fd, ec);
+    if (ec) {
+      ::close(r.fd);
+      return self->fail_connect(io_error(ec), "cannot use the TCP socket");
+    }
+    if (r.session) self->stream_.use(std::move(r.session));
+    self->peer_name_ = "the gateway at " + k.path;
+    k.server = std::move(r.server);
+    self->begin_hello();
+  });
 }
 
 void async_pipe::on_reply_bytes(const std::error_code& ec, std::size_t n) {
@@ -281,7 +198,7 @@ void async_pipe::on_reply_bytes(const std::error_code& ec, std::size_t n) {
     return;
   }
   if (st == protocol::decode_status::need_more) {
-    socket_.async_read_some(asio::buffer(c.in.data() + c.got, c.in.size() - c.got),
+    stream_.async_read_some(asio::buffer(c.in.data() + c.got, c.in.size() - c.got),
                             [self = shared_from_this()](const std::error_code& e, std::size_t m) {
                               self->on_reply_bytes(e, m);
                             });
@@ -305,8 +222,7 @@ void async_pipe::on_reply_bytes(const std::error_code& ec, std::size_t n) {
       });
       return;
     }
-    if (overloaded && !c.name.is_local() &&
-        (c.dl.never() ? clock::now() + c.retry_pause < c.net_at : clock::now() + c.retry_pause < c.dl.at)) {
+    if (overloaded && !c.name.is_local() && c.plan.may_retry(c.retry_pause)) {
       // A full gateway (max_connections) said so: take this link down and dial again.
       return redial_gateway();
     }
@@ -322,16 +238,13 @@ void async_pipe::on_reply_bytes(const std::error_code& ec, std::size_t n) {
 void async_pipe::fail_connect(std::error_code ec, std::string detail) {
   auto c = std::move(conn_);
   if (!c) return;
-  if (relay_) { // a remote link that failed says why better than the end of stream it caused here
-    auto [rec, rdetail] = relay_->end_reason();
-    if (rec) {
-      ec = rec;
-      detail = std::move(rdetail);
-    }
+  if (auto* s = stream_.session(); s && s->end_error()) { // a TLS link that failed says why better
+    ec = s->end_error();
+    detail = s->end_detail();
   }
+  if (c->dialer) c->dialer->cancel();
   c->timer.cancel();
-  std::error_code ignore;
-  socket_.close(ignore);
+  stream_.close();
   finish(*c->o, ec, detail);
 }
 

@@ -8,8 +8,6 @@
 #include "core/framing.hpp"
 #include "core/pipe_rules.hpp"
 
-#include <asio/write.hpp>
-
 #include <cstring>
 #include <limits>
 
@@ -22,7 +20,8 @@ using namespace async_posix;
 // holds or points into (counted against the peer's queued-bytes cap).
 std::size_t async_pipe::queued_cost(const op& o) noexcept { return sizeof(op) + o.payload.size(); }
 
-async_pipe::async_pipe(const asio::any_io_executor& ex) : async_pipe_base(ex), socket_(strand_) {}
+async_pipe::async_pipe(const asio::any_io_executor& ex)
+    : async_pipe_base(ex), stream_(strand_), socket_(stream_.socket()) {}
 
 std::shared_ptr<async_pipe> async_pipe::create(const asio::any_io_executor& ex) {
   auto p = std::make_shared<async_pipe>(ex);
@@ -38,6 +37,7 @@ void async_pipe::abandon() noexcept {
   flushers_.clear();
   writes_.clear();
   conn_.reset();
+  receipt_timer_.reset();
 }
 
 // ---------------------------------------------------------------- operations
@@ -164,7 +164,9 @@ void async_pipe::queue_frame(protocol::frame_type t, std::unique_ptr<op> o) {
 }
 
 void async_pipe::start_tx() {
-  if (tx_active_ || (writes_.empty() && acks_owed_ == 0 && receipt_due_ == 0) || closed_ || tx_broken_)
+  // A deferred receipt alone waits for its turn (defer_receipt); with anything else it goes now.
+  if (tx_active_ || (writes_.empty() && acks_owed_ == 0 && (receipt_due_ == 0 || receipt_deferred_)) || closed_ ||
+      tx_broken_)
     return;
   txbufs_.clear();
   // Acknowledgements first: they are whole frames, and the peer counts them
@@ -184,7 +186,7 @@ void async_pipe::start_tx() {
     if (o.payload.size()) txbufs_.push_back(o.payload);
   }
   tx_active_ = true;
-  asio::async_write(socket_, txbufs_, [self = shared_from_this()](const std::error_code& ec, std::size_t n) {
+  stream_.async_write(txbufs_, [self = shared_from_this()](const std::error_code& ec, std::size_t n) {
     self->on_tx(ec, n);
   });
 }
@@ -195,7 +197,7 @@ void async_pipe::on_tx(const std::error_code& ec, std::size_t n) {
                                          std::make_move_iterator(writes_.begin() + static_cast<std::ptrdiff_t>(tx_batch_)));
   writes_.erase(writes_.begin(), writes_.begin() + static_cast<std::ptrdiff_t>(tx_batch_));
   for (auto& o : batch) tx_bytes_ -= queued_cost(*o);
-  if (ec && n == 0 && !closed_ && ec == asio::error::operation_aborted) {
+  if (ec && !stream_.began(n) && !closed_ && ec == asio::error::operation_aborted) {
     // A timed-out send stopped the write before any byte went: nothing is
     // torn. Complete the timed-out ones; put the rest (and a receipt) back.
     receipt_due_ = std::max(receipt_due_, tx_receipt_);
@@ -215,7 +217,7 @@ void async_pipe::on_tx(const std::error_code& ec, std::size_t n) {
   if (ec) {
     // Part of a message may have gone: the stream is torn, this end is done sending.
     auto e = closed_ ? err(errc::operation_aborted) : io_error(ec);
-    std::string detail = closed_ ? "the pipe was closed" : "writing to the pipe failed: " + ec.message();
+    std::string detail = closed_ ? "the pipe was closed" : stream_.error_detail(ec, "writing to the pipe failed: ");
     tx_broken_ = true;
     broken_.store(true, std::memory_order_release);
     for (auto& o : batch) finish(*o, o->timed_out ? err(errc::timed_out) : e, detail);
@@ -384,7 +386,7 @@ void async_pipe::close(std::error_code why, std::string detail) {
     // flush() succeeds instead of breaking (as the blocking end does).
     if (!rx_active_ && !eof_ && !rx_err_ && !inbox_has_data()) {
       std::error_code rec;
-      std::size_t n = socket_.read_some(asio::buffer(scratch(), scratch_size), rec);
+      std::size_t n = stream_.read_some(scratch(), scratch_size, rec);
       try {
         if (!rec) parse(scratch(), n);
       } catch (const std::bad_alloc&) {
@@ -392,12 +394,19 @@ void async_pipe::close(std::error_code why, std::string detail) {
     }
     std::size_t acks = acks_owed_;
     for (std::size_t i = inbox_head_; i < inbox_.size() && inbox_[i].flushes; ++i) acks += inbox_[i].flushes;
-    acks = std::min(acks, acks_per_write); // a best effort that never blocks
-    if (acks > 0) // an empty send is a system call that says nothing (and fails once the peer has gone)
-      ::send(socket_.native_handle(), ack_run().data(), acks * protocol::frame_header_size,
-             MSG_NOSIGNAL | MSG_DONTWAIT);
+    // A best effort that never blocks, with a receipt still waiting for its
+    // turn (the peer's flush may wait on it). An empty send says nothing
+    // (and fails once the peer has gone).
+    std::array<std::byte, (acks_per_write + 1) * protocol::frame_header_size + protocol::consumed_payload> out;
+    std::size_t len = std::min(acks, acks_per_write) * protocol::frame_header_size;
+    std::memcpy(out.data(), ack_run().data(), len);
+    auto receipt = protocol::encode_consumed(receipt_due_);
+    if (receipt_due_) std::memcpy(out.data() + len, receipt.data(), receipt.size());
+    len += receipt_due_ ? receipt.size() : 0;
+    if (len > 0) stream_.try_write(out.data(), len);
   }
   closed_ = true;
+  if (receipt_timer_) receipt_timer_->cancel();
   open_.store(false, std::memory_order_release);
   if (detail.empty()) detail = "the pipe was closed";
   auto rs = std::move(readers_);
@@ -415,9 +424,7 @@ void async_pipe::close(std::error_code why, std::string detail) {
     auto o = withdraw_write(i);
     finish(*o, why, detail);
   }
-  std::error_code ignore;
-  socket_.shutdown(asio::socket_base::shutdown_both, ignore);
-  socket_.close(ignore);
+  stream_.close();
   inbox_.clear();
   inbox_.shrink_to_fit();
   inbox_head_ = 0;

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 // Linux: one pipe end driven by Asio: npipe framing (docs/protocol.md) over a
-// stream socket, with queued sends, queued receives, flush acknowledgements,
+// byte stream (async_stream: a Unix socket, TCP, or TLS over TCP), with queued sends, queued receives, flush acknowledgements,
 // per-operation timeouts and cancellation. Everything runs on the end's
 // strand; the entry points in async_ops post there.
 //
@@ -14,11 +14,11 @@
 #include "core/pipe_rules.hpp"
 #include "core/protocol.hpp"
 #include "runtime/async_op.hpp"
+#include "runtime/async_stream_posix.hpp"
 #include "transport/transport.hpp"
 
 #include <npipe/async.hpp>
 
-#include <asio/generic/stream_protocol.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/strand.hpp>
 
@@ -29,8 +29,6 @@
 #include <vector>
 
 namespace npipe::detail {
-
-class relay;
 
 struct async_pipe_op;
 
@@ -110,6 +108,7 @@ private:
   void queue_frame(protocol::frame_type t, std::unique_ptr<op> o);
   void start_tx();
   void on_tx(const std::error_code& ec, std::size_t n);
+  void defer_receipt();
   void fail_writes(std::error_code ec, const std::string& detail);
 
   // connecting
@@ -121,12 +120,11 @@ private:
   void remote_connect();
   void dial_gateway();
   void redial_gateway();
-  void on_tcp_connect(const std::error_code& ec);
-  void tls_step();
-  void bridge();
   void init_open(connection_params p);
 
-  asio::generic::stream_protocol::socket socket_;
+  async_stream stream_;                   // what the end reads and writes
+  async_stream::socket_type& socket_;     // stream_'s socket
+  std::string peer_name_;                 // a remote link: its far end, in messages ("the gateway at h:p")
 
   // receive side
   std::vector<inbox_msg> inbox_;
@@ -153,6 +151,8 @@ private:
   std::array<std::byte, protocol::frame_header_size + protocol::consumed_payload> receipt_frame_{};
   framing::receipts receipts_;   // what we tell a remote peer we consumed
   std::uint64_t receipt_due_ = 0; // a consumed offset to write (0: none)
+  bool receipt_deferred_ = false; // it waits for a write to ride with, or for its own turn (defer_receipt)
+  std::unique_ptr<asio::steady_timer> receipt_timer_; // that turn; made for remote peers only
   std::size_t acks_owed_ = 0;    // flush acknowledgements to send (a count: they are all alike)
   std::size_t tx_bytes_ = 0;
   bool tx_active_ = false;
@@ -165,8 +165,6 @@ private:
   // connect
   struct connecting;
   std::unique_ptr<connecting> conn_;
-  // remote pipes: the relay between our socketpair end and the TLS link
-  std::shared_ptr<relay> relay_;
 };
 
 // Instantiated once, in async_receive_posix.cpp.

@@ -6,14 +6,12 @@
 // with, its operation and its connect state.
 
 #include "runtime/async_pipe.hpp"
-#include "remote/relay.hpp"
-#include "remote/tls.hpp"
+#include "remote/dial.hpp"
 
 #include "core/protocol.hpp"
 #include "transport/local_posix.hpp"
 #include "transport/posix_util.hpp"
 
-#include <asio/ip/tcp.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/strand.hpp>
 
@@ -32,6 +30,8 @@ inline constexpr std::size_t lookahead_limit = 4u << 20; // how far a flush read
 inline constexpr std::size_t byte_receive = 64u << 10;   // byte read mode: most a receive returns
 inline constexpr std::size_t max_batch = 64;             // sends gathered into one write
 inline constexpr std::size_t acks_per_write = 256;       // flush acknowledgements gathered into one write
+// How long a consumed receipt waits for a write to ride with before it goes alone.
+inline constexpr std::chrono::microseconds receipt_delay{1000};
 
 // A run of flush acknowledgements to write from, instead of one queued operation each.
 inline const std::array<std::byte, acks_per_write * protocol::frame_header_size>& ack_run() {
@@ -86,14 +86,9 @@ struct async_pipe::connecting {
   bool replying = false;
   std::chrono::milliseconds retry_pause{1}; // between attempts when the server let us go in the handshake
   asio::steady_timer retry;                 // that pause, for a remote link (timer is the deadline then)
-  clock::time_point net_at;                 // remote: setting up the link ends by then
-  // Remote pipes: TCP (and TLS) to the host's gateway, on the relay's strand.
-  asio::strand<asio::any_io_executor> net_strand;
-  std::unique_ptr<asio::ip::tcp::resolver> resolver;
-  std::unique_ptr<tcp_socket> tcp;
-  std::shared_ptr<tls::context> tls;
-  std::unique_ptr<remote_link> link;
-  explicit connecting(const asio::any_io_executor& ex) : timer(ex), retry(ex), net_strand(asio::make_strand(ex)) {}
+  dial_plan plan;                           // remote: the gateway, TLS, the link's deadline (dial.hpp)
+  std::shared_ptr<gateway_dialer> dialer;   // remote: dialing it
+  explicit connecting(const asio::any_io_executor& ex) : timer(ex), retry(ex) {}
 };
 
 } // namespace npipe::detail

@@ -80,8 +80,11 @@ std::error_code async_pipe::rx_state_error(std::string& detail) const {
     return rx_err_;
   }
   if (eof_) {
-    detail = rd_.mid_frame() ? "the peer closed the pipe in the middle of a message"
-                                       : "the peer closed the pipe";
+    if (!peer_name_.empty())
+      detail = peer_name_ + (rd_.mid_frame() ? " closed the connection in the middle of a message"
+                                             : " closed the connection");
+    else
+      detail = rd_.mid_frame() ? "the peer closed the pipe in the middle of a message" : "the peer closed the pipe";
     return err(errc::broken_pipe);
   }
   if (!is_open()) {
@@ -161,6 +164,7 @@ void async_pipe::deliver() {
   if (auto due = receipts_.due(p_.peer.is_remote(), caught_up, rd_.offset())) {
     receipt_due_ = *due;
     receipts_.sent(*due);
+    defer_receipt();
   }
   start_tx(); // acknowledgements (and a receipt) owed since the last write
   // Flushers whose acknowledgement has arrived; or that cannot get one.
@@ -184,6 +188,25 @@ void async_pipe::deliver() {
   }
 }
 
+// A receipt that falls due as a read completes waits up to receipt_delay
+// before it goes alone: a write started meanwhile (the next request of a
+// request/response loop, which comes from another thread as often as not)
+// carries it in the same system call and TLS record, instead of one more
+// of each, and one more wake-up of every hop to the peer, per round trip.
+// One timer per window, never cancelled by a write that took the receipt:
+// it then finds nothing due. The peer's flush frames are acknowledged at
+// once regardless.
+void async_pipe::defer_receipt() {
+  if (receipt_deferred_) return;
+  receipt_deferred_ = true;
+  if (!receipt_timer_) receipt_timer_ = std::make_unique<asio::steady_timer>(strand_);
+  receipt_timer_->expires_after(receipt_delay);
+  receipt_timer_->async_wait([self = shared_from_this()](const std::error_code& ec) {
+    self->receipt_deferred_ = false;
+    if (!ec) self->start_tx();
+  });
+}
+
 void async_pipe::kick_once() {
   deliver();
   if (rx_wanted()) start_rx();
@@ -202,15 +225,14 @@ void async_pipe::start_rx() {
   rx_active_ = true;
   // Always a readiness wait, never a read into a buffer sized in advance: a
   // large frame's buffer grows only once its bytes are there to read.
-  socket_.async_wait(asio::socket_base::wait_read,
-                     [self = shared_from_this()](const std::error_code& ec) { self->on_readable(ec); });
+  stream_.async_wait_read([self = shared_from_this()](const std::error_code& ec) { self->on_readable(ec); });
 }
 
 void async_pipe::on_readable(const std::error_code& ec) {
   rx_active_ = false;
   if (closed_) return;
   if (ec) {
-    if (ec != asio::error::operation_aborted) rx_fail(io_error(ec), "reading the pipe failed: " + ec.message());
+    if (ec != asio::error::operation_aborted) rx_fail(io_error(ec), stream_.error_detail(ec, "reading the pipe failed: "));
     kick();
     return;
   }
@@ -252,11 +274,11 @@ void async_pipe::read_available() {
       // The rest of a message goes straight into it, without a trip back
       // through the reactor while the kernel has more of it; its buffer has
       // grown only with what arrived (framing::room_for).
-      std::size_t n = socket_.read_some(asio::buffer(msg_.data() + msg_got_, msg_.size() - msg_got_), rec);
+      std::size_t n = stream_.read_some(msg_.data() + msg_got_, msg_.size() - msg_got_, rec);
       if (rec == asio::error::would_block || rec == asio::error::try_again) break;
       if (rec) {
         if (rec == asio::error::eof) eof_ = true;
-        else rx_fail(io_error(rec), "reading the pipe failed: " + rec.message());
+        else rx_fail(io_error(rec), stream_.error_detail(rec, "reading the pipe failed: "));
         break;
       }
       touch();
@@ -270,14 +292,14 @@ void async_pipe::read_available() {
     // the rest of it then lands in its message without passing through here.
     std::size_t want = rounds == 0 && !rd_.mid_frame() ? header_read : scratch_size;
     if (rd_.in_data()) want = std::min<std::size_t>(want, rd_.left()); // its buffer is full: grow by what is here
-    std::size_t n = socket_.read_some(asio::buffer(buf, want), rec);
+    std::size_t n = stream_.read_some(buf, want, rec);
     if (rec == asio::error::would_block || rec == asio::error::try_again) break;
     if (rec == asio::error::eof) {
       eof_ = true;
       break;
     }
     if (rec) {
-      rx_fail(io_error(rec), "reading the pipe failed: " + rec.message());
+      rx_fail(io_error(rec), stream_.error_detail(rec, "reading the pipe failed: "));
       break;
     }
     touch();

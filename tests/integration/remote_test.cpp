@@ -35,6 +35,8 @@
 #include <mutex>
 #include <fstream>
 #include <future>
+#include <optional>
+#include <sstream>
 #include <thread>
 
 using namespace std::chrono_literals;
@@ -416,6 +418,267 @@ TEST_F(Remote, TheAsyncClientReachesRemotePipesWithTheSameSemantics) {
   ctx.stop();
   io.join();
   EXPECT_EQ(echo.accepted(), 2);
+}
+
+// ------------------------------------------ the async client's direct link
+
+// An io_context with one thread, for the async rows.
+struct io_thread {
+  asio::io_context ctx;
+  asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(ctx);
+  std::thread t{[this] { ctx.run(); }};
+  ~io_thread() {
+    work.reset();
+    ctx.stop();
+    t.join();
+  }
+};
+
+std::error_code async_open(async_connection& c, const pipe_name& remote, client_options co) {
+  auto [h, f] = outcome<>();
+  c.async_connect(remote, co, 10s, h);
+  return std::get<0>(f.get());
+}
+
+// A server that takes remote clients (the end `sc`), a gateway, and an
+// async client `c` connected to it through the gateway.
+struct async_remote_pair {
+  explicit async_remote_pair(std::size_t max_message = defaults::max_message_size, tls_options tls = client_psk()) {
+    server_options so;
+    so.accept_remote = true;
+    so.max_message_size = max_message;
+    srv.open(name, so);
+    gw.emplace(start_gateway(gateway_certs_and_psk()));
+    port = gw->port();
+    client_options co;
+    co.tls = std::move(tls);
+    co.max_message_size = max_message;
+    auto ec = async_open(c, remote_name("127.0.0.1", port, name), co);
+    EXPECT_FALSE(ec) << ec.message() << ": " << last_error_detail();
+    if (!ec) sc = srv.accept(10s);
+  }
+  ~async_remote_pair() { c.close(); }
+  bool connected() const { return sc.is_open(); }
+
+  pipe_name name = random_pipe();
+  server srv;
+  std::optional<gateway> gw;
+  std::uint16_t port = 0;
+  io_thread io;
+  async_connection c{io.ctx};
+  connection sc;
+};
+
+// The TLS record is 16 KiB and the client writes a header and the start of
+// a message as one record: sizes on either side of a record, and many.
+TEST_F(Remote, AsyncMessagesAroundTheTlsRecordSizeArriveIntactBothWays) {
+  auto name = random_pipe();
+  server_options so;
+  so.max_message_size = 2u << 20;
+  counting_echo echo(name, so);
+  auto gw = start_gateway(gateway_certs_and_psk());
+  io_thread io;
+  client_options co;
+  co.tls = client_psk();
+  co.max_message_size = 2u << 20;
+  async_connection c(io.ctx);
+  ASSERT_FALSE(async_open(c, remote_name("127.0.0.1", gw.port(), name), co)) << last_error_detail();
+  std::uint32_t seed = 1;
+  for (std::size_t n : {std::size_t{16383}, std::size_t{16384}, std::size_t{16385}, std::size_t{65536},
+                        std::size_t{1} << 20}) {
+    auto msg = pattern(n, seed++);
+    auto [sh, sf] = outcome<std::size_t>();
+    c.async_send(asio::buffer(msg), 20s, sh);
+    auto [rh, rf] = outcome<std::vector<std::byte>>();
+    c.async_receive(20s, rh);
+    auto [sec, sent] = sf.get();
+    EXPECT_FALSE(sec) << n << ": " << sec.message();
+    EXPECT_EQ(sent, n);
+    auto [rec, back] = rf.get();
+    ASSERT_FALSE(rec) << n << ": " << rec.message();
+    EXPECT_TRUE(back == msg) << n << " bytes came back as " << back.size();
+  }
+  // Back to back, so records of the next messages wait inside OpenSSL (which
+  // the socket's readiness cannot show) while the client takes one.
+  std::vector<std::vector<std::byte>> sent;
+  for (std::size_t i = 0; i < 300; ++i) {
+    sent.push_back(pattern(i % 3 ? 1000 : 16385, seed++));
+    c.async_send(asio::buffer(sent.back()), 20s, [](std::error_code, std::size_t) {});
+  }
+  for (std::size_t i = 0; i < sent.size(); ++i) {
+    auto [rh, rf] = outcome<std::vector<std::byte>>();
+    c.async_receive(20s, rh);
+    auto [rec, back] = rf.get();
+    ASSERT_FALSE(rec) << "message " << i << ": " << rec.message();
+    ASSERT_TRUE(back == sent[i]) << "message " << i;
+  }
+  c.close();
+}
+
+// What 127.0.0.1:`port`'s peers have in their receive queues, most of any
+// (/proc/net/tcp): a client's TCP socket to a gateway.
+std::size_t rx_queued_from(std::uint16_t port) {
+  std::ifstream f("/proc/net/tcp");
+  std::string line;
+  std::getline(f, line);
+  std::size_t most = 0;
+  while (std::getline(f, line)) {
+    std::istringstream in(line);
+    std::string sl, local, rem, st, queues;
+    in >> sl >> local >> rem >> st >> queues;
+    if (rem.size() < 5 || std::stoul(rem.substr(rem.size() - 4), nullptr, 16) != port) continue;
+    most = std::max<std::size_t>(most, std::stoul(queues.substr(queues.find(':') + 1), nullptr, 16));
+  }
+  return most;
+}
+
+TEST_F(Remote, AnAsyncReceiveNamesTheGatewayWhenItIsLostMidMessage) {
+  async_remote_pair r(128u << 20);
+  ASSERT_TRUE(r.connected());
+  auto& c = r.c;
+  auto& sc = r.sc;
+  const auto port = r.port;
+  std::promise<std::pair<std::error_code, std::string>> got;
+  c.async_receive(60s, [&](std::error_code ec, std::vector<std::byte>) { got.set_value({ec, last_error_detail()}); });
+  // Hold the client's I/O thread: the message piles up in the buffers on the way.
+  std::promise<void> hold;
+  std::atomic<bool> held{false};
+  asio::post(r.io.ctx, [&, f = hold.get_future().share()] {
+    held = true;
+    f.wait();
+  });
+  ASSERT_TRUE(wait_until([&] { return held.load(); }));
+  std::thread writer([&] {
+    std::error_code ec;
+    sc.write(pattern(64u << 20, 5), 60s, ec); // fails once the gateway is gone
+  });
+  // Enough of the message at the client (many TLS records, so its header too) to be cut in its middle.
+  EXPECT_TRUE(wait_until([&] { return rx_queued_from(port) > (64u << 10); })) << rx_queued_from(port);
+  r.gw.reset(); // its sockets close
+  hold.set_value();
+  auto [ec, detail] = got.get_future().get();
+  writer.join();
+  EXPECT_EQ(ec, errc::broken_pipe) << ec.message();
+  EXPECT_NE(detail.find("the gateway at 127.0.0.1:" + std::to_string(port)), std::string::npos) << detail;
+  EXPECT_NE(detail.find("middle of a message"), std::string::npos) << detail;
+}
+
+// A peer learns that everything it sent was consumed from a receipt the
+// client sends once it has read it all, even if it then does nothing at all
+// (the receipt is deferred to ride with a next write that never comes). A
+// plaintext "gateway" by hand, which sends no flush frame: only the receipt
+// can answer.
+TEST_F(Remote, AnIdleAsyncClientStillSendsItsReceiptForEverythingItRead) {
+  int ls = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(ls, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t alen = sizeof a;
+  ASSERT_EQ(::bind(ls, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(ls, 4), 0);
+  ASSERT_EQ(::getsockname(ls, reinterpret_cast<sockaddr*>(&a), &alen), 0);
+  io_thread io;
+  client_options co;
+  co.tls.insecure = true;
+  async_connection c(io.ctx);
+  auto [ch, cf] = outcome<>();
+  c.async_connect(remote_name("127.0.0.1", ntohs(a.sin_port), pipe_name("\\\\.\\pipe\\raw")), co, 10s, ch);
+  int fd = ::accept4(ls, nullptr, nullptr, SOCK_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  timeval tv{10, 0}; // every recv below is bounded
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::vector<std::byte> in(4096);
+  std::size_t have = 0, used = 0;
+  detail::protocol::hello hello;
+  for (std::error_code ec;;) {
+    ssize_t n = ::recv(fd, in.data() + have, in.size() - have, 0);
+    ASSERT_GT(n, 0) << "no hello";
+    have += static_cast<std::size_t>(n);
+    auto st = detail::protocol::decode_hello(std::span(in.data(), have), hello, used, ec);
+    ASSERT_NE(st, detail::protocol::decode_status::error) << ec.message();
+    if (st == detail::protocol::decode_status::done) break;
+  }
+  detail::protocol::reply rep;
+  rep.max_message = 1 << 20;
+  auto r = detail::protocol::encode_reply(rep);
+  ASSERT_EQ(::send(fd, r.data(), r.size(), MSG_NOSIGNAL), static_cast<ssize_t>(r.size()));
+  ASSERT_FALSE(std::get<0>(cf.get())) << last_error_detail();
+  auto [rh, rf] = outcome<std::vector<std::byte>>();
+  c.async_receive(10s, rh);
+  std::string frame = raw_frame("hello");
+  ASSERT_EQ(::send(fd, frame.data(), frame.size(), MSG_NOSIGNAL), static_cast<ssize_t>(frame.size()));
+  auto [rec, msg] = rf.get();
+  ASSERT_FALSE(rec) << rec.message();
+  EXPECT_EQ(text(msg), "hello");
+  // The client is idle now; its receipt still comes: everything, 10 bytes.
+  std::array<std::byte, detail::protocol::frame_header_size + detail::protocol::consumed_payload> got{};
+  std::size_t n = 0;
+  while (n < got.size()) {
+    ssize_t k = ::recv(fd, got.data() + n, got.size() - n, 0);
+    ASSERT_GT(k, 0) << "no receipt from the idle client";
+    n += static_cast<std::size_t>(k);
+  }
+  EXPECT_TRUE(got == detail::protocol::encode_consumed(frame.size()));
+  c.close();
+  ::close(fd);
+  ::close(ls);
+}
+
+// The server's write-flush after the async client has read everything and
+// gone idle: the flush completes (the client's library answers for it).
+TEST_F(Remote, AServersFlushCompletesWhileTheAsyncClientIsIdle) {
+  async_remote_pair r(defaults::max_message_size, client_certs());
+  ASSERT_TRUE(r.connected());
+  auto& c = r.c;
+  auto& sc = r.sc;
+  auto [rh, rf] = outcome<std::vector<std::byte>>();
+  c.async_receive(10s, rh);
+  sc.write(bytes("the answer"), 10s);
+  auto [rec, msg] = rf.get();
+  ASSERT_FALSE(rec) << rec.message();
+  EXPECT_EQ(text(msg), "the answer");
+  std::error_code fec;
+  sc.flush(10s, fec);
+  EXPECT_FALSE(fec) << fec.message() << ": " << last_error_detail();
+}
+
+// A send that times out queued behind a message TLS cannot get out (the
+// server does not read) fails alone: nothing of it went, the connection
+// goes on. One that times out while its own bytes are going tears the send
+// side, as on a local pipe.
+TEST_F(Remote, AnAsyncSendTimingOutBehindBackedUpTlsTearsNothing) {
+  async_remote_pair r(128u << 20);
+  ASSERT_TRUE(r.connected());
+  auto& c = r.c;
+  auto& sc = r.sc;
+  auto big = pattern(64u << 20, 7); // more than every buffer on the way holds
+  auto [bh, bf] = outcome<std::size_t>();
+  c.async_send(asio::buffer(big), 60s, bh);
+  auto [th, tf] = outcome<std::size_t>();
+  std::string small = "queued behind it";
+  c.async_send(asio::buffer(small), 200ms, th); // the time passing is what is tested
+  EXPECT_EQ(std::get<0>(tf.get()), errc::timed_out);
+  EXPECT_TRUE(c.is_open());
+  std::error_code ec;
+  auto m = sc.receive(60s, ec);
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_TRUE(m == big);
+  EXPECT_FALSE(std::get<0>(bf.get()));
+  auto [ah, af] = outcome<std::size_t>();
+  std::string after = "after it";
+  c.async_send(asio::buffer(after), 10s, ah);
+  EXPECT_FALSE(std::get<0>(af.get()));
+  EXPECT_EQ(text(sc.receive(10s)), after);
+  // Now the big one times out while it is being written: the send side is torn.
+  auto [xh, xf] = outcome<std::size_t>();
+  c.async_send(asio::buffer(big), 300ms, xh);
+  EXPECT_EQ(std::get<0>(xf.get()), errc::timed_out);
+  auto [yh, yf] = outcome<std::size_t>();
+  c.async_send(asio::buffer(after), 10s, yh);
+  EXPECT_EQ(std::get<0>(yf.get()), errc::broken_pipe);
+  sc.receive(30s, ec);
+  EXPECT_TRUE(ec) << "the server got a torn message whole";
 }
 
 std::string forwarded_hello(const pipe_name& name) {
