@@ -306,14 +306,20 @@ bool holds_none(server& s) {
   return ec == errc::timed_out;
 }
 
+// Opens `s` on `name` in `d` and connects once, so this process remembers d's check.
+void serve_and_remember(server& s, const pipe_name& name, const std::string& d) {
+  std::string detail;
+  ASSERT_FALSE(open_in(s, name, in_dir(d), detail)) << detail;
+  ASSERT_FALSE(connect_in(name, client_in(d), detail)) << detail;
+  ASSERT_TRUE(accepts(s));
+}
+
 TEST_F(PipeDir, AClientReachesTheServerOfADirectoryThatReplacedTheOneItChecked) {
   auto name = random_pipe();
   auto d = make_dir(dir_ + "/pipes", 0755);
   std::string detail;
   server first;
-  ASSERT_FALSE(open_in(first, name, in_dir(d), detail)) << detail;
-  ASSERT_FALSE(connect_in(name, client_in(d), detail)) << detail;
-  ASSERT_TRUE(accepts(first));
+  serve_and_remember(first, name, d);
   // Renamed away with its live server, and another directory in its place.
   ASSERT_EQ(::rename(d.c_str(), (dir_ + "/old").c_str()), 0);
   make_dir(d, 0755);
@@ -330,8 +336,7 @@ TEST_F(PipeDir, ADirectoryRemovedAndMadeAgainIsCheckedAgain) {
   std::string detail;
   {
     server s;
-    ASSERT_FALSE(open_in(s, name, in_dir(d), detail)) << detail;
-    ASSERT_FALSE(connect_in(name, client_in(d), detail)) << detail;
+    serve_and_remember(s, name, d);
   }
   ASSERT_EQ(::rmdir(d.c_str()), 0);
   make_dir(d, 0775, ::geteuid(), root() ? nobody : ::getegid()); // group-writable: unsafe
@@ -344,8 +349,7 @@ TEST_F(PipeDir, ARememberedDirectoryWhoseModeChangedIsRefusedAndThenTrustedAgain
   auto d = make_dir(dir_ + "/pipes", 0755);
   std::string detail;
   server s;
-  ASSERT_FALSE(open_in(s, name, in_dir(d), detail)) << detail;
-  ASSERT_FALSE(connect_in(name, client_in(d), detail)) << detail;
+  serve_and_remember(s, name, d);
   ASSERT_EQ(::chmod(d.c_str(), 0757), 0);
   EXPECT_EQ(connect_in(name, client_in(d), detail), errc::unsafe_directory);
   EXPECT_TRUE(contains(detail, "everyone")) << detail;
@@ -361,10 +365,8 @@ TEST_F(PipeDir, AClientWhoseProgramReusedTheRememberedDescriptorStillReachesItsS
   auto other = make_dir(dir_ + "/other", 0755);
   std::string detail;
   server mine, decoy;
-  ASSERT_FALSE(open_in(mine, name, in_dir(d), detail)) << detail;
   ASSERT_FALSE(open_in(decoy, name, in_dir(other), detail)) << detail; // the same name in another directory
-  ASSERT_FALSE(connect_in(name, client_in(d), detail)) << detail;
-  ASSERT_TRUE(accepts(mine));
+  serve_and_remember(mine, name, d);
   // The descriptor the client keeps for d.
   int held = -1;
   for (auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
@@ -394,9 +396,7 @@ TEST_F(PipeDir, AParentLoosenedAfterTheCheckCannotSlipAnotherDirectoryIn) {
   auto d = make_dir(parent + "/pipes", 0755);
   std::string detail;
   server s;
-  ASSERT_FALSE(open_in(s, name, in_dir(d), detail)) << detail;
-  ASSERT_FALSE(connect_in(name, client_in(d), detail)) << detail;
-  ASSERT_TRUE(accepts(s));
+  serve_and_remember(s, name, d);
   ASSERT_EQ(::chmod(parent.c_str(), 0777), 0);
   ASSERT_FALSE(connect_in(name, client_in(d), detail)) << "into the directory that passed: " << detail;
   ASSERT_TRUE(accepts(s));
