@@ -76,6 +76,8 @@ typedef struct npipe_error {
 #define NPIPE_FOREVER ((int64_t)-1)
 #define NPIPE_NO_WAIT ((int64_t)0)
 
+/* Parameters that take one of these are `int`: a value outside the enum is
+   then NPIPE_INVALID_ARGUMENT, not undefined behaviour. */
 typedef enum npipe_pipe_type { NPIPE_TYPE_BYTE = 0, NPIPE_TYPE_MESSAGE = 1 } npipe_pipe_type;
 typedef enum npipe_read_mode { NPIPE_READ_BYTE = 0, NPIPE_READ_MESSAGE = 1 } npipe_read_mode;
 
@@ -89,7 +91,7 @@ typedef struct npipe_client_options npipe_client_options;
 NPIPE_API const char* npipe_version(void);
 NPIPE_API int npipe_version_number(void);
 /* The short stable name of a status ("pipe_busy"); "unknown" for others. */
-NPIPE_API const char* npipe_status_name(npipe_status s);
+NPIPE_API const char* npipe_status_name(int status);
 /* Frees a buffer an _alloc call returned. */
 NPIPE_API void npipe_free(void* p);
 
@@ -99,9 +101,8 @@ NPIPE_API void npipe_free(void* p);
    out of memory. */
 NPIPE_API npipe_server_options* npipe_server_options_new(void);
 NPIPE_API void npipe_server_options_free(npipe_server_options* o);
-NPIPE_API npipe_status npipe_server_options_set_type(npipe_server_options* o, npipe_pipe_type t, npipe_error* err);
-NPIPE_API npipe_status npipe_server_options_set_read_mode(npipe_server_options* o, npipe_read_mode m,
-                                                          npipe_error* err);
+NPIPE_API npipe_status npipe_server_options_set_type(npipe_server_options* o, int type, npipe_error* err);
+NPIPE_API npipe_status npipe_server_options_set_read_mode(npipe_server_options* o, int mode, npipe_error* err);
 /* 1..255; 255 is unlimited (PIPE_UNLIMITED_INSTANCES). Checked at open. */
 NPIPE_API npipe_status npipe_server_options_set_max_instances(npipe_server_options* o, unsigned n, npipe_error* err);
 NPIPE_API npipe_status npipe_server_options_set_max_message_size(npipe_server_options* o, size_t bytes,
@@ -116,8 +117,7 @@ NPIPE_API npipe_status npipe_server_options_set_pipe_dir(npipe_server_options* o
 
 NPIPE_API npipe_client_options* npipe_client_options_new(void);
 NPIPE_API void npipe_client_options_free(npipe_client_options* o);
-NPIPE_API npipe_status npipe_client_options_set_read_mode(npipe_client_options* o, npipe_read_mode m,
-                                                          npipe_error* err);
+NPIPE_API npipe_status npipe_client_options_set_read_mode(npipe_client_options* o, int mode, npipe_error* err);
 NPIPE_API npipe_status npipe_client_options_set_max_message_size(npipe_client_options* o, size_t bytes,
                                                                  npipe_error* err);
 NPIPE_API npipe_status npipe_client_options_set_pipe_dir(npipe_client_options* o, const char* dir, npipe_error* err);
@@ -198,7 +198,7 @@ NPIPE_API npipe_status npipe_peek(npipe_connection* c, void* buf, size_t capacit
 NPIPE_API npipe_status npipe_flush(npipe_connection* c, int64_t timeout_ms, npipe_error* err);
 /* SetNamedPipeHandleState(PIPE_READMODE_*): byte read mode on any pipe,
    message read mode on message pipes. */
-NPIPE_API npipe_status npipe_set_read_mode(npipe_connection* c, npipe_read_mode m, npipe_error* err);
+NPIPE_API npipe_status npipe_set_read_mode(npipe_connection* c, int mode, npipe_error* err);
 
 typedef struct npipe_pipe_info {
   npipe_pipe_type type;

@@ -144,7 +144,7 @@ extern "C" {
 
 const char* npipe_version(void) { return npipe::version; }
 int npipe_version_number(void) { return NPIPE_VERSION_NUMBER; }
-const char* npipe_status_name(npipe_status s) {
+const char* npipe_status_name(int s) {
   if (s < NPIPE_OK || s > NPIPE_SYSTEM_ERROR) return "unknown";
   return npipe::to_string(static_cast<npipe::errc>(s));
 }
@@ -155,11 +155,11 @@ void npipe_free(void* p) { std::free(p); }
 npipe_server_options* npipe_server_options_new(void) { return new (std::nothrow) npipe_server_options; }
 void npipe_server_options_free(npipe_server_options* o) { delete o; }
 
-npipe_status npipe_server_options_set_type(npipe_server_options* o, npipe_pipe_type t, npipe_error* err) {
+npipe_status npipe_server_options_set_type(npipe_server_options* o, int t, npipe_error* err) {
   if (t != NPIPE_TYPE_BYTE && t != NPIPE_TYPE_MESSAGE) return invalid(err, "the pipe type is not 0 or 1");
   return set(o, err, [&](auto& x) { x.type = static_cast<npipe::pipe_type>(t); });
 }
-npipe_status npipe_server_options_set_read_mode(npipe_server_options* o, npipe_read_mode m, npipe_error* err) {
+npipe_status npipe_server_options_set_read_mode(npipe_server_options* o, int m, npipe_error* err) {
   if (m != NPIPE_READ_BYTE && m != NPIPE_READ_MESSAGE) return invalid(err, "the read mode is not 0 or 1");
   return set(o, err, [&](auto& x) { x.read_mode = static_cast<npipe::read_mode>(m); });
 }
@@ -188,7 +188,7 @@ npipe_status npipe_server_options_set_pipe_dir(npipe_server_options* o, const ch
 npipe_client_options* npipe_client_options_new(void) { return new (std::nothrow) npipe_client_options; }
 void npipe_client_options_free(npipe_client_options* o) { delete o; }
 
-npipe_status npipe_client_options_set_read_mode(npipe_client_options* o, npipe_read_mode m, npipe_error* err) {
+npipe_status npipe_client_options_set_read_mode(npipe_client_options* o, int m, npipe_error* err) {
   if (m != NPIPE_READ_BYTE && m != NPIPE_READ_MESSAGE) return invalid(err, "the read mode is not 0 or 1");
   return set(o, err, [&](auto& x) { x.read_mode = static_cast<npipe::read_mode>(m); });
 }
@@ -395,7 +395,7 @@ npipe_status npipe_flush(npipe_connection* c, int64_t timeout_ms, npipe_error* e
   return ec ? fail(err, ec) : ok(err);
 }
 
-npipe_status npipe_set_read_mode(npipe_connection* c, npipe_read_mode m, npipe_error* err) {
+npipe_status npipe_set_read_mode(npipe_connection* c, int m, npipe_error* err) {
   NPIPE_NEED_CONNECTION;
   if (m != NPIPE_READ_BYTE && m != NPIPE_READ_MESSAGE) return invalid(err, "read mode is not 0 or 1");
   std::error_code ec;
