@@ -123,11 +123,15 @@ void async_server_impl::sweep() {
 void async_server_impl::start_listening() {
 #if defined(ASIO_HAS_POSIX_STREAM_DESCRIPTOR)
   auto fd = admission_->listen_handle();
-  if (fd < 0) return; // none to wait on (or no descriptor left): the admission thread accepts
+  if (fd < 0) {
+    admission_->accept_on_own_thread(); // none to wait on (or no descriptor left)
+    return;
+  }
   std::error_code ec;
   listen_.assign(static_cast<int>(fd), ec);
   if (ec) {
     close_native_handle(fd);
+    admission_->accept_on_own_thread();
     return;
   }
   asio::dispatch(sweep_strand_, [self = shared_from_this()] { self->await_clients(); });
@@ -137,16 +141,26 @@ void async_server_impl::start_listening() {
 void async_server_impl::await_clients() {
 #if defined(ASIO_HAS_POSIX_STREAM_DESCRIPTOR)
   listen_.async_wait(asio::posix::descriptor_base::wait_read, [w = weak_from_this()](const std::error_code& ec) {
-    if (ec) return; // closed by stop()
     auto self = w.lock();
     if (!self) return;
     std::shared_ptr<server_impl> admission;
     {
       std::lock_guard lk(self->mu_);
-      if (self->stopping_) return;
+      if (self->stopping_) return; // closed by stop()
       admission = self->admission_;
     }
-    if (auto pause = admission->accept_ready(); pause > timeout::zero()) {
+    if (ec) { // the wait itself failed: let the admission thread accept
+      admission->accept_on_own_thread();
+      return;
+    }
+    timeout pause{};
+    try {
+      pause = admission->accept_ready();
+    } catch (...) { // user code the last client ran (its observer, its handler) threw: accept on
+      self->await_clients();
+      throw;
+    }
+    if (pause > timeout::zero()) {
       self->listen_pause_.expires_after(pause); // out of descriptors
       self->listen_pause_.async_wait([w](const std::error_code& e) {
         if (auto s = w.lock(); s && !e) s->await_clients();
@@ -158,8 +172,7 @@ void async_server_impl::await_clients() {
 #endif
 }
 
-// Runs on the admission thread, or in accept_ready() on an I/O thread (the
-// pipe's first steps then run here at once: dispatch, not post).
+// Runs on the admission thread, or in accept_ready() on an I/O thread.
 void async_server_impl::admitted(admitted_client&& a) {
   auto p = async_pipe::create(ex_);
   std::uint64_t id;
@@ -170,8 +183,7 @@ void async_server_impl::admitted(admitted_client&& a) {
     live_[id].pipe = p;
   }
   a.params.max_queued = opts_.max_queued_bytes;
-  asio::dispatch(p->strand(), [self = shared_from_this(), p, id, fd = a.handle,
-                           params = std::move(a.params)]() mutable {
+  auto start = [self = shared_from_this(), p, id, fd = a.handle, params = std::move(a.params)]() mutable {
     p->on_closed = [w = std::weak_ptr<async_server_impl>(self), id] {
       if (auto s = w.lock()) s->closed(id);
     };
@@ -181,7 +193,11 @@ void async_server_impl::admitted(admitted_client&& a) {
       return;
     }
     self->place(p, id);
-  });
+  };
+  // The last client of an I/O thread's batch starts here at once; the
+  // others are queued, so no client's handler delays the rest of its batch.
+  if (a.run_here) asio::dispatch(p->strand(), std::move(start));
+  else asio::post(p->strand(), std::move(start));
 }
 
 // On the new pipe's strand: hand it to serve(), to an accept, or to the queue.

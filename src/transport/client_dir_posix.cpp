@@ -8,9 +8,10 @@
 // configured path and the held descriptor: when both are still the
 // directory that passed (device, inode, owner, group, mode; not removed),
 // the check stands. Connects go through the held descriptor
-// (/proc/self/fd/N/FILE), never through the path that was checked, so nobody
-// can swap a directory between the check and the connect — the first time
-// either.
+// (/proc/thread-self/fd/N/FILE), never through the path that was checked, so
+// nobody can swap a directory between the check and the connect — the first
+// time either. A socket file name too long for that address is connected by
+// its path, after a whole walk each time, as without /proc.
 //
 // What a remembered check does not see again: a trusted user loosening a
 // directory above the pipe directory after the check (making it writable by
@@ -22,8 +23,8 @@
 //
 // The descriptor is stat'ed on every use because a program may close
 // descriptors it does not own (as daemons do before they serve): then the
-// number may name something else, and the entry is forgotten without
-// closing it. Without /proc the descriptor cannot be connected through:
+// number may name something else; the entry is forgotten, and a descriptor
+// is closed only while it still names its directory. Without /proc the descriptor cannot be connected through:
 // nothing is remembered, and every connect walks the way, as before.
 
 #include "core/name_map.hpp"
@@ -33,7 +34,6 @@
 #include <npipe/local_path.hpp>
 
 #include <algorithm>
-#include <atomic>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -46,16 +46,22 @@ namespace npipe::detail {
 
 namespace {
 
+// The descriptor `fd` still names the directory `st` was taken of (a
+// program may have closed it and reused the number).
+bool names(int fd, const struct stat& st) {
+  struct stat now{};
+  return ::fstat(fd, &now) == 0 && now.st_dev == st.st_dev && now.st_ino == st.st_ino;
+}
+
 struct checked_dir {
   int fd = -1;
   struct stat st{};
-  std::string via;                     // "/proc/self/fd/N/", or empty: connect by the path
-  mutable std::atomic<bool> lost{false}; // fd no longer names it: not ours to close
+  std::string via; // "/proc/thread-self/fd/N/" (or /proc/self), or empty: connect by the path
   checked_dir() = default;
   checked_dir(const checked_dir&) = delete;
   checked_dir& operator=(const checked_dir&) = delete;
   ~checked_dir() {
-    if (fd >= 0 && !lost.load(std::memory_order_relaxed)) ::close(fd);
+    if (fd >= 0 && names(fd, st)) ::close(fd); // else the number is the program's now: leave it
   }
 };
 
@@ -110,22 +116,33 @@ bool same_dir(const struct stat& a, const struct stat& b) {
          a.st_gid == b.st_gid && b.st_nlink > 0;
 }
 
+std::string file_of(const socket_target& t) { return t.path.substr(t.path.rfind('/') + 1); }
+
+// Connects go through the descriptor, or (no /proc) by the path just checked.
 void aim(socket_target& t, std::shared_ptr<const checked_dir> d) {
-  std::string file = t.path.substr(t.path.rfind('/') + 1);
-  bool through = !d->via.empty() && d->via.size() + file.size() <= max_socket_path;
-  t.address = through ? d->via + file : t.path;
+  t.address = d->via.empty() ? t.path : d->via + file_of(t);
   t.dir = std::move(d);
 }
 
+// The longest "/proc/.../fd/N/" a descriptor can need: a longer socket file
+// name does not fit in sun_path that way, so it is never remembered.
+constexpr std::size_t longest_via = sizeof "/proc/thread-self/fd/2147483647/" - 1;
+
 // The whole walk; remembered when the directory can be connected through.
+// /proc/thread-self first: /proc/self fails once the main thread has exited.
 bool check(const dir_key& k, const std::string& dir, socket_target& t, std::error_code& ec) {
   auto d = std::make_shared<checked_dir>();
   if (!check_client_directory(dir, t.path, k.require, ec, &d->fd, &d->st)) return false;
-  std::string via = "/proc/self/fd/" + std::to_string(d->fd);
-  struct stat st{};
-  if (::stat(via.c_str(), &st) == 0 && st.st_dev == d->st.st_dev && st.st_ino == d->st.st_ino) {
-    d->via = via + "/";
-    memory().keep(k, d);
+  if (file_of(t).size() + longest_via <= max_socket_path) {
+    for (const char* proc : {"/proc/thread-self/fd/", "/proc/self/fd/"}) {
+      std::string via = proc + std::to_string(d->fd);
+      struct stat st{};
+      if (::stat(via.c_str(), &st) == 0 && st.st_dev == d->st.st_dev && st.st_ino == d->st.st_ino) {
+        d->via = via + "/";
+        memory().keep(k, d);
+        break;
+      }
+    }
   }
   aim(t, std::move(d));
   return true;
@@ -145,13 +162,15 @@ bool client_target(const pipe_name& name, const client_options& opts, socket_tar
   k.euid = ::geteuid();
   if (!absolute_dir(dir, k.path, ec)) return false;
   if (auto d = memory().find(k)) {
+    // The check stands while the held descriptor and the path both name
+    // the directory that passed, unchanged. (A descriptor the program
+    // reused is not closed: see checked_dir.)
     struct stat at{}, held{};
-    bool ours = ::fstat(d->fd, &held) == 0 && same_dir(d->st, held);
-    if (ours && ::stat(k.path.c_str(), &at) == 0 && same_dir(d->st, at)) {
+    if (::fstat(d->fd, &held) == 0 && same_dir(d->st, held) && ::lstat(k.path.c_str(), &at) == 0 &&
+        same_dir(d->st, at)) {
       aim(t, std::move(d));
       return true;
     }
-    if (!ours) d->lost.store(true, std::memory_order_relaxed);
     memory().forget(k, d.get());
   }
   return check(k, dir, t, ec);

@@ -120,6 +120,9 @@ void posix_server::remove_name() noexcept {
   struct stat st{};
   if (::lstat(path_.c_str(), &st) == 0 && st.st_dev == listen_.dev && st.st_ino == listen_.ino)
     ::unlink(path_.c_str());
+  // Refuses connects at once, and wakes a wait, through every descriptor of
+  // the socket (the async server waits on one of its own).
+  ::shutdown(listen_.fd, SHUT_RDWR);
   ::close(listen_.fd);
   listen_.fd = -1;
 }
@@ -242,13 +245,19 @@ std::intptr_t posix_server::listen_handle() const noexcept {
   return ::fcntl(listen_.fd, F_DUPFD_CLOEXEC, 0);
 }
 
-std::chrono::milliseconds posix_server::accept_ready() noexcept {
+void posix_server::accept_on_own_thread() noexcept {
+  caller_accepts_ = false;
+  wake(); // it polls the listening socket from its next turn
+}
+
+std::chrono::milliseconds posix_server::accept_ready() {
   std::vector<admitted_client> batch;
   clock::time_point paused{};
   bool wake_it = false;
   {
     std::lock_guard lk(accept_mu_); // one batch at a time; close() waits for it
     if (!caller_accepts_ || !is_open()) return {};
+    batch.reserve(accept_batch);
     std::lock_guard slots(admit_mu_);
     try {
       accept_new(paused, &batch);
@@ -258,7 +267,15 @@ std::chrono::milliseconds posix_server::accept_ready() noexcept {
     wake_it = std::exchange(wake_acceptor_, false);
   }
   if (wake_it) wake();
-  for (auto& a : batch) sink_(std::move(a));
+  if (!batch.empty()) batch.back().run_here = true;
+  for (auto& a : batch) {
+    try {
+      sink_(std::move(a));
+    } catch (const std::bad_alloc&) {
+      if (a.run_here) throw; // the last: as if its own handler ran out of memory
+      // Out of memory taking this one client in: the others still get their turn.
+    }
+  }
   auto now = clock::now();
   return paused > now ? std::chrono::ceil<std::chrono::milliseconds>(paused - now) : std::chrono::milliseconds(0);
 }

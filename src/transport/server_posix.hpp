@@ -13,6 +13,7 @@
 
 #include <npipe/pipe_name.hpp>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -47,7 +48,8 @@ public:
     return active_;
   }
   std::intptr_t listen_handle() const noexcept override;
-  std::chrono::milliseconds accept_ready() noexcept override;
+  std::chrono::milliseconds accept_ready() override;
+  void accept_on_own_thread() noexcept override;
 
 private:
   struct pending {
@@ -94,7 +96,7 @@ private:
   pipe_name name_;
   server_options opts_;
   admission_sink sink_;
-  const bool caller_accepts_; // the sink's owner accepts (accept_ready); the acceptor thread does not
+  std::atomic<bool> caller_accepts_; // the sink's owner accepts (accept_ready); the acceptor thread does not
   std::string dir_, path_;
   listener listen_;
   std::mutex wake_mu_; // guards wake_fd_ once the acceptor runs

@@ -157,8 +157,12 @@ public:
   /// the sink on this thread, once the batch is taken); one that must wait
   /// (its hello unfinished, no free instance) goes to the admission thread.
   /// Never blocks. Returns how long to pause before waiting again (out of
-  /// descriptors), else zero. Nothing once the server is closed.
-  virtual std::chrono::milliseconds accept_ready() noexcept { return {}; }
+  /// descriptors), else zero. Nothing once the server is closed. What the
+  /// sink throws for the batch's last client (user code it ran) propagates.
+  virtual std::chrono::milliseconds accept_ready() { return {}; }
+  /// The caller cannot wait for listen_handle() (it could not be set up, or
+  /// its wait failed): the admission thread accepts from now on.
+  virtual void accept_on_own_thread() noexcept {}
 };
 
 /// What the handshake settled for one connected end.
@@ -183,6 +187,9 @@ struct connection_params {
 struct admitted_client {
   std::intptr_t handle = -1;
   connection_params params;
+  /// The last client of an accept_ready() batch: the sink may start it on
+  /// this thread at once (the others are queued, so no user code delays them).
+  bool run_here = false;
 };
 /// Close an admitted client's handle (a socket fd, or a Win32 pipe handle).
 void close_native_handle(std::intptr_t h) noexcept;
