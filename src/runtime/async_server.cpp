@@ -134,6 +134,10 @@ void async_server_impl::start_listening() {
     admission_->accept_on_own_thread();
     return;
   }
+  {
+    std::lock_guard lk(mu_);
+    listen_closed_ = false; // stop() waits until the strand has closed it
+  }
   asio::dispatch(sweep_strand_, [self = shared_from_this()] { self->await_clients(); });
 #endif
 }

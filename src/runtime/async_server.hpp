@@ -86,7 +86,7 @@ private:
   mutable std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
-  bool listen_closed_ = false; // stop() has closed listen_ (on sweep_strand_)
+  bool listen_closed_ = true; // no listen_ wait set up, or stop() has closed it (on sweep_strand_)
   std::uint64_t next_id_ = 0, next_accept_ = 0, admitted_count_ = 0;
   std::map<std::uint64_t, entry> live_; // every admitted connection until it closes
   std::deque<std::shared_ptr<async_pipe>> ready_;

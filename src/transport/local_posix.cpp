@@ -257,7 +257,6 @@ std::chrono::milliseconds posix_server::accept_ready() {
   {
     std::lock_guard lk(accept_mu_); // one batch at a time; close() waits for it
     if (!caller_accepts_ || !is_open()) return {};
-    batch.reserve(accept_batch);
     std::lock_guard slots(admit_mu_);
     try {
       accept_new(paused, &batch);
