@@ -13,6 +13,18 @@
 /// per-operation timeouts (`timed_out`) and Asio cancellation slots
 /// (`operation_aborted`, e.g. `asio::experimental::awaitable_operators`).
 /// On failure, npipe::last_error_detail() in the completion says why.
+///
+/// Link the static library (CMake npipe::npipe, pkg-config npipe-static)
+/// to use this header. Asio is header-only: its run-time state (the
+/// io_context's per-thread call stack, its service registry) has to be one
+/// copy per program, and a shared library holding its own copy breaks the
+/// first operation that crosses the boundary (and would tie every program to
+/// the exact Asio release npipe was built with). The shared library carries
+/// the C interface and the blocking C++ API.
+
+#if defined(NPIPE_SHARED)
+#error "npipe/async.hpp needs the static npipe library (CMake: npipe::npipe; pkg-config: npipe-static), not npipe::shared: see the comment at the top of npipe/async.hpp"
+#endif
 
 #include <npipe/connection.hpp>
 #include <npipe/detail/unique_function.hpp>

@@ -3,6 +3,7 @@
 /// @file
 /// One end of a connected pipe, and the client entry points connect() and call().
 
+#include <npipe/export.h>
 #include <npipe/error.hpp>
 #include <npipe/options.hpp>
 #include <npipe/pipe_name.hpp>
@@ -78,7 +79,7 @@ struct peek_result {
 /// Thread safety: one thread may read while another writes; two concurrent
 /// readers or two concurrent writers are not allowed. close() may be called
 /// from any thread to unblock the others.
-class connection {
+class NPIPE_API connection {
 public:
   connection() noexcept;
   explicit connection(std::unique_ptr<detail::connection_impl> impl) noexcept;
@@ -194,23 +195,23 @@ private:
 /// NMPWAIT_WAIT_FOREVER). No server at all fails at once with not_found.
 /// The throwing form waits defaults::connect_timeout unless told otherwise
 /// (NMPWAIT_USE_DEFAULT_WAIT).
-connection connect(const pipe_name& name, const client_options& opts, timeout t, std::error_code& ec);
-connection connect(const pipe_name& name, const client_options& opts, std::error_code& ec);
-connection connect(const pipe_name& name, const client_options& opts = {}, timeout t = defaults::connect_timeout);
+NPIPE_API connection connect(const pipe_name& name, const client_options& opts, timeout t, std::error_code& ec);
+NPIPE_API connection connect(const pipe_name& name, const client_options& opts, std::error_code& ec);
+NPIPE_API connection connect(const pipe_name& name, const client_options& opts = {}, timeout t = defaults::connect_timeout);
 
 /// Connect, transact once, close (CallNamedPipe). `t` bounds the whole call;
 /// the error_code form without `t` has no time limit, the throwing form
 /// defaults to defaults::connect_timeout.
-std::vector<std::byte> call(const pipe_name& name, std::span<const std::byte> request, timeout t,
+NPIPE_API std::vector<std::byte> call(const pipe_name& name, std::span<const std::byte> request, timeout t,
                             std::error_code& ec, const client_options& opts = {});
-std::vector<std::byte> call(const pipe_name& name, std::span<const std::byte> request, std::error_code& ec,
+NPIPE_API std::vector<std::byte> call(const pipe_name& name, std::span<const std::byte> request, std::error_code& ec,
                             const client_options& opts = {});
-std::vector<std::byte> call(const pipe_name& name, std::span<const std::byte> request,
+NPIPE_API std::vector<std::byte> call(const pipe_name& name, std::span<const std::byte> request,
                             timeout t = defaults::connect_timeout, const client_options& opts = {});
-std::string call(const pipe_name& name, std::string_view request, timeout t, std::error_code& ec,
+NPIPE_API std::string call(const pipe_name& name, std::string_view request, timeout t, std::error_code& ec,
                  const client_options& opts = {});
-std::string call(const pipe_name& name, std::string_view request, std::error_code& ec, const client_options& opts = {});
-std::string call(const pipe_name& name, std::string_view request, timeout t = defaults::connect_timeout,
+NPIPE_API std::string call(const pipe_name& name, std::string_view request, std::error_code& ec, const client_options& opts = {});
+NPIPE_API std::string call(const pipe_name& name, std::string_view request, timeout t = defaults::connect_timeout,
                  const client_options& opts = {});
 
 } // namespace npipe

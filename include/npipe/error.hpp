@@ -32,6 +32,8 @@
 ///   refused and why. Print it in preference to the generic advice, with the
 ///   OS's message when there is one; `npipe` does exactly that.
 
+#include <npipe/export.h>
+
 #include <string>
 #include <system_error>
 
@@ -62,27 +64,27 @@ enum class errc : int {
 
 /// The npipe error category ("npipe"). Codes of this category encode an
 /// npipe::errc plus an optional OS code.
-const std::error_category& category() noexcept;
+NPIPE_API const std::error_category& category() noexcept;
 
 /// The condition category npipe::errc values belong to when compared.
-const std::error_category& condition_category() noexcept;
+NPIPE_API const std::error_category& condition_category() noexcept;
 
 /// Make an npipe error code, optionally keeping the OS code that caused it.
-std::error_code make_error_code(errc e, int os_code = 0) noexcept;
+NPIPE_API std::error_code make_error_code(errc e, int os_code = 0) noexcept;
 
 /// Make the condition for comparisons: `ec == npipe::errc::pipe_busy`.
-std::error_condition make_error_condition(errc e) noexcept;
+NPIPE_API std::error_condition make_error_condition(errc e) noexcept;
 
 /// The npipe condition of any error code (errc::system_error for codes of
 /// other categories, errc::ok for success).
-errc condition_of(const std::error_code& ec) noexcept;
+NPIPE_API errc condition_of(const std::error_code& ec) noexcept;
 
 /// The OS code kept inside an npipe error code (0 if none). For codes of
 /// the system category, their value.
-int os_error(const std::error_code& ec) noexcept;
+NPIPE_API int os_error(const std::error_code& ec) noexcept;
 
 /// The short stable name of a condition ("pipe_busy").
-const char* to_string(errc e) noexcept;
+NPIPE_API const char* to_string(errc e) noexcept;
 
 } // namespace npipe
 
@@ -99,5 +101,5 @@ namespace npipe {
 /// too, never an earlier call's text. An async completion handler sees its
 /// own operation's (empty on success). Throwing overloads include it in
 /// what().
-std::string last_error_detail();
+NPIPE_API std::string last_error_detail();
 } // namespace npipe

@@ -3,6 +3,7 @@
 /// @file
 /// Where local pipes live on Linux (socket files), for tools and diagnostics.
 
+#include <npipe/export.h>
 #include <npipe/pipe_name.hpp>
 
 #include <string>
@@ -18,11 +19,11 @@ inline constexpr const char* default_pipe_directory = "/tmp/.npipe";
 
 /// The pipe directory in effect: `override_dir` if not empty, else
 /// $NPIPE_DIR if set, else default_pipe_directory.
-std::string pipe_directory(std::string_view override_dir = {});
+NPIPE_API std::string pipe_directory(std::string_view override_dir = {});
 
 /// The socket file a local pipe name maps to (see README, "Names on Linux").
 /// On Windows: the `\\.\pipe\NAME` path.
-std::string local_path(const pipe_name& name, std::error_code& ec, std::string_view override_dir = {});
+NPIPE_API std::string local_path(const pipe_name& name, std::error_code& ec, std::string_view override_dir = {});
 
 /// What list_local_pipes() found behind a socket file.
 enum class local_pipe_state : unsigned char {
@@ -49,6 +50,6 @@ struct local_pipe_info {
 /// pipe of another user is not taken for a stale one). A missing directory is
 /// an empty list. On Windows: every named pipe on the machine
 /// (`\\.\pipe\*`), npipe's or not, all live.
-std::vector<local_pipe_info> list_local_pipes(std::error_code& ec, std::string_view override_dir = {});
+NPIPE_API std::vector<local_pipe_info> list_local_pipes(std::error_code& ec, std::string_view override_dir = {});
 
 } // namespace npipe

@@ -29,15 +29,11 @@
  * another thread is inside a call on it.
  */
 
+#include <npipe/export.h>
 #include <npipe/version.h>
 
 #include <stddef.h>
 #include <stdint.h>
-
-
-#ifndef NPIPE_API
-#define NPIPE_API
-#endif
 
 #ifdef __cplusplus
 extern "C" {

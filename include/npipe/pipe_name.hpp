@@ -3,6 +3,8 @@
 /// @file
 /// Pipe names: `\\.\pipe\NAME` (local) and `\\HOST\pipe\NAME` (remote).
 
+#include <npipe/export.h>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -50,7 +52,7 @@ namespace npipe {
 ///
 /// Remote names are parsed and validated here; whether a remote pipe can be
 /// reached depends on the transport (see connect()).
-class pipe_name {
+class NPIPE_API pipe_name {
 public:
   /// Longest NAME, in characters.
   static constexpr std::size_t max_name_chars = 256;
@@ -84,7 +86,7 @@ public:
   std::string str() const;
 
   /// Same host (ASCII case-insensitive), port and folded NAME.
-  friend bool operator==(const pipe_name& a, const pipe_name& b) noexcept;
+  friend NPIPE_API bool operator==(const pipe_name& a, const pipe_name& b) noexcept;
 
 private:
   std::string host_;

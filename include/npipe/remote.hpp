@@ -26,6 +26,7 @@
 ///
 /// Linux only for now (not_supported on Windows).
 
+#include <npipe/export.h>
 #include <npipe/options.hpp>
 
 #include <cstdint>
@@ -122,7 +123,7 @@ class gateway_impl;
 
 /// A running gateway: listens at construction (or open()), relays on its
 /// own threads, stops at close() or destruction.
-class gateway {
+class NPIPE_API gateway {
 public:
   gateway() noexcept;
   /// Start listening. @throws std::system_error (bad options, unreadable
@@ -152,7 +153,7 @@ private:
 /// Read pre-shared keys from a file: one `IDENTITY:HEXKEY` per line (blank
 /// lines and lines starting with # ignored), keys of at least 32 bytes. The
 /// file must not be readable by other users.
-std::vector<psk_key> load_psk_file(const std::string& path, std::error_code& ec);
-std::vector<psk_key> load_psk_file(const std::string& path);
+NPIPE_API std::vector<psk_key> load_psk_file(const std::string& path, std::error_code& ec);
+NPIPE_API std::vector<psk_key> load_psk_file(const std::string& path);
 
 } // namespace npipe

@@ -3,6 +3,7 @@
 /// @file
 /// The server end: creates a named pipe and accepts clients.
 
+#include <npipe/export.h>
 #include <npipe/connection.hpp>
 #include <npipe/options.hpp>
 #include <npipe/pipe_name.hpp>
@@ -31,7 +32,7 @@ class server_impl;
 ///
 /// Thread safety: accept() may be called from several threads; close() from
 /// any thread, and it wakes accept() callers with operation_aborted.
-class server {
+class NPIPE_API server {
 public:
   server() noexcept;
   /// Open at once. @throws std::system_error
