@@ -5,9 +5,9 @@
  * NPIPE_API marks what the shared library (libnpipe.so.0, npipe.dll)
  * exports: the C interface (npipe/npipe.h) and the public blocking C++ API
  * (npipe/npipe.hpp without npipe/async.hpp). npipe is
- * compiled with hidden visibility, so nothing else leaves the library; on
- * Linux a version script also keeps out the standard-library templates that
- * npipe's code instantiates. C and C++ both read this header.
+ * compiled with hidden visibility; on Linux a version script also keeps
+ * out the template instances of the standard library and of Asio (whose
+ * headers ask for default visibility). C and C++ both read this header.
  *
  *   NPIPE_BUILDING_LIBRARY  set by npipe's build while it compiles npipe
  *   NPIPE_SHARED            set for programs linking the shared library (the
