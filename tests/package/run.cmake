@@ -5,6 +5,8 @@
 #   find_package     find_package(npipe) in PREFIX
 #   pkg_config       the compiler with `pkg-config --cflags --libs npipe` from PREFIX
 #   add_subdirectory npipe's sources (NPIPE_SOURCE_DIR) inside the consumer's build
+#   python           the Python package installed in PREFIX (PYTHON_DIR), run by PYTHON
+#                    with nothing but PYTHONPATH: it must load the library installed with it
 # Each way also checks that npipe keeps its own build choices to itself: the
 # consumer uses Asio's deprecated names (asio::io_service), which
 # ASIO_NO_DEPRECATED would remove, and pkg-config's flags force no -std=.
@@ -76,6 +78,30 @@ endfunction()
 if(MODE STREQUAL "install")
   file(REMOVE_RECURSE ${prefix})
   run_step(${CMAKE_COMMAND} --install ${NPIPE_BUILD_DIR} --prefix ${prefix})
+elseif(MODE STREQUAL "python")
+  set(script [=[
+import os, sys, threading
+import npipe
+lib = npipe._native.lib._name
+assert lib.startswith(sys.argv[1]), f"loaded {lib}, not the library installed in {sys.argv[1]}"
+with npipe.Server("package-python") as s:
+    def serve():
+        with s.accept(timeout=30) as c:
+            c.write(c.receive()[::-1])
+    t = threading.Thread(target=serve)
+    t.start()
+    with npipe.connect("package-python") as c:
+        assert c.transact(b"abc") == b"cba"
+    t.join()
+print("consumer: ok", npipe.__version__, lib)
+]=])
+  file(MAKE_DIRECTORY ${WORK_DIR}/pipes)
+  run_step(${CMAKE_COMMAND} -E env --unset=NPIPE_LIBRARY PYTHONPATH=${prefix}/${PYTHON_DIR}
+           NPIPE_DIR=${WORK_DIR}/pipes PYTHONDONTWRITEBYTECODE=1 ${PYTHON} -c "${script}" ${prefix})
+  if(NOT last_output MATCHES "consumer: ok")
+    message(FATAL_ERROR "the installed Python package printed: ${last_output}")
+  endif()
+  message(STATUS "${last_output}")
 elseif(MODE STREQUAL "find_package")
   public_headers(headers ${prefix}/include/npipe)
   run_step(${CMAKE_COMMAND} -S ${CONSUMER_SOURCE} -B ${WORK_DIR}/consumer -G ${GENERATOR}
@@ -158,6 +184,6 @@ elseif(MODE STREQUAL "pkg_config")
     endif()
   endforeach()
 else()
-  message(FATAL_ERROR "MODE must be install, find_package, pkg_config or add_subdirectory, not '${MODE}'")
+  message(FATAL_ERROR "MODE must be install, find_package, pkg_config, add_subdirectory or python, not '${MODE}'")
 endif()
 message(STATUS "package test (${MODE}) passed")
