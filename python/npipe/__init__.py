@@ -40,7 +40,7 @@ from ._errors import (AccessDenied, BrokenPipe, Error, InvalidArgument, InvalidN
 from ._errors import check as _check
 
 __all__ = [
-    "connect", "call", "Server", "Connection", "PipeType", "ReadMode", "ReadResult", "PeekResult", "PeerIdentity",
+    "connect", "call", "Server", "Connection", "PipeType", "ReadMode", "ReadResult", "ReadIntoResult", "PeekResult", "PeerIdentity",
     "DEFAULT_CONNECT_TIMEOUT", "__version__", "Error", "NotFound", "PipeBusy", "MoreData", "TimedOut",
     "MessageTooLarge", "NameInUse", "AccessDenied", "BrokenPipe", "ProtocolError", "InvalidName",
     "InvalidArgument", "NotConnected", "OperationAborted", "InvalidState", "UnsafeDirectory", "NotSupported",
@@ -75,6 +75,12 @@ class ReadResult(NamedTuple):
     data: bytes
     #: message read mode: the message goes on, read again for the rest (ERROR_MORE_DATA)
     more_data: bool
+
+
+class ReadIntoResult(NamedTuple):
+    """What :meth:`Connection.read_into` returned."""
+    bytes: int       #: bytes stored in the buffer
+    more_data: bool  #: as ReadResult.more_data
 
 
 class PeekResult(NamedTuple):
@@ -193,8 +199,9 @@ class Connection:
         return info
 
     def __del__(self) -> None:
-        h, self._h = getattr(self, "_h", None), None
+        h = getattr(self, "_h", None)
         if h is not None and h.value:
+            self._h = c_void_p()
             _native.lib.npipe_connection_free(h)
 
     def __enter__(self) -> "Connection":
@@ -282,11 +289,7 @@ class Connection:
         n = self.read_into(buf, timeout)
         return ReadResult(buf.raw[:n.bytes], n.more_data)
 
-    class _Into(NamedTuple):
-        bytes: int
-        more_data: bool
-
-    def read_into(self, buffer: Any, timeout: Timeout = None) -> "Connection._Into":
+    def read_into(self, buffer: Any, timeout: Timeout = None) -> ReadIntoResult:
         """read() into a writable buffer (bytearray, memoryview, ctypes
         array); returns (bytes stored, more_data)."""
         view = memoryview(buffer).cast("B")
@@ -300,7 +303,7 @@ class Connection:
         err = _native.npipe_error()
         _check(_native.lib.npipe_read(self._h, c, view.nbytes, byref(got), byref(more), _ms(timeout), byref(err)),
                err)
-        return Connection._Into(got.value, bool(more.value))
+        return ReadIntoResult(got.value, bool(more.value))
 
     def receive(self, timeout: Timeout = None) -> bytes:
         """One whole message (message read mode) or the bytes that are
@@ -350,9 +353,8 @@ class Connection:
         """Close this end (a server's: DisconnectNamedPipe). Any thread,
         any number of times; calls blocked on other threads return
         (NotConnected)."""
-        h = self._h
-        if h is not None and h.value:
-            _native.lib.npipe_connection_close(h)
+        if self._h.value:
+            _native.lib.npipe_connection_close(self._h)
 
     disconnect = close
 
@@ -445,8 +447,9 @@ class Server:
         self._type = PipeType(type)
 
     def __del__(self) -> None:
-        h, self._h = getattr(self, "_h", None), None
+        h = getattr(self, "_h", None)
         if h is not None and h.value:
+            self._h = c_void_p()
             _native.lib.npipe_server_free(h)
 
     def __enter__(self) -> "Server":
@@ -488,6 +491,5 @@ class Server:
     def close(self) -> None:
         """Stop accepting, wake every accept (OperationAborted) and give the
         name back; connections already accepted live on."""
-        h = self._h
-        if h is not None and h.value:
-            _native.lib.npipe_server_close(h)
+        if self._h.value:
+            _native.lib.npipe_server_close(self._h)

@@ -6,7 +6,7 @@ means the same (NotFound is a FileNotFoundError, TimedOut a TimeoutError...).
 
 from __future__ import annotations
 
-import errno as _errno
+import errno as _errno_mod
 import sys
 
 from . import _native
@@ -26,7 +26,7 @@ class Error(OSError):
     status: int = 17
     status_name: str = "system_error"
     os_code: int = 0
-    _errno: int = _errno.EIO
+    _errno: int = _errno_mod.EIO
 
     def __init__(self, message: str, os_code: int = 0) -> None:
         if sys.platform == "win32":
@@ -36,51 +36,133 @@ class Error(OSError):
         self.os_code = os_code
 
 
-def _define(name: str, status: int, status_name: str, err: int, *bases: type, doc: str) -> type:
-    cls = type(name, (Error, *bases), {"status": status, "status_name": status_name, "_errno": err,
-                                       "__doc__": doc, "__module__": "npipe"})
-    return cls
+class NotFound(Error, FileNotFoundError):
+    """No server is listening on this name (ERROR_FILE_NOT_FOUND)."""
+    status = 1
+    status_name = "not_found"
+    _errno = _errno_mod.ENOENT
 
 
-NotFound = _define("NotFound", 1, "not_found", _errno.ENOENT, FileNotFoundError,
-                   doc="No server is listening on this name (ERROR_FILE_NOT_FOUND).")
-PipeBusy = _define("PipeBusy", 2, "pipe_busy", _errno.EBUSY,
-                   doc="Every instance of the pipe is taken and none freed in time (ERROR_PIPE_BUSY).")
-MoreData = _define("MoreData", 3, "more_data", _errno.EMSGSIZE,
-                   doc="The buffer held only part of the message (ERROR_MORE_DATA).")
-TimedOut = _define("TimedOut", 4, "timed_out", _errno.ETIMEDOUT, TimeoutError,
-                   doc="The timeout passed (ERROR_SEM_TIMEOUT); the connection stays usable.")
-MessageTooLarge = _define("MessageTooLarge", 5, "message_too_large", _errno.EMSGSIZE,
-                          doc="A message exceeds the receiver's limit.")
-NameInUse = _define("NameInUse", 6, "name_in_use", _errno.EADDRINUSE, FileExistsError,
-                    doc="Another live server owns this pipe name.")
-AccessDenied = _define("AccessDenied", 7, "access_denied", _errno.EACCES, PermissionError,
-                       doc="The access policy or the file permissions refuse this peer.")
-BrokenPipe = _define("BrokenPipe", 8, "broken_pipe", _errno.EPIPE, BrokenPipeError,
-                     doc="The peer closed the pipe (ERROR_BROKEN_PIPE).")
-ProtocolError = _define("ProtocolError", 9, "protocol_error", _errno.EPROTO,
-                        doc="The peer sent bytes that are not npipe's protocol.")
-InvalidName = _define("InvalidName", 10, "invalid_name", _errno.EINVAL, ValueError,
-                      doc="The pipe name is malformed or cannot be mapped.")
-InvalidArgument = _define("InvalidArgument", 11, "invalid_argument", _errno.EINVAL, ValueError,
-                          doc="A parameter or option is out of range.")
-NotConnected = _define("NotConnected", 12, "not_connected", _errno.ENOTCONN,
-                       doc="The connection is closed or was never opened.")
-OperationAborted = _define("OperationAborted", 13, "operation_aborted", _errno.ECANCELED,
-                           doc="The server or connection was closed while the call waited.")
-InvalidState = _define("InvalidState", 14, "invalid_state", _errno.EINVAL,
-                       doc="The call does not fit the connection's state (a transact with data unread).")
-UnsafeDirectory = _define("UnsafeDirectory", 15, "unsafe_directory", _errno.EPERM, PermissionError,
-                          doc="The pipe directory fails the safety checks (Linux).")
-NotSupported = _define("NotSupported", 16, "not_supported", _errno.EOPNOTSUPP,
-                       doc="Not available in this build or on this pipe.")
-SystemError_ = _define("SystemError", 17, "system_error", _errno.EIO,
-                       doc="An OS failure with no closer meaning (see os_code), or out of memory.")
+class PipeBusy(Error):
+    """Every instance of the pipe is taken and none freed in time (ERROR_PIPE_BUSY)."""
+    status = 2
+    status_name = "pipe_busy"
+    _errno = _errno_mod.EBUSY
 
-_by_status: dict[int, type] = {c.status: c for c in (
+
+class MoreData(Error):
+    """The buffer held only part of the message (ERROR_MORE_DATA)."""
+    status = 3
+    status_name = "more_data"
+    _errno = _errno_mod.EMSGSIZE
+
+
+class TimedOut(Error, TimeoutError):
+    """The timeout passed (ERROR_SEM_TIMEOUT); the connection stays usable."""
+    status = 4
+    status_name = "timed_out"
+    _errno = _errno_mod.ETIMEDOUT
+
+
+class MessageTooLarge(Error):
+    """A message exceeds the receiver's limit."""
+    status = 5
+    status_name = "message_too_large"
+    _errno = _errno_mod.EMSGSIZE
+
+
+class NameInUse(Error, FileExistsError):
+    """Another live server owns this pipe name."""
+    status = 6
+    status_name = "name_in_use"
+    _errno = _errno_mod.EADDRINUSE
+
+
+class AccessDenied(Error, PermissionError):
+    """The access policy or the file permissions refuse this peer."""
+    status = 7
+    status_name = "access_denied"
+    _errno = _errno_mod.EACCES
+
+
+class BrokenPipe(Error, BrokenPipeError):
+    """The peer closed the pipe (ERROR_BROKEN_PIPE)."""
+    status = 8
+    status_name = "broken_pipe"
+    _errno = _errno_mod.EPIPE
+
+
+class ProtocolError(Error):
+    """The peer sent bytes that are not npipe's protocol."""
+    status = 9
+    status_name = "protocol_error"
+    _errno = _errno_mod.EPROTO
+
+
+class InvalidName(Error, ValueError):
+    """The pipe name is malformed or cannot be mapped."""
+    status = 10
+    status_name = "invalid_name"
+    _errno = _errno_mod.EINVAL
+
+
+class InvalidArgument(Error, ValueError):
+    """A parameter or option is out of range."""
+    status = 11
+    status_name = "invalid_argument"
+    _errno = _errno_mod.EINVAL
+
+
+class NotConnected(Error):
+    """The connection is closed or was never opened."""
+    status = 12
+    status_name = "not_connected"
+    _errno = _errno_mod.ENOTCONN
+
+
+class OperationAborted(Error):
+    """The server or connection was closed while the call waited."""
+    status = 13
+    status_name = "operation_aborted"
+    _errno = _errno_mod.ECANCELED
+
+
+class InvalidState(Error):
+    """The call does not fit the connection's state (a transact with data unread)."""
+    status = 14
+    status_name = "invalid_state"
+    _errno = _errno_mod.EINVAL
+
+
+class UnsafeDirectory(Error, PermissionError):
+    """The pipe directory fails the safety checks (Linux)."""
+    status = 15
+    status_name = "unsafe_directory"
+    _errno = _errno_mod.EPERM
+
+
+class NotSupported(Error):
+    """Not available in this build or on this pipe."""
+    status = 16
+    status_name = "not_supported"
+    _errno = _errno_mod.EOPNOTSUPP
+
+
+class SystemError_(Error):
+    """An OS failure with no closer meaning (see os_code), or out of memory."""
+    status = 17
+    status_name = "system_error"
+    _errno = _errno_mod.EIO
+
+
+SystemError_.__name__ = SystemError_.__qualname__ = "SystemError"  # npipe.SystemError
+
+_by_status: dict[int, type[Error]] = {c.status: c for c in (
     NotFound, PipeBusy, MoreData, TimedOut, MessageTooLarge, NameInUse, AccessDenied, BrokenPipe, ProtocolError,
     InvalidName, InvalidArgument, NotConnected, OperationAborted, InvalidState, UnsafeDirectory, NotSupported,
     SystemError_)}
+for _cls in (Error, *_by_status.values()):
+    _cls.__module__ = "npipe"  # as users see them: npipe.NotFound
 
 
 def from_error(err: _native.npipe_error) -> Error:

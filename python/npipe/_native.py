@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib
 import os
 import sys
 from ctypes import (POINTER, Structure, c_char, c_char_p, c_int, c_int64, c_size_t, c_uint, c_uint32, c_void_p)
@@ -42,9 +43,8 @@ def _candidates() -> list[str]:
     explicit = os.environ.get("NPIPE_LIBRARY")
     if explicit:
         return [explicit]  # asked for one library: no fallback that could hide a mistake
-    try:
-        from . import _install  # written by `cmake --install`: the library installed with this package
-        found.append(_install.LIBRARY)
+    try:  # written by `cmake --install`: the library installed with this package
+        found.append(importlib.import_module("._install", __package__).LIBRARY)
     except ImportError:
         pass
     if sys.platform == "win32":

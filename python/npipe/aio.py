@@ -180,12 +180,14 @@ class Connection:
     # -- reading -----------------------------------------------------------
     async def receive(self) -> bytes:
         """One whole message (byte read mode: the bytes that are there)."""
-        return await self._read_side(lambda: self._conn.receive(0), self._conn.receive)
+        data: bytes = await self._read_side(lambda: self._conn.receive(0), self._conn.receive)
+        return data
 
     async def read(self, size: int = 65536) -> ReadResult:
         """ReadFile: up to ``size`` bytes, with ``more_data`` when the
         message goes on."""
-        return await self._read_side(lambda: self._conn.read(size, 0), lambda: self._conn.read(size))
+        got: ReadResult = await self._read_side(lambda: self._conn.read(size, 0), lambda: self._conn.read(size))
+        return got
 
     async def _read_side(self, now: Callable[[], Any], blocking: Callable[[], Any]) -> Any:
         async with self._rx_lock:
