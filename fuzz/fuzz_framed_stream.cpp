@@ -32,6 +32,7 @@ public:
   }
   bool wait(bool, deadline, std::error_code&) noexcept override { return true; }
   void shutdown() noexcept override {}
+  std::intptr_t native_handle() const noexcept override { return -1; }
   std::size_t delivered() const { return delivered_; }
 
 private:

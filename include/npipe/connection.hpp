@@ -50,6 +50,15 @@ struct peer_identity {
   bool is_remote() const noexcept { return !remote_address.empty(); }
 };
 
+/// The operating system's handle under a pipe end or a server: a file
+/// descriptor on Linux, a HANDLE on Windows (see connection::native_handle
+/// and server::native_handle).
+#ifdef _WIN32
+using native_handle_type = void*;
+#else
+using native_handle_type = int;
+#endif
+
 /// Result of a partial read (Win32 ReadFile on a pipe).
 struct read_result {
   std::size_t bytes = 0;  ///< bytes stored in the buffer
@@ -184,6 +193,18 @@ public:
   const pipe_name& name() const noexcept;
   /// Largest message the peer accepts (from the handshake).
   std::size_t peer_max_message_size() const noexcept;
+
+  /// The handle under this end, to wait on in another event loop (Qt,
+  /// GLib, libuv, asyncio): the connected socket on Linux (also for a
+  /// remote pipe), the pipe HANDLE on Windows. It stays npipe's: never read,
+  /// write, close or reconfigure it. On Linux, once it is readable a call
+  /// with no_wait does not block; read with no_wait until timed_out before
+  /// waiting again, since npipe may hold bytes it already took off the
+  /// socket. docs/native-handles.md has the whole contract. Fails with
+  /// not_connected when this object holds no open end; the handle is valid
+  /// until the connection is destroyed or assigned to.
+  native_handle_type native_handle(std::error_code& ec) const noexcept;
+  native_handle_type native_handle() const;
 
 private:
   std::unique_ptr<detail::connection_impl> impl_;

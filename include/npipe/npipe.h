@@ -157,6 +157,13 @@ NPIPE_API npipe_status npipe_server_accept(npipe_server* s, int64_t timeout_ms, 
 NPIPE_API void npipe_server_close(npipe_server* s);
 /* Closes (if open) and frees. */
 NPIPE_API void npipe_server_free(npipe_server* s);
+/* A handle (*out) that is ready exactly while npipe_server_accept would
+   not wait (a client is ready, or the server was closed), for another
+   event loop to wait on before an accept with timeout 0: on Linux an
+   eventfd (an int's value; wait for readability), on Windows an event
+   HANDLE (WaitForSingleObject). The server's own: never read, write, set,
+   reset or close it; valid until npipe_server_free. Any thread. */
+NPIPE_API npipe_status npipe_server_native_handle(const npipe_server* s, intptr_t* out, npipe_error* err);
 
 /* ---- connections ---- */
 
@@ -215,6 +222,15 @@ typedef struct npipe_peer_identity {
 } npipe_peer_identity;
 /* Who is at the other end (GetNamedPipeClientProcessId and the like). */
 NPIPE_API npipe_status npipe_connection_peer(const npipe_connection* c, npipe_peer_identity* out, npipe_error* err);
+
+/* The handle under the connection (*out): the socket descriptor on Linux,
+   the pipe HANDLE on Windows, to wait on for readability in another event
+   loop. npipe's own: never read, write, close or reconfigure it; valid until
+   npipe_connection_free. On Linux, once it is readable a call with timeout
+   0 does not block; read with timeout 0 until NPIPE_TIMED_OUT before waiting
+   again (npipe may hold bytes it has taken off the socket).
+   NPIPE_NOT_CONNECTED once closed. Any thread. */
+NPIPE_API npipe_status npipe_connection_native_handle(const npipe_connection* c, intptr_t* out, npipe_error* err);
 
 /* DisconnectNamedPipe / CloseHandle: the peer sees the end; other threads'
    calls on `c` return. Any thread, any number of times. */

@@ -75,6 +75,18 @@ public:
   /// Clients connected now (accepted or waiting to be accepted).
   unsigned active_instances() const noexcept;
 
+  /// A handle that is ready exactly while accept() would not wait — a
+  /// client is ready, or the server was closed (accept() then fails with
+  /// operation_aborted) — for another event loop to wait on before
+  /// accept(no_wait): on Linux an eventfd (wait for readability), on
+  /// Windows an event (WaitForSingleObject, MsgWaitForMultipleObjects,
+  /// QWinEventNotifier). The server's own: never read, write, set, reset or
+  /// close it; valid until the server is destroyed or assigned to (it stays
+  /// ready after close()). Fails with not_connected when the server was
+  /// never opened. docs/native-handles.md has the contract.
+  native_handle_type native_handle(std::error_code& ec) const noexcept;
+  native_handle_type native_handle() const;
+
 private:
   std::shared_ptr<detail::server_impl> impl_;
   pipe_name name_;

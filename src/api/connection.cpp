@@ -41,6 +41,28 @@ const peer_identity& connection::peer() const noexcept { return impl_ ? impl_->p
 const pipe_name& connection::name() const noexcept { return impl_ ? impl_->name() : no_connection_name; }
 std::size_t connection::peer_max_message_size() const noexcept { return impl_ ? impl_->peer_max_message_size() : 0; }
 
+native_handle_type connection::native_handle(std::error_code& ec) const noexcept {
+  call_scope scope(ec);
+  if (!check_open(impl_, ec)) return detail::to_native_handle(-1);
+  if (!impl_->is_open()) {
+    detail::set_error_detail("this connection was closed; its handle is gone");
+    ec = make_error_code(errc::not_connected);
+    return detail::to_native_handle(-1);
+  }
+  std::intptr_t h = impl_->native_handle();
+  if (h == -1) {
+    detail::set_error_detail("this connection runs over no operating-system handle");
+    ec = make_error_code(errc::not_supported);
+  }
+  return detail::to_native_handle(h);
+}
+native_handle_type connection::native_handle() const {
+  std::error_code ec;
+  auto h = native_handle(ec);
+  if (ec) throw_error(ec, "no native handle");
+  return h;
+}
+
 void connection::set_read_mode(npipe::read_mode m, std::error_code& ec) noexcept {
   call_scope scope(ec);
   if (check_open(impl_, ec)) impl_->set_read_mode(m, ec);

@@ -74,4 +74,20 @@ const server_options& server::options() const noexcept { return impl_ ? opts_ : 
 std::string server::native_path() const { return impl_ ? impl_->native_path() : std::string(); }
 unsigned server::active_instances() const noexcept { return impl_ ? impl_->active_instances() : 0; }
 
+native_handle_type server::native_handle(std::error_code& ec) const noexcept {
+  detail::call_scope scope(ec);
+  if (!impl_) {
+    detail::set_error_detail("this server is not open");
+    ec = make_error_code(errc::not_connected);
+    return detail::to_native_handle(-1);
+  }
+  return detail::to_native_handle(impl_->native_handle(ec));
+}
+native_handle_type server::native_handle() const {
+  std::error_code ec;
+  auto h = native_handle(ec);
+  if (ec) detail::throw_error(ec, "no native handle for server " + name_.str());
+  return h;
+}
+
 } // namespace npipe

@@ -131,6 +131,15 @@ npipe_status set(Options* o, npipe_error* err, F&& f) noexcept {
   });
 }
 
+// A native_handle_type as the C ABI's intptr_t.
+std::intptr_t native_int(npipe::native_handle_type h) noexcept {
+#ifdef _WIN32
+  return reinterpret_cast<std::intptr_t>(h);
+#else
+  return h;
+#endif
+}
+
 template <class T>
 bool non_null(const T* p, const char* what, npipe_error* err, npipe_status& st) {
   if (p) return true;
@@ -297,6 +306,17 @@ void npipe_server_close(npipe_server* s) {
 }
 void npipe_server_free(npipe_server* s) { delete s; }
 
+npipe_status npipe_server_native_handle(const npipe_server* s, intptr_t* out, npipe_error* err) {
+  npipe_status st = NPIPE_OK;
+  if (!non_null(s, "the server handle is NULL", err, st) || !non_null(out, "the handle out-pointer is NULL", err, st))
+    return st;
+  return guarded(err, [&] {
+    std::error_code ec;
+    *out = native_int(s->s.native_handle(ec));
+    return ec ? fail(err, ec) : ok(err);
+  });
+}
+
 // -------------------------------------------------------------- connections
 
 #define NPIPE_NEED_CONNECTION                                                                                \
@@ -427,6 +447,16 @@ npipe_status npipe_connection_peer(const npipe_connection* c, npipe_peer_identit
   copy_text(out->remote_address, sizeof out->remote_address, p.remote_address);
   copy_text(out->sid, sizeof out->sid, p.sid);
   return ok(err);
+}
+
+npipe_status npipe_connection_native_handle(const npipe_connection* c, intptr_t* out, npipe_error* err) {
+  NPIPE_NEED_CONNECTION;
+  if (!out) return invalid(err, "the handle out-pointer is NULL");
+  return guarded(err, [&] {
+    std::error_code ec;
+    *out = native_int(c->c.native_handle(ec));
+    return ec ? fail(err, ec) : ok(err);
+  });
 }
 
 #undef NPIPE_NEED_CONNECTION

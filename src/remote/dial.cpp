@@ -130,6 +130,11 @@ public:
     return wait_fd(fd_, events, dl, ec);
   }
 
+  // The TCP socket: readable when a record (or part of one) arrives. What
+  // OpenSSL has already read ahead is not seen there, which is why the
+  // native-handle contract says to read with no_wait until timed_out.
+  std::intptr_t native_handle() const noexcept override { return fd_; }
+
   void shutdown() noexcept override {
     {
       std::lock_guard lk(mu_);

@@ -281,6 +281,7 @@ void posix_server::admit(int fd, peer_identity peer, const protocol::hello& h, s
   auto c = std::make_unique<framed_connection>(std::make_unique<fd_stream>(fd, local_peer), std::move(p));
   std::lock_guard lk(mu_);
   ready_.push_back(std::move(c));
+  ready_changed();
   cv_.notify_one();
 }
 

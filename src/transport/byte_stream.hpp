@@ -6,6 +6,7 @@
 #include "transport/transport.hpp"
 
 #include <cstddef>
+#include <cstdint>
 #include <span>
 #include <system_error>
 
@@ -54,6 +55,9 @@ public:
   /// local peer, which may have shut down only its sending side and still
   /// read (the kernel fails a write to a peer that really closed).
   virtual bool end_means_gone() const noexcept { return true; }
+  /// The descriptor a caller may wait on for readability (see
+  /// connection_impl::native_handle), or -1 where there is none.
+  virtual std::intptr_t native_handle() const noexcept = 0;
 };
 
 } // namespace npipe::detail

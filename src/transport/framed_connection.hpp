@@ -41,6 +41,7 @@ public:
   const peer_identity& peer() const noexcept override { return p_.peer; }
   const pipe_name& name() const noexcept override { return p_.name; }
   std::size_t peer_max_message_size() const noexcept override { return p_.peer_max_message; }
+  std::intptr_t native_handle() const noexcept override { return s_->native_handle(); }
 
 private:
   static constexpr std::size_t rx_chunk = 64u << 10;        // normal receive buffer

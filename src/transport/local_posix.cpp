@@ -74,7 +74,42 @@ std::unique_ptr<connection_impl> posix_server::accept(deadline dl, std::error_co
   }
   auto c = std::move(ready_.front());
   ready_.pop_front();
+  ready_changed();
   return c;
+}
+
+posix_server::~posix_server() {
+  close();
+  if (ready_fd_ >= 0) ::close(ready_fd_);
+}
+
+std::intptr_t posix_server::native_handle(std::error_code& ec) const noexcept {
+  std::lock_guard lk(mu_);
+  if (sink_) { // the async runtime's server: its clients go to the handler
+    set_error_detail(pipe_rules::sink_server_has_no_handle);
+    ec = make_error_code(errc::invalid_state);
+    return -1;
+  }
+  if (ready_fd_ < 0) {
+    ready_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (ready_fd_ < 0) {
+      ec = errno_error(errno);
+      set_error_detail("cannot make the server's readiness descriptor (eventfd)");
+      return -1;
+    }
+    ready_changed();
+  }
+  return ready_fd_;
+}
+
+// Under mu_: make ready_fd_ readable exactly while accept() would not wait.
+void posix_server::ready_changed() const noexcept {
+  if (ready_fd_ < 0) return;
+  bool want = !ready_.empty() || closed_;
+  if (want == ready_signalled_) return;
+  std::uint64_t v = 1;
+  ssize_t n = want ? ::write(ready_fd_, &v, sizeof v) : ::read(ready_fd_, &v, sizeof v);
+  if (n == static_cast<ssize_t>(sizeof v)) ready_signalled_ = want;
 }
 
 void posix_server::close() noexcept {
@@ -83,6 +118,7 @@ void posix_server::close() noexcept {
     std::lock_guard lk(mu_);
     if (closed_ && !thread_.joinable()) return;
     closed_ = true;
+    ready_changed();
     cv_.notify_all();
   }
   { std::lock_guard done(accept_mu_); } // an accept_ready() under way has finished: no more clients join the lists

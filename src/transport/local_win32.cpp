@@ -31,7 +31,10 @@ class win32_server final : public server_impl, public std::enable_shared_from_th
 public:
   win32_server(pipe_name name, server_options opts, admission_sink sink)
       : name_(std::move(name)), opts_(std::move(opts)), sink_(std::move(sink)) {}
-  ~win32_server() override { close(); }
+  ~win32_server() override {
+    close();
+    if (ready_event_) ::CloseHandle(ready_event_);
+  }
 
   bool open(std::error_code& ec) {
     if (!check_server_options(opts_, ec)) return false;
@@ -123,7 +126,18 @@ public:
       std::unique_lock serial(accept_mu_, std::defer_lock);
       do ::CancelIoEx(h, nullptr);
       while (!serial.try_lock_for(std::chrono::milliseconds(5)));
+      bool pending;
+      {
+        std::lock_guard lk(mu_);
+        pending = std::exchange(arm_, armed::none) == armed::pending;
+      }
+      DWORD n = 0;
+      if (pending) ::GetOverlappedResult(h, &arm_ov_, &n, TRUE); // cancelled: arm_ov_ is free once it ends
       ::CloseHandle(h);
+    }
+    {
+      std::lock_guard lk(mu_);
+      if (ready_event_) ::SetEvent(ready_event_); // a closed server's handle stays signalled
     }
     if (admission_.joinable() && admission_.get_id() != std::this_thread::get_id()) admission_.join();
     if (sd_) {
@@ -137,6 +151,26 @@ public:
     return !closed_;
   }
   std::string native_path() const override { return "\\\\.\\pipe\\" + name_.name(); }
+
+  std::intptr_t native_handle(std::error_code& ec) const noexcept override {
+    std::lock_guard lk(mu_);
+    if (sink_) {
+      set_error_detail(pipe_rules::sink_server_has_no_handle);
+      ec = make_error_code(errc::invalid_state);
+      return -1;
+    }
+    if (!ready_event_) {
+      ready_event_ = ::CreateEventW(nullptr, TRUE, FALSE, nullptr);
+      if (!ready_event_) {
+        ec = win32_error(::GetLastError());
+        set_error_detail("cannot make the server's readiness event");
+        return -1;
+      }
+      watch_ = true;
+      arm_locked();
+    }
+    return reinterpret_cast<std::intptr_t>(ready_event_);
+  }
   unsigned active_instances() const noexcept override {
     std::lock_guard lk(mu_);
     return active_;
@@ -184,18 +218,30 @@ private:
       }
       listening_ = h;
     }
+    bool use_arm;
+    {
+      std::lock_guard lk(mu_);
+      arm_locked();
+      use_arm = arm_ != armed::none;
+      accepting_ = !use_arm;
+    }
     DWORD n = 0, err = 0;
-    auto r = overlapped(h, accept_event_.get(), dl, [&](OVERLAPPED* ov) { return ::ConnectNamedPipe(h, ov); }, n,
-                        err);
+    auto r = use_arm ? wait_armed(h, dl, err)
+                     : overlapped(h, accept_event_.get(), dl, [&](OVERLAPPED* ov) { return ::ConnectNamedPipe(h, ov); },
+                                  n, err);
     if (r == io_end::failed && err != ERROR_PIPE_CONNECTED) {
       std::lock_guard lk(mu_);
       ec = closed_ ? make_error_code(errc::operation_aborted) : win32_error(err);
       if (!closed_ && err == ERROR_NO_DATA) ::DisconnectNamedPipe(h); // a client came and went: listen again
+      accepting_ = false;
+      arm_locked();
       return INVALID_HANDLE_VALUE;
     }
-    if (r == io_end::timed_out) {
+    if (r == io_end::timed_out) { // an armed connect stays pending; our own was cancelled
       std::lock_guard lk(mu_);
       ec = make_error_code(closed_ ? errc::operation_aborted : errc::timed_out);
+      accepting_ = false;
+      arm_locked();
       return INVALID_HANDLE_VALUE;
     }
     // Connected: this instance becomes the connection; make the next one
@@ -217,9 +263,77 @@ private:
       }
       listening_ = next;
       ++active_;
+      accepting_ = false;
+      arm_locked();
     }
     peer = client_of(h);
     return h;
+  }
+
+  // native_handle()'s event: once asked for, a ConnectNamedPipe stays
+  // pending on the listening instance (when there is one and accept() is
+  // not running its own), and its completion signals ready_event_, so the
+  // event is set exactly while accept() would not wait. Under mu_.
+  void arm_locked() const noexcept {
+    if (!watch_ || arm_ != armed::none || accepting_) return;
+    if (closed_) {
+      ::SetEvent(ready_event_);
+      return;
+    }
+    ::ResetEvent(ready_event_);
+    if (listening_ == INVALID_HANDLE_VALUE) return; // every instance is taken: a release arms again
+    for (int tries = 0;; ++tries) {
+      ::ResetEvent(ready_event_);
+      arm_ov_ = OVERLAPPED{};
+      arm_ov_.hEvent = ready_event_;
+      DWORD e = ::ConnectNamedPipe(listening_, &arm_ov_) ? ERROR_PIPE_CONNECTED : ::GetLastError();
+      if (e == ERROR_IO_PENDING) {
+        arm_ = armed::pending;
+        return;
+      }
+      if (e == ERROR_NO_DATA && tries < 4) { // a client came and went: listen again
+        ::DisconnectNamedPipe(listening_);
+        continue;
+      }
+      // Connected already, or failed: accept() says which, at once.
+      arm_ = e == ERROR_PIPE_CONNECTED ? armed::connected : armed::failed;
+      arm_err_ = e;
+      ::SetEvent(ready_event_);
+      return;
+    }
+  }
+
+  // accept() on an armed instance `h`: waits for the event until `dl`, then
+  // takes the connect's outcome (the next arm_locked() resets the event).
+  io_end wait_armed(HANDLE h, deadline dl, DWORD& err) {
+    for (;;) {
+      DWORD ms = dl.never() ? INFINITE : static_cast<DWORD>(dl.poll_ms());
+      if (::WaitForSingleObject(ready_event_, ms) == WAIT_TIMEOUT) return io_end::timed_out;
+      std::unique_lock lk(mu_);
+      armed state = std::exchange(arm_, armed::none);
+      DWORD n = 0;
+      switch (state) {
+      case armed::connected: return io_end::done;
+      case armed::failed: err = arm_err_; return io_end::failed;
+      case armed::none: err = ERROR_OPERATION_ABORTED; return io_end::failed; // close() took it
+      case armed::pending: break;
+      }
+      if (::GetOverlappedResult(h, &arm_ov_, &n, FALSE)) return io_end::done;
+      err = ::GetLastError();
+      if (err != ERROR_IO_INCOMPLETE) return io_end::failed;
+      // Signalled with the connect still running: only close() does that,
+      // and its cancel ends the connect at once.
+      if (closed_) {
+        lk.unlock();
+        if (::GetOverlappedResult(h, &arm_ov_, &n, TRUE)) return io_end::done;
+        err = ::GetLastError();
+        return io_end::failed;
+      }
+      arm_ = armed::pending;
+      lk.unlock();
+      ::Sleep(1);
+      if (dl.passed()) return io_end::timed_out;
+    }
   }
 
   // The async runtime's admission thread: every connected instance goes to
@@ -304,6 +418,7 @@ private:
       if (active_ > 0) --active_;
       if (!closed_ && listening_ == INVALID_HANDLE_VALUE) {
         listening_ = done;
+        arm_locked();
         cv_.notify_all();
         return;
       }
@@ -322,6 +437,15 @@ private:
   unsigned active_ = 0;
   bool closed_ = false;
   event accept_event_;
+  // native_handle(), under mu_ (arm_locked): the event, made on the first
+  // call; the connect kept pending for it on listening_ and its outcome.
+  enum class armed { none, pending, connected, failed };
+  mutable HANDLE ready_event_ = nullptr;
+  mutable bool watch_ = false;
+  mutable armed arm_ = armed::none;
+  mutable DWORD arm_err_ = 0;
+  mutable OVERLAPPED arm_ov_{};
+  bool accepting_ = false; // accept() runs its own connect on listening_
   admission_sink sink_;
   std::thread admission_;
 };

@@ -25,7 +25,7 @@ public:
   /// reuses its instance for the next client, as Win32 servers do.
   win32_connection(HANDLE h, bool server_side, pipe_type type, npipe::read_mode mode, pipe_name name,
                    std::size_t max_message, peer_identity peer, std::function<void(HANDLE)> on_close)
-      : h_(h), server_side_(server_side), type_(type), mode_(mode), name_(std::move(name)),
+      : h_(h), native_(h), server_side_(server_side), type_(type), mode_(mode), name_(std::move(name)),
         max_message_(max_message), peer_(std::move(peer)), on_close_(std::move(on_close)) {}
   ~win32_connection() override { close(); }
 
@@ -36,6 +36,7 @@ public:
   const peer_identity& peer() const noexcept override { return peer_; }
   const pipe_name& name() const noexcept override { return name_; }
   std::size_t peer_max_message_size() const noexcept override { return SIZE_MAX; }
+  std::intptr_t native_handle() const noexcept override { return reinterpret_cast<std::intptr_t>(native_); }
 
   void set_read_mode(npipe::read_mode m, std::error_code& ec) noexcept override {
     ec.clear();
@@ -362,6 +363,7 @@ private:
   }
 
   HANDLE h_;
+  const HANDLE native_; // h_ as it was handed out (native_handle()), never reset
   bool server_side_;
   pipe_type type_;
   std::atomic<npipe::read_mode> mode_;

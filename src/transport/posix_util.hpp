@@ -36,6 +36,7 @@ public:
   bool peer_took_everything() noexcept override;
   bool end_means_gone() const noexcept override { return !local_peer_; }
   int fd() const noexcept { return fd_; }
+  std::intptr_t native_handle() const noexcept override { return fd_; }
 
 private:
   int fd_;

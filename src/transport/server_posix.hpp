@@ -32,7 +32,7 @@ class posix_server final : public server_impl, public std::enable_shared_from_th
 public:
   posix_server(pipe_name name, server_options opts, admission_sink sink, bool caller_accepts)
       : name_(std::move(name)), opts_(std::move(opts)), sink_(std::move(sink)), caller_accepts_(caller_accepts) {}
-  ~posix_server() override { close(); }
+  ~posix_server() override;
 
   bool open(std::error_code& ec);
   std::unique_ptr<connection_impl> accept(deadline dl, std::error_code& ec) override;
@@ -47,6 +47,7 @@ public:
     std::lock_guard lk(mu_);
     return active_;
   }
+  std::intptr_t native_handle(std::error_code& ec) const noexcept override;
   std::intptr_t listen_handle() const noexcept override;
   std::chrono::milliseconds accept_ready() override;
   void accept_on_own_thread() noexcept override;
@@ -69,6 +70,7 @@ private:
 
   // The acceptor thread and instance release (local_posix.cpp).
   void wake() noexcept;
+  void ready_changed() const noexcept;
   void remove_name() noexcept;
   void release(std::int64_t uid);
   void run();
@@ -112,6 +114,12 @@ private:
   std::map<std::int64_t, unsigned> per_user_; // connections per uid
   bool release_wakes_ = false;                // a waiting client may want a released instance
   bool closed_ = false;
+  // native_handle(): an eventfd made on the first call, readable exactly
+  // while accept() would not wait (ready_ holds a client, or closed_).
+  // Under mu_; closed by the destructor only, so a caller's poll set never
+  // holds a descriptor number that was reused.
+  mutable int ready_fd_ = -1;
+  mutable bool ready_signalled_ = false;
 
   // The admission's state, under admit_mu_: the acceptor thread's, and
   // accept_ready's while it takes a batch (so every bound holds for both).

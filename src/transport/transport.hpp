@@ -115,6 +115,11 @@ public:
   virtual const peer_identity& peer() const noexcept = 0;
   virtual const pipe_name& name() const noexcept = 0;
   virtual std::size_t peer_max_message_size() const noexcept = 0;
+  /// What connection::native_handle() gives: the socket fd (Linux, a local
+  /// or a remote connection's), the pipe HANDLE (Windows), or -1 where the
+  /// stream has none (a test's in-memory stream). Fixed at construction,
+  /// safe from any thread; still owned here.
+  virtual std::intptr_t native_handle() const noexcept = 0;
 };
 
 /// One listening pipe name (posix_server, win32_server).
@@ -143,6 +148,12 @@ public:
   virtual std::string native_path() const = 0;
   /// Instances in use: connected clients that hold one (until they close).
   virtual unsigned active_instances() const noexcept = 0;
+  /// What server::native_handle() gives: a descriptor (Linux: an eventfd;
+  /// Windows: an event) that is readable or signalled exactly while
+  /// accept() would not wait (a client is ready, or the server is closed),
+  /// owned by the server, made on the first call. invalid_state for a
+  /// server whose clients go to a sink.
+  virtual std::intptr_t native_handle(std::error_code& ec) const noexcept = 0;
 
   // Accepting on the caller's own threads (a server opened with
   // caller_accepts; Linux): the async runtime waits for the listening
@@ -191,6 +202,14 @@ struct admitted_client {
   /// this thread at once (the others are queued, so no user code delays them).
   bool run_here = false;
 };
+/// A seam handle (-1 for none) as the public native_handle_type.
+inline native_handle_type to_native_handle(std::intptr_t h) noexcept {
+#ifdef _WIN32
+  return reinterpret_cast<native_handle_type>(h);
+#else
+  return static_cast<native_handle_type>(h);
+#endif
+}
 /// Close an admitted client's handle (a socket fd, or a Win32 pipe handle).
 void close_native_handle(std::intptr_t h) noexcept;
 /// Where a server hands admitted clients when it is not accept()'s queue
