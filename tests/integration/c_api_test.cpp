@@ -273,3 +273,88 @@ TEST_F(CApi, CloseFromAnotherThreadWakesABlockedReadAndServerCloseWakesAccept) {
 }
 
 } // namespace
+
+#ifdef _WIN32
+#include <windows.h>
+#else
+#include <poll.h>
+#endif
+
+namespace {
+// Whether a server's or connection's native handle says "ready" within `ms`:
+// poll() on Linux, WaitForSingleObject on Windows (the server's event).
+bool ready(intptr_t h, int ms) {
+#ifdef _WIN32
+  return ::WaitForSingleObject(reinterpret_cast<HANDLE>(h), static_cast<DWORD>(ms)) == WAIT_OBJECT_0;
+#else
+  pollfd p{static_cast<int>(h), POLLIN, 0};
+  return ::poll(&p, 1, ms) == 1;
+#endif
+}
+} // namespace
+
+// npipe_connection_native_handle / npipe_server_native_handle: the socket
+// (Linux) or pipe HANDLE (Windows) of a connection, and the server's
+// readiness descriptor (an eventfd, or an event on Windows) that is ready
+// exactly while an accept would not wait; closed or NULL ends are refused.
+TEST_F(CApi, NativeHandles) {
+  open();
+  intptr_t hc = -1, hs = -1;
+  ASSERT_EQ(npipe_connection_native_handle(client.c, &hc, &err), NPIPE_OK) << err.message;
+  ASSERT_EQ(npipe_connection_native_handle(served.c, &hs, &err), NPIPE_OK) << err.message;
+  EXPECT_NE(hc, hs);
+#ifdef _WIN32
+  DWORD flags = 0;
+  ASSERT_TRUE(::GetNamedPipeInfo(reinterpret_cast<HANDLE>(hc), &flags, nullptr, nullptr, nullptr));
+  EXPECT_EQ(flags & (PIPE_TYPE_MESSAGE | PIPE_SERVER_END), DWORD(PIPE_TYPE_MESSAGE)) << "the client end";
+  ASSERT_TRUE(::GetNamedPipeInfo(reinterpret_cast<HANDLE>(hs), &flags, nullptr, nullptr, nullptr));
+  EXPECT_EQ(flags & (PIPE_TYPE_MESSAGE | PIPE_SERVER_END), DWORD(PIPE_TYPE_MESSAGE | PIPE_SERVER_END));
+#else
+  EXPECT_FALSE(ready(hs, 0));
+  ASSERT_EQ(npipe_write(client.c, "ping", 4, 5000, &err), NPIPE_OK) << err.message;
+  ASSERT_TRUE(ready(hs, 10000));
+  char buf[16];
+  size_t got = 0;
+  int more = 1;
+  ASSERT_EQ(npipe_read(served.c, buf, sizeof buf, &got, &more, 0, &err), NPIPE_OK) << err.message;
+  EXPECT_EQ(std::string(buf, got), "ping");
+  EXPECT_EQ(npipe_read(served.c, buf, sizeof buf, &got, &more, 0, &err), NPIPE_TIMED_OUT);
+#endif
+
+  // A client already connected when the handle is first asked for
+  // (Windows: ConnectNamedPipe says ERROR_PIPE_CONNECTED).
+  connection_handle early, early_accepted;
+  ASSERT_EQ(npipe_connect(name.c_str(), nullptr, 5000, &early.c, &err), NPIPE_OK) << err.message;
+  intptr_t l = -1, again = -1;
+  ASSERT_EQ(npipe_server_native_handle(srv.s, &l, &err), NPIPE_OK) << err.message;
+  ASSERT_TRUE(ready(l, 10000));
+  ASSERT_EQ(npipe_server_accept(srv.s, 0, &early_accepted.c, &err), NPIPE_OK) << err.message;
+  ASSERT_EQ(npipe_server_native_handle(srv.s, &again, &err), NPIPE_OK) << err.message;
+  EXPECT_EQ(l, again) << "one handle for the server's life";
+  EXPECT_FALSE(ready(l, 0));
+  connection_handle none;
+  EXPECT_EQ(npipe_server_accept(srv.s, 0, &none.c, &err), NPIPE_TIMED_OUT);
+  EXPECT_FALSE(ready(l, 0)) << "an accept that timed out changes nothing";
+  for (int round = 0; round < 2; ++round) { // the second round: on the instance made for the next client
+    connection_handle later, accepted;
+    ASSERT_EQ(npipe_connect(name.c_str(), nullptr, 5000, &later.c, &err), NPIPE_OK) << err.message;
+    ASSERT_TRUE(ready(l, 10000)) << "round " << round;
+    ASSERT_EQ(npipe_server_accept(srv.s, 0, &accepted.c, &err), NPIPE_OK) << err.message;
+    EXPECT_FALSE(ready(l, 0)) << "round " << round;
+    ASSERT_EQ(npipe_write(later.c, "hi", 2, 5000, &err), NPIPE_OK) << err.message;
+    char b[4];
+    size_t n = 0;
+    ASSERT_EQ(npipe_receive(accepted.c, b, sizeof b, &n, 5000, &err), NPIPE_OK) << err.message;
+    EXPECT_EQ(std::string(b, n), "hi");
+  }
+  npipe_server_close(srv.s);
+  EXPECT_TRUE(ready(l, 0)) << "a closed server's handle wakes its loop";
+  EXPECT_EQ(npipe_server_accept(srv.s, 0, &none.c, &err), NPIPE_OPERATION_ABORTED);
+
+  EXPECT_EQ(npipe_connection_native_handle(nullptr, &hc, &err), NPIPE_INVALID_ARGUMENT);
+  EXPECT_EQ(npipe_connection_native_handle(client.c, nullptr, &err), NPIPE_INVALID_ARGUMENT);
+  EXPECT_EQ(npipe_server_native_handle(nullptr, &hc, &err), NPIPE_INVALID_ARGUMENT);
+  npipe_connection_close(client.c);
+  EXPECT_EQ(npipe_connection_native_handle(client.c, &hc, &err), NPIPE_NOT_CONNECTED);
+  EXPECT_EQ(hc, -1);
+}

@@ -725,3 +725,109 @@ TEST_F(HandServer, EmptyMessagesWithoutEndDoNotHoldAByteModeRead) {
     stop = true;
   }
 }
+
+namespace {
+
+bool readable(int fd, std::chrono::milliseconds t) {
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, static_cast<int>(t.count())) == 1 && (p.revents & (POLLIN | POLLHUP | POLLERR)) != 0;
+}
+
+// What a client in another event loop does once the native handle is
+// readable: read with no_wait until the pipe says timed_out (or fails).
+// Each read runs on its own thread, so a read that waited for the peer is
+// reported instead of hanging the test. Returns the bytes, the final error.
+std::pair<std::string, std::error_code> drain(connection& c) {
+  std::string got;
+  for (int i = 0; i < 1000; ++i) {
+    auto f = std::async(std::launch::async, [&] {
+      std::byte buf[64];
+      std::error_code ec;
+      auto r = c.read(buf, no_wait, ec);
+      return std::make_pair(text({buf, buf + r.bytes}), ec);
+    });
+    if (f.wait_for(10s) != std::future_status::ready) {
+      ADD_FAILURE() << "a read with no_wait waited for the peer";
+      c.close();
+      return {got, make_error_code(errc::not_connected)};
+    }
+    auto [bytes, ec] = f.get();
+    got += bytes;
+    if (ec) return {got, ec};
+  }
+  ADD_FAILURE() << "the reads never ran dry";
+  return {got, {}};
+}
+
+} // namespace
+
+// The native handle's contract on Linux (docs/native-handles.md): once the
+// socket is readable, a read with no_wait does not block, whatever the peer
+// sent: part of a frame header, part of a message, a flush alone, two
+// messages in one write, its end. After a drain that ends in timed_out
+// nothing is left inside npipe that the socket would not signal.
+TEST_F(HandServer, AReadableNativeHandleNeverMakesANoWaitCallBlock) {
+  auto name = random_pipe("native");
+  std::promise<int> server_fd;
+  std::promise<void> done;
+  auto done_f = done.get_future();
+  hand_server srv(name, [&](int fd) {
+    send_all(fd, hand_server::ok_reply());
+    server_fd.set_value(fd);
+    done_f.wait();
+  });
+  ASSERT_TRUE(srv.ok());
+  auto c = connect(name, {}, 5s);
+  int h = c.native_handle();
+  int fd = server_fd.get_future().get();
+  EXPECT_FALSE(readable(h, 0ms)) << "nothing was sent after the handshake";
+
+  // Part of a frame header, then the rest of it with part of the message.
+  std::string hello = header(5) + "hello";
+  ASSERT_TRUE(send_all(fd, hello.substr(0, 2)));
+  ASSERT_TRUE(readable(h, 10s));
+  auto [a, ec_a] = drain(c);
+  EXPECT_EQ(ec_a, errc::timed_out) << ec_a.message();
+  ASSERT_TRUE(send_all(fd, hello.substr(2, 6)));
+  ASSERT_TRUE(readable(h, 10s));
+  auto [b, ec_b] = drain(c);
+  EXPECT_EQ(ec_b, errc::timed_out) << ec_b.message();
+  ASSERT_TRUE(send_all(fd, hello.substr(8)));
+  ASSERT_TRUE(readable(h, 10s));
+  auto [rest, ec_rest] = drain(c);
+  EXPECT_EQ(ec_rest, errc::timed_out) << ec_rest.message();
+  EXPECT_EQ(a + b + rest, "hello");
+
+  // A flush alone: the read answers it and returns timed_out.
+  ASSERT_TRUE(send_all(fd, header(0, '\x02')));
+  ASSERT_TRUE(readable(h, 10s));
+  auto [none, ec_none] = drain(c);
+  EXPECT_EQ(none, "");
+  EXPECT_EQ(ec_none, errc::timed_out) << ec_none.message();
+  ASSERT_TRUE(readable(fd, 10s)) << "no acknowledgement of the flush";
+  char ack[5] = {};
+  ASSERT_EQ(::recv(fd, ack, sizeof ack, MSG_DONTWAIT), 5);
+  EXPECT_EQ(ack[0], '\x03');
+
+  // Two messages in one write: one readiness, two messages; then nothing
+  // hides in npipe's buffer.
+  ASSERT_TRUE(send_all(fd, header(3) + "one" + header(3) + "two"));
+  ASSERT_TRUE(readable(h, 10s));
+  auto [both, ec_both] = drain(c);
+  EXPECT_EQ(both, "onetwo");
+  EXPECT_EQ(ec_both, errc::timed_out) << ec_both.message();
+  EXPECT_FALSE(readable(h, 0ms));
+  EXPECT_EQ(c.peek().total_available, 0u);
+
+  // The peer's end: readable, and the read says broken_pipe at once.
+  ::shutdown(fd, SHUT_WR);
+  ASSERT_TRUE(readable(h, 10s));
+  auto [end, ec_end] = drain(c);
+  EXPECT_EQ(end, "");
+  EXPECT_EQ(ec_end, errc::broken_pipe) << ec_end.message();
+  c.close();
+  std::error_code ec;
+  c.native_handle(ec);
+  EXPECT_EQ(ec, errc::not_connected);
+  done.set_value();
+}

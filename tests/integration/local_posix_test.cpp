@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <filesystem>
 #include <future>
+#include <poll.h>
 #include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -554,3 +555,49 @@ TEST(LocalDefaultDirectory, MachineWideDirectoryIsCreatedSafely) {
 }
 
 } // namespace
+
+namespace {
+bool readable(int fd, std::chrono::milliseconds t) {
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, static_cast<int>(t.count())) == 1 && (p.revents & POLLIN) != 0;
+}
+} // namespace
+
+// server::native_handle(): readable exactly while accept() would not wait,
+// so a poll loop can accept with no_wait; readable for good once closed.
+TEST_F(Local, TheServersNativeHandleIsReadableExactlyWhileAcceptHasAClient) {
+  std::error_code ec;
+  server never;
+  never.native_handle(ec);
+  EXPECT_EQ(ec, errc::not_connected);
+
+  auto name = random_pipe("nh");
+  server s(name);
+  int h = s.native_handle();
+  EXPECT_EQ(s.native_handle(), h) << "one descriptor for the server's life";
+  EXPECT_FALSE(readable(h, 0ms));
+  s.accept(no_wait, ec);
+  EXPECT_EQ(ec, errc::timed_out);
+
+  auto c1 = connect(name, {}, 5s);
+  ASSERT_TRUE(readable(h, 10s));
+  auto a1 = s.accept(no_wait);
+  EXPECT_TRUE(a1.is_open());
+  EXPECT_FALSE(readable(h, 0ms)) << "still readable with no client left to accept";
+
+  auto c2 = connect(name, {}, 5s);
+  auto c3 = connect(name, {}, 5s);
+  ASSERT_TRUE(wait_until([&] { return s.active_instances() == 3; }));
+  EXPECT_TRUE(readable(h, 0ms));
+  auto a2 = s.accept(no_wait);
+  EXPECT_TRUE(readable(h, 0ms)) << "one client is still ready";
+  auto a3 = s.accept(no_wait);
+  EXPECT_FALSE(readable(h, 0ms));
+  EXPECT_TRUE(a2.is_open() && a3.is_open());
+
+  s.close();
+  EXPECT_TRUE(readable(h, 0ms)) << "a closed server's handle wakes its loop";
+  s.accept(no_wait, ec);
+  EXPECT_EQ(ec, errc::operation_aborted);
+  EXPECT_EQ(s.native_handle(), h);
+}

@@ -13,7 +13,7 @@ import npipe
 import npipe.aio
 
 
-@pytest.fixture(params=["threads"])
+@pytest.fixture(params=["handles", "threads"])
 def waits(request, monkeypatch):
     if request.param == "threads":
         monkeypatch.setattr(npipe.aio, "_force_threads", True)
