@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import sys
 import threading
 from typing import Any, Awaitable, Callable, Optional, Union
 
@@ -107,6 +108,10 @@ def _watchable(loop: asyncio.AbstractEventLoop, handle: Callable[[], int]) -> Op
     if not npipe._native.has_native_handles or _force_threads:
         return None
     if not isinstance(loop, asyncio.SelectorEventLoop):
+        return None
+    if sys.platform == "win32":
+        # A pipe HANDLE and a server's event: Windows' selector (select())
+        # watches sockets only.
         return None
     try:
         return handle()
