@@ -12,10 +12,11 @@
 // Each answers as every transport does (transports.hpp).
 #include "transports.hpp"
 
-#include <asio/io_context.hpp>
-#include <asio/local/stream_protocol.hpp>
-#include <asio/read.hpp>
-#include <asio/write.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(io_context.hpp)
+#include NPIPE_NET_HEADER(local/stream_protocol.hpp)
+#include NPIPE_NET_HEADER(read.hpp)
+#include NPIPE_NET_HEADER(write.hpp)
 
 #include <uv.h>
 
@@ -32,6 +33,7 @@
 #include <unistd.h>
 
 namespace bench {
+namespace net = npipe::net;
 namespace {
 
 [[noreturn]] void die(const std::string& what) { throw std::runtime_error(what + ": " + std::strerror(errno)); }
@@ -170,13 +172,13 @@ void serve_epoll(const std::string& path) {
 
 // ----------------------------------------------------------- Asio server
 
-using asio::local::stream_protocol;
+using net::local::stream_protocol;
 
 class asio_session : public std::enable_shared_from_this<asio_session> {
 public:
   explicit asio_session(stream_protocol::socket s) : s_(std::move(s)) {}
   void read_length() {
-    asio::async_read(s_, asio::buffer(&len_, 4), [self = shared_from_this()](std::error_code ec, std::size_t) {
+    net::async_read(s_, net::buffer(&len_, 4), [self = shared_from_this()](std::error_code ec, std::size_t) {
       if (!ec) self->read_payload();
     });
   }
@@ -184,15 +186,15 @@ public:
 private:
   void read_payload() {
     in_.resize(len_);
-    asio::async_read(s_, asio::buffer(in_), [self = shared_from_this()](std::error_code ec, std::size_t) {
+    net::async_read(s_, net::buffer(in_), [self = shared_from_this()](std::error_code ec, std::size_t) {
       if (!ec) self->write_answer();
     });
   }
   void write_answer() {
     answer(in_.data(), in_.size(), out_);
     out_len_ = static_cast<std::uint32_t>(out_.size());
-    std::array<asio::const_buffer, 2> bufs{asio::buffer(&out_len_, 4), asio::buffer(out_)};
-    asio::async_write(s_, bufs, [self = shared_from_this()](std::error_code ec, std::size_t) {
+    std::array<net::const_buffer, 2> bufs{net::buffer(&out_len_, 4), net::buffer(out_)};
+    net::async_write(s_, bufs, [self = shared_from_this()](std::error_code ec, std::size_t) {
       if (!ec) self->read_length();
     });
   }
@@ -211,7 +213,7 @@ void accept_next(stream_protocol::acceptor& a) {
 
 void serve_asio(const std::string& path) {
   ::unlink(path.c_str());
-  asio::io_context ctx(1);
+  net::io_context ctx(1);
   stream_protocol::acceptor a(ctx, stream_protocol::endpoint(path));
   accept_next(a);
   ctx.run();

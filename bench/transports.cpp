@@ -5,7 +5,8 @@
 #include <npipe/npipe.hpp>
 #include <npipe/remote.hpp>
 
-#include <asio/io_context.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(io_context.hpp)
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
@@ -28,6 +29,7 @@
 #include <unistd.h>
 
 namespace bench {
+namespace net = npipe::net;
 namespace {
 
 [[noreturn]] void die(const std::string& what) { throw std::runtime_error(what + ": " + std::strerror(errno)); }
@@ -192,8 +194,8 @@ void serve_npipe_message(const std::string& addr) {
 // The same service on the async runtime (serve() with a function handler,
 // two threads); clients are the same blocking npipe clients.
 void serve_npipe_async(const std::string& addr) {
-  asio::io_context ctx;
-  auto work = asio::make_work_guard(ctx);
+  net::io_context ctx;
+  auto work = net::make_work_guard(ctx);
   npipe::async_server srv(ctx, npipe_name(addr), npipe_opts(addr, npipe::pipe_type::message));
   srv.serve([](npipe::request r) {
     std::vector<std::byte> out;
@@ -424,11 +426,11 @@ void npipe_remote_call(const std::string& addr, std::span<const std::byte> req, 
 
 // The async client to the same gateway: async_connection on one shared
 // I/O thread, each request an async_transact the caller waits for.
-asio::io_context& client_context() {
-  static asio::io_context* ctx = [] {
-    auto* c = new asio::io_context; // lives as long as the process: its thread never stops
+net::io_context& client_context() {
+  static net::io_context* ctx = [] {
+    auto* c = new net::io_context; // lives as long as the process: its thread never stops
     std::thread([c] {
-      auto work = asio::make_work_guard(*c);
+      auto work = net::make_work_guard(*c);
       c->run();
     }).detach();
     return c;
@@ -448,7 +450,7 @@ public:
   }
   void request(std::span<const std::byte> req, std::vector<std::byte>& reply) override {
     std::promise<std::error_code> p;
-    c_.async_transact(asio::buffer(req.data(), req.size()), std::chrono::seconds(10),
+    c_.async_transact(net::buffer(req.data(), req.size()), std::chrono::seconds(10),
                       [&](std::error_code ec, std::vector<std::byte> r) {
                         reply = std::move(r);
                         p.set_value(ec);

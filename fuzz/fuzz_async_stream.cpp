@@ -5,8 +5,9 @@
 // deliver a message over the limit, or hand out more bytes than arrived.
 #include "runtime/async_pipe.hpp"
 
-#include <asio/io_context.hpp>
-#include <asio/post.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(io_context.hpp)
+#include NPIPE_NET_HEADER(post.hpp)
 
 #include <cstdint>
 #include <cstdlib>
@@ -15,6 +16,7 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using namespace npipe::detail;
+  namespace net = npipe::net;
   if (size < 2) return 0;
   const std::uint8_t mode = data[0];
   data += 1;
@@ -22,7 +24,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return 0;
 
-  asio::io_context ctx;
+  net::io_context ctx;
   auto pipe = async_pipe::create(ctx.get_executor());
   connection_params p;
   p.name = npipe::pipe_name("fuzz");
@@ -31,7 +33,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   p.max_message = 4096u << (mode >> 5); // 4 KiB .. 512 KiB
   // A whole message is at most the limit; a byte-mode receive at most 64 KiB.
   const std::size_t most = p.mode == npipe::read_mode::message ? p.max_message : std::size_t(64) << 10;
-  asio::post(pipe->strand(), [&, params = std::move(p)]() mutable {
+  net::post(pipe->strand(), [&, params = std::move(p)]() mutable {
     std::error_code ec;
     pipe->adopt(sv[0], std::move(params), ec);
   });
@@ -42,7 +44,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::vector<std::byte> buf(1 + ((mode >> 2) & 7) * 300);
   std::function<void()> next = [&] {
     if (++ops % 3 == 0) {
-      pipe->read_some(asio::buffer(buf), npipe::forever, {}, [&](std::error_code ec, npipe::read_result r) {
+      pipe->read_some(net::buffer(buf), npipe::forever, {}, [&](std::error_code ec, npipe::read_result r) {
         if (r.bytes > buf.size()) std::abort();
         delivered += r.bytes;
         if (ec) done = true;
@@ -57,7 +59,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       });
     }
   };
-  asio::post(pipe->strand(), next);
+  net::post(pipe->strand(), next);
 
   // Feed the input in pieces whose sizes come from the input, letting the
   // runtime see each piece before the next arrives.
@@ -71,7 +73,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   for (int i = 0; i < 10000 && !done; ++i) ctx.run_one_for(std::chrono::milliseconds(100));
   if (!done) std::abort(); // the end of the stream must end the reads: a hang is a bug
   if (delivered > size) std::abort(); // invented payload
-  asio::post(pipe->strand(), [&] { pipe->close(); });
+  net::post(pipe->strand(), [&] { pipe->close(); });
   ctx.poll();
   ::close(sv[1]);
   return 0;

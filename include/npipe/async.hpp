@@ -32,18 +32,17 @@
 #include <npipe/options.hpp>
 #include <npipe/pipe_name.hpp>
 
-#include <asio/any_io_executor.hpp>
-#include <asio/associated_cancellation_slot.hpp>
-#include <asio/associated_executor.hpp>
-#include <asio/async_result.hpp>
-#include <asio/buffer.hpp>
-#include <asio/cancellation_signal.hpp>
-#include <asio/executor_work_guard.hpp>
-#include <asio/post.hpp>
-#if defined(ASIO_HAS_CO_AWAIT) // coroutine handlers need a compiler Asio supports them with
-#include <asio/awaitable.hpp>
-#include <asio/co_spawn.hpp>
-#include <asio/detached.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(any_io_executor.hpp)
+#include NPIPE_NET_HEADER(associated_executor.hpp)
+#include NPIPE_NET_HEADER(async_result.hpp)
+#include NPIPE_NET_HEADER(buffer.hpp)
+#include NPIPE_NET_HEADER(executor_work_guard.hpp)
+#include NPIPE_NET_HEADER(post.hpp)
+#if defined(NPIPE_NET_HAS_CO_AWAIT) // coroutine handlers need a compiler Asio supports them with
+#include NPIPE_NET_HEADER(awaitable.hpp)
+#include NPIPE_NET_HEADER(co_spawn.hpp)
+#include NPIPE_NET_HEADER(detached.hpp)
 #endif
 
 #include <cstddef>
@@ -78,13 +77,13 @@ using completion = unique_function<void(std::error_code, Args...)>;
 /// operation's detail in npipe::last_error_detail(): the failure's, or none
 /// on success, never one an earlier call left on the handler's thread.
 template <class... Args, class Handler>
-completion<Args...> bind_completion(Handler&& handler, const asio::any_io_executor& io_ex) {
-  auto ex = asio::get_associated_executor(handler, io_ex);
-  return [h = std::forward<Handler>(handler), work = asio::make_work_guard(ex)](std::error_code ec,
+completion<Args...> bind_completion(Handler&& handler, const net::any_io_executor& io_ex) {
+  auto ex = net::get_associated_executor(handler, io_ex);
+  return [h = std::forward<Handler>(handler), work = net::make_work_guard(ex)](std::error_code ec,
                                                                                 Args... args) mutable {
     std::string why = ec ? npipe::last_error_detail() : std::string();
     auto target = work.get_executor();
-    asio::post(target, [h = std::move(h), ec, why = std::move(why), ... a = std::move(args)]() mutable {
+    net::post(target, [h = std::move(h), ec, why = std::move(why), ... a = std::move(args)]() mutable {
       set_error_detail(std::move(why));
       std::move(h)(ec, std::move(a)...);
     });
@@ -95,26 +94,26 @@ completion<Args...> bind_completion(Handler&& handler, const asio::any_io_execut
 // Entry points into the library; each takes the caller's cancellation slot.
 struct async_ops {
   static void connect(const std::shared_ptr<async_pipe>& p, const pipe_name& name, const client_options& opts,
-                      timeout t, asio::cancellation_slot slot, completion<> done);
-  static void send(const std::shared_ptr<async_pipe>& p, asio::const_buffer msg, timeout t,
-                   asio::cancellation_slot slot, completion<std::size_t> done);
-  static void receive(const std::shared_ptr<async_pipe>& p, timeout t, asio::cancellation_slot slot,
+                      timeout t, detail::cancellation_slot slot, completion<> done);
+  static void send(const std::shared_ptr<async_pipe>& p, net::const_buffer msg, timeout t,
+                   detail::cancellation_slot slot, completion<std::size_t> done);
+  static void receive(const std::shared_ptr<async_pipe>& p, timeout t, detail::cancellation_slot slot,
                       completion<std::vector<std::byte>> done);
-  static void read_some(const std::shared_ptr<async_pipe>& p, asio::mutable_buffer buf, timeout t,
-                        asio::cancellation_slot slot, completion<read_result> done);
-  static void transact(const std::shared_ptr<async_pipe>& p, asio::const_buffer request, timeout t,
-                       asio::cancellation_slot slot, completion<std::vector<std::byte>> done);
-  static void flush(const std::shared_ptr<async_pipe>& p, timeout t, asio::cancellation_slot slot,
+  static void read_some(const std::shared_ptr<async_pipe>& p, net::mutable_buffer buf, timeout t,
+                        detail::cancellation_slot slot, completion<read_result> done);
+  static void transact(const std::shared_ptr<async_pipe>& p, net::const_buffer request, timeout t,
+                       detail::cancellation_slot slot, completion<std::vector<std::byte>> done);
+  static void flush(const std::shared_ptr<async_pipe>& p, timeout t, detail::cancellation_slot slot,
                     completion<> done);
-  static void accept(const std::shared_ptr<async_server_impl>& s, asio::cancellation_slot slot,
+  static void accept(const std::shared_ptr<async_server_impl>& s, detail::cancellation_slot slot,
                      completion<async_connection> done);
 };
 
 template <class T>
 struct is_awaitable : std::false_type {};
-#if defined(ASIO_HAS_CO_AWAIT)
+#if defined(NPIPE_NET_HAS_CO_AWAIT)
 template <class T, class E>
-struct is_awaitable<asio::awaitable<T, E>> : std::true_type {};
+struct is_awaitable<net::awaitable<T, E>> : std::true_type {};
 #endif
 } // namespace detail
 
@@ -129,11 +128,11 @@ struct is_awaitable<asio::awaitable<T, E>> : std::true_type {};
 /// message would desynchronise the peer).
 class async_connection {
 public:
-  using executor_type = asio::any_io_executor;
+  using executor_type = net::any_io_executor;
 
   /// A closed end bound to `ex`; connect it with async_connect().
   explicit async_connection(const executor_type& ex);
-  template <class Context, class = std::enable_if_t<std::is_convertible_v<Context&, asio::execution_context&>>>
+  template <class Context, class = std::enable_if_t<std::is_convertible_v<Context&, net::execution_context&>>>
   explicit async_connection(Context& ctx) : async_connection(executor_type(ctx.get_executor())) {}
   /// The moved-from end keeps its executor and is closed: its operations
   /// complete with not_connected (make a new end to connect again).
@@ -172,9 +171,9 @@ public:
   /// destroyed twice. Name such a value before the co_await.
   template <class Token>
   auto async_connect(const pipe_name& name, const client_options& opts, timeout t, Token&& token) {
-    return asio::async_initiate<Token, void(std::error_code)>(
+    return net::async_initiate<Token, void(std::error_code)>(
         [this](auto handler, const pipe_name& n, const client_options& o, timeout to) {
-          auto slot = asio::get_associated_cancellation_slot(handler);
+          auto slot = detail::associated_cancellation_slot(handler);
           detail::async_ops::connect(impl_, n, o, to, slot, detail::bind_completion<>(std::move(handler), ex_));
         },
         token, name, opts, t);
@@ -191,17 +190,17 @@ public:
   /// Send one message (message pipe) or these bytes (byte pipe). `msg` must
   /// stay valid until completion. Completion: void(std::error_code, std::size_t).
   template <class Token>
-  auto async_send(asio::const_buffer msg, timeout t, Token&& token) {
-    return asio::async_initiate<Token, void(std::error_code, std::size_t)>(
-        [this](auto handler, asio::const_buffer m, timeout to) {
-          auto slot = asio::get_associated_cancellation_slot(handler);
+  auto async_send(net::const_buffer msg, timeout t, Token&& token) {
+    return net::async_initiate<Token, void(std::error_code, std::size_t)>(
+        [this](auto handler, net::const_buffer m, timeout to) {
+          auto slot = detail::associated_cancellation_slot(handler);
           detail::async_ops::send(impl_, m, to, slot,
                                   detail::bind_completion<std::size_t>(std::move(handler), ex_));
         },
         token, msg, t);
   }
   template <class Token>
-  auto async_send(asio::const_buffer msg, Token&& token) {
+  auto async_send(net::const_buffer msg, Token&& token) {
     return async_send(msg, forever, std::forward<Token>(token));
   }
 
@@ -209,9 +208,9 @@ public:
   /// to 64 KiB). Completion: void(std::error_code, std::vector<std::byte>).
   template <class Token>
   auto async_receive(timeout t, Token&& token) {
-    return asio::async_initiate<Token, void(std::error_code, std::vector<std::byte>)>(
+    return net::async_initiate<Token, void(std::error_code, std::vector<std::byte>)>(
         [this](auto handler, timeout to) {
-          auto slot = asio::get_associated_cancellation_slot(handler);
+          auto slot = detail::associated_cancellation_slot(handler);
           detail::async_ops::receive(impl_, to, slot,
                                      detail::bind_completion<std::vector<std::byte>>(std::move(handler), ex_));
         },
@@ -228,17 +227,17 @@ public:
   /// not an error, so coroutines do not throw on it.
   /// Completion: void(std::error_code, read_result).
   template <class Token>
-  auto async_read_some(asio::mutable_buffer buf, timeout t, Token&& token) {
-    return asio::async_initiate<Token, void(std::error_code, read_result)>(
-        [this](auto handler, asio::mutable_buffer b, timeout to) {
-          auto slot = asio::get_associated_cancellation_slot(handler);
+  auto async_read_some(net::mutable_buffer buf, timeout t, Token&& token) {
+    return net::async_initiate<Token, void(std::error_code, read_result)>(
+        [this](auto handler, net::mutable_buffer b, timeout to) {
+          auto slot = detail::associated_cancellation_slot(handler);
           detail::async_ops::read_some(impl_, b, to, slot,
                                        detail::bind_completion<read_result>(std::move(handler), ex_));
         },
         token, buf, t);
   }
   template <class Token>
-  auto async_read_some(asio::mutable_buffer buf, Token&& token) {
+  auto async_read_some(net::mutable_buffer buf, Token&& token) {
     return async_read_some(buf, forever, std::forward<Token>(token));
   }
 
@@ -246,17 +245,17 @@ public:
   /// pipe in message read mode and no unread message. The request is copied.
   /// Completion: void(std::error_code, std::vector<std::byte>).
   template <class Token>
-  auto async_transact(asio::const_buffer request, timeout t, Token&& token) {
-    return asio::async_initiate<Token, void(std::error_code, std::vector<std::byte>)>(
-        [this](auto handler, asio::const_buffer r, timeout to) {
-          auto slot = asio::get_associated_cancellation_slot(handler);
+  auto async_transact(net::const_buffer request, timeout t, Token&& token) {
+    return net::async_initiate<Token, void(std::error_code, std::vector<std::byte>)>(
+        [this](auto handler, net::const_buffer r, timeout to) {
+          auto slot = detail::associated_cancellation_slot(handler);
           detail::async_ops::transact(impl_, r, to, slot,
                                       detail::bind_completion<std::vector<std::byte>>(std::move(handler), ex_));
         },
         token, request, t);
   }
   template <class Token>
-  auto async_transact(asio::const_buffer request, Token&& token) {
+  auto async_transact(net::const_buffer request, Token&& token) {
     return async_transact(request, forever, std::forward<Token>(token));
   }
 
@@ -264,9 +263,9 @@ public:
   /// before it. Completion: void(std::error_code).
   template <class Token>
   auto async_flush(timeout t, Token&& token) {
-    return asio::async_initiate<Token, void(std::error_code)>(
+    return net::async_initiate<Token, void(std::error_code)>(
         [this](auto handler, timeout to) {
-          auto slot = asio::get_associated_cancellation_slot(handler);
+          auto slot = detail::associated_cancellation_slot(handler);
           detail::async_ops::flush(impl_, to, slot, detail::bind_completion<>(std::move(handler), ex_));
         },
         token, t);
@@ -326,7 +325,7 @@ public:
   void close_connection(std::string why = {}) noexcept;
   bool done() const noexcept { return !s_; }
   /// The connection's strand: coroutine handlers run there.
-  asio::any_io_executor get_executor() const;
+  net::any_io_executor get_executor() const;
 
 private:
   friend class detail::session;
@@ -364,12 +363,12 @@ struct server_stats {
 /// may run the executor and a slow client delays nobody else.
 class async_server {
 public:
-  using executor_type = asio::any_io_executor;
+  using executor_type = net::any_io_executor;
 
   explicit async_server(const executor_type& ex);
   /// Open at once. @throws std::system_error
   async_server(const executor_type& ex, const pipe_name& name, const async_server_options& opts = {});
-  template <class Context, class = std::enable_if_t<std::is_convertible_v<Context&, asio::execution_context&>>>
+  template <class Context, class = std::enable_if_t<std::is_convertible_v<Context&, net::execution_context&>>>
   async_server(Context& ctx, const pipe_name& name, const async_server_options& opts = {})
       : async_server(executor_type(ctx.get_executor()), name, opts) {}
   async_server(async_server&&) noexcept;
@@ -386,9 +385,9 @@ public:
   /// Completion: void(std::error_code, async_connection).
   template <class Token>
   auto async_accept(Token&& token) {
-    return asio::async_initiate<Token, void(std::error_code, async_connection)>(
+    return net::async_initiate<Token, void(std::error_code, async_connection)>(
         [this](auto handler) {
-          auto slot = asio::get_associated_cancellation_slot(handler);
+          auto slot = detail::associated_cancellation_slot(handler);
           detail::async_ops::accept(impl_, slot, detail::bind_completion<async_connection>(std::move(handler), ex_));
         },
         token);
@@ -407,11 +406,11 @@ public:
     } else {
       static_assert(std::is_invocable_v<F&, request>, "a serve() handler takes (request, reply) or (request)");
       auto f = std::make_shared<F>(std::move(handler));
-#if defined(ASIO_HAS_CO_AWAIT)
+#if defined(NPIPE_NET_HAS_CO_AWAIT)
       if constexpr (detail::is_awaitable<std::invoke_result_t<F&, request>>::value) {
         serve_with([f](request rq, reply rp) {
           auto ex = rp.get_executor();
-          asio::co_spawn(ex, run_coroutine(f, std::move(rq), std::move(rp)), asio::detached);
+          net::co_spawn(ex, run_coroutine(f, std::move(rq), std::move(rp)), net::detached);
         });
       } else
 #endif
@@ -452,9 +451,9 @@ private:
       return {b.begin(), b.end()};
     }
   }
-#if defined(ASIO_HAS_CO_AWAIT)
+#if defined(NPIPE_NET_HAS_CO_AWAIT)
   template <class F>
-  static asio::awaitable<void> run_coroutine(std::shared_ptr<F> f, request rq, reply rp) {
+  static net::awaitable<void> run_coroutine(std::shared_ptr<F> f, request rq, reply rp) {
     try {
       rp.send(to_bytes(co_await (*f)(std::move(rq))));
     } catch (const std::exception& e) {

@@ -11,7 +11,8 @@
 
 #include <npipe/remote.hpp>
 
-#include <asio/connect.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(connect.hpp)
 
 #include <netdb.h>
 #include <netinet/in.h>
@@ -251,8 +252,8 @@ namespace npipe::detail {
 
 namespace {
 std::error_code asio_error(const std::error_code& ec) {
-  if (ec == asio::error::operation_aborted) return make_error_code(errc::operation_aborted);
-  if (ec.category() == asio::error::get_system_category() || ec.category() == std::system_category())
+  if (ec == net::error::operation_aborted) return make_error_code(errc::operation_aborted);
+  if (ec.category() == net::error::get_system_category() || ec.category() == std::system_category())
     return errno_error(ec.value());
   return ec;
 }
@@ -262,11 +263,11 @@ void gateway_dialer::start(std::function<void(result)> done) {
   done_ = std::move(done);
   resolver_.async_resolve(plan_.host, std::to_string(plan_.port),
                           [self = shared_from_this()](const std::error_code& e,
-                                                      asio::ip::tcp::resolver::results_type results) {
+                                                      net::ip::tcp::resolver::results_type results) {
                             if (!self->done_) return;
                             if (e) return self->fail(make_error_code(errc::not_found),
                                                      "cannot resolve " + self->plan_.host + ": " + e.message());
-                            asio::async_connect(self->tcp_, results, [self](const std::error_code& ce, const auto&) {
+                            net::async_connect(self->tcp_, results, [self](const std::error_code& ce, const auto&) {
                               self->on_connect(ce);
                             });
                           });
@@ -281,7 +282,7 @@ void gateway_dialer::cancel() noexcept {
 
 void gateway_dialer::on_connect(const std::error_code& ec) {
   if (!done_) return;
-  if (ec == asio::error::connection_refused)
+  if (ec == net::error::connection_refused)
     return fail(make_error_code(errc::not_found),
                 "nothing listens on " + plan_.where + " (is an npipe gateway running there, on this port?)");
   if (ec) return fail(asio_error(ec), "cannot reach " + plan_.where + ": " + ec.message());
@@ -305,7 +306,7 @@ void gateway_dialer::step() {
       return fail(session_->end_error(), session_->end_detail(),
                   session_->plaintext_answer() == protocol::status::overloaded);
     if (io != tls::io::done) {
-      tcp_.async_wait(io == tls::io::want_write ? asio::ip::tcp::socket::wait_write : asio::ip::tcp::socket::wait_read,
+      tcp_.async_wait(io == tls::io::want_write ? net::ip::tcp::socket::wait_write : net::ip::tcp::socket::wait_read,
                       [self = shared_from_this()](const std::error_code& e) {
                         if (!self->done_) return;
                         if (e) return self->fail(asio_error(e), "the TLS handshake was interrupted");

@@ -10,8 +10,9 @@
 #include "transport/byte_stream.hpp"
 #include "transport/transport.hpp"
 
-#include <asio/any_io_executor.hpp>
-#include <asio/ip/tcp.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(any_io_executor.hpp)
+#include NPIPE_NET_HEADER(ip/tcp.hpp)
 
 #include <chrono>
 #include <cstdint>
@@ -59,7 +60,7 @@ public:
     std::unique_ptr<tls::session> session; // TLS done on fd; null for plaintext
     peer_identity server;
   };
-  gateway_dialer(const asio::any_io_executor& ex, const dial_plan& plan) : plan_(plan), resolver_(ex), tcp_(ex) {}
+  gateway_dialer(const net::any_io_executor& ex, const dial_plan& plan) : plan_(plan), resolver_(ex), tcp_(ex) {}
   void start(std::function<void(result)> done);
   void cancel() noexcept;
 
@@ -69,8 +70,8 @@ private:
   void fail(std::error_code ec, std::string detail, bool overloaded = false);
 
   dial_plan plan_;
-  asio::ip::tcp::resolver resolver_;
-  asio::ip::tcp::socket tcp_;
+  net::ip::tcp::resolver resolver_;
+  net::ip::tcp::socket tcp_;
   std::unique_ptr<tls::session> session_;
   std::function<void(result)> done_;
 };

@@ -19,7 +19,15 @@
 
 #include <npipe/remote.hpp>
 
-#include <asio.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(dispatch.hpp)
+#include NPIPE_NET_HEADER(executor_work_guard.hpp)
+#include NPIPE_NET_HEADER(io_context.hpp)
+#include NPIPE_NET_HEADER(ip/address.hpp)
+#include NPIPE_NET_HEADER(ip/tcp.hpp)
+#include NPIPE_NET_HEADER(ip/v6_only.hpp)
+#include NPIPE_NET_HEADER(steady_timer.hpp)
+#include NPIPE_NET_HEADER(strand.hpp)
 
 #include <atomic>
 #include <mutex>
@@ -30,7 +38,7 @@ namespace detail {
 
 namespace {
 
-using tcp = asio::ip::tcp;
+using tcp = net::ip::tcp;
 
 std::string address_of(const tcp::endpoint& ep) {
   return endpoint_text(ep.address().to_string(), ep.port());
@@ -78,7 +86,7 @@ public:
     for (auto a : addrs) {
       if (a.size() > 2 && a.front() == '[' && a.back() == ']') a = a.substr(1, a.size() - 2);
       std::error_code aec;
-      auto addr = asio::ip::make_address(a, aec);
+      auto addr = net::ip::make_address(a, aec);
       if (aec) {
         set_error_detail("cannot listen on '" + a + "': not an IP address");
         ec = make_error_code(errc::invalid_argument);
@@ -88,19 +96,19 @@ public:
       tcp::endpoint ep(addr, port);
       acc.open(ep.protocol(), aec);
       if (aec && any) { // no IPv6 on this host: every IPv4 interface instead
-        ep = tcp::endpoint(asio::ip::address_v4::any(), port);
+        ep = tcp::endpoint(net::ip::address_v4::any(), port);
         acc.open(ep.protocol(), aec);
       }
       if (!aec) {
-        acc.set_option(asio::socket_base::reuse_address(true), aec);
-        if (ep.address().is_v6() && any) acc.set_option(asio::ip::v6_only(false), aec);
+        acc.set_option(net::socket_base::reuse_address(true), aec);
+        if (ep.address().is_v6() && any) acc.set_option(net::ip::v6_only(false), aec);
         aec.clear();
         acc.bind(ep, aec);
       }
-      if (!aec) acc.listen(asio::socket_base::max_listen_connections, aec);
+      if (!aec) acc.listen(net::socket_base::max_listen_connections, aec);
       if (aec) {
         set_error_detail("cannot listen on " + address_of(ep) + ": " + aec.message());
-        ec = aec == asio::error::address_in_use ? make_error_code(errc::name_in_use, aec.value())
+        ec = aec == net::error::address_in_use ? make_error_code(errc::name_in_use, aec.value())
                                                 : make_error_code(errc::system_error, aec.value());
         return false;
       }
@@ -139,10 +147,10 @@ public:
 
 private:
   void accept(tcp::acceptor& acc) {
-    acc.async_accept(asio::make_strand(io_), [this, &acc](std::error_code ec, tcp::socket s) {
-      if (ec == asio::error::operation_aborted || closed_) return;
+    acc.async_accept(net::make_strand(io_), [this, &acc](std::error_code ec, tcp::socket s) {
+      if (ec == net::error::operation_aborted || closed_) return;
       if (ec) { // out of descriptors and the like: back off, keep serving the others
-        auto t = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(100));
+        auto t = std::make_shared<net::steady_timer>(io_, std::chrono::milliseconds(100));
         t->async_wait([this, &acc, t](std::error_code) { accept(acc); });
         return;
       }
@@ -159,12 +167,12 @@ private:
         std::uint64_t seq = 0;
         auto victim = g_->admit(seq, address_key(peer), session);
         if (victim == session) {
-          asio::dispatch(session->executor(), [session] {
+          net::dispatch(session->executor(), [session] {
             session->drop("over max_unauthenticated_per_address or max_unauthenticated; told to try again");
           });
         } else {
           if (victim)
-            asio::dispatch(victim->executor(), [victim] { victim->drop("made room for a newer connection"); });
+            net::dispatch(victim->executor(), [victim] { victim->drop("made room for a newer connection"); });
           session->start(seq);
         }
       }
@@ -172,8 +180,8 @@ private:
     });
   }
 
-  asio::io_context io_;
-  asio::executor_work_guard<asio::io_context::executor_type> work_ = asio::make_work_guard(io_);
+  net::io_context io_;
+  net::executor_work_guard<net::io_context::executor_type> work_ = net::make_work_guard(io_);
   std::shared_ptr<gateway_shared> g_;
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
   std::vector<std::thread> threads_;

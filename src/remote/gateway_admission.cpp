@@ -11,7 +11,7 @@ namespace npipe::detail {
 
 namespace {
 
-using tcp = asio::ip::tcp;
+using tcp = net::ip::tcp;
 
 } // namespace
 
@@ -95,7 +95,7 @@ void gateway_shared::leave(std::uint64_t seq, bool graduated) {
 // allocation), IPv4 (and IPv4-mapped IPv6) clients by their address.
 std::string address_key(const tcp::endpoint& ep) {
   auto a = ep.address();
-  if (a.is_v6() && a.to_v6().is_v4_mapped()) a = asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
+  if (a.is_v6() && a.to_v6().is_v4_mapped()) a = net::ip::make_address_v4(net::ip::v4_mapped, a.to_v6());
   if (a.is_v4()) return a.to_string();
   auto b = a.to_v6().to_bytes();
   std::string k = "v6:";

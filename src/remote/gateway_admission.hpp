@@ -10,7 +10,8 @@
 #include <npipe/pipe_name.hpp>
 #include <npipe/remote.hpp>
 
-#include <asio/ip/tcp.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(ip/tcp.hpp)
 
 #include <algorithm>
 #include <atomic>
@@ -77,6 +78,6 @@ struct gateway_shared {
 };
 
 /// The key admission counts a client's connections under: its address, or its IPv6 /64.
-std::string address_key(const asio::ip::tcp::endpoint& ep);
+std::string address_key(const net::ip::tcp::endpoint& ep);
 
 } // namespace npipe::detail

@@ -12,7 +12,11 @@
 #include "transport/local_posix.hpp"
 #include "transport/posix_util.hpp"
 
-#include <asio.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(buffer.hpp)
+#include NPIPE_NET_HEADER(ip/tcp.hpp)
+#include NPIPE_NET_HEADER(local/stream_protocol.hpp)
+#include NPIPE_NET_HEADER(write.hpp)
 
 #include <sys/socket.h>
 #include <unistd.h>
@@ -26,7 +30,7 @@ namespace npipe::detail {
 
 namespace {
 
-using tcp = asio::ip::tcp;
+using tcp = net::ip::tcp;
 
 // The largest hello a client may send: fixed part, name, and a pipelined
 // first request (CallNamedPipe style) with its frame header.
@@ -233,7 +237,7 @@ void gateway_session::on_hello(protocol::hello h, std::size_t used) {
   out_ = protocol::encode_hello(h);
   out_.append(reinterpret_cast<const char*>(hello_.data()) + used, hello_.size() - used);
   hello_ = {};
-  local_.async_connect(asio::local::stream_protocol::endpoint(target_.address),
+  local_.async_connect(net::local::stream_protocol::endpoint(target_.address),
                        [self = shared_from_this()](std::error_code cec) { self->on_local_connect(cec); });
 }
 
@@ -252,7 +256,7 @@ void gateway_session::on_local_connect(std::error_code ec) {
   if (owner.uid != static_cast<std::int64_t>(::geteuid()))
     return refuse(protocol::status::access_denied,
                   "the server runs as uid " + std::to_string(owner.uid) + ", not the gateway's user");
-  asio::async_write(local_, asio::buffer(out_), [self = shared_from_this()](std::error_code wec, std::size_t) {
+  net::async_write(local_, net::buffer(out_), [self = shared_from_this()](std::error_code wec, std::size_t) {
     if (self->closed_) return;
     if (wec) return self->refuse(protocol::status::not_found, "the server closed at once");
     self->relay_now();

@@ -12,8 +12,9 @@
 
 #include <npipe/remote.hpp>
 
-#include <asio/any_io_executor.hpp>
-#include <asio/steady_timer.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(any_io_executor.hpp)
+#include NPIPE_NET_HEADER(steady_timer.hpp)
 
 #include <cstddef>
 #include <cstdint>
@@ -32,7 +33,7 @@ public:
   gateway_session(std::shared_ptr<gateway_shared> g, tcp_socket s, std::string address);
   ~gateway_session();
 
-  asio::any_io_executor executor() { return timer_.get_executor(); }
+  net::any_io_executor executor() { return timer_.get_executor(); }
 
   void start(std::uint64_t seq);
 
@@ -75,7 +76,7 @@ private:
   void close();
 
   std::shared_ptr<gateway_shared> g_;
-  asio::steady_timer timer_;
+  net::steady_timer timer_;
   unix_socket local_;
   socket_target target_; // where local_ connects
   std::string address_, who_, pipe_;

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 #include "remote/relay.hpp"
 
-#include <asio/post.hpp>
-#include <asio/write.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(post.hpp)
+#include NPIPE_NET_HEADER(write.hpp)
 
 #include <sys/socket.h>
 
@@ -76,7 +77,7 @@ void relay::pump_up() {
     std::size_t sent = k > 0 ? static_cast<std::size_t>(k) : 0;
     if (sent < n) { // the local side is slower: keep the rest, read no more until it is taken
       up_pending_.assign(relay_scratch() + sent, relay_scratch() + n);
-      asio::async_write(local_sock_, asio::buffer(up_pending_), [self = shared_from_this()](std::error_code ec, std::size_t) {
+      net::async_write(local_sock_, net::buffer(up_pending_), [self = shared_from_this()](std::error_code ec, std::size_t) {
         if (ec) return self->close(self->local_ + " closed");
         self->up_pending_ = {};
         self->pump_up();
@@ -84,7 +85,7 @@ void relay::pump_up() {
       return;
     }
   }
-  asio::post(local_sock_.get_executor(), [self = shared_from_this()] { self->pump_up(); });
+  net::post(local_sock_.get_executor(), [self = shared_from_this()] { self->pump_up(); });
 }
 
 // local -> remote
@@ -114,7 +115,7 @@ void relay::pump_down() {
       return wait_link(r, &relay::flush_down);
     }
   }
-  asio::post(local_sock_.get_executor(), [self = shared_from_this()] { self->pump_down(); });
+  net::post(local_sock_.get_executor(), [self = shared_from_this()] { self->pump_down(); });
 }
 
 void relay::flush_down() {

@@ -7,8 +7,9 @@
 #include "remote/remote_link.hpp"
 #include "transport/transport.hpp"
 
-#include <asio/local/stream_protocol.hpp>
-#include <asio/steady_timer.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(local/stream_protocol.hpp)
+#include NPIPE_NET_HEADER(steady_timer.hpp)
 
 #include <array>
 #include <chrono>
@@ -20,7 +21,7 @@
 
 namespace npipe::detail {
 
-using unix_socket = asio::local::stream_protocol::socket;
+using unix_socket = net::local::stream_protocol::socket;
 
 /// Copies bytes both ways between `link` and `local` until either side ends,
 /// an error, or `idle` passes with no byte in either direction (counted once
@@ -58,7 +59,7 @@ private:
 
   std::unique_ptr<remote_link> link_;
   unix_socket local_sock_;
-  asio::steady_timer timer_;
+  net::steady_timer timer_;
   timeout idle_;
   std::string remote_, local_; // the sides' names
   std::function<void(const std::string&)> on_end_;

@@ -6,14 +6,15 @@
 
 #include "remote/tls_session.hpp"
 
-#include <asio/ip/tcp.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(ip/tcp.hpp)
 
 #include <string>
 #include <utility>
 
 namespace npipe::detail {
 
-using tcp_socket = asio::ip::tcp::socket;
+using tcp_socket = net::ip::tcp::socket;
 
 /// The session's calls never block; wait() waits on the socket for the
 /// readiness one of them asked for. Used on one strand.

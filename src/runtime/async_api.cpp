@@ -5,7 +5,8 @@
 #include "runtime/async_pipe.hpp"
 #include "runtime/async_server.hpp"
 
-#include <asio/post.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(post.hpp)
 
 namespace npipe {
 namespace detail {
@@ -25,52 +26,52 @@ bool no_pipe(const std::shared_ptr<async_pipe>& p, completion<A...>& done) {
 } // namespace
 
 void async_ops::connect(const std::shared_ptr<async_pipe>& p, const pipe_name& name, const client_options& opts,
-                        timeout t, asio::cancellation_slot slot, completion<> done) {
+                        timeout t, detail::cancellation_slot slot, completion<> done) {
   if (no_pipe(p, done)) return;
-  asio::post(p->strand(), [p, name, opts, t, slot, d = std::move(done)]() mutable {
+  net::post(p->strand(), [p, name, opts, t, slot, d = std::move(done)]() mutable {
     p->connect(name, opts, t, slot, std::move(d));
   });
 }
 
-void async_ops::send(const std::shared_ptr<async_pipe>& p, asio::const_buffer msg, timeout t,
-                     asio::cancellation_slot slot, completion<std::size_t> done) {
+void async_ops::send(const std::shared_ptr<async_pipe>& p, net::const_buffer msg, timeout t,
+                     detail::cancellation_slot slot, completion<std::size_t> done) {
   if (no_pipe(p, done)) return;
-  asio::post(p->strand(), [p, msg, t, slot, d = std::move(done)]() mutable { p->send(msg, {}, t, slot, std::move(d)); });
+  net::post(p->strand(), [p, msg, t, slot, d = std::move(done)]() mutable { p->send(msg, {}, t, slot, std::move(d)); });
 }
 
-void async_ops::receive(const std::shared_ptr<async_pipe>& p, timeout t, asio::cancellation_slot slot,
+void async_ops::receive(const std::shared_ptr<async_pipe>& p, timeout t, detail::cancellation_slot slot,
                         completion<std::vector<std::byte>> done) {
   if (no_pipe(p, done)) return;
-  asio::post(p->strand(), [p, t, slot, d = std::move(done)]() mutable { p->receive(t, slot, std::move(d)); });
+  net::post(p->strand(), [p, t, slot, d = std::move(done)]() mutable { p->receive(t, slot, std::move(d)); });
 }
 
-void async_ops::read_some(const std::shared_ptr<async_pipe>& p, asio::mutable_buffer buf, timeout t,
-                          asio::cancellation_slot slot, completion<read_result> done) {
+void async_ops::read_some(const std::shared_ptr<async_pipe>& p, net::mutable_buffer buf, timeout t,
+                          detail::cancellation_slot slot, completion<read_result> done) {
   if (no_pipe(p, done)) return;
-  asio::post(p->strand(), [p, buf, t, slot, d = std::move(done)]() mutable { p->read_some(buf, t, slot, std::move(d)); });
+  net::post(p->strand(), [p, buf, t, slot, d = std::move(done)]() mutable { p->read_some(buf, t, slot, std::move(d)); });
 }
 
-void async_ops::transact(const std::shared_ptr<async_pipe>& p, asio::const_buffer request, timeout t,
-                         asio::cancellation_slot slot, completion<std::vector<std::byte>> done) {
+void async_ops::transact(const std::shared_ptr<async_pipe>& p, net::const_buffer request, timeout t,
+                         detail::cancellation_slot slot, completion<std::vector<std::byte>> done) {
   if (no_pipe(p, done)) return;
   auto b = static_cast<const std::byte*>(request.data());
   std::vector<std::byte> copy(b, b + request.size());
-  asio::post(p->strand(), [p, c = std::move(copy), t, slot, d = std::move(done)]() mutable {
+  net::post(p->strand(), [p, c = std::move(copy), t, slot, d = std::move(done)]() mutable {
     p->transact(std::move(c), t, slot, std::move(d));
   });
 }
 
-void async_ops::flush(const std::shared_ptr<async_pipe>& p, timeout t, asio::cancellation_slot slot,
+void async_ops::flush(const std::shared_ptr<async_pipe>& p, timeout t, detail::cancellation_slot slot,
                       completion<> done) {
   if (no_pipe(p, done)) return;
-  asio::post(p->strand(), [p, t, slot, d = std::move(done)]() mutable { p->flush(t, slot, std::move(d)); });
+  net::post(p->strand(), [p, t, slot, d = std::move(done)]() mutable { p->flush(t, slot, std::move(d)); });
 }
 
-void async_ops::accept(const std::shared_ptr<async_server_impl>& s, asio::cancellation_slot slot,
+void async_ops::accept(const std::shared_ptr<async_server_impl>& s, detail::cancellation_slot slot,
                        completion<async_connection> done) {
   if (!s) {
     set_error_detail("the server is not open");
-    done(make_error_code(errc::not_connected), async_connection(asio::any_io_executor()));
+    done(make_error_code(errc::not_connected), async_connection(net::any_io_executor()));
     return;
   }
   s->accept(slot, std::move(done));
@@ -109,14 +110,14 @@ const pipe_name& async_connection::name() const noexcept {
 }
 
 void async_connection::cancel() noexcept {
-  if (impl_) asio::post(impl_->strand(), [p = impl_] { p->cancel(); });
+  if (impl_) net::post(impl_->strand(), [p = impl_] { p->cancel(); });
 }
 
 void async_connection::close() noexcept {
   if (!impl_) return;
   impl_->closing();
   try {
-    asio::post(impl_->strand(), [p = impl_] { p->close(); });
+    net::post(impl_->strand(), [p = impl_] { p->close(); });
   } catch (...) {
     // Out of memory: the pipe's destructor still frees the instance.
   }

@@ -9,7 +9,8 @@
 #include "transport/local_posix.hpp"
 #include "transport/pipe_dir_posix.hpp"
 
-#include <asio/bind_executor.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(bind_executor.hpp)
 
 #include <cstring>
 
@@ -21,11 +22,11 @@
 namespace npipe::detail {
 using namespace async_posix;
 
-void async_pipe::connect(pipe_name name, client_options opts, timeout t, asio::cancellation_slot slot,
+void async_pipe::connect(pipe_name name, client_options opts, timeout t, detail::cancellation_slot slot,
                          completion<> done) {
   auto o = connect_op(opts, conn_ != nullptr, std::move(done));
   if (!o) return;
-  conn_ = std::make_unique<connecting>(asio::any_io_executor(strand_));
+  conn_ = std::make_unique<connecting>(net::any_io_executor(strand_));
   conn_->name = std::move(name);
   conn_->opts = std::move(opts);
   conn_->dl = deadline::after(t);
@@ -61,7 +62,7 @@ void async_pipe::connect_attempt() {
   sockaddr_un sa{};
   socklen_t len = 0;
   make_sockaddr(conn_->target.address, sa, len);
-  asio::generic::stream_protocol::endpoint ep(&sa, len);
+  net::generic::stream_protocol::endpoint ep(&sa, len);
   std::error_code ec;
   if (socket_.is_open()) socket_.close(ec);
   socket_.open(ep.protocol(), ec);
@@ -74,7 +75,7 @@ void async_pipe::connect_attempt() {
 
 void async_pipe::on_connect(const std::error_code& ec) {
   if (!conn_) return; // cancelled or timed out meanwhile
-  if (ec == asio::error::try_again && !conn_->dl.passed()) {
+  if (ec == net::error::try_again && !conn_->dl.passed()) {
     // The server's accept backlog is full: rare and brief; try again shortly.
     conn_->timer.expires_after(std::chrono::milliseconds(5));
     conn_->timer.async_wait([self = shared_from_this()](const std::error_code& e) {
@@ -110,7 +111,7 @@ void async_pipe::begin_hello() {
     conn_->timer.cancel(); // waiting forever for an instance is the caller's wish (a remote link had a bound)
   }
   conn_->replying = true;
-  txbufs_.assign(1, asio::buffer(conn_->hello));
+  txbufs_.assign(1, net::buffer(conn_->hello));
   stream_.async_write(txbufs_, [self = shared_from_this()](const std::error_code& e, std::size_t) {
                       if (!self->conn_) return;
                       // A write that failed because the peer answered and
@@ -146,14 +147,14 @@ void async_pipe::redial_gateway() {
   c.replying = false;
   c.retry.expires_after(c.retry_pause);
   c.retry_pause = std::min(c.retry_pause * 2, std::chrono::milliseconds(16));
-  c.retry.async_wait(asio::bind_executor(strand_, [self = shared_from_this()](const std::error_code& te) {
+  c.retry.async_wait(net::bind_executor(strand_, [self = shared_from_this()](const std::error_code& te) {
     if (!te && self->conn_) self->dial_gateway();
   }));
 }
 
 void async_pipe::dial_gateway() {
   auto& c = *conn_;
-  c.dialer = std::make_shared<gateway_dialer>(asio::any_io_executor(strand_), c.plan);
+  c.dialer = std::make_shared<gateway_dialer>(net::any_io_executor(strand_), c.plan);
   c.dialer->start([self = shared_from_this()](gateway_dialer::result r) {
     if (!self->conn_) return;
     auto& k = *self->conn_;
@@ -169,7 +170,7 @@ void async_pipe::dial_gateway() {
     int family = AF_INET;
     socklen_t flen = sizeof family;
     ::getsockopt(r.fd, SOL_SOCKET, SO_DOMAIN, &family, &flen);
-    sock.assign(asio::generic::stream_protocol(family, IPPROTO_TCP), r.fd, ec);
+    sock.assign(net::generic::stream_protocol(family, IPPROTO_TCP), r.fd, ec);
     if (ec) {
       ::close(r.fd);
       return self->fail_connect(io_error(ec), "cannot use the TCP socket");
@@ -185,7 +186,7 @@ void async_pipe::on_reply_bytes(const std::error_code& ec, std::size_t n) {
   if (!conn_) return;
   auto& c = *conn_;
   if (ec) {
-    fail_connect(ec == asio::error::eof ? err(errc::broken_pipe) : io_error(ec),
+    fail_connect(ec == net::error::eof ? err(errc::broken_pipe) : io_error(ec),
                  "the server of " + c.name.str() + " closed the connection during the handshake");
     return;
   }
@@ -198,7 +199,7 @@ void async_pipe::on_reply_bytes(const std::error_code& ec, std::size_t n) {
     return;
   }
   if (st == protocol::decode_status::need_more) {
-    stream_.async_read_some(asio::buffer(c.in.data() + c.got, c.in.size() - c.got),
+    stream_.async_read_some(net::buffer(c.in.data() + c.got, c.in.size() - c.got),
                             [self = shared_from_this()](const std::error_code& e, std::size_t m) {
                               self->on_reply_bytes(e, m);
                             });

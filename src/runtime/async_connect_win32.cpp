@@ -33,7 +33,7 @@ bool async_pipe::adopt(std::intptr_t handle, connection_params p, std::error_cod
   return true;
 }
 
-void async_pipe::connect(pipe_name name, client_options opts, timeout t, asio::cancellation_slot slot,
+void async_pipe::connect(pipe_name name, client_options opts, timeout t, detail::cancellation_slot slot,
                          completion<> done) {
   auto o = connect_op(opts, conn_ != nullptr, std::move(done));
   if (!o) return;
@@ -48,7 +48,7 @@ void async_pipe::connect(pipe_name name, client_options opts, timeout t, asio::c
            "require_server_uid names a POSIX uid; on Windows the pipe's DACL protects the name");
     return;
   }
-  conn_ = std::make_unique<connecting>(asio::any_io_executor(strand_));
+  conn_ = std::make_unique<connecting>(net::any_io_executor(strand_));
   conn_->name = std::move(name);
   conn_->opts = std::move(opts);
   conn_->dl = deadline::after(t);

@@ -11,9 +11,10 @@
 
 #include <npipe/async.hpp>
 
-#include <asio/dispatch.hpp>
-#include <asio/steady_timer.hpp>
-#include <asio/strand.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(dispatch.hpp)
+#include NPIPE_NET_HEADER(steady_timer.hpp)
+#include NPIPE_NET_HEADER(strand.hpp)
 
 #include <atomic>
 #include <functional>
@@ -28,7 +29,7 @@ namespace npipe::detail {
 /// The state of a pipe end that its users read from any thread, and its strand.
 class async_pipe_common : public abandonable {
 public:
-  using strand_type = asio::strand<asio::any_io_executor>;
+  using strand_type = net::strand<net::any_io_executor>;
 
   strand_type& strand() noexcept { return strand_; }
 
@@ -52,7 +53,7 @@ public:
   std::function<void()> on_closed;
 
 protected:
-  explicit async_pipe_common(const asio::any_io_executor& ex) : strand_(asio::make_strand(ex)) { touch(); }
+  explicit async_pipe_common(const net::any_io_executor& ex) : strand_(net::make_strand(ex)) { touch(); }
   /// An end never closed on its strand (its context stopped first) still
   /// frees its server instance and its registry entry; runs after the
   /// derived end has closed its socket or handle.
@@ -74,14 +75,14 @@ protected:
 
 struct async_op {
   std::uint64_t id = 0;
-  std::unique_ptr<asio::steady_timer> timer;
+  std::unique_ptr<net::steady_timer> timer;
   // receivers
   completion<std::vector<std::byte>> on_msg;
   completion<read_result> on_some;
-  asio::mutable_buffer buf;
+  net::mutable_buffer buf;
   // senders
   completion<std::size_t> on_sent;
-  asio::const_buffer payload;
+  net::const_buffer payload;
   std::vector<std::byte> owned;
   bool started = false;
   bool timed_out = false;                          // its deadline passed while it was being written
@@ -100,7 +101,7 @@ void finish_op(async_op& o, std::error_code ec, const std::string& detail);
 /// the pipe's strand, unless the pipe is gone or the timer is cancelled.
 template <class Pipe>
 void start_deadline(Pipe& pipe, async_op& o, clock::time_point at) {
-  o.timer = std::make_unique<asio::steady_timer>(pipe.strand(), at);
+  o.timer = std::make_unique<net::steady_timer>(pipe.strand(), at);
   o.timer->async_wait([w = pipe.weak_from_this(), id = o.id](const std::error_code& ec) {
     if (ec) return;
     if (auto self = w.lock()) self->end_op(id, errc::timed_out);
@@ -110,12 +111,12 @@ void start_deadline(Pipe& pipe, async_op& o, clock::time_point at) {
 /// Arms `o`'s timeout `t` (none if negative) and hooks the caller's
 /// cancellation slot: a cancellation ends it with operation_aborted.
 template <class Pipe>
-void arm_op(Pipe& pipe, async_op& o, timeout t, asio::cancellation_slot& slot) {
+void arm_op(Pipe& pipe, async_op& o, timeout t, detail::cancellation_slot& slot) {
   if (t >= timeout::zero()) start_deadline(pipe, o, clock::now() + t);
   if (slot.is_connected()) {
-    slot.assign([w = pipe.weak_from_this(), id = o.id](asio::cancellation_type) {
+    slot.assign([w = pipe.weak_from_this(), id = o.id](detail::cancellation_type) {
       if (auto self = w.lock())
-        asio::dispatch(self->strand(), [self, id] { self->end_op(id, errc::operation_aborted); });
+        net::dispatch(self->strand(), [self, id] { self->end_op(id, errc::operation_aborted); });
     });
   }
 }
@@ -132,16 +133,16 @@ class async_pipe_base : public async_pipe_common, public std::enable_shared_from
 public:
   /// Queue a receiver of one message (byte read mode: what the pipe holds,
   /// up to 64 KiB); it completes when one is there, at `t`, or on close.
-  void receive(timeout t, asio::cancellation_slot slot, completion<std::vector<std::byte>> done);
+  void receive(timeout t, detail::cancellation_slot slot, completion<std::vector<std::byte>> done);
   /// Queue a read into `buf` (more_data if a message goes on).
-  void read_some(asio::mutable_buffer buf, timeout t, asio::cancellation_slot slot, completion<read_result> done);
+  void read_some(net::mutable_buffer buf, timeout t, detail::cancellation_slot slot, completion<read_result> done);
 
 protected:
-  explicit async_pipe_base(const asio::any_io_executor& ex) : async_pipe_common(ex) {}
+  explicit async_pipe_base(const net::any_io_executor& ex) : async_pipe_common(ex) {}
   Derived& self() noexcept { return static_cast<Derived&>(*this); }
   /// A new operation with its id, its deadline `t` and `slot` hooked.
-  std::unique_ptr<Op> make_op(timeout t, asio::cancellation_slot& slot);
-  void arm(Op& o, timeout t, asio::cancellation_slot& slot);
+  std::unique_ptr<Op> make_op(timeout t, detail::cancellation_slot& slot);
+  void arm(Op& o, timeout t, detail::cancellation_slot& slot);
   void finish(Op& o, std::error_code ec, const std::string& detail = {});
   /// A connect's operation; or null, when it has already completed `done`
   /// with why it cannot start (open or `connecting` already, closed, or

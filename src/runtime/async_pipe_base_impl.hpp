@@ -10,7 +10,7 @@
 namespace npipe::detail {
 
 template <class Derived, class Op>
-void async_pipe_base<Derived, Op>::receive(timeout t, asio::cancellation_slot slot,
+void async_pipe_base<Derived, Op>::receive(timeout t, detail::cancellation_slot slot,
                                            completion<std::vector<std::byte>> done) {
   auto o = make_op(t, slot);
   o->on_msg = std::move(done);
@@ -19,7 +19,7 @@ void async_pipe_base<Derived, Op>::receive(timeout t, asio::cancellation_slot sl
 }
 
 template <class Derived, class Op>
-void async_pipe_base<Derived, Op>::read_some(asio::mutable_buffer buf, timeout t, asio::cancellation_slot slot,
+void async_pipe_base<Derived, Op>::read_some(net::mutable_buffer buf, timeout t, detail::cancellation_slot slot,
                                              completion<read_result> done) {
   auto o = make_op(t, slot);
   o->on_some = std::move(done);
@@ -29,7 +29,7 @@ void async_pipe_base<Derived, Op>::read_some(asio::mutable_buffer buf, timeout t
 }
 
 template <class Derived, class Op>
-std::unique_ptr<Op> async_pipe_base<Derived, Op>::make_op(timeout t, asio::cancellation_slot& slot) {
+std::unique_ptr<Op> async_pipe_base<Derived, Op>::make_op(timeout t, detail::cancellation_slot& slot) {
   auto o = std::make_unique<Op>();
   o->id = next_id_++;
   arm(*o, t, slot);
@@ -37,7 +37,7 @@ std::unique_ptr<Op> async_pipe_base<Derived, Op>::make_op(timeout t, asio::cance
 }
 
 template <class Derived, class Op>
-void async_pipe_base<Derived, Op>::arm(Op& o, timeout t, asio::cancellation_slot& slot) {
+void async_pipe_base<Derived, Op>::arm(Op& o, timeout t, detail::cancellation_slot& slot) {
   arm_op(self(), o, t, slot);
 }
 

@@ -20,10 +20,10 @@ using namespace async_posix;
 // holds or points into (counted against the peer's queued-bytes cap).
 std::size_t async_pipe::queued_cost(const op& o) noexcept { return sizeof(op) + o.payload.size(); }
 
-async_pipe::async_pipe(const asio::any_io_executor& ex)
+async_pipe::async_pipe(const net::any_io_executor& ex)
     : async_pipe_base(ex), stream_(strand_), socket_(stream_.socket()) {}
 
-std::shared_ptr<async_pipe> async_pipe::create(const asio::any_io_executor& ex) {
+std::shared_ptr<async_pipe> async_pipe::create(const net::any_io_executor& ex) {
   auto p = std::make_shared<async_pipe>(ex);
   runtime_registry::enroll(ex, p);
   return p;
@@ -138,7 +138,7 @@ void async_pipe::init_open(connection_params p) {
 
 bool async_pipe::adopt(std::intptr_t fd, connection_params p, std::error_code& ec) {
   int family = AF_UNIX;
-  socket_.assign(asio::generic::stream_protocol(family, 0), static_cast<int>(fd), ec);
+  socket_.assign(net::generic::stream_protocol(family, 0), static_cast<int>(fd), ec);
   if (ec) {
     ::close(static_cast<int>(fd));
     ec = io_error(ec);
@@ -172,17 +172,17 @@ void async_pipe::start_tx() {
   // Acknowledgements first: they are whole frames, and the peer counts them
   // wherever they fall between our frames.
   tx_acks_ = std::min(acks_owed_, acks_per_write);
-  if (tx_acks_) txbufs_.push_back(asio::buffer(ack_run().data(), tx_acks_ * protocol::frame_header_size));
+  if (tx_acks_) txbufs_.push_back(net::buffer(ack_run().data(), tx_acks_ * protocol::frame_header_size));
   tx_receipt_ = std::exchange(receipt_due_, 0);
   if (tx_receipt_) {
     receipt_frame_ = protocol::encode_consumed(tx_receipt_);
-    txbufs_.push_back(asio::buffer(receipt_frame_));
+    txbufs_.push_back(net::buffer(receipt_frame_));
   }
   tx_batch_ = std::min(writes_.size(), max_batch);
   for (std::size_t i = 0; i < tx_batch_; ++i) {
     auto& o = *writes_[i];
     o.started = true;
-    txbufs_.push_back(asio::buffer(o.hdr));
+    txbufs_.push_back(net::buffer(o.hdr));
     if (o.payload.size()) txbufs_.push_back(o.payload);
   }
   tx_active_ = true;
@@ -197,7 +197,7 @@ void async_pipe::on_tx(const std::error_code& ec, std::size_t n) {
                                          std::make_move_iterator(writes_.begin() + static_cast<std::ptrdiff_t>(tx_batch_)));
   writes_.erase(writes_.begin(), writes_.begin() + static_cast<std::ptrdiff_t>(tx_batch_));
   for (auto& o : batch) tx_bytes_ -= queued_cost(*o);
-  if (ec && !stream_.began(n) && !closed_ && ec == asio::error::operation_aborted) {
+  if (ec && !stream_.began(n) && !closed_ && ec == net::error::operation_aborted) {
     // A timed-out send stopped the write before any byte went: nothing is
     // torn. Complete the timed-out ones; put the rest (and a receipt) back.
     receipt_due_ = std::max(receipt_due_, tx_receipt_);
@@ -224,7 +224,7 @@ void async_pipe::on_tx(const std::error_code& ec, std::size_t n) {
     fail_writes(e, detail);
     if (!closed_) {
       std::error_code ignore;
-      socket_.shutdown(asio::socket_base::shutdown_send, ignore);
+      socket_.shutdown(net::socket_base::shutdown_send, ignore);
     }
     kick();
     return;
@@ -276,7 +276,7 @@ void async_pipe::fail_writes(std::error_code ec, const std::string& detail) {
   for (auto& o : fs) finish(*o, ec, detail);
 }
 
-void async_pipe::send(asio::const_buffer msg, std::vector<std::byte> owned, timeout t, asio::cancellation_slot slot,
+void async_pipe::send(net::const_buffer msg, std::vector<std::byte> owned, timeout t, detail::cancellation_slot slot,
                       completion<std::size_t> done) {
   auto o = make_op(t, slot);
   o->on_sent = std::move(done);
@@ -313,13 +313,13 @@ void async_pipe::send(asio::const_buffer msg, std::vector<std::byte> owned, time
       frame = std::make_unique<op>();
       frame->id = next_id_++;
     }
-    frame->payload = asio::buffer(part.data(), part.size());
+    frame->payload = net::buffer(part.data(), part.size());
     queue_frame(protocol::frame_type::data, std::move(frame));
     part = next;
   }
 }
 
-void async_pipe::transact(std::vector<std::byte> request, timeout t, asio::cancellation_slot slot,
+void async_pipe::transact(std::vector<std::byte> request, timeout t, detail::cancellation_slot slot,
                           completion<std::vector<std::byte>> done) {
   auto o = make_op(t, slot);
   if (!is_open()) {
@@ -352,11 +352,11 @@ void async_pipe::transact(std::vector<std::byte> request, timeout t, asio::cance
   }
   o->then_receive = std::move(done);
   o->owned = std::move(request);
-  o->payload = asio::buffer(o->owned);
+  o->payload = net::buffer(o->owned);
   queue_frame(protocol::frame_type::data, std::move(o));
 }
 
-void async_pipe::flush(timeout t, asio::cancellation_slot slot, completion<> done) {
+void async_pipe::flush(timeout t, detail::cancellation_slot slot, completion<> done) {
   auto o = make_op(t, slot);
   o->on_done = std::move(done);
   if (!is_open() || tx_broken_) {

@@ -19,8 +19,9 @@
 
 #include <npipe/async.hpp>
 
-#include <asio/steady_timer.hpp>
-#include <asio/strand.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(steady_timer.hpp)
+#include NPIPE_NET_HEADER(strand.hpp)
 
 #include <array>
 #include <atomic>
@@ -35,8 +36,8 @@ struct async_pipe_op;
 class async_pipe final : public async_pipe_base<async_pipe, async_pipe_op> {
 public:
   /// A new end, enrolled with its context's runtime_registry.
-  static std::shared_ptr<async_pipe> create(const asio::any_io_executor& ex);
-  explicit async_pipe(const asio::any_io_executor& ex);
+  static std::shared_ptr<async_pipe> create(const net::any_io_executor& ex);
+  explicit async_pipe(const net::any_io_executor& ex);
   ~async_pipe() override;
   void abandon() noexcept override;
   async_pipe(const async_pipe&) = delete;
@@ -46,13 +47,13 @@ public:
 
   /// Take over a connected socket the server admitted.
   bool adopt(std::intptr_t fd, connection_params p, std::error_code& ec);
-  void connect(pipe_name name, client_options opts, timeout t, asio::cancellation_slot slot, completion<> done);
+  void connect(pipe_name name, client_options opts, timeout t, detail::cancellation_slot slot, completion<> done);
   /// `owned`, if not empty, is the payload (and msg is ignored).
-  void send(asio::const_buffer msg, std::vector<std::byte> owned, timeout t, asio::cancellation_slot slot,
+  void send(net::const_buffer msg, std::vector<std::byte> owned, timeout t, detail::cancellation_slot slot,
             completion<std::size_t> done);
-  void transact(std::vector<std::byte> request, timeout t, asio::cancellation_slot slot,
+  void transact(std::vector<std::byte> request, timeout t, detail::cancellation_slot slot,
                 completion<std::vector<std::byte>> done);
-  void flush(timeout t, asio::cancellation_slot slot, completion<> done);
+  void flush(timeout t, detail::cancellation_slot slot, completion<> done);
   /// Complete every pending operation with operation_aborted.
   void cancel();
   /// Close; pending operations complete with `why` (and `detail`).
@@ -69,7 +70,7 @@ private:
   template <class Pipe>
   friend void start_deadline(Pipe& pipe, async_op& o, clock::time_point at);
   template <class Pipe>
-  friend void arm_op(Pipe& pipe, async_op& o, timeout t, asio::cancellation_slot& slot);
+  friend void arm_op(Pipe& pipe, async_op& o, timeout t, detail::cancellation_slot& slot);
   friend class async_pipe_base<async_pipe, async_pipe_op>;
   using op = async_pipe_op;
   struct inbox_msg {
@@ -143,7 +144,7 @@ private:
 
   // send side
   std::vector<std::unique_ptr<op>> writes_;
-  std::vector<asio::const_buffer> txbufs_;
+  std::vector<net::const_buffer> txbufs_;
   std::size_t tx_batch_ = 0;
   std::size_t tx_acks_ = 0;      // acknowledgements in the write in progress
   std::uint64_t tx_offset_ = 0;  // bytes of our stream written
@@ -152,7 +153,7 @@ private:
   framing::receipts receipts_;   // what we tell a remote peer we consumed
   std::uint64_t receipt_due_ = 0; // a consumed offset to write (0: none)
   bool receipt_deferred_ = false; // it waits for a write to ride with, or for its own turn (defer_receipt)
-  std::unique_ptr<asio::steady_timer> receipt_timer_; // that turn; made for remote peers only
+  std::unique_ptr<net::steady_timer> receipt_timer_; // that turn; made for remote peers only
   std::size_t acks_owed_ = 0;    // flush acknowledgements to send (a count: they are all alike)
   std::size_t tx_bytes_ = 0;
   bool tx_active_ = false;

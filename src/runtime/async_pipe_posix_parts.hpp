@@ -12,8 +12,9 @@
 #include "transport/local_posix.hpp"
 #include "transport/posix_util.hpp"
 
-#include <asio/steady_timer.hpp>
-#include <asio/strand.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(steady_timer.hpp)
+#include NPIPE_NET_HEADER(strand.hpp)
 
 #include <algorithm>
 #include <array>
@@ -53,10 +54,10 @@ inline std::byte* scratch() {
 
 // An Asio error as an npipe error.
 inline std::error_code io_error(const std::error_code& ec) {
-  if (ec == asio::error::eof) return err(errc::broken_pipe);
-  if (ec == asio::error::operation_aborted) return err(errc::operation_aborted);
+  if (ec == net::error::eof) return err(errc::broken_pipe);
+  if (ec == net::error::operation_aborted) return err(errc::operation_aborted);
   // Asio reports OS errors in its own category ("asio.system"), not std::system_category().
-  if (ec.category() == asio::error::get_system_category() || ec.category() == std::system_category())
+  if (ec.category() == net::error::get_system_category() || ec.category() == std::system_category())
     return errno_error(ec.value());
   return ec;
 }
@@ -82,13 +83,13 @@ struct async_pipe::connecting {
   peer_identity server;
   std::vector<std::byte> in = std::vector<std::byte>(protocol::reply_size + 4096);
   std::size_t got = 0;
-  asio::steady_timer timer;
+  net::steady_timer timer;
   bool replying = false;
   std::chrono::milliseconds retry_pause{1}; // between attempts when the server let us go in the handshake
-  asio::steady_timer retry;                 // that pause, for a remote link (timer is the deadline then)
+  net::steady_timer retry;                 // that pause, for a remote link (timer is the deadline then)
   dial_plan plan;                           // remote: the gateway, TLS, the link's deadline (dial.hpp)
   std::shared_ptr<gateway_dialer> dialer;   // remote: dialing it
-  explicit connecting(const asio::any_io_executor& ex) : timer(ex), retry(ex) {}
+  explicit connecting(const net::any_io_executor& ex) : timer(ex), retry(ex) {}
 };
 
 } // namespace npipe::detail

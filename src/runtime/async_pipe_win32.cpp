@@ -5,10 +5,11 @@
 // async_receive_win32.cpp; what they share is in async_pipe_win32_parts.hpp.
 #include "runtime/async_pipe_win32_parts.hpp"
 
-#include <asio/bind_executor.hpp>
-#include <asio/dispatch.hpp>
-#include <asio/post.hpp>
-#include <asio/windows/overlapped_ptr.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(bind_executor.hpp)
+#include NPIPE_NET_HEADER(dispatch.hpp)
+#include NPIPE_NET_HEADER(post.hpp)
+#include NPIPE_NET_HEADER(windows/overlapped_ptr.hpp)
 
 #include "core/pipe_rules.hpp"
 #include "remote/remote.hpp"
@@ -21,9 +22,9 @@
 namespace npipe::detail {
 using namespace async_win32;
 
-async_pipe::async_pipe(const asio::any_io_executor& ex) : async_pipe_base(ex), handle_(strand_) {}
+async_pipe::async_pipe(const net::any_io_executor& ex) : async_pipe_base(ex), handle_(strand_) {}
 
-std::shared_ptr<async_pipe> async_pipe::create(const asio::any_io_executor& ex) {
+std::shared_ptr<async_pipe> async_pipe::create(const net::any_io_executor& ex) {
   auto p = std::make_shared<async_pipe>(ex);
   runtime_registry::enroll(ex, p);
   return p;
@@ -171,7 +172,7 @@ void async_pipe::start_tx() {
       flusher_->start(hd, [w = weak_from_this(), s = strand_, gen = ++flush_gen_](DWORD e) {
         // Only post from the helper: the pipe is locked (and possibly
         // destroyed) on the strand, never on this thread.
-        asio::post(s, [w, e, gen] {
+        net::post(s, [w, e, gen] {
           if (auto self = w.lock(); self && self->flush_gen_ == gen) self->on_flushed(e);
         });
       });
@@ -278,7 +279,7 @@ void async_pipe::fail_writes(std::error_code ec, const std::string& detail) {
   for (auto& o : rest) finish(*o, ec, detail);
 }
 
-void async_pipe::send(asio::const_buffer msg, std::vector<std::byte> owned, timeout t, asio::cancellation_slot slot,
+void async_pipe::send(net::const_buffer msg, std::vector<std::byte> owned, timeout t, detail::cancellation_slot slot,
                       completion<std::size_t> done) {
   auto o = make_op(t, slot);
   o->on_sent = std::move(done);
@@ -294,11 +295,11 @@ void async_pipe::send(asio::const_buffer msg, std::vector<std::byte> owned, time
     return;
   }
   o->owned = std::move(owned);
-  o->payload = o->owned.empty() ? msg : asio::buffer(o->owned);
+  o->payload = o->owned.empty() ? msg : net::buffer(o->owned);
   queue_write(std::move(o));
 }
 
-void async_pipe::transact(std::vector<std::byte> request, timeout t, asio::cancellation_slot slot,
+void async_pipe::transact(std::vector<std::byte> request, timeout t, detail::cancellation_slot slot,
                           completion<std::vector<std::byte>> done) {
   auto o = make_op(t, slot);
   o->on_msg = std::move(done);
@@ -325,11 +326,11 @@ void async_pipe::transact(std::vector<std::byte> request, timeout t, asio::cance
   }
   o->then_receive = std::move(o->on_msg);
   o->owned = std::move(request);
-  o->payload = asio::buffer(o->owned);
+  o->payload = net::buffer(o->owned);
   queue_write(std::move(o));
 }
 
-void async_pipe::flush(timeout t, asio::cancellation_slot slot, completion<> done) {
+void async_pipe::flush(timeout t, detail::cancellation_slot slot, completion<> done) {
   auto o = make_op(t, slot);
   o->on_done = std::move(done);
   if (!is_open() || tx_broken_) {

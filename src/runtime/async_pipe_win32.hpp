@@ -21,9 +21,10 @@
 
 #include <npipe/async.hpp>
 
-#include <asio/steady_timer.hpp>
-#include <asio/strand.hpp>
-#include <asio/windows/stream_handle.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(steady_timer.hpp)
+#include NPIPE_NET_HEADER(strand.hpp)
+#include NPIPE_NET_HEADER(windows/stream_handle.hpp)
 
 #include <atomic>
 #include <memory>
@@ -40,8 +41,8 @@ struct async_pipe_op;
 class async_pipe final : public async_pipe_base<async_pipe, async_pipe_op> {
 public:
   /// A new end, enrolled with its context's runtime_registry.
-  static std::shared_ptr<async_pipe> create(const asio::any_io_executor& ex);
-  explicit async_pipe(const asio::any_io_executor& ex);
+  static std::shared_ptr<async_pipe> create(const net::any_io_executor& ex);
+  explicit async_pipe(const net::any_io_executor& ex);
   ~async_pipe() override;
   void abandon() noexcept override;
   async_pipe(const async_pipe&) = delete;
@@ -51,13 +52,13 @@ public:
 
   /// Take over a connected server instance (a HANDLE) the server admitted.
   bool adopt(std::intptr_t handle, connection_params p, std::error_code& ec);
-  void connect(pipe_name name, client_options opts, timeout t, asio::cancellation_slot slot, completion<> done);
+  void connect(pipe_name name, client_options opts, timeout t, detail::cancellation_slot slot, completion<> done);
   /// `owned`, if not empty, is the payload (and msg is ignored).
-  void send(asio::const_buffer msg, std::vector<std::byte> owned, timeout t, asio::cancellation_slot slot,
+  void send(net::const_buffer msg, std::vector<std::byte> owned, timeout t, detail::cancellation_slot slot,
             completion<std::size_t> done);
-  void transact(std::vector<std::byte> request, timeout t, asio::cancellation_slot slot,
+  void transact(std::vector<std::byte> request, timeout t, detail::cancellation_slot slot,
                 completion<std::vector<std::byte>> done);
-  void flush(timeout t, asio::cancellation_slot slot, completion<> done);
+  void flush(timeout t, detail::cancellation_slot slot, completion<> done);
   /// Complete every pending operation with operation_aborted.
   void cancel();
   /// Close; pending operations complete with `why` (and `detail`).
@@ -73,7 +74,7 @@ private:
   template <class Pipe>
   friend void start_deadline(Pipe& pipe, async_op& o, clock::time_point at);
   template <class Pipe>
-  friend void arm_op(Pipe& pipe, async_op& o, timeout t, asio::cancellation_slot& slot);
+  friend void arm_op(Pipe& pipe, async_op& o, timeout t, detail::cancellation_slot& slot);
   friend class async_pipe_base<async_pipe, async_pipe_op>;
   using op = async_pipe_op;
   struct connecting;
@@ -109,7 +110,7 @@ private:
   void connect_attempt();
   void fail_connect(std::error_code ec, std::string detail);
 
-  asio::windows::stream_handle handle_;
+  net::windows::stream_handle handle_;
 
   // receive side
   std::optional<held_bytes> held_;

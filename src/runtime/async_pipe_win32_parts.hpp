@@ -7,9 +7,10 @@
 // Asio first: it includes <winsock2.h> before <windows.h>.
 #include "runtime/async_pipe.hpp"
 
-#include <asio/bind_executor.hpp>
-#include <asio/steady_timer.hpp>
-#include <asio/windows/overlapped_ptr.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(bind_executor.hpp)
+#include NPIPE_NET_HEADER(steady_timer.hpp)
+#include NPIPE_NET_HEADER(windows/overlapped_ptr.hpp)
 
 #include <chrono>
 #include <memory>
@@ -26,7 +27,7 @@ inline std::error_code err(errc e) { return make_error_code(e); }
 
 inline DWORD win32_code(const std::error_code& ec) {
   if (!ec) return 0;
-  if (ec == asio::error::operation_aborted) return ERROR_OPERATION_ABORTED;
+  if (ec == net::error::operation_aborted) return ERROR_OPERATION_ABORTED;
   return static_cast<DWORD>(ec.value());
 }
 
@@ -38,13 +39,13 @@ inline bool peer_gone(DWORD e) {
 // on `strand` when it completes. Returns its OVERLAPPED (for CancelIoEx), or
 // nullptr if it failed at once (the handler still runs, with the error).
 template <class Call, class Handler>
-OVERLAPPED* start_overlapped(asio::strand<asio::any_io_executor>& strand, Call call, Handler handler) {
-  asio::windows::overlapped_ptr ov(strand, asio::bind_executor(strand, std::move(handler)));
+OVERLAPPED* start_overlapped(net::strand<net::any_io_executor>& strand, Call call, Handler handler) {
+  net::windows::overlapped_ptr ov(strand, net::bind_executor(strand, std::move(handler)));
   BOOL ok = call(ov.get());
   DWORD e = ::GetLastError();
   // ERROR_MORE_DATA at once still queues a completion (as ERROR_IO_PENDING does).
   if (!ok && e != ERROR_IO_PENDING && e != ERROR_MORE_DATA) {
-    ov.complete(std::error_code(static_cast<int>(e), asio::error::get_system_category()), 0);
+    ov.complete(std::error_code(static_cast<int>(e), net::error::get_system_category()), 0);
     return nullptr;
   }
   return ov.release();
@@ -65,8 +66,8 @@ struct async_pipe::connecting {
   std::wstring path;
   bool waited = false;
   std::chrono::milliseconds backoff{1};
-  asio::steady_timer timer;
-  explicit connecting(const asio::any_io_executor& ex) : timer(ex) {}
+  net::steady_timer timer;
+  explicit connecting(const net::any_io_executor& ex) : timer(ex) {}
 };
 
 } // namespace npipe::detail

@@ -9,17 +9,18 @@
 #include "runtime/async_server.hpp"
 #include "runtime/async_session.hpp"
 
-#include <asio/dispatch.hpp>
-#include <asio/execution/outstanding_work.hpp>
-#include <asio/prefer.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(dispatch.hpp)
+#include NPIPE_NET_HEADER(execution/outstanding_work.hpp)
+#include NPIPE_NET_HEADER(prefer.hpp)
 
 #include <algorithm>
 
 namespace npipe::detail {
 
-async_server_impl::async_server_impl(const asio::any_io_executor& ex)
-    : ex_(ex), sweep_strand_(asio::make_strand(ex)), sweep_(sweep_strand_)
-#if defined(ASIO_HAS_POSIX_STREAM_DESCRIPTOR)
+async_server_impl::async_server_impl(const net::any_io_executor& ex)
+    : ex_(ex), sweep_strand_(net::make_strand(ex)), sweep_(sweep_strand_)
+#if defined(NPIPE_NET_HAS_POSIX_STREAM_DESCRIPTOR)
       ,
       listen_(sweep_strand_), listen_pause_(sweep_strand_)
 #endif
@@ -34,7 +35,7 @@ void async_server_impl::abandon() noexcept {
   std::deque<accept_op> accepts;
   std::deque<std::shared_ptr<async_pipe>> ready;
   std::shared_ptr<request_handler> h;
-  asio::any_io_executor work;
+  net::any_io_executor work;
   {
     std::lock_guard lk(mu_);
     accepts.swap(accepts_);
@@ -67,9 +68,9 @@ bool async_server_impl::open(const pipe_name& name, const async_server_options& 
   // come later are served.
   {
     std::lock_guard lk(mu_);
-    work_ = asio::prefer(ex_, asio::execution::outstanding_work.tracked);
+    work_ = net::prefer(ex_, net::execution::outstanding_work.tracked);
   }
-  if (opts_.idle_timeout > timeout::zero()) asio::dispatch(sweep_strand_, [self = shared_from_this()] { self->arm_sweep(); });
+  if (opts_.idle_timeout > timeout::zero()) net::dispatch(sweep_strand_, [self = shared_from_this()] { self->arm_sweep(); });
   return true;
 }
 
@@ -106,9 +107,9 @@ void async_server_impl::sweep() {
     }
   }
   for (auto& s : sessions)
-    asio::dispatch(s->executor(), [s, t = opts_.idle_timeout] { s->idle_check(t); });
+    net::dispatch(s->executor(), [s, t = opts_.idle_timeout] { s->idle_check(t); });
   for (auto& p : idle)
-    asio::dispatch(p->strand(), [p, t = opts_.idle_timeout] {
+    net::dispatch(p->strand(), [p, t = opts_.idle_timeout] {
       if (p->quiet() && clock::now() - p->last_activity() >= t)
         p->close(make_error_code(errc::timed_out), "closed by the server's idle timeout");
     });
@@ -121,7 +122,7 @@ void async_server_impl::sweep() {
 // handed its first request on this I/O thread, with no hop through the
 // admission thread, which keeps only the clients that must wait.
 void async_server_impl::start_listening() {
-#if defined(ASIO_HAS_POSIX_STREAM_DESCRIPTOR)
+#if defined(NPIPE_NET_HAS_POSIX_STREAM_DESCRIPTOR)
   auto fd = admission_->listen_handle();
   if (fd < 0) {
     admission_->accept_on_own_thread(); // none to wait on (or no descriptor left)
@@ -138,13 +139,13 @@ void async_server_impl::start_listening() {
     std::lock_guard lk(mu_);
     listen_closed_ = false; // stop() waits until the strand has closed it
   }
-  asio::dispatch(sweep_strand_, [self = shared_from_this()] { self->await_clients(); });
+  net::dispatch(sweep_strand_, [self = shared_from_this()] { self->await_clients(); });
 #endif
 }
 
 void async_server_impl::await_clients() {
-#if defined(ASIO_HAS_POSIX_STREAM_DESCRIPTOR)
-  listen_.async_wait(asio::posix::descriptor_base::wait_read, [w = weak_from_this()](const std::error_code& ec) {
+#if defined(NPIPE_NET_HAS_POSIX_STREAM_DESCRIPTOR)
+  listen_.async_wait(net::posix::descriptor_base::wait_read, [w = weak_from_this()](const std::error_code& ec) {
     auto self = w.lock();
     if (!self) return;
     std::shared_ptr<server_impl> admission;
@@ -200,8 +201,8 @@ void async_server_impl::admitted(admitted_client&& a) {
   };
   // The last client of an I/O thread's batch starts here at once; the
   // others are queued, so no client's handler delays the rest of its batch.
-  if (a.run_here) asio::dispatch(p->strand(), std::move(start));
-  else asio::post(p->strand(), std::move(start));
+  if (a.run_here) net::dispatch(p->strand(), std::move(start));
+  else net::post(p->strand(), std::move(start));
 }
 
 // On the new pipe's strand: hand it to serve(), to an accept, or to the queue.
@@ -229,7 +230,7 @@ void async_server_impl::place(const std::shared_ptr<async_pipe>& p, std::uint64_
   ready_.push_back(p);
 }
 
-void async_server_impl::accept(asio::cancellation_slot slot, completion<async_connection> done) {
+void async_server_impl::accept(detail::cancellation_slot slot, completion<async_connection> done) {
   std::unique_lock lk(mu_);
   if (stopping_ || !admission_) {
     lk.unlock();
@@ -252,7 +253,7 @@ void async_server_impl::accept(asio::cancellation_slot slot, completion<async_co
   }
   std::uint64_t id = ++next_accept_;
   if (slot.is_connected()) {
-    slot.assign([w = weak_from_this(), id](asio::cancellation_type) {
+    slot.assign([w = weak_from_this(), id](detail::cancellation_type) {
       if (auto s = w.lock()) s->abort_accept(id);
     });
   }
@@ -286,7 +287,7 @@ void async_server_impl::serve(request_handler h) {
       for (auto& [i, e] : live_)
         if (e.pipe.lock() == p) id = i;
     }
-    asio::dispatch(p->strand(), [self = shared_from_this(), p, id] { self->place(p, id); });
+    net::dispatch(p->strand(), [self = shared_from_this(), p, id] { self->place(p, id); });
   }
 }
 
@@ -325,9 +326,9 @@ void async_server_impl::stop(timeout grace, bool wait) {
     for (auto& [id, e] : live_)
       if (auto s = e.sess.lock()) sessions.push_back(std::move(s));
   }
-  asio::dispatch(sweep_strand_, [self = shared_from_this()] {
+  net::dispatch(sweep_strand_, [self = shared_from_this()] {
     self->sweep_.cancel();
-#if defined(ASIO_HAS_POSIX_STREAM_DESCRIPTOR)
+#if defined(NPIPE_NET_HAS_POSIX_STREAM_DESCRIPTOR)
     std::error_code ignore;
     self->listen_.close(ignore);
     self->listen_pause_.cancel();
@@ -344,8 +345,8 @@ void async_server_impl::stop(timeout grace, bool wait) {
     a.done(make_error_code(errc::operation_aborted), async_connection(ex_));
   }
   for (auto& p : ready)
-    asio::dispatch(p->strand(), [p] { p->close(make_error_code(errc::operation_aborted), "the server is stopping"); });
-  for (auto& s : sessions) asio::dispatch(s->executor(), [s] { s->begin_stop(); });
+    net::dispatch(p->strand(), [p] { p->close(make_error_code(errc::operation_aborted), "the server is stopping"); });
+  for (auto& s : sessions) net::dispatch(s->executor(), [s] { s->begin_stop(); });
 
   auto force_close = [&] {
     std::vector<std::shared_ptr<async_pipe>> all;
@@ -355,11 +356,11 @@ void async_server_impl::stop(timeout grace, bool wait) {
         if (auto p = e.pipe.lock()) all.push_back(std::move(p));
     }
     for (auto& p : all)
-      asio::dispatch(p->strand(), [p] { p->close(make_error_code(errc::operation_aborted), "the server stopped"); });
+      net::dispatch(p->strand(), [p] { p->close(make_error_code(errc::operation_aborted), "the server stopped"); });
   };
   auto release_work = [&] {
     std::lock_guard lk(mu_);
-    work_ = asio::any_io_executor();
+    work_ = net::any_io_executor();
   };
   if (!wait) {
     drop_observer(); // no event after close() returns
@@ -436,6 +437,6 @@ void reply::close_connection(std::string why) noexcept {
   if (!s_) return;
   std::exchange(s_, nullptr)->drop(std::move(why));
 }
-asio::any_io_executor reply::get_executor() const { return s_->executor(); }
+net::any_io_executor reply::get_executor() const { return s_->executor(); }
 
 } // namespace npipe

@@ -7,9 +7,10 @@
 
 #include <npipe/async.hpp>
 
-#include <asio/posix/stream_descriptor.hpp>
-#include <asio/steady_timer.hpp>
-#include <asio/strand.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(posix/stream_descriptor.hpp)
+#include NPIPE_NET_HEADER(steady_timer.hpp)
+#include NPIPE_NET_HEADER(strand.hpp)
 
 #include <atomic>
 #include <condition_variable>
@@ -26,12 +27,12 @@ class session;
 
 class async_server_impl final : public abandonable, public std::enable_shared_from_this<async_server_impl> {
 public:
-  explicit async_server_impl(const asio::any_io_executor& ex);
+  explicit async_server_impl(const net::any_io_executor& ex);
   ~async_server_impl() override;
   void abandon() noexcept override;
 
   bool open(const pipe_name& name, const async_server_options& opts, std::error_code& ec);
-  void accept(asio::cancellation_slot slot, completion<async_connection> done);
+  void accept(detail::cancellation_slot slot, completion<async_connection> done);
   void serve(request_handler h);
   void set_observer(std::function<void(const client_event&)> f);
   /// Graceful when `wait`; otherwise closes everything without waiting.
@@ -67,17 +68,17 @@ private:
   void arm_sweep();
   void sweep();
 
-  asio::any_io_executor ex_;
+  net::any_io_executor ex_;
   pipe_name name_;
   async_server_options opts_;
   std::shared_ptr<server_impl> admission_;
-  asio::strand<asio::any_io_executor> sweep_strand_;
-  asio::steady_timer sweep_; // on sweep_strand_
-#if defined(ASIO_HAS_POSIX_STREAM_DESCRIPTOR)
+  net::strand<net::any_io_executor> sweep_strand_;
+  net::steady_timer sweep_; // on sweep_strand_
+#if defined(NPIPE_NET_HAS_POSIX_STREAM_DESCRIPTOR)
   // Where the system has one (Linux): the listening socket (a descriptor of
   // our own), waited on here, and the pause when out of descriptors; on sweep_strand_.
-  asio::posix::stream_descriptor listen_;
-  asio::steady_timer listen_pause_;
+  net::posix::stream_descriptor listen_;
+  net::steady_timer listen_pause_;
   static constexpr bool listen_supported = true;
 #else
   static constexpr bool listen_supported = false;
@@ -92,7 +93,7 @@ private:
   std::deque<std::shared_ptr<async_pipe>> ready_;
   std::deque<accept_op> accepts_;
   std::shared_ptr<request_handler> handler_;
-  asio::any_io_executor work_; // tracks outstanding work while open (under mu_)
+  net::any_io_executor work_; // tracks outstanding work while open (under mu_)
   std::shared_mutex obs_mu_;
   std::function<void(const client_event&)> observer_; // under obs_mu_
   std::atomic<std::uint64_t> requests_{0};

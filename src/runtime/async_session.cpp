@@ -10,7 +10,8 @@
 #include "runtime/async_pipe.hpp"
 #include "runtime/async_server.hpp"
 
-#include <asio/dispatch.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(dispatch.hpp)
 
 namespace npipe::detail {
 
@@ -32,7 +33,7 @@ void session::idle_check(timeout idle) {
 }
 
 void session::reply_ready(std::uint64_t seq, std::vector<std::byte> bytes) {
-  asio::dispatch(pipe_->strand(), [self = shared_from_this(), seq, b = std::move(bytes)]() mutable {
+  net::dispatch(pipe_->strand(), [self = shared_from_this(), seq, b = std::move(bytes)]() mutable {
     if (self->ended_) return;
     self->done_.emplace(seq, std::move(b));
     self->send_ready();
@@ -40,7 +41,7 @@ void session::reply_ready(std::uint64_t seq, std::vector<std::byte> bytes) {
 }
 
 void session::drop(std::string why) {
-  asio::dispatch(pipe_->strand(), [self = shared_from_this(), why = std::move(why)]() mutable {
+  net::dispatch(pipe_->strand(), [self = shared_from_this(), why = std::move(why)]() mutable {
     self->end(make_error_code(errc::operation_aborted),
               why.empty() ? "the handler dropped the request without a reply" : std::move(why));
   });
@@ -96,7 +97,7 @@ void session::send_ready() {
     ++send_seq_;
     if (auto s = srv_.lock()) s->count_queued(static_cast<std::ptrdiff_t>(bytes.size()));
     std::size_t n = bytes.size();
-    pipe_->send(asio::const_buffer(), std::move(bytes), forever, {},
+    pipe_->send(net::const_buffer(), std::move(bytes), forever, {},
                 [self = shared_from_this(), n](std::error_code ec, std::size_t) { self->on_sent(ec, n); });
   }
 }

@@ -29,7 +29,7 @@ public:
 
   std::uint64_t id() const noexcept { return id_; }
   const peer_identity& peer() const noexcept { return pipe_->params().peer; }
-  asio::any_io_executor executor() { return pipe_->strand(); }
+  net::any_io_executor executor() { return pipe_->strand(); }
 
   // On the strand.
   void start();

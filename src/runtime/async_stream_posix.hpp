@@ -10,9 +10,10 @@
 
 #include <npipe/error.hpp>
 
-#include <asio/generic/stream_protocol.hpp>
-#include <asio/post.hpp>
-#include <asio/write.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(generic/stream_protocol.hpp)
+#include NPIPE_NET_HEADER(post.hpp)
+#include NPIPE_NET_HEADER(write.hpp)
 
 #include <sys/socket.h>
 
@@ -27,7 +28,7 @@ namespace npipe::detail {
 
 class async_stream {
 public:
-  using socket_type = asio::generic::stream_protocol::socket;
+  using socket_type = net::generic::stream_protocol::socket;
   template <class Executor>
   explicit async_stream(const Executor& ex) : socket_(ex) {}
 
@@ -42,16 +43,16 @@ public:
   /// What is there, without waiting; 0 with ec would_block, eof or an error.
   /// Over TLS every record already here, as recv() takes every byte.
   std::size_t read_some(void* p, std::size_t cap, std::error_code& ec) {
-    if (!tls_) return socket_.read_some(asio::buffer(p, cap), ec);
+    if (!tls_) return socket_.read_some(net::buffer(p, cap), ec);
     std::size_t n = 0;
     tls::io r = tls_->read_all(static_cast<std::byte*>(p), cap, n);
     read_wants_write_ = r == tls::io::want_write;
     // A full buffer may leave whole records inside OpenSSL, which the socket's readiness cannot show.
     read_buffered_ = r == tls::io::done && n == cap && tls_->buffered();
     if (r == tls::io::done) ec.clear();
-    else if (r != tls::io::end) ec = asio::error::would_block;
+    else if (r != tls::io::end) ec = net::error::would_block;
     else if (tls_->end_error()) ec = tls_->end_error();
-    else ec = asio::error::eof;
+    else ec = net::error::eof;
     return n;
   }
   /// What a failed read or write says: the TLS end's own words, or `doing` and the error.
@@ -64,16 +65,16 @@ public:
   void async_wait_read(H&& h) {
     if (!tls_) return socket_.async_wait(socket_type::wait_read, std::forward<H>(h));
     if (read_buffered_)
-      return asio::post(socket_.get_executor(), [h = std::forward<H>(h)]() mutable { h(std::error_code()); });
+      return net::post(socket_.get_executor(), [h = std::forward<H>(h)]() mutable { h(std::error_code()); });
     socket_.async_wait(read_wants_write_ ? socket_type::wait_write : socket_type::wait_read, std::forward<H>(h));
   }
   /// h(error_code, n) with some bytes, or the end.
   template <class H>
-  void async_read_some(asio::mutable_buffer b, H h) {
+  void async_read_some(net::mutable_buffer b, H h) {
     if (!tls_) return socket_.async_read_some(b, std::move(h));
     async_wait_read([this, b, h = std::move(h)](std::error_code ec) mutable {
       std::size_t n = ec ? 0 : read_some(b.data(), b.size(), ec);
-      if (ec == asio::error::would_block) return async_read_some(b, std::move(h));
+      if (ec == net::error::would_block) return async_read_some(b, std::move(h));
       h(ec, n);
     });
   }
@@ -82,8 +83,8 @@ public:
   /// h(error_code, bytes taken). A write stopped by a cancellation (a
   /// timed-out send) tore the stream if began() says so.
   template <class H>
-  void async_write(const std::vector<asio::const_buffer>& bufs, H h) {
-    if (!tls_) return asio::async_write(socket_, bufs, std::move(h));
+  void async_write(const std::vector<net::const_buffer>& bufs, H h) {
+    if (!tls_) return net::async_write(socket_, bufs, std::move(h));
     if (!std::exchange(full_, false)) return tls_write(bufs, 0, std::move(h));
     // The last write found the socket full: nothing goes to OpenSSL (which
     // would own a record from then on) until it can take some, so a send
@@ -110,13 +111,13 @@ public:
     std::error_code ignore;
     if (tls_ && socket_.is_open()) tls_->shutdown();
     tls_.reset(); // it names the socket's descriptor, which closing frees
-    socket_.shutdown(asio::socket_base::shutdown_both, ignore);
+    socket_.shutdown(net::socket_base::shutdown_both, ignore);
     socket_.close(ignore);
   }
 
 private:
   template <class H>
-  void tls_write(const std::vector<asio::const_buffer>& bufs, std::size_t done, H h) {
+  void tls_write(const std::vector<net::const_buffer>& bufs, std::size_t done, H h) {
     for (;;) {
       pieces_.clear();
       std::size_t skip = done;
@@ -138,7 +139,7 @@ private:
       if (r == tls::io::done || r == tls::io::end) {
         std::error_code ec;
         if (r == tls::io::end) ec = tls_->end_error() ? tls_->end_error() : make_error_code(errc::broken_pipe);
-        return asio::post(socket_.get_executor(), [h = std::move(h), ec, done]() mutable { h(ec, done); });
+        return net::post(socket_.get_executor(), [h = std::move(h), ec, done]() mutable { h(ec, done); });
       }
       // OpenSSL owns a record now and sends it before anything else.
       record_owed_ = full_ = true;

@@ -5,11 +5,11 @@
 
 namespace npipe::detail {
 
-asio::execution_context::id runtime_registry::id;
+net::execution_context::id runtime_registry::id;
 
-void runtime_registry::enroll(const asio::any_io_executor& ex, const std::shared_ptr<abandonable>& obj) {
-  auto& ctx = asio::query(ex, asio::execution::context);
-  asio::use_service<runtime_registry>(ctx).add(obj);
+void runtime_registry::enroll(const net::any_io_executor& ex, const std::shared_ptr<abandonable>& obj) {
+  auto& ctx = net::query(ex, net::execution::context);
+  net::use_service<runtime_registry>(ctx).add(obj);
 }
 
 void runtime_registry::add(const std::shared_ptr<abandonable>& obj) {

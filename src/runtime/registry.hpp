@@ -7,8 +7,9 @@
 // operations, without invoking them, when the execution context shuts down;
 // this service does the same for npipe's, which breaks those cycles.
 
-#include <asio/any_io_executor.hpp>
-#include <asio/execution_context.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(any_io_executor.hpp)
+#include NPIPE_NET_HEADER(execution_context.hpp)
 
 #include <memory>
 #include <mutex>
@@ -24,13 +25,13 @@ public:
   virtual void abandon() noexcept = 0;
 };
 
-class runtime_registry final : public asio::execution_context::service {
+class runtime_registry final : public net::execution_context::service {
 public:
-  static asio::execution_context::id id;
-  explicit runtime_registry(asio::execution_context& ctx) : asio::execution_context::service(ctx) {}
+  static net::execution_context::id id;
+  explicit runtime_registry(net::execution_context& ctx) : net::execution_context::service(ctx) {}
 
   /// Register `obj` with the context behind `ex`.
-  static void enroll(const asio::any_io_executor& ex, const std::shared_ptr<abandonable>& obj);
+  static void enroll(const net::any_io_executor& ex, const std::shared_ptr<abandonable>& obj);
 
 private:
   void add(const std::shared_ptr<abandonable>& obj);

@@ -14,14 +14,15 @@
 #include <npipe/async.hpp>
 #include <npipe/npipe.hpp>
 
-#include <asio/bind_cancellation_slot.hpp>
-#include <asio/experimental/as_tuple.hpp>
-#include <asio/experimental/awaitable_operators.hpp>
-#include <asio/io_context.hpp>
-#include <asio/steady_timer.hpp>
-#include <asio/thread_pool.hpp>
-#include <asio/use_awaitable.hpp>
-#include <asio/use_future.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(bind_cancellation_slot.hpp)
+#include NPIPE_NET_HEADER(experimental/as_tuple.hpp)
+#include NPIPE_NET_HEADER(experimental/awaitable_operators.hpp)
+#include NPIPE_NET_HEADER(io_context.hpp)
+#include NPIPE_NET_HEADER(steady_timer.hpp)
+#include NPIPE_NET_HEADER(thread_pool.hpp)
+#include NPIPE_NET_HEADER(use_awaitable.hpp)
+#include NPIPE_NET_HEADER(use_future.hpp)
 
 #include <gtest/gtest.h>
 
@@ -60,23 +61,23 @@ std::string style_name(style s) {
   return "?";
 }
 
-asio::awaitable<void> echo_connection(async_connection c) {
+net::awaitable<void> echo_connection(async_connection c) {
   try {
     for (;;) {
-      auto m = co_await c.async_receive(asio::use_awaitable);
-      co_await c.async_send(asio::buffer(m), asio::use_awaitable);
+      auto m = co_await c.async_receive(net::use_awaitable);
+      co_await c.async_send(net::buffer(m), net::use_awaitable);
     }
   } catch (const std::system_error&) {
     // the client went away
   }
 }
 
-asio::awaitable<void> accept_loop(async_server& srv) {
+net::awaitable<void> accept_loop(async_server& srv) {
   for (;;) {
-    auto [ec, c] = co_await srv.async_accept(asio::experimental::as_tuple(asio::use_awaitable));
+    auto [ec, c] = co_await srv.async_accept(net::experimental::as_tuple(net::use_awaitable));
     if (ec) co_return;
     auto ex = c.get_executor(); // before c is moved (argument order is unspecified)
-    asio::co_spawn(ex, echo_connection(std::move(c)), asio::detached);
+    net::co_spawn(ex, echo_connection(std::move(c)), net::detached);
   }
 }
 
@@ -84,8 +85,8 @@ asio::awaitable<void> accept_loop(async_server& srv) {
 // per request: under Wine a freshly detached thread now and then does not
 // start for over 10 s (seen here: one in ~2000), which would fail the row
 // for a reason that is not npipe's.
-asio::thread_pool& replier() {
-  static asio::thread_pool pool(4);
+net::thread_pool& replier() {
+  static net::thread_pool pool(4);
   return pool;
 }
 // Replies the pool has yet to finish with. A request and a reply hold
@@ -100,17 +101,17 @@ void serve_echo(async_server& srv, style s) {
   switch (s) {
   case style::function: srv.serve([](request r) { return r.take(); }); break;
   case style::coroutine:
-    srv.serve([](request r) -> asio::awaitable<std::vector<std::byte>> {
+    srv.serve([](request r) -> net::awaitable<std::vector<std::byte>> {
       // awaits other work before answering
-      asio::steady_timer t(co_await asio::this_coro::executor, 1ms);
-      co_await t.async_wait(asio::use_awaitable);
+      net::steady_timer t(co_await net::this_coro::executor, 1ms);
+      co_await t.async_wait(net::use_awaitable);
       co_return r.take();
     });
     break;
   case style::reply_later:
     srv.serve([](request r, reply rp) {
       ++replies_in_flight;
-      asio::post(replier(), [r = std::move(r), rp = std::move(rp)]() mutable {
+      net::post(replier(), [r = std::move(r), rp = std::move(rp)]() mutable {
         {
           auto req = std::move(r);
           auto later = std::move(rp);
@@ -121,7 +122,7 @@ void serve_echo(async_server& srv, style s) {
     });
     break;
   case style::per_connection:
-    asio::co_spawn(srv.get_executor(), accept_loop(srv), asio::detached);
+    net::co_spawn(srv.get_executor(), accept_loop(srv), net::detached);
     break;
   }
 }
@@ -279,7 +280,7 @@ INSTANTIATE_TEST_SUITE_P(Server, Styles,
 // returns only after stop().
 TEST_F(Async, ServeThenRunKeepsServingClientsThatComeLaterUntilStop) {
   auto name = random_pipe("readme");
-  asio::io_context ctx; // no work guard: the server must be enough
+  net::io_context ctx; // no work guard: the server must be enough
   npipe::async_server srv(ctx, name);
   srv.serve([](npipe::request r) { return std::string("echo: ") + std::string(r.text()); });
   std::atomic<bool> returned{false};
@@ -307,7 +308,7 @@ TEST_F(Async, ServeThenRunKeepsServingClientsThatComeLaterUntilStop) {
 TEST_F(Async, CancelledAndTimedOutTransactsNeverHandTheirRepliesOn) {
   auto name = random_pipe("late");
   run_threads();
-  asio::thread_pool later(1);
+  net::thread_pool later(1);
   npipe::async_server srv(ctx_, name);
   std::mutex mu;
   std::vector<npipe::reply> held; // replies to the first two requests, sent late
@@ -328,19 +329,19 @@ TEST_F(Async, CancelledAndTimedOutTransactsNeverHandTheirRepliesOn) {
   }
   std::string late = "late", mine = "mine";
   { // cancelled through its slot
-    asio::cancellation_signal cancel;
+    net::cancellation_signal cancel;
     auto [h, f] = outcome<std::vector<std::byte>>();
-    c.async_transact(asio::buffer(late), 10s, asio::bind_cancellation_slot(cancel.slot(), h));
+    c.async_transact(net::buffer(late), 10s, net::bind_cancellation_slot(cancel.slot(), h));
     wait_until([&] { // the server has the request
       std::lock_guard lk(mu);
       return !held.empty();
     }, 10s);
-    asio::post(ctx_, [&] { cancel.emit(asio::cancellation_type::all); });
+    net::post(ctx_, [&] { cancel.emit(net::cancellation_type::all); });
     EXPECT_EQ(std::get<0>(f.get()), errc::operation_aborted);
   }
   { // timed out
     auto [h, f] = outcome<std::vector<std::byte>>();
-    c.async_transact(asio::buffer(late), 100ms, h);
+    c.async_transact(net::buffer(late), 100ms, h);
     EXPECT_EQ(std::get<0>(f.get()), errc::timed_out);
   }
   {
@@ -350,7 +351,7 @@ TEST_F(Async, CancelledAndTimedOutTransactsNeverHandTheirRepliesOn) {
     held.clear();
   }
   auto [h, f] = outcome<std::vector<std::byte>>();
-  c.async_transact(asio::buffer(mine), 10s, h);
+  c.async_transact(net::buffer(mine), 10s, h);
   auto [ec, reply] = f.get();
   EXPECT_FALSE(ec) << ec.message();
   EXPECT_EQ(text(reply), "re: mine") << "a late reply reached a later transact";
@@ -409,7 +410,7 @@ TEST_F(Async, RepliesLeaveInRequestOrderWhateverOrderTheyFinish) {
   async_server srv(ctx_, name);
   srv.serve([](request r, reply rp) {
     auto delay = std::chrono::milliseconds(30 - std::stoi(std::string(r.text())) * 3); // later requests finish first
-    auto t = std::make_shared<asio::steady_timer>(replier(), delay);
+    auto t = std::make_shared<net::steady_timer>(replier(), delay);
     t->async_wait([t, rp = std::move(rp), m = std::string(r.text())](const std::error_code&) mutable { rp.send(m); });
   });
   auto c = connect(name);
@@ -644,10 +645,10 @@ TEST_F(Async, GracefulStopFinishesInFlightRemovesTheNameAndLeaksNoDescriptor) {
     async_server warm(ctx_, random_pipe());
     warm.serve([](request r) { return r.take(); });
     EXPECT_EQ(call(warm.name(), "warm", 5s), "warm");
-    asio::steady_timer tick(ctx_, 1ms);
+    net::steady_timer tick(ctx_, 1ms);
     tick.wait();
-    asio::steady_timer async_tick(ctx_, 1ms);
-    async_tick.async_wait(asio::use_future).get();
+    net::steady_timer async_tick(ctx_, 1ms);
+    async_tick.async_wait(net::use_future).get();
     warm.stop(1s);
   }
   int fds_before = open_fds();
@@ -658,10 +659,10 @@ TEST_F(Async, GracefulStopFinishesInFlightRemovesTheNameAndLeaksNoDescriptor) {
     async_server srv(ctx_, name);
     path = srv.native_path();
     std::atomic<int> started{0};
-    srv.serve([&](request r) -> asio::awaitable<std::vector<std::byte>> {
+    srv.serve([&](request r) -> net::awaitable<std::vector<std::byte>> {
       ++started;
-      asio::steady_timer t(co_await asio::this_coro::executor, 300ms);
-      co_await t.async_wait(asio::use_awaitable);
+      net::steady_timer t(co_await net::this_coro::executor, 300ms);
+      co_await t.async_wait(net::use_awaitable);
       co_return r.take();
     });
     std::vector<connection> cs;
@@ -722,19 +723,19 @@ TEST_F(Async, PerConnectionServerFlushesThenDisconnectsAsTheSeedDoes) {
   auto name = random_pipe();
   async_server srv(ctx_, name);
   std::atomic<int> flushed{0}, sent{0};
-  asio::co_spawn(
+  net::co_spawn(
       ctx_,
-      [&]() -> asio::awaitable<void> {
-        auto c = co_await srv.async_accept(asio::use_awaitable);
-        auto m = co_await c.async_receive(asio::use_awaitable);
+      [&]() -> net::awaitable<void> {
+        auto c = co_await srv.async_accept(net::use_awaitable);
+        auto m = co_await c.async_receive(net::use_awaitable);
         std::string reply = "got " + std::to_string(m.size());
-        co_await c.async_send(asio::buffer(reply), asio::use_awaitable);
+        co_await c.async_send(net::buffer(reply), net::use_awaitable);
         sent = 1; // the reply is in the client's socket, unread
-        co_await c.async_flush(5s, asio::use_awaitable); // FlushFileBuffers: the client has read it
+        co_await c.async_flush(5s, net::use_awaitable); // FlushFileBuffers: the client has read it
         flushed = 1;
         c.close(); // DisconnectNamedPipe
       },
-      asio::detached);
+      net::detached);
   auto c = connect(name);
   c.write(pattern(1234, 1));
   // Not peek(): it would take the reply off the socket into the client's
@@ -763,7 +764,7 @@ TEST_F(Async, AsyncClientWithCallbacksFuturesAndCoroutines) {
   std::string msg = "callback";
   c.async_connect(name, client_options{}, 5s, [&](std::error_code ec) {
     if (ec) return done.set_value("connect: " + ec.message());
-    c.async_transact(asio::buffer(msg), [&](std::error_code ec2, std::vector<std::byte> r) {
+    c.async_transact(net::buffer(msg), [&](std::error_code ec2, std::vector<std::byte> r) {
       done.set_value(ec2 ? "transact: " + ec2.message() : text(r));
     });
   });
@@ -771,31 +772,31 @@ TEST_F(Async, AsyncClientWithCallbacksFuturesAndCoroutines) {
 
   // Futures.
   async_connection f(ctx_);
-  f.async_connect(name, asio::use_future).get();
+  f.async_connect(name, net::use_future).get();
   std::string m2 = "future";
-  EXPECT_EQ(f.async_send(asio::buffer(m2), asio::use_future).get(), m2.size());
-  EXPECT_EQ(text(f.async_receive(asio::use_future).get()), "future");
+  EXPECT_EQ(f.async_send(net::buffer(m2), net::use_future).get(), m2.size());
+  EXPECT_EQ(text(f.async_receive(net::use_future).get()), "future");
   EXPECT_EQ(f.peer().pid, self_pid());
 
   // Coroutines, with a partial read that says "more data".
-  auto coro = asio::co_spawn(
+  auto coro = net::co_spawn(
       ctx_,
-      [&]() -> asio::awaitable<std::string> {
-        async_connection k(co_await asio::this_coro::executor);
-        co_await k.async_connect(name, asio::use_awaitable);
+      [&]() -> net::awaitable<std::string> {
+        async_connection k(co_await net::this_coro::executor);
+        co_await k.async_connect(name, net::use_awaitable);
         std::string m = "coroutine-partial";
-        co_await k.async_send(asio::buffer(m), asio::use_awaitable);
+        co_await k.async_send(net::buffer(m), net::use_awaitable);
         std::array<char, 9> head{};
-        auto r1 = co_await k.async_read_some(asio::buffer(head), asio::use_awaitable);
+        auto r1 = co_await k.async_read_some(net::buffer(head), net::use_awaitable);
         EXPECT_TRUE(r1.more_data);
         EXPECT_EQ(r1.bytes, head.size());
         std::array<char, 64> rest{};
-        auto r2 = co_await k.async_read_some(asio::buffer(rest), asio::use_awaitable);
+        auto r2 = co_await k.async_read_some(net::buffer(rest), net::use_awaitable);
         EXPECT_FALSE(r2.more_data);
-        co_await k.async_flush(asio::use_awaitable);
+        co_await k.async_flush(net::use_awaitable);
         co_return std::string(head.data(), r1.bytes) + std::string(rest.data(), r2.bytes);
       },
-      asio::use_future);
+      net::use_future);
   EXPECT_EQ(coro.get(), "coroutine-partial");
 }
 
@@ -808,22 +809,22 @@ TEST_F(Async, CoroutinesConnectWithTemporariesInTheAwaitExpression) {
   auto name = random_pipe();
   async_server srv(ctx_, name);
   srv.serve([](request r) { return r.take(); });
-  auto r = asio::co_spawn(
+  auto r = net::co_spawn(
       ctx_,
-      [&]() -> asio::awaitable<std::string> {
+      [&]() -> net::awaitable<std::string> {
         std::string got;
-        async_connection a(co_await asio::this_coro::executor);
-        co_await a.async_connect(name, npipe::client_options{}, 5s, asio::use_awaitable);
-        got += text(co_await a.async_transact(asio::buffer(std::string_view("a")), 5s, asio::use_awaitable));
-        async_connection b(co_await asio::this_coro::executor);
-        co_await b.async_connect(name, 5s, asio::use_awaitable);
-        got += text(co_await b.async_transact(asio::buffer(std::string_view("b")), 5s, asio::use_awaitable));
-        async_connection c(co_await asio::this_coro::executor);
-        co_await c.async_connect(pipe_name(name.str()), {}, std::chrono::seconds(5), asio::use_awaitable);
-        got += text(co_await c.async_transact(asio::buffer(std::string_view("c")), 5s, asio::use_awaitable));
+        async_connection a(co_await net::this_coro::executor);
+        co_await a.async_connect(name, npipe::client_options{}, 5s, net::use_awaitable);
+        got += text(co_await a.async_transact(net::buffer(std::string_view("a")), 5s, net::use_awaitable));
+        async_connection b(co_await net::this_coro::executor);
+        co_await b.async_connect(name, 5s, net::use_awaitable);
+        got += text(co_await b.async_transact(net::buffer(std::string_view("b")), 5s, net::use_awaitable));
+        async_connection c(co_await net::this_coro::executor);
+        co_await c.async_connect(pipe_name(name.str()), {}, std::chrono::seconds(5), net::use_awaitable);
+        got += text(co_await c.async_transact(net::buffer(std::string_view("c")), 5s, net::use_awaitable));
         co_return got;
       },
-      asio::use_future);
+      net::use_future);
   EXPECT_EQ(r.get(), "abc");
 }
 
@@ -841,16 +842,16 @@ TEST_F(Async, ReceiveTimeoutLosesNothingAndCancelAborts) {
     c.receive(10s, ec); // until the client goes
   });
   async_connection c(ctx_);
-  c.async_connect(name, asio::use_future).get();
+  c.async_connect(name, net::use_future).get();
   std::string m = "late";
-  c.async_send(asio::buffer(m), asio::use_future).get();
+  c.async_send(net::buffer(m), net::use_future).get();
   auto [h1, f1] = outcome<std::vector<std::byte>>();
   c.async_receive(50ms, std::move(h1));
   auto [tec, nothing] = f1.get();
   timed_out.set_value();
   EXPECT_EQ(tec, errc::timed_out);
   EXPECT_TRUE(nothing.empty());
-  EXPECT_EQ(text(c.async_receive(5s, asio::use_future).get()), "late") << "the timed-out receive lost nothing";
+  EXPECT_EQ(text(c.async_receive(5s, net::use_future).get()), "late") << "the timed-out receive lost nothing";
 
   auto [h2, pending] = outcome<std::vector<std::byte>>();
   c.async_receive(std::move(h2));
@@ -866,18 +867,18 @@ TEST_F(Async, CancellationSlotsWorkWithAwaitableOperators) {
   auto name = random_pipe();
   async_server srv(ctx_, name);
   srv.serve([](request, reply rp) { rp.close_connection(); });
-  using namespace asio::experimental::awaitable_operators;
-  auto r = asio::co_spawn(
+  using namespace net::experimental::awaitable_operators;
+  auto r = net::co_spawn(
       ctx_,
-      [&]() -> asio::awaitable<int> {
-        async_connection k(co_await asio::this_coro::executor);
-        co_await k.async_connect(name, asio::use_awaitable);
-        asio::steady_timer t(co_await asio::this_coro::executor, 100ms);
+      [&]() -> net::awaitable<int> {
+        async_connection k(co_await net::this_coro::executor);
+        co_await k.async_connect(name, net::use_awaitable);
+        net::steady_timer t(co_await net::this_coro::executor, 100ms);
         // The receive never completes by itself; the timer wins and cancels it.
-        auto v = co_await (k.async_receive(asio::use_awaitable) || t.async_wait(asio::use_awaitable));
+        auto v = co_await (k.async_receive(net::use_awaitable) || t.async_wait(net::use_awaitable));
         co_return static_cast<int>(v.index());
       },
-      asio::use_future);
+      net::use_future);
   EXPECT_EQ(r.get(), 1);
 }
 
@@ -930,12 +931,12 @@ TEST_F(Async, IsOpenTurnsFalseWhenASendBreaksTheSendSide) {
   so.max_message_size = 64u << 20;
   server srv(name, so); // a blocking server that does not read
   async_connection c(ctx_);
-  c.async_connect(name, client_options{}, 5s, asio::use_future).get();
+  c.async_connect(name, client_options{}, 5s, net::use_future).get();
   auto sc = srv.accept(10s);
   EXPECT_TRUE(c.is_open());
   std::vector<std::byte> big(48u << 20); // far more than any pipe or socket buffer
   auto [h, f] = outcome<std::size_t>();
-  c.async_send(asio::buffer(big), 300ms, std::move(h));
+  c.async_send(net::buffer(big), 300ms, std::move(h));
   auto ec = std::get<0>(f.get());
   if (!ec && under_wine()) {
     std::printf("note: Wine took the whole send (it does not hold a writer to the pipe's buffer size)\n");
@@ -948,13 +949,13 @@ TEST_F(Async, IsOpenTurnsFalseWhenASendBreaksTheSendSide) {
     EXPECT_EQ(ec, errc::timed_out) << ec.message();
     EXPECT_FALSE(c.is_open()) << "part of a message went: the send side is broken";
     auto [h2, f2] = outcome<std::size_t>();
-    c.async_send(asio::buffer(big.data(), 1), 5s, std::move(h2));
+    c.async_send(net::buffer(big.data(), 1), 5s, std::move(h2));
     EXPECT_EQ(std::get<0>(f2.get()), errc::broken_pipe);
   }
   c.close();
   EXPECT_FALSE(c.is_open());
   auto [h3, f3] = outcome<std::size_t>();
-  c.async_send(asio::buffer(big.data(), 1), 5s, std::move(h3));
+  c.async_send(net::buffer(big.data(), 1), 5s, std::move(h3));
   EXPECT_EQ(std::get<0>(f3.get()), errc::not_connected);
   auto [h4, f4] = outcome<std::vector<std::byte>>();
   c.async_receive(5s, std::move(h4));
@@ -972,7 +973,7 @@ static_assert(!opens_a_server<async_server_options>);
 static_assert(!std::is_constructible_v<server, const pipe_name&, const async_server_options&>);
 static_assert(opens_a_server<server_options>);
 static_assert(std::is_constructible_v<server, const pipe_name&, const server_options&>);
-static_assert(std::is_constructible_v<async_server, asio::io_context&, const pipe_name&, const server_options&>);
+static_assert(std::is_constructible_v<async_server, net::io_context&, const pipe_name&, const server_options&>);
 
 // The async paths check options as the blocking ones do, and say which
 // field is wrong and what is allowed.
@@ -1060,7 +1061,7 @@ TEST_F(Async, EachCompletionSeesItsOwnErrorDetail) {
   std::string m = "hi";
   {
     auto [h, f] = seen();
-    c.async_transact(asio::buffer(m), 5s, std::move(h));
+    c.async_transact(net::buffer(m), 5s, std::move(h));
     auto [ec, why] = f.get();
     EXPECT_FALSE(ec) << ec.message();
     EXPECT_EQ(why, "") << "a successful transact";
@@ -1096,21 +1097,21 @@ TEST_F(Async, ATransactCancelledWhileItsRequestIsBeingWrittenEndsAndItsReplyIsOw
     sc.receive(10s, ec);
   });
   async_connection c(ctx_);
-  c.async_connect(name, asio::use_future).get();
+  c.async_connect(name, net::use_future).get();
   accepted.get_future().wait();
   auto request = pattern(8u << 20, 5); // far more than the socket holds: the write stays in progress
-  asio::cancellation_signal cancel;
+  net::cancellation_signal cancel;
   auto [h, f] = outcome<std::vector<std::byte>>();
-  c.async_transact(asio::buffer(request), 10s, asio::bind_cancellation_slot(cancel.slot(), h));
+  c.async_transact(net::buffer(request), 10s, net::bind_cancellation_slot(cancel.slot(), h));
   // The request has begun to arrive, so the transact is under way.
   ASSERT_TRUE(wait_until([&] { return sc.peek({}).total_available > 0; }, 10s));
-  asio::post(ctx_, [&] { cancel.emit(asio::cancellation_type::all); });
+  net::post(ctx_, [&] { cancel.emit(net::cancellation_type::all); });
   read_now.set_value();
   auto [ec, reply] = f.get();
   EXPECT_EQ(ec, errc::operation_aborted) << "got " << reply.size() << " bytes: " << text(reply);
   auto [h2, f2] = outcome<std::vector<std::byte>>();
   std::string mine = "mine";
-  c.async_transact(asio::buffer(mine), 10s, h2);
+  c.async_transact(net::buffer(mine), 10s, h2);
   auto [ec2, reply2] = f2.get();
   EXPECT_FALSE(ec2) << ec2.message();
   EXPECT_EQ(text(reply2), "re: mine") << "a late reply reached a later transact";
@@ -1133,10 +1134,10 @@ TEST_F(Async, AsyncFlushWaitsUntilThePeerHasReadEverything) {
     c.receive(10s, ec);
   });
   async_connection c(ctx_);
-  c.async_connect(name, asio::use_future).get();
+  c.async_connect(name, net::use_future).get();
   auto small = pattern(1000, 3); // fits in the socket buffer: sent before the peer reads
-  c.async_send(asio::buffer(small), asio::use_future).get();
-  auto flushed = c.async_flush(10s, asio::use_future);
+  c.async_send(net::buffer(small), net::use_future).get();
+  auto flushed = c.async_flush(10s, net::use_future);
   EXPECT_EQ(flushed.wait_for(200ms), std::future_status::timeout) << "the peer has not read yet";
   read_now.set_value();
   flushed.get();
@@ -1172,7 +1173,7 @@ TEST_F(Async, AMovedFromConnectionFailsEveryOperationWithNotConnected) {
   }
   {
     auto [h, f] = outcome<std::size_t>();
-    a.async_send(asio::buffer(m), 5s, h);
+    a.async_send(net::buffer(m), 5s, h);
     says_moved(std::get<0>(f.get()));
   }
   {
@@ -1182,12 +1183,12 @@ TEST_F(Async, AMovedFromConnectionFailsEveryOperationWithNotConnected) {
   }
   {
     auto [h, f] = outcome<read_result>();
-    a.async_read_some(asio::buffer(buf), 5s, h);
+    a.async_read_some(net::buffer(buf), 5s, h);
     says_moved(std::get<0>(f.get()));
   }
   {
     auto [h, f] = outcome<std::vector<std::byte>>();
-    a.async_transact(asio::buffer(m), 5s, h);
+    a.async_transact(net::buffer(m), 5s, h);
     says_moved(std::get<0>(f.get()));
   }
   {

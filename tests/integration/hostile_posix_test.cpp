@@ -16,8 +16,9 @@
 #include <npipe/async.hpp>
 #include <npipe/npipe.hpp>
 
-#include <asio/io_context.hpp>
-#include <asio/thread_pool.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(io_context.hpp)
+#include NPIPE_NET_HEADER(thread_pool.hpp)
 
 #include <gtest/gtest.h>
 
@@ -83,8 +84,8 @@ public:
             rlimit r{address_space, address_space};
             if (::setrlimit(RLIMIT_AS, &r) != 0) return 90;
           }
-          asio::io_context ctx;
-          auto work = asio::make_work_guard(ctx);
+          net::io_context ctx;
+          auto work = net::make_work_guard(ctx);
           std::error_code ec;
           async_server srv(ctx.get_executor());
           srv.open(name, opts, ec);
@@ -311,8 +312,8 @@ TEST_F(Hostile, AHelloWithATinyReceiveLimitIsRefused) {
 TEST_F(Hostile, AQueuedByteReplyCostsAboutItsPayload) {
   int sv[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-  asio::io_context ctx;
-  auto work = asio::make_work_guard(ctx);
+  net::io_context ctx;
+  auto work = net::make_work_guard(ctx);
   std::thread t([&] { ctx.run(); });
   auto p = detail::async_pipe::create(ctx.get_executor());
   detail::connection_params params;
@@ -321,7 +322,7 @@ TEST_F(Hostile, AQueuedByteReplyCostsAboutItsPayload) {
   params.peer_max_message = 1; // what a lying hello said before the floor
   std::promise<std::size_t> queued;
   const std::size_t payload = 4u << 20;
-  asio::dispatch(p->strand(), [&] {
+  net::dispatch(p->strand(), [&] {
     std::error_code ec;
     ASSERT_TRUE(p->adopt(sv[0], params, ec));
     p->send({}, std::vector<std::byte>(payload), forever, {}, [](std::error_code, std::size_t) {});
@@ -331,7 +332,7 @@ TEST_F(Hostile, AQueuedByteReplyCostsAboutItsPayload) {
   std::printf("[ hostile ] a %zu-byte byte-pipe reply to a client claiming a 1-byte limit queues %zu bytes (%.3fx)\n",
               payload, q, static_cast<double>(q) / payload);
   EXPECT_LE(q, payload + payload / 10);
-  asio::dispatch(p->strand(), [p] { p->close(); });
+  net::dispatch(p->strand(), [p] { p->close(); });
   work.reset();
   ::close(sv[1]);
   t.join();
@@ -368,9 +369,9 @@ std::size_t replies_after_half_close(const std::string& path, const pipe_name& n
 
 TEST_F(Hostile, AHalfClosedClientGetsEveryReplyFromTheAsyncServer) {
   auto name = random_pipe("half");
-  asio::io_context ctx;
-  auto work = asio::make_work_guard(ctx);
-  asio::thread_pool later(1);
+  net::io_context ctx;
+  auto work = net::make_work_guard(ctx);
+  net::thread_pool later(1);
   async_server srv(ctx, name);
   std::mutex mu;
   std::vector<reply> held;
@@ -379,7 +380,7 @@ TEST_F(Hostile, AHalfClosedClientGetsEveryReplyFromTheAsyncServer) {
     std::lock_guard lk(mu);
     held.push_back(std::move(rp));
     if (held.size() == n) // all handed out: answer them now, from elsewhere
-      asio::post(later, [&] {
+      net::post(later, [&] {
         std::lock_guard lk2(mu);
         for (auto& r : held) r.send(std::string_view("reply"));
         held.clear();
@@ -513,8 +514,8 @@ TEST_F(Hostile, AnAsyncTransactThatTimesOutOrIsCancelledNeverHandsItsReplyOn) {
   auto name = random_pipe("alate");
   late_reply_server srv(name);
   ASSERT_TRUE(srv.ok());
-  asio::io_context ctx;
-  auto work = asio::make_work_guard(ctx);
+  net::io_context ctx;
+  auto work = net::make_work_guard(ctx);
   std::thread t([&] { ctx.run(); });
   async_connection c(ctx);
   {
@@ -525,13 +526,13 @@ TEST_F(Hostile, AnAsyncTransactThatTimesOutOrIsCancelledNeverHandsItsReplyOn) {
   std::string r1 = "req1", r2 = "req2";
   {
     auto [h, f] = outcome<std::vector<std::byte>>();
-    c.async_transact(asio::buffer(r1), 200ms, h);
+    c.async_transact(net::buffer(r1), 200ms, h);
     EXPECT_EQ(std::get<0>(f.get()), errc::timed_out);
   }
   srv.send_rest();
   {
     auto [h, f] = outcome<std::vector<std::byte>>();
-    c.async_transact(asio::buffer(r2), 10s, h);
+    c.async_transact(net::buffer(r2), 10s, h);
     auto [ec, reply] = f.get();
     EXPECT_FALSE(ec) << ec.message();
     EXPECT_EQ(text(reply), "re: req2") << "not the late reply";
@@ -560,8 +561,8 @@ protected:
       auto r = c.read(buf, 5s);
       return text({buf, buf + r.bytes});
     }
-    asio::io_context ctx;
-    auto work = asio::make_work_guard(ctx);
+    net::io_context ctx;
+    auto work = net::make_work_guard(ctx);
     std::thread t([&] { ctx.run(); });
     async_connection c(ctx);
     std::string got;
@@ -572,7 +573,7 @@ protected:
     } else {
       connected();
       auto [h, f] = outcome<read_result>();
-      c.async_read_some(asio::buffer(buf), 5s, h);
+      c.async_read_some(net::buffer(buf), 5s, h);
       if (f.wait_for(10s) != std::future_status::ready) {
         ADD_FAILURE() << "the read was held";
       } else {
@@ -678,8 +679,8 @@ TEST_F(Hostile, SilentConnectionsOfOneUserDoNotLockOutAnother) {
   });
   server_options o;
   o.access = access_policy::everyone();
-  asio::io_context ctx;
-  auto work = asio::make_work_guard(ctx);
+  net::io_context ctx;
+  auto work = net::make_work_guard(ctx);
   async_server srv(ctx, name, o);
   srv.serve([](request r) { return r.take(); });
   std::thread t([&] { ctx.run(); });

@@ -11,9 +11,10 @@
 #include <npipe/async.hpp>
 #include <npipe/npipe.hpp>
 
-#include <asio/experimental/as_tuple.hpp>
-#include <asio/io_context.hpp>
-#include <asio/use_awaitable.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(experimental/as_tuple.hpp)
+#include NPIPE_NET_HEADER(io_context.hpp)
+#include NPIPE_NET_HEADER(use_awaitable.hpp)
 
 #include <gtest/gtest.h>
 
@@ -138,19 +139,19 @@ TEST_F(Processes, AFlushToAClientThatDiesFailsPromptlyInsteadOfWaiting) {
   async_server srv(ctx_, name);
   std::promise<std::error_code> flushed;
   std::promise<void> sent;
-  asio::co_spawn(
+  net::co_spawn(
       ctx_,
-      [&]() -> asio::awaitable<void> {
-        auto c = co_await srv.async_accept(asio::use_awaitable);
-        auto m = co_await c.async_receive(asio::use_awaitable); // "hello"
+      [&]() -> net::awaitable<void> {
+        auto c = co_await srv.async_accept(net::use_awaitable);
+        auto m = co_await c.async_receive(net::use_awaitable); // "hello"
         std::vector<std::byte> big(1 << 20, std::byte{'x'});   // more than the pipe holds: the client must read
-        c.async_send(asio::buffer(big), [](std::error_code, std::size_t) {});
+        c.async_send(net::buffer(big), [](std::error_code, std::size_t) {});
         sent.set_value();
-        auto [ec] = co_await c.async_flush(30s, asio::experimental::as_tuple(asio::use_awaitable));
+        auto [ec] = co_await c.async_flush(30s, net::experimental::as_tuple(net::use_awaitable));
         flushed.set_value(ec);
         (void)m;
       },
-      asio::detached);
+      net::detached);
   process peer({peer_exe, "hold", name.name()});
   auto flush_ended = flushed.get_future();
   sent.get_future().wait();
@@ -203,18 +204,18 @@ TEST_F(Processes, AnAsyncReceiveOfAMessageWhoseWriterDiedIsAnErrorNeverAMessage)
   std::promise<std::size_t> head_read;
   std::promise<void> writer_dead;
   std::promise<std::pair<std::error_code, std::string>> rest;
-  asio::co_spawn(
+  net::co_spawn(
       ctx_,
-      [&]() -> asio::awaitable<void> {
-        auto c = co_await srv.async_accept(asio::use_awaitable);
+      [&]() -> net::awaitable<void> {
+        auto c = co_await srv.async_accept(net::use_awaitable);
         std::vector<std::byte> head(64 << 10);
-        auto r = co_await c.async_read_some(asio::buffer(head), asio::use_awaitable);
+        auto r = co_await c.async_read_some(net::buffer(head), net::use_awaitable);
         head_read.set_value(r.more_data ? r.bytes : 0);
         writer_dead.get_future().wait(); // (blocks one of the two threads briefly)
-        auto [ec, m] = co_await c.async_receive(10s, asio::experimental::as_tuple(asio::use_awaitable));
+        auto [ec, m] = co_await c.async_receive(10s, net::experimental::as_tuple(net::use_awaitable));
         rest.set_value({ec, ec ? last_error_detail() : std::to_string(r.bytes + m.size())});
       },
-      asio::detached);
+      net::detached);
   process peer({peer_exe, "big", name.name(), std::to_string(size)});
   auto got_head = head_read.get_future();
   ASSERT_EQ(got_head.wait_for(30s), std::future_status::ready);

@@ -13,7 +13,8 @@
 #include <npipe/npipe.hpp>
 #include <npipe/remote.hpp>
 
-#include <asio/io_context.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(io_context.hpp)
 
 #include <gtest/gtest.h>
 
@@ -343,8 +344,8 @@ TEST_F(Remote, TheAsyncClientReachesRemotePipesWithTheSameSemantics) {
   auto name = random_pipe();
   counting_echo echo(name);
   auto gw = start_gateway(gateway_certs_and_psk());
-  asio::io_context ctx;
-  auto work = asio::make_work_guard(ctx);
+  net::io_context ctx;
+  auto work = net::make_work_guard(ctx);
   std::thread io([&] { ctx.run(); });
   for (auto tls : {client_certs(), client_psk()}) {
     client_options co;
@@ -359,7 +360,7 @@ TEST_F(Remote, TheAsyncClientReachesRemotePipesWithTheSameSemantics) {
     {
       auto [h, f] = outcome<std::vector<std::byte>>();
       std::string req = "async over tls";
-      c.async_transact(asio::buffer(req), 5s, h);
+      c.async_transact(net::buffer(req), 5s, h);
       auto [ec, reply] = f.get();
       EXPECT_FALSE(ec) << ec.message();
       EXPECT_EQ(text(reply), req);
@@ -367,12 +368,12 @@ TEST_F(Remote, TheAsyncClientReachesRemotePipesWithTheSameSemantics) {
     { // a message bigger than the buffer: "more data", then the rest, intact
       auto big = pattern(200'000, 9);
       auto [sh, sf] = outcome<std::size_t>();
-      c.async_send(asio::buffer(big), 5s, sh);
+      c.async_send(net::buffer(big), 5s, sh);
       EXPECT_FALSE(std::get<0>(sf.get()));
       std::vector<std::byte> got, buf(70'000);
       for (;;) {
         auto [h, f] = outcome<read_result>();
-        c.async_read_some(asio::buffer(buf), 5s, h);
+        c.async_read_some(net::buffer(buf), 5s, h);
         auto [ec, r] = f.get();
         ASSERT_FALSE(ec) << ec.message();
         got.insert(got.end(), buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(r.bytes));
@@ -424,8 +425,8 @@ TEST_F(Remote, TheAsyncClientReachesRemotePipesWithTheSameSemantics) {
 
 // An io_context with one thread, for the async rows.
 struct io_thread {
-  asio::io_context ctx;
-  asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(ctx);
+  net::io_context ctx;
+  net::executor_work_guard<net::io_context::executor_type> work = net::make_work_guard(ctx);
   std::thread t{[this] { ctx.run(); }};
   ~io_thread() {
     work.reset();
@@ -488,7 +489,7 @@ TEST_F(Remote, AsyncMessagesAroundTheTlsRecordSizeArriveIntactBothWays) {
                         std::size_t{1} << 20}) {
     auto msg = pattern(n, seed++);
     auto [sh, sf] = outcome<std::size_t>();
-    c.async_send(asio::buffer(msg), 20s, sh);
+    c.async_send(net::buffer(msg), 20s, sh);
     auto [rh, rf] = outcome<std::vector<std::byte>>();
     c.async_receive(20s, rh);
     auto [sec, sent] = sf.get();
@@ -503,7 +504,7 @@ TEST_F(Remote, AsyncMessagesAroundTheTlsRecordSizeArriveIntactBothWays) {
   std::vector<std::vector<std::byte>> sent;
   for (std::size_t i = 0; i < 300; ++i) {
     sent.push_back(pattern(i % 3 ? 1000 : 16385, seed++));
-    c.async_send(asio::buffer(sent.back()), 20s, [](std::error_code, std::size_t) {});
+    c.async_send(net::buffer(sent.back()), 20s, [](std::error_code, std::size_t) {});
   }
   for (std::size_t i = 0; i < sent.size(); ++i) {
     auto [rh, rf] = outcome<std::vector<std::byte>>();
@@ -543,7 +544,7 @@ TEST_F(Remote, AnAsyncReceiveNamesTheGatewayWhenItIsLostMidMessage) {
   // Hold the client's I/O thread: the message piles up in the buffers on the way.
   std::promise<void> hold;
   std::atomic<bool> held{false};
-  asio::post(r.io.ctx, [&, f = hold.get_future().share()] {
+  net::post(r.io.ctx, [&, f = hold.get_future().share()] {
     held = true;
     f.wait();
   });
@@ -654,10 +655,10 @@ TEST_F(Remote, AnAsyncSendTimingOutBehindBackedUpTlsTearsNothing) {
   auto& sc = r.sc;
   auto big = pattern(64u << 20, 7); // more than every buffer on the way holds
   auto [bh, bf] = outcome<std::size_t>();
-  c.async_send(asio::buffer(big), 60s, bh);
+  c.async_send(net::buffer(big), 60s, bh);
   auto [th, tf] = outcome<std::size_t>();
   std::string small = "queued behind it";
-  c.async_send(asio::buffer(small), 200ms, th); // the time passing is what is tested
+  c.async_send(net::buffer(small), 200ms, th); // the time passing is what is tested
   EXPECT_EQ(std::get<0>(tf.get()), errc::timed_out);
   EXPECT_TRUE(c.is_open());
   std::error_code ec;
@@ -667,15 +668,15 @@ TEST_F(Remote, AnAsyncSendTimingOutBehindBackedUpTlsTearsNothing) {
   EXPECT_FALSE(std::get<0>(bf.get()));
   auto [ah, af] = outcome<std::size_t>();
   std::string after = "after it";
-  c.async_send(asio::buffer(after), 10s, ah);
+  c.async_send(net::buffer(after), 10s, ah);
   EXPECT_FALSE(std::get<0>(af.get()));
   EXPECT_EQ(text(sc.receive(10s)), after);
   // Now the big one times out while it is being written: the send side is torn.
   auto [xh, xf] = outcome<std::size_t>();
-  c.async_send(asio::buffer(big), 300ms, xh);
+  c.async_send(net::buffer(big), 300ms, xh);
   EXPECT_EQ(std::get<0>(xf.get()), errc::timed_out);
   auto [yh, yf] = outcome<std::size_t>();
-  c.async_send(asio::buffer(after), 10s, yh);
+  c.async_send(net::buffer(after), 10s, yh);
   EXPECT_EQ(std::get<0>(yf.get()), errc::broken_pipe);
   sc.receive(30s, ec);
   EXPECT_TRUE(ec) << "the server got a torn message whole";

@@ -14,7 +14,8 @@
 #include <npipe/npipe.hpp>
 #include <npipe/remote.hpp>
 
-#include <asio/io_context.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(io_context.hpp)
 
 #include <gtest/gtest.h>
 
@@ -58,7 +59,7 @@ std::vector<std::byte> make_request(std::uint32_t client, std::uint32_t seq, std
 // Connect `n` async clients to `name`, `wave` at a time (so the server's
 // listen backlog never overflows for long). Adds to `conns`; returns the
 // number of failed connects.
-unsigned connect_in_waves(asio::io_context& ctx, unsigned n, unsigned wave, const pipe_name& name,
+unsigned connect_in_waves(net::io_context& ctx, unsigned n, unsigned wave, const pipe_name& name,
                           const client_options& co, std::vector<std::unique_ptr<async_connection>>& conns) {
   std::atomic<unsigned> failures{0};
   for (unsigned base = 0; base < n; base += wave) {
@@ -112,7 +113,7 @@ double transact_everyone(const std::vector<std::unique_ptr<async_connection>>& c
       }
       std::size_t size = s->rng() % 8 == 0 ? rs->limit : s->rng() % (rs->limit + 1);
       s->req = make_request(s->id, s->seq, size, s->rng);
-      s->c->async_transact(asio::buffer(s->req), 60s, [rs, s](std::error_code ec, std::vector<std::byte> reply) {
+      s->c->async_transact(net::buffer(s->req), 60s, [rs, s](std::error_code ec, std::vector<std::byte> reply) {
         if (ec || reply != s->req) { if (++*rs->bad <= 3) std::fprintf(stderr, "bad reply: %s (%s)\n", ec.message().c_str(), npipe::last_error_detail().c_str()); }
         ++s->seq;
         step(rs, s);
@@ -143,8 +144,8 @@ TEST_F(Scale, TenThousandConcurrentClientsTransactWithNothingLostOrCrossed) {
     o.max_connections = n + 16;
     o.max_message_size = limit;
     o.max_pending = 256;
-    asio::io_context ctx;
-    auto work = asio::make_work_guard(ctx);
+    net::io_context ctx;
+    auto work = net::make_work_guard(ctx);
     async_server srv(ctx, name, o);
     std::atomic<std::uint64_t> served{0};
     srv.serve([&](request r) {
@@ -171,8 +172,8 @@ TEST_F(Scale, TenThousandConcurrentClientsTransactWithNothingLostOrCrossed) {
   ASSERT_TRUE(ready.wait(30s));
   long rss_before = rss_kib(server.pid());
 
-  asio::io_context ctx;
-  auto work = asio::make_work_guard(ctx);
+  net::io_context ctx;
+  auto work = net::make_work_guard(ctx);
   std::thread t1([&] { ctx.run(); }), t2([&] { ctx.run(); });
   std::vector<std::unique_ptr<async_connection>> conns;
   conns.reserve(n);
@@ -227,8 +228,8 @@ TEST_F(Scale, ThousandRemoteTlsClientsThroughOneGatewayWithNothingLostOrCrossed)
     o.max_message_size = limit;
     o.max_pending = 256;
     o.accept_remote = true;
-    asio::io_context ctx;
-    auto work = asio::make_work_guard(ctx);
+    net::io_context ctx;
+    auto work = net::make_work_guard(ctx);
     async_server srv(ctx, name, o);
     std::atomic<std::uint64_t> served{0};
     srv.serve([&](request r) {
@@ -260,8 +261,8 @@ TEST_F(Scale, ThousandRemoteTlsClientsThroughOneGatewayWithNothingLostOrCrossed)
   ASSERT_TRUE(ready.wait(30s));
   long rss_before = rss_kib(server.pid());
 
-  asio::io_context ctx;
-  auto work = asio::make_work_guard(ctx);
+  net::io_context ctx;
+  auto work = net::make_work_guard(ctx);
   std::thread t1([&] { ctx.run(); }), t2([&] { ctx.run(); });
   client_options co;
   co.tls = client_psk();
@@ -310,7 +311,7 @@ TEST_F(Scale, TenThousandTlsCallCyclesThroughATwoThreadGatewayAllSucceedAndAreCo
   auto name = random_pipe("cycles");
   server_options o;
   o.accept_remote = true;
-  asio::io_context ctx;
+  net::io_context ctx;
   async_server srv(ctx, name, o);
   srv.serve([](request r) { return r.take(); });
   std::thread t1([&] { ctx.run(); });

@@ -4,8 +4,9 @@
 
 #include "test_support.hpp"
 
-#include <asio/executor_work_guard.hpp>
-#include <asio/io_context.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(executor_work_guard.hpp)
+#include NPIPE_NET_HEADER(io_context.hpp)
 
 #include <optional>
 #include <thread>
@@ -25,8 +26,8 @@ protected:
     for (auto& t : threads_) t.join();
     local_test::TearDown();
   }
-  asio::io_context ctx_;
-  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
+  net::io_context ctx_;
+  std::optional<net::executor_work_guard<net::io_context::executor_type>> work_;
   std::vector<std::thread> threads_;
 };
 

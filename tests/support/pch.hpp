@@ -8,7 +8,8 @@
 #include <npipe/async.hpp>
 #include <npipe/npipe.hpp>
 
-#include <asio/io_context.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(io_context.hpp)
 
 #include <algorithm>
 #include <atomic>

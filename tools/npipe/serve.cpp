@@ -9,7 +9,8 @@
 
 #include <npipe/async.hpp>
 
-#include <asio/io_context.hpp>
+#include <npipe/detail/net.hpp>
+#include NPIPE_NET_HEADER(io_context.hpp)
 
 #include <atomic>
 #include <ctime>
@@ -17,6 +18,8 @@
 #include <thread>
 
 namespace npipe_cli {
+
+namespace net = npipe::net;
 
 namespace {
 
@@ -118,8 +121,8 @@ int run_serve(serve_args& a) {
   auto name = parse_name(a.name);
   check_remote_options(a.remote);
   stop_request stop; // first: the threads started below inherit its signal mask
-  asio::io_context ctx;
-  auto work = asio::make_work_guard(ctx);
+  net::io_context ctx;
+  auto work = net::make_work_guard(ctx);
   npipe::async_server srv(ctx.get_executor());
   std::error_code ec;
   srv.open(name, o, ec);
