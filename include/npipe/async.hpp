@@ -1,13 +1,17 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 /// @file
-/// The asynchronous API, in Asio style (standalone Asio): an async client
-/// end (`async_connection`) and a multi-client server runtime
-/// (`async_server`) that either hands out connections (`async_accept`) or
-/// runs a request/reply handler (`serve`).
+/// The asynchronous API, in Asio style: an async client end
+/// (`async_connection`) and a multi-client server runtime (`async_server`)
+/// that either hands out connections (`async_accept`) or runs a
+/// request/reply handler (`serve`). It is built on standalone Asio or on
+/// Boost.Asio, whichever npipe was configured with (npipe::net names it;
+/// see npipe/detail/net.hpp); below, `asio::` means that one.
 ///
 /// Every `async_*` function takes a completion token: a callback,
 /// `asio::use_future`, `asio::use_awaitable`, or anything else Asio accepts.
+/// Completions get an npipe::async_error_code: std::error_code with
+/// standalone Asio, boost::system::error_code with Boost.Asio.
 /// Completions run on the handler's associated executor (by default the
 /// object's executor), never inside the initiating call. Operations honour
 /// per-operation timeouts (`timed_out`) and Asio cancellation slots
@@ -85,7 +89,7 @@ completion<Args...> bind_completion(Handler&& handler, const net::any_io_executo
     auto target = work.get_executor();
     net::post(target, [h = std::move(h), ec, why = std::move(why), ... a = std::move(args)]() mutable {
       set_error_detail(std::move(why));
-      std::move(h)(ec, std::move(a)...);
+      std::move(h)(to_net(ec), std::move(a)...);
     });
     work.reset();
   };
@@ -159,7 +163,7 @@ public:
 
   /// Connect as a client (CreateFile + WaitNamedPipe): waits up to `t` for
   /// a busy pipe (default defaults::connect_timeout). Completion:
-  /// void(std::error_code).
+  /// void(async_error_code).
   ///
   /// The initiation holds no reference to the arguments: Asio keeps copies
   /// of them until the operation has started, and the operation copies them
@@ -171,7 +175,7 @@ public:
   /// destroyed twice. Name such a value before the co_await.
   template <class Token>
   auto async_connect(const pipe_name& name, const client_options& opts, timeout t, Token&& token) {
-    return net::async_initiate<Token, void(std::error_code)>(
+    return net::async_initiate<Token, void(async_error_code)>(
         [this](auto handler, const pipe_name& n, const client_options& o, timeout to) {
           auto slot = detail::associated_cancellation_slot(handler);
           detail::async_ops::connect(impl_, n, o, to, slot, detail::bind_completion<>(std::move(handler), ex_));
@@ -188,10 +192,10 @@ public:
   }
 
   /// Send one message (message pipe) or these bytes (byte pipe). `msg` must
-  /// stay valid until completion. Completion: void(std::error_code, std::size_t).
+  /// stay valid until completion. Completion: void(async_error_code, std::size_t).
   template <class Token>
   auto async_send(net::const_buffer msg, timeout t, Token&& token) {
-    return net::async_initiate<Token, void(std::error_code, std::size_t)>(
+    return net::async_initiate<Token, void(async_error_code, std::size_t)>(
         [this](auto handler, net::const_buffer m, timeout to) {
           auto slot = detail::associated_cancellation_slot(handler);
           detail::async_ops::send(impl_, m, to, slot,
@@ -205,10 +209,10 @@ public:
   }
 
   /// Receive the next whole message (byte read mode: what is available, up
-  /// to 64 KiB). Completion: void(std::error_code, std::vector<std::byte>).
+  /// to 64 KiB). Completion: void(async_error_code, std::vector<std::byte>).
   template <class Token>
   auto async_receive(timeout t, Token&& token) {
-    return net::async_initiate<Token, void(std::error_code, std::vector<std::byte>)>(
+    return net::async_initiate<Token, void(async_error_code, std::vector<std::byte>)>(
         [this](auto handler, timeout to) {
           auto slot = detail::associated_cancellation_slot(handler);
           detail::async_ops::receive(impl_, to, slot,
@@ -225,10 +229,10 @@ public:
   /// `buf` fills it and sets read_result::more_data (ERROR_MORE_DATA); the
   /// rest comes with the next read. As in the blocking read(), more_data is
   /// not an error, so coroutines do not throw on it.
-  /// Completion: void(std::error_code, read_result).
+  /// Completion: void(async_error_code, read_result).
   template <class Token>
   auto async_read_some(net::mutable_buffer buf, timeout t, Token&& token) {
-    return net::async_initiate<Token, void(std::error_code, read_result)>(
+    return net::async_initiate<Token, void(async_error_code, read_result)>(
         [this](auto handler, net::mutable_buffer b, timeout to) {
           auto slot = detail::associated_cancellation_slot(handler);
           detail::async_ops::read_some(impl_, b, to, slot,
@@ -243,10 +247,10 @@ public:
 
   /// TransactNamedPipe: send `request` and receive the reply. Needs a message
   /// pipe in message read mode and no unread message. The request is copied.
-  /// Completion: void(std::error_code, std::vector<std::byte>).
+  /// Completion: void(async_error_code, std::vector<std::byte>).
   template <class Token>
   auto async_transact(net::const_buffer request, timeout t, Token&& token) {
-    return net::async_initiate<Token, void(std::error_code, std::vector<std::byte>)>(
+    return net::async_initiate<Token, void(async_error_code, std::vector<std::byte>)>(
         [this](auto handler, net::const_buffer r, timeout to) {
           auto slot = detail::associated_cancellation_slot(handler);
           detail::async_ops::transact(impl_, r, to, slot,
@@ -260,10 +264,10 @@ public:
   }
 
   /// FlushFileBuffers: completes when the peer has read everything sent
-  /// before it. Completion: void(std::error_code).
+  /// before it. Completion: void(async_error_code).
   template <class Token>
   auto async_flush(timeout t, Token&& token) {
-    return net::async_initiate<Token, void(std::error_code)>(
+    return net::async_initiate<Token, void(async_error_code)>(
         [this](auto handler, timeout to) {
           auto slot = detail::associated_cancellation_slot(handler);
           detail::async_ops::flush(impl_, to, slot, detail::bind_completion<>(std::move(handler), ex_));
@@ -382,10 +386,10 @@ public:
   executor_type get_executor() const noexcept { return ex_; }
 
   /// Next admitted client (per-connection control).
-  /// Completion: void(std::error_code, async_connection).
+  /// Completion: void(async_error_code, async_connection).
   template <class Token>
   auto async_accept(Token&& token) {
-    return net::async_initiate<Token, void(std::error_code, async_connection)>(
+    return net::async_initiate<Token, void(async_error_code, async_connection)>(
         [this](auto handler) {
           auto slot = detail::associated_cancellation_slot(handler);
           detail::async_ops::accept(impl_, slot, detail::bind_completion<async_connection>(std::move(handler), ex_));

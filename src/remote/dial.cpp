@@ -6,6 +6,7 @@
 #include "remote/dial.hpp"
 #include "remote/remote.hpp"
 #include "remote/tls_session.hpp"
+#include "runtime/net_error_posix.hpp"
 #include "transport/client_handshake.hpp"
 #include "transport/posix_util.hpp"
 
@@ -250,44 +251,36 @@ std::unique_ptr<byte_stream> dial_gateway(const dial_plan& plan, peer_identity& 
 
 namespace npipe::detail {
 
-namespace {
-std::error_code asio_error(const std::error_code& ec) {
-  if (ec == net::error::operation_aborted) return make_error_code(errc::operation_aborted);
-  if (ec.category() == net::error::get_system_category() || ec.category() == std::system_category())
-    return errno_error(ec.value());
-  return ec;
-}
-} // namespace
-
 void gateway_dialer::start(std::function<void(result)> done) {
   done_ = std::move(done);
   resolver_.async_resolve(plan_.host, std::to_string(plan_.port),
-                          [self = shared_from_this()](const std::error_code& e,
-                                                      net::ip::tcp::resolver::results_type results) {
+                          std_errors([self = shared_from_this()](const std::error_code& e,
+                                                                 net::ip::tcp::resolver::results_type results) {
                             if (!self->done_) return;
                             if (e) return self->fail(make_error_code(errc::not_found),
                                                      "cannot resolve " + self->plan_.host + ": " + e.message());
-                            net::async_connect(self->tcp_, results, [self](const std::error_code& ce, const auto&) {
-                              self->on_connect(ce);
-                            });
-                          });
+                            net::async_connect(self->tcp_, results,
+                                               std_errors([self](const std::error_code& ce, const auto&) {
+                                                 self->on_connect(ce);
+                                               }));
+                          }));
 }
 
 void gateway_dialer::cancel() noexcept {
   done_ = nullptr;
   std::error_code ignore;
   resolver_.cancel();
-  tcp_.close(ignore);
+  tcp_.close(into(ignore));
 }
 
 void gateway_dialer::on_connect(const std::error_code& ec) {
   if (!done_) return;
-  if (ec == net::error::connection_refused)
+  if (ec == net_error(net::error::connection_refused))
     return fail(make_error_code(errc::not_found),
                 "nothing listens on " + plan_.where + " (is an npipe gateway running there, on this port?)");
-  if (ec) return fail(asio_error(ec), "cannot reach " + plan_.where + ": " + ec.message());
+  if (ec) return fail(io_error(ec), "cannot reach " + plan_.where + ": " + ec.message());
   std::error_code ignore;
-  tcp_.non_blocking(true, ignore);
+  tcp_.non_blocking(true, into(ignore));
   tune_tcp(tcp_.native_handle());
   if (!plan_.tls) return step();
   session_ = std::make_unique<tls::session>(tcp_.native_handle(), "the gateway at " + plan_.where);
@@ -307,11 +300,11 @@ void gateway_dialer::step() {
                   session_->plaintext_answer() == protocol::status::overloaded);
     if (io != tls::io::done) {
       tcp_.async_wait(io == tls::io::want_write ? net::ip::tcp::socket::wait_write : net::ip::tcp::socket::wait_read,
-                      [self = shared_from_this()](const std::error_code& e) {
+                      std_errors([self = shared_from_this()](const std::error_code& e) {
                         if (!self->done_) return;
-                        if (e) return self->fail(asio_error(e), "the TLS handshake was interrupted");
+                        if (e) return self->fail(io_error(e), "the TLS handshake was interrupted");
                         self->step();
-                      });
+                      }));
       return;
     }
     std::error_code ec;

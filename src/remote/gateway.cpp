@@ -85,7 +85,7 @@ public:
     std::uint16_t port = o.port;
     for (auto a : addrs) {
       if (a.size() > 2 && a.front() == '[' && a.back() == ']') a = a.substr(1, a.size() - 2);
-      std::error_code aec;
+      net_error_code aec; // compared with Asio's own codes; only its message and value leave
       auto addr = net::ip::make_address(a, aec);
       if (aec) {
         set_error_detail("cannot listen on '" + a + "': not an IP address");
@@ -147,15 +147,15 @@ public:
 
 private:
   void accept(tcp::acceptor& acc) {
-    acc.async_accept(net::make_strand(io_), [this, &acc](std::error_code ec, tcp::socket s) {
+    acc.async_accept(net::make_strand(io_), [this, &acc](const net_error_code& ec, tcp::socket s) {
       if (ec == net::error::operation_aborted || closed_) return;
       if (ec) { // out of descriptors and the like: back off, keep serving the others
         auto t = std::make_shared<net::steady_timer>(io_, std::chrono::milliseconds(100));
-        t->async_wait([this, &acc, t](std::error_code) { accept(acc); });
+        t->async_wait([this, &acc, t](const net_error_code&) { accept(acc); });
         return;
       }
       ++g_->accepted;
-      std::error_code pec;
+      net_error_code pec;
       auto peer = s.remote_endpoint(pec);
       if (pec) { // gone already
         ++g_->tls_failed;

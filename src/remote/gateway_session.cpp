@@ -238,7 +238,7 @@ void gateway_session::on_hello(protocol::hello h, std::size_t used) {
   out_.append(reinterpret_cast<const char*>(hello_.data()) + used, hello_.size() - used);
   hello_ = {};
   local_.async_connect(net::local::stream_protocol::endpoint(target_.address),
-                       [self = shared_from_this()](std::error_code cec) { self->on_local_connect(cec); });
+                       std_errors([self = shared_from_this()](std::error_code cec) { self->on_local_connect(cec); }));
 }
 
 void gateway_session::on_local_connect(std::error_code ec) {
@@ -256,7 +256,7 @@ void gateway_session::on_local_connect(std::error_code ec) {
   if (owner.uid != static_cast<std::int64_t>(::geteuid()))
     return refuse(protocol::status::access_denied,
                   "the server runs as uid " + std::to_string(owner.uid) + ", not the gateway's user");
-  net::async_write(local_, net::buffer(out_), [self = shared_from_this()](std::error_code wec, std::size_t) {
+  net::async_write(local_, net::buffer(out_), [self = shared_from_this()](const net_error_code& wec, std::size_t) {
     if (self->closed_) return;
     if (wec) return self->refuse(protocol::status::not_found, "the server closed at once");
     self->relay_now();
@@ -340,7 +340,7 @@ void gateway_session::close() {
   closed_ = true;
   timer_.cancel();
   std::error_code ignore;
-  local_.close(ignore);
+  local_.close(into(ignore));
   if (link_) link_->close(tls_done_);
 }
 

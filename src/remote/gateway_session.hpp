@@ -53,7 +53,7 @@ private:
   void arm(timeout t, F on_expiry) {
     if (t < timeout::zero()) return;
     timer_.expires_after(t);
-    timer_.async_wait([self = shared_from_this(), on_expiry](std::error_code ec) {
+    timer_.async_wait([self = shared_from_this(), on_expiry](const net_error_code& ec) {
       if (!ec && !self->closed_) on_expiry();
     });
   }

@@ -48,7 +48,7 @@ void relay::start(std::function<void(const std::string&)> on_end, std::function<
 void relay::idle_check(timeout t) {
   if (t < timeout::zero()) return;
   timer_.expires_after(t);
-  timer_.async_wait([self = shared_from_this()](std::error_code ec) {
+  timer_.async_wait([self = shared_from_this()](const net_error_code& ec) {
     if (ec || self->closed_) return;
     // Until the local side has said something (the server's answer to the
     // hello), a quiet link is a client waiting for a busy pipe: its wait is
@@ -77,7 +77,7 @@ void relay::pump_up() {
     std::size_t sent = k > 0 ? static_cast<std::size_t>(k) : 0;
     if (sent < n) { // the local side is slower: keep the rest, read no more until it is taken
       up_pending_.assign(relay_scratch() + sent, relay_scratch() + n);
-      net::async_write(local_sock_, net::buffer(up_pending_), [self = shared_from_this()](std::error_code ec, std::size_t) {
+      net::async_write(local_sock_, net::buffer(up_pending_), [self = shared_from_this()](const net_error_code& ec, std::size_t) {
         if (ec) return self->close(self->local_ + " closed");
         self->up_pending_ = {};
         self->pump_up();
@@ -90,7 +90,7 @@ void relay::pump_up() {
 
 // local -> remote
 void relay::wait_local() {
-  local_sock_.async_wait(unix_socket::wait_read, [self = shared_from_this()](std::error_code ec) {
+  local_sock_.async_wait(unix_socket::wait_read, [self = shared_from_this()](const net_error_code& ec) {
     if (ec || self->closed_) return self->close();
     self->pump_down();
   });
@@ -153,7 +153,7 @@ void relay::close(std::string why) {
   closed_ = true;
   timer_.cancel();
   std::error_code ignore;
-  local_sock_.close(ignore);
+  local_sock_.close(into(ignore));
   link_->close(true); // close_notify if TLS (it is up once a relay starts)
   on_reply_ = nullptr; // no answer came: on_end says why
   if (auto f = std::move(on_end_)) f(why);

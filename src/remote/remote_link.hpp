@@ -23,13 +23,13 @@ struct remote_link {
   remote_link(tcp_socket s, std::string peer) noexcept
       : socket(std::move(s)), session(socket.native_handle(), std::move(peer)) {
     std::error_code ignore;
-    socket.non_blocking(true, ignore);
+    socket.non_blocking(true, into(ignore));
   }
   /// Call `h(error_code)` once the socket is ready for `want` (want_read or want_write).
   template <class Handler>
   void wait(tls::io want, Handler&& h) {
     socket.async_wait(want == tls::io::want_write ? tcp_socket::wait_write : tcp_socket::wait_read,
-                      std::forward<Handler>(h));
+                      std_errors(std::forward<Handler>(h)));
   }
   /// session.write() until all of p[off, len) is out (`off` advances), it
   /// wants a wait, or it ends.
@@ -46,7 +46,7 @@ struct remote_link {
   void close(bool tls_up) noexcept {
     if (tls_up) session.shutdown();
     std::error_code ignore;
-    socket.close(ignore);
+    socket.close(into(ignore));
   }
 
   tcp_socket socket;

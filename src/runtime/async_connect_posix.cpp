@@ -46,7 +46,7 @@ void async_pipe::connect(pipe_name name, client_options opts, timeout t, detail:
   // server's, so allow it a moment past our deadline to answer "busy".
   if (!conn_->dl.never()) {
     conn_->timer.expires_at(conn_->dl.at + handshake_slack);
-    conn_->timer.async_wait([w = weak_from_this()](const std::error_code& ec2) {
+    conn_->timer.async_wait([w = weak_from_this()](const net_error_code& ec2) {
       if (ec2) return;
       if (auto self = w.lock(); self && self->conn_) {
         self->fail_connect(err(errc::timed_out), "the server of " + self->conn_->name.str() +
@@ -64,21 +64,21 @@ void async_pipe::connect_attempt() {
   make_sockaddr(conn_->target.address, sa, len);
   net::generic::stream_protocol::endpoint ep(&sa, len);
   std::error_code ec;
-  if (socket_.is_open()) socket_.close(ec);
-  socket_.open(ep.protocol(), ec);
+  if (socket_.is_open()) socket_.close(into(ec));
+  socket_.open(ep.protocol(), into(ec));
   if (ec) {
     fail_connect(io_error(ec), "cannot create a socket: " + ec.message());
     return;
   }
-  socket_.async_connect(ep, [self = shared_from_this()](const std::error_code& e) { self->on_connect(e); });
+  socket_.async_connect(ep, std_errors([self = shared_from_this()](const std::error_code& e) { self->on_connect(e); }));
 }
 
 void async_pipe::on_connect(const std::error_code& ec) {
   if (!conn_) return; // cancelled or timed out meanwhile
-  if (ec == net::error::try_again && !conn_->dl.passed()) {
+  if (ec == net_error(net::error::try_again) && !conn_->dl.passed()) {
     // The server's accept backlog is full: rare and brief; try again shortly.
     conn_->timer.expires_after(std::chrono::milliseconds(5));
-    conn_->timer.async_wait([self = shared_from_this()](const std::error_code& e) {
+    conn_->timer.async_wait([self = shared_from_this()](const net_error_code& e) {
       if (!e && self->conn_) self->connect_attempt();
     });
     return;
@@ -101,7 +101,7 @@ void async_pipe::begin_hello() {
   conn_->hello = client_hello(conn_->name, conn_->opts, conn_->dl, {}, conn_->wait_ms);
   if (!conn_->dl.never()) { // re-arm: from now on the server answers, at the latest, when our wait ends
     conn_->timer.expires_at(conn_->dl.at + handshake_slack);
-    conn_->timer.async_wait([w = weak_from_this()](const std::error_code& e) {
+    conn_->timer.async_wait([w = weak_from_this()](const net_error_code& e) {
       if (e) return;
       if (auto self = w.lock(); self && self->conn_)
         self->fail_connect(err(errc::timed_out),
@@ -130,7 +130,7 @@ void async_pipe::remote_connect() {
   if (!plan_dial(c.name, c.opts, c.dl, c.plan, ec)) return fail_connect(ec, last_error_detail());
   c.path = c.plan.where; // "where", in messages
   c.timer.expires_at(c.plan.net.at);
-  c.timer.async_wait([w = weak_from_this()](const std::error_code& e) {
+  c.timer.async_wait([w = weak_from_this()](const net_error_code& e) {
     if (e) return;
     if (auto self = w.lock(); self && self->conn_ && !self->conn_->replying)
       self->fail_connect(err(errc::timed_out), "the gateway at " + self->conn_->path + " could not be reached in time");
@@ -147,7 +147,7 @@ void async_pipe::redial_gateway() {
   c.replying = false;
   c.retry.expires_after(c.retry_pause);
   c.retry_pause = std::min(c.retry_pause * 2, std::chrono::milliseconds(16));
-  c.retry.async_wait(net::bind_executor(strand_, [self = shared_from_this()](const std::error_code& te) {
+  c.retry.async_wait(net::bind_executor(strand_, [self = shared_from_this()](const net_error_code& te) {
     if (!te && self->conn_) self->dial_gateway();
   }));
 }
@@ -166,11 +166,11 @@ void async_pipe::dial_gateway() {
     }
     std::error_code ec;
     auto& sock = self->socket_;
-    if (sock.is_open()) sock.close(ec);
+    if (sock.is_open()) sock.close(into(ec));
     int family = AF_INET;
     socklen_t flen = sizeof family;
     ::getsockopt(r.fd, SOL_SOCKET, SO_DOMAIN, &family, &flen);
-    sock.assign(net::generic::stream_protocol(family, IPPROTO_TCP), r.fd, ec);
+    sock.assign(net::generic::stream_protocol(family, IPPROTO_TCP), r.fd, into(ec));
     if (ec) {
       ::close(r.fd);
       return self->fail_connect(io_error(ec), "cannot use the TCP socket");
@@ -186,7 +186,7 @@ void async_pipe::on_reply_bytes(const std::error_code& ec, std::size_t n) {
   if (!conn_) return;
   auto& c = *conn_;
   if (ec) {
-    fail_connect(ec == net::error::eof ? err(errc::broken_pipe) : io_error(ec),
+    fail_connect(io_error(ec),
                  "the server of " + c.name.str() + " closed the connection during the handshake");
     return;
   }
@@ -218,7 +218,7 @@ void async_pipe::on_reply_bytes(const std::error_code& ec, std::size_t n) {
       c.replying = false;
       c.timer.expires_after(c.retry_pause);
       c.retry_pause = std::min(c.retry_pause * 2, std::chrono::milliseconds(16));
-      c.timer.async_wait([self = shared_from_this()](const std::error_code& e) {
+      c.timer.async_wait([self = shared_from_this()](const net_error_code& e) {
         if (!e && self->conn_) self->connect_attempt();
       });
       return;

@@ -102,7 +102,7 @@ void finish_op(async_op& o, std::error_code ec, const std::string& detail);
 template <class Pipe>
 void start_deadline(Pipe& pipe, async_op& o, clock::time_point at) {
   o.timer = std::make_unique<net::steady_timer>(pipe.strand(), at);
-  o.timer->async_wait([w = pipe.weak_from_this(), id = o.id](const std::error_code& ec) {
+  o.timer->async_wait([w = pipe.weak_from_this(), id = o.id](const net_error_code& ec) {
     if (ec) return;
     if (auto self = w.lock()) self->end_op(id, errc::timed_out);
   });

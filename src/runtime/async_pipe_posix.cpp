@@ -123,7 +123,7 @@ void async_pipe::init_open(connection_params p) {
   p_ = std::move(p);
   mode_.store(p_.mode, std::memory_order_relaxed);
   std::error_code ignore;
-  socket_.non_blocking(true, ignore);
+  socket_.non_blocking(true, into(ignore));
   open_.store(true, std::memory_order_release);
   touch();
   tx_offset_ = p_.sent_before;
@@ -138,7 +138,7 @@ void async_pipe::init_open(connection_params p) {
 
 bool async_pipe::adopt(std::intptr_t fd, connection_params p, std::error_code& ec) {
   int family = AF_UNIX;
-  socket_.assign(net::generic::stream_protocol(family, 0), static_cast<int>(fd), ec);
+  socket_.assign(net::generic::stream_protocol(family, 0), static_cast<int>(fd), into(ec));
   if (ec) {
     ::close(static_cast<int>(fd));
     ec = io_error(ec);
@@ -197,7 +197,7 @@ void async_pipe::on_tx(const std::error_code& ec, std::size_t n) {
                                          std::make_move_iterator(writes_.begin() + static_cast<std::ptrdiff_t>(tx_batch_)));
   writes_.erase(writes_.begin(), writes_.begin() + static_cast<std::ptrdiff_t>(tx_batch_));
   for (auto& o : batch) tx_bytes_ -= queued_cost(*o);
-  if (ec && !stream_.began(n) && !closed_ && ec == net::error::operation_aborted) {
+  if (ec && !stream_.began(n) && !closed_ && ec == net_error(net::error::operation_aborted)) {
     // A timed-out send stopped the write before any byte went: nothing is
     // torn. Complete the timed-out ones; put the rest (and a receipt) back.
     receipt_due_ = std::max(receipt_due_, tx_receipt_);
@@ -224,7 +224,7 @@ void async_pipe::on_tx(const std::error_code& ec, std::size_t n) {
     fail_writes(e, detail);
     if (!closed_) {
       std::error_code ignore;
-      socket_.shutdown(net::socket_base::shutdown_send, ignore);
+      socket_.shutdown(net::socket_base::shutdown_send, into(ignore));
     }
     kick();
     return;

@@ -6,6 +6,7 @@
 // with, its operation and its connect state.
 
 #include "runtime/async_pipe.hpp"
+#include "runtime/net_error_posix.hpp"
 #include "remote/dial.hpp"
 
 #include "core/protocol.hpp"
@@ -52,15 +53,6 @@ inline std::byte* scratch() {
   return buf.get();
 }
 
-// An Asio error as an npipe error.
-inline std::error_code io_error(const std::error_code& ec) {
-  if (ec == net::error::eof) return err(errc::broken_pipe);
-  if (ec == net::error::operation_aborted) return err(errc::operation_aborted);
-  // Asio reports OS errors in its own category ("asio.system"), not std::system_category().
-  if (ec.category() == net::error::get_system_category() || ec.category() == std::system_category())
-    return errno_error(ec.value());
-  return ec;
-}
 
 } // namespace async_posix
 

@@ -201,7 +201,7 @@ void async_pipe::defer_receipt() {
   receipt_deferred_ = true;
   if (!receipt_timer_) receipt_timer_ = std::make_unique<net::steady_timer>(strand_);
   receipt_timer_->expires_after(receipt_delay);
-  receipt_timer_->async_wait([self = shared_from_this()](const std::error_code& ec) {
+  receipt_timer_->async_wait([self = shared_from_this()](const net_error_code& ec) {
     self->receipt_deferred_ = false;
     if (!ec) self->start_tx();
   });
@@ -232,7 +232,7 @@ void async_pipe::on_readable(const std::error_code& ec) {
   rx_active_ = false;
   if (closed_) return;
   if (ec) {
-    if (ec != net::error::operation_aborted) rx_fail(io_error(ec), stream_.error_detail(ec, "reading the pipe failed: "));
+    if (ec != net_error(net::error::operation_aborted)) rx_fail(io_error(ec), stream_.error_detail(ec, "reading the pipe failed: "));
     kick();
     return;
   }
@@ -275,9 +275,9 @@ void async_pipe::read_available() {
       // through the reactor while the kernel has more of it; its buffer has
       // grown only with what arrived (framing::room_for).
       std::size_t n = stream_.read_some(msg_.data() + msg_got_, msg_.size() - msg_got_, rec);
-      if (rec == net::error::would_block || rec == net::error::try_again) break;
+      if (rec == net_error(net::error::would_block) || rec == net_error(net::error::try_again)) break;
       if (rec) {
-        if (rec == net::error::eof) eof_ = true;
+        if (rec == net_error(net::error::eof)) eof_ = true;
         else rx_fail(io_error(rec), stream_.error_detail(rec, "reading the pipe failed: "));
         break;
       }
@@ -293,8 +293,8 @@ void async_pipe::read_available() {
     std::size_t want = rounds == 0 && !rd_.mid_frame() ? header_read : scratch_size;
     if (rd_.in_data()) want = std::min<std::size_t>(want, rd_.left()); // its buffer is full: grow by what is here
     std::size_t n = stream_.read_some(buf, want, rec);
-    if (rec == net::error::would_block || rec == net::error::try_again) break;
-    if (rec == net::error::eof) {
+    if (rec == net_error(net::error::would_block) || rec == net_error(net::error::try_again)) break;
+    if (rec == net_error(net::error::eof)) {
       eof_ = true;
       break;
     }
@@ -363,7 +363,7 @@ void async_pipe::rx_fail(std::error_code ec, std::string detail) {
   rx_detail_ = std::move(detail);
   broken_.store(true, std::memory_order_release);
   std::error_code ignore;
-  socket_.shutdown(net::socket_base::shutdown_both, ignore); // the stream cannot be resynchronised; tell the peer
+  socket_.shutdown(net::socket_base::shutdown_both, into(ignore)); // the stream cannot be resynchronised; tell the peer
 }
 
 // What both systems share (make_op, receive, read_some, connect_op), for this one.

@@ -77,7 +77,7 @@ bool async_server_impl::open(const pipe_name& name, const async_server_options& 
 void async_server_impl::arm_sweep() {
   auto every = std::clamp(opts_.idle_timeout / 4, timeout(10), timeout(1000));
   sweep_.expires_after(every);
-  sweep_.async_wait([w = weak_from_this()](const std::error_code& ec) {
+  sweep_.async_wait([w = weak_from_this()](const net_error_code& ec) {
     if (ec) return;
     if (auto s = w.lock()) s->sweep();
   });
@@ -129,7 +129,7 @@ void async_server_impl::start_listening() {
     return;
   }
   std::error_code ec;
-  listen_.assign(static_cast<int>(fd), ec);
+  listen_.assign(static_cast<int>(fd), into(ec));
   if (ec) {
     close_native_handle(fd);
     admission_->accept_on_own_thread();
@@ -145,7 +145,7 @@ void async_server_impl::start_listening() {
 
 void async_server_impl::await_clients() {
 #if defined(NPIPE_NET_HAS_POSIX_STREAM_DESCRIPTOR)
-  listen_.async_wait(net::posix::descriptor_base::wait_read, [w = weak_from_this()](const std::error_code& ec) {
+  listen_.async_wait(net::posix::descriptor_base::wait_read, [w = weak_from_this()](const net_error_code& ec) {
     auto self = w.lock();
     if (!self) return;
     std::shared_ptr<server_impl> admission;
@@ -167,7 +167,7 @@ void async_server_impl::await_clients() {
     }
     if (pause > timeout::zero()) {
       self->listen_pause_.expires_after(pause); // out of descriptors
-      self->listen_pause_.async_wait([w](const std::error_code& e) {
+      self->listen_pause_.async_wait([w](const net_error_code& e) {
         if (auto s = w.lock(); s && !e) s->await_clients();
       });
       return;
@@ -330,7 +330,7 @@ void async_server_impl::stop(timeout grace, bool wait) {
     self->sweep_.cancel();
 #if defined(NPIPE_NET_HAS_POSIX_STREAM_DESCRIPTOR)
     std::error_code ignore;
-    self->listen_.close(ignore);
+    self->listen_.close(into(ignore));
     self->listen_pause_.cancel();
 #endif
     std::lock_guard lk(self->mu_);

@@ -43,16 +43,16 @@ public:
   /// What is there, without waiting; 0 with ec would_block, eof or an error.
   /// Over TLS every record already here, as recv() takes every byte.
   std::size_t read_some(void* p, std::size_t cap, std::error_code& ec) {
-    if (!tls_) return socket_.read_some(net::buffer(p, cap), ec);
+    if (!tls_) return socket_.read_some(net::buffer(p, cap), into(ec));
     std::size_t n = 0;
     tls::io r = tls_->read_all(static_cast<std::byte*>(p), cap, n);
     read_wants_write_ = r == tls::io::want_write;
     // A full buffer may leave whole records inside OpenSSL, which the socket's readiness cannot show.
     read_buffered_ = r == tls::io::done && n == cap && tls_->buffered();
     if (r == tls::io::done) ec.clear();
-    else if (r != tls::io::end) ec = net::error::would_block;
+    else if (r != tls::io::end) ec = net_error(net::error::would_block);
     else if (tls_->end_error()) ec = tls_->end_error();
-    else ec = net::error::eof;
+    else ec = net_error(net::error::eof);
     return n;
   }
   /// What a failed read or write says: the TLS end's own words, or `doing` and the error.
@@ -63,18 +63,19 @@ public:
   /// h(error_code) once read_some() may have something.
   template <class H>
   void async_wait_read(H&& h) {
-    if (!tls_) return socket_.async_wait(socket_type::wait_read, std::forward<H>(h));
+    if (!tls_) return socket_.async_wait(socket_type::wait_read, std_errors(std::forward<H>(h)));
     if (read_buffered_)
       return net::post(socket_.get_executor(), [h = std::forward<H>(h)]() mutable { h(std::error_code()); });
-    socket_.async_wait(read_wants_write_ ? socket_type::wait_write : socket_type::wait_read, std::forward<H>(h));
+    socket_.async_wait(read_wants_write_ ? socket_type::wait_write : socket_type::wait_read,
+                       std_errors(std::forward<H>(h)));
   }
   /// h(error_code, n) with some bytes, or the end.
   template <class H>
   void async_read_some(net::mutable_buffer b, H h) {
-    if (!tls_) return socket_.async_read_some(b, std::move(h));
+    if (!tls_) return socket_.async_read_some(b, std_errors(std::move(h)));
     async_wait_read([this, b, h = std::move(h)](std::error_code ec) mutable {
       std::size_t n = ec ? 0 : read_some(b.data(), b.size(), ec);
-      if (ec == net::error::would_block) return async_read_some(b, std::move(h));
+      if (ec == net_error(net::error::would_block)) return async_read_some(b, std::move(h));
       h(ec, n);
     });
   }
@@ -84,18 +85,18 @@ public:
   /// timed-out send) tore the stream if began() says so.
   template <class H>
   void async_write(const std::vector<net::const_buffer>& bufs, H h) {
-    if (!tls_) return net::async_write(socket_, bufs, std::move(h));
+    if (!tls_) return net::async_write(socket_, bufs, std_errors(std::move(h)));
     if (!std::exchange(full_, false)) return tls_write(bufs, 0, std::move(h));
     // The last write found the socket full: nothing goes to OpenSSL (which
     // would own a record from then on) until it can take some, so a send
     // given up meanwhile took nothing, as with a plain socket.
-    socket_.async_wait(socket_type::wait_write, [this, &bufs, h = std::move(h)](std::error_code ec) mutable {
-      if (ec) {
-        full_ = true; // as full as before
-        return h(ec, std::size_t{0});
-      }
-      tls_write(bufs, 0, std::move(h));
-    });
+    socket_.async_wait(socket_type::wait_write, std_errors([this, &bufs, h = std::move(h)](std::error_code ec) mutable {
+                         if (ec) {
+                           full_ = true; // as full as before
+                           return h(ec, std::size_t{0});
+                         }
+                         tls_write(bufs, 0, std::move(h));
+                       }));
   }
   /// Whether a write that stopped after taking `n` bytes left part of the stream out.
   bool began(std::size_t n) const noexcept { return n > 0 || record_owed_; }
@@ -111,8 +112,8 @@ public:
     std::error_code ignore;
     if (tls_ && socket_.is_open()) tls_->shutdown();
     tls_.reset(); // it names the socket's descriptor, which closing frees
-    socket_.shutdown(net::socket_base::shutdown_both, ignore);
-    socket_.close(ignore);
+    socket_.shutdown(net::socket_base::shutdown_both, into(ignore));
+    socket_.close(into(ignore));
   }
 
 private:
@@ -144,10 +145,10 @@ private:
       // OpenSSL owns a record now and sends it before anything else.
       record_owed_ = full_ = true;
       socket_.async_wait(r == tls::io::want_read ? socket_type::wait_read : socket_type::wait_write,
-                         [this, &bufs, done, h = std::move(h)](std::error_code ec) mutable {
+                         std_errors([this, &bufs, done, h = std::move(h)](std::error_code ec) mutable {
                            if (ec) return h(ec, done);
                            tls_write(bufs, done, std::move(h));
-                         });
+                         }));
       return;
     }
   }

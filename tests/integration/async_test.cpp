@@ -15,9 +15,10 @@
 #include <npipe/npipe.hpp>
 
 #include <npipe/detail/net.hpp>
+#if NPIPE_NET_HAS_CANCELLATION // Asio 1.19 (Boost 1.77) and later
 #include NPIPE_NET_HEADER(bind_cancellation_slot.hpp)
-#include NPIPE_NET_HEADER(experimental/as_tuple.hpp)
 #include NPIPE_NET_HEADER(experimental/awaitable_operators.hpp)
+#endif
 #include NPIPE_NET_HEADER(io_context.hpp)
 #include NPIPE_NET_HEADER(steady_timer.hpp)
 #include NPIPE_NET_HEADER(thread_pool.hpp)
@@ -67,17 +68,21 @@ net::awaitable<void> echo_connection(async_connection c) {
       auto m = co_await c.async_receive(net::use_awaitable);
       co_await c.async_send(net::buffer(m), net::use_awaitable);
     }
-  } catch (const std::system_error&) {
+  } catch (const async_system_error&) {
     // the client went away
   }
 }
 
 net::awaitable<void> accept_loop(async_server& srv) {
   for (;;) {
-    auto [ec, c] = co_await srv.async_accept(net::experimental::as_tuple(net::use_awaitable));
-    if (ec) co_return;
-    auto ex = c.get_executor(); // before c is moved (argument order is unspecified)
-    net::co_spawn(ex, echo_connection(std::move(c)), net::detached);
+    std::optional<async_connection> c;
+    try {
+      c.emplace(co_await srv.async_accept(net::use_awaitable));
+    } catch (const async_system_error&) {
+      co_return; // the server closed
+    }
+    auto ex = c->get_executor(); // before c is moved (argument order is unspecified)
+    net::co_spawn(ex, echo_connection(std::move(*c)), net::detached);
   }
 }
 
@@ -328,6 +333,7 @@ TEST_F(Async, CancelledAndTimedOutTransactsNeverHandTheirRepliesOn) {
     ASSERT_FALSE(std::get<0>(f.get()));
   }
   std::string late = "late", mine = "mine";
+#if NPIPE_NET_HAS_CANCELLATION
   { // cancelled through its slot
     net::cancellation_signal cancel;
     auto [h, f] = outcome<std::vector<std::byte>>();
@@ -339,6 +345,7 @@ TEST_F(Async, CancelledAndTimedOutTransactsNeverHandTheirRepliesOn) {
     net::post(ctx_, [&] { cancel.emit(net::cancellation_type::all); });
     EXPECT_EQ(std::get<0>(f.get()), errc::operation_aborted);
   }
+#endif
   { // timed out
     auto [h, f] = outcome<std::vector<std::byte>>();
     c.async_transact(net::buffer(late), 100ms, h);
@@ -346,7 +353,7 @@ TEST_F(Async, CancelledAndTimedOutTransactsNeverHandTheirRepliesOn) {
   }
   {
     std::lock_guard lk(mu);
-    ASSERT_EQ(held.size(), 2u);
+    ASSERT_EQ(held.size(), NPIPE_NET_HAS_CANCELLATION ? 2u : 1u); // the cancelled one (an Asio with slots), the timed-out one
     for (auto& r : held) r.send(std::string_view("the late reply"));
     held.clear();
   }
@@ -411,7 +418,7 @@ TEST_F(Async, RepliesLeaveInRequestOrderWhateverOrderTheyFinish) {
   srv.serve([](request r, reply rp) {
     auto delay = std::chrono::milliseconds(30 - std::stoi(std::string(r.text())) * 3); // later requests finish first
     auto t = std::make_shared<net::steady_timer>(replier(), delay);
-    t->async_wait([t, rp = std::move(rp), m = std::string(r.text())](const std::error_code&) mutable { rp.send(m); });
+    t->async_wait([t, rp = std::move(rp), m = std::string(r.text())](async_error_code) mutable { rp.send(m); });
   });
   auto c = connect(name);
   for (int i = 0; i < 10; ++i) c.write(std::to_string(i));
@@ -762,9 +769,9 @@ TEST_F(Async, AsyncClientWithCallbacksFuturesAndCoroutines) {
   async_connection c(ctx_);
   std::promise<std::string> done;
   std::string msg = "callback";
-  c.async_connect(name, client_options{}, 5s, [&](std::error_code ec) {
+  c.async_connect(name, client_options{}, 5s, [&](async_error_code ec) {
     if (ec) return done.set_value("connect: " + ec.message());
-    c.async_transact(net::buffer(msg), [&](std::error_code ec2, std::vector<std::byte> r) {
+    c.async_transact(net::buffer(msg), [&](async_error_code ec2, std::vector<std::byte> r) {
       done.set_value(ec2 ? "transact: " + ec2.message() : text(r));
     });
   });
@@ -862,6 +869,7 @@ TEST_F(Async, ReceiveTimeoutLosesNothingAndCancelAborts) {
   peer.join();
 }
 
+#if NPIPE_NET_HAS_CANCELLATION
 TEST_F(Async, CancellationSlotsWorkWithAwaitableOperators) {
   run_threads();
   auto name = random_pipe();
@@ -881,6 +889,7 @@ TEST_F(Async, CancellationSlotsWorkWithAwaitableOperators) {
       net::use_future);
   EXPECT_EQ(r.get(), 1);
 }
+#endif
 
 TEST_F(Async, AsyncConnectErrorsMatchTheBlockingOnes) {
   run_threads();
@@ -1018,8 +1027,8 @@ TEST_F(Async, InvalidOptionsNameTheFieldAndWhatIsAllowed) {
   client_options co;
   co.max_message_size = (1ull << 40);
   async_connection c(ctx_);
-  auto p = std::make_shared<std::promise<std::pair<std::error_code, std::string>>>();
-  c.async_connect(random_pipe(), co, 1s, [p](std::error_code e) { p->set_value({e, last_error_detail()}); });
+  auto p = std::make_shared<std::promise<std::pair<async_error_code, std::string>>>();
+  c.async_connect(random_pipe(), co, 1s, [p](async_error_code e) { p->set_value({e, last_error_detail()}); });
   auto [cec, why] = p->get_future().get();
   EXPECT_EQ(cec, errc::invalid_argument);
   EXPECT_NE(why.find("client_options::max_message_size is 1099511627776; allowed: 4096.."), std::string::npos) << why;
@@ -1035,8 +1044,8 @@ TEST_F(Async, EachCompletionSeesItsOwnErrorDetail) {
   srv.serve([](request r) { return r.take(); });
   // A completion handler that reports (error, detail).
   auto seen = [] {
-    auto p = std::make_shared<std::promise<std::pair<std::error_code, std::string>>>();
-    return std::make_pair([p](std::error_code ec, auto&&...) { p->set_value({ec, last_error_detail()}); },
+    auto p = std::make_shared<std::promise<std::pair<async_error_code, std::string>>>();
+    return std::make_pair([p](async_error_code ec, auto&&...) { p->set_value({ec, last_error_detail()}); },
                           p->get_future());
   };
   auto fail_a = [&] { // a failure with a detail
@@ -1076,6 +1085,7 @@ TEST_F(Async, EachCompletionSeesItsOwnErrorDetail) {
   }
 }
 
+#if NPIPE_NET_HAS_CANCELLATION // per-operation cancellation; an older Asio has none
 // A transact cancelled while its request is still being written (the
 // server is not reading yet) ends once the request is out; the reply that
 // comes later is discarded, and the next transact gets its own.
@@ -1118,6 +1128,7 @@ TEST_F(Async, ATransactCancelledWhileItsRequestIsBeingWrittenEndsAndItsReplyIsOw
   c.close();
   peer.join();
 }
+#endif
 
 TEST_F(Async, AsyncFlushWaitsUntilThePeerHasReadEverything) {
   run_threads();
@@ -1159,7 +1170,7 @@ TEST_F(Async, AMovedFromConnectionFailsEveryOperationWithNotConnected) {
   async_connection b(std::move(a));
   EXPECT_FALSE(a.is_open());
   EXPECT_TRUE(a.get_executor() == b.get_executor()) << "the moved-from end keeps its executor";
-  auto says_moved = [](std::error_code ec) {
+  auto says_moved = [](async_error_code ec) {
     EXPECT_EQ(ec, errc::not_connected) << ec.message();
     EXPECT_NE(last_error_detail().find("moved from"), std::string::npos) << last_error_detail();
   };

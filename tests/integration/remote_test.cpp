@@ -397,9 +397,9 @@ TEST_F(Remote, TheAsyncClientReachesRemotePipesWithTheSameSemantics) {
     client_options co;
     co.tls = with({{"ca", cert("ca.pem")}});
     async_connection c(ctx);
-    std::promise<std::pair<std::error_code, std::string>> p; // the detail is per thread: read it in the handler
+    std::promise<std::pair<async_error_code, std::string>> p; // the detail is per thread: read it in the handler
     c.async_connect(remote_name("127.0.0.1", gw.port(), name), co, 5s,
-                    [&p](std::error_code ec) { p.set_value({ec, last_error_detail()}); });
+                    [&p](async_error_code ec) { p.set_value({ec, last_error_detail()}); });
     auto [ec, detail] = p.get_future().get();
     EXPECT_EQ(ec, errc::access_denied) << ec.message();
     EXPECT_NE(detail.find("certificate required"), std::string::npos) << detail;
@@ -435,7 +435,7 @@ struct io_thread {
   }
 };
 
-std::error_code async_open(async_connection& c, const pipe_name& remote, client_options co) {
+async_error_code async_open(async_connection& c, const pipe_name& remote, client_options co) {
   auto [h, f] = outcome<>();
   c.async_connect(remote, co, 10s, h);
   return std::get<0>(f.get());
@@ -504,7 +504,7 @@ TEST_F(Remote, AsyncMessagesAroundTheTlsRecordSizeArriveIntactBothWays) {
   std::vector<std::vector<std::byte>> sent;
   for (std::size_t i = 0; i < 300; ++i) {
     sent.push_back(pattern(i % 3 ? 1000 : 16385, seed++));
-    c.async_send(net::buffer(sent.back()), 20s, [](std::error_code, std::size_t) {});
+    c.async_send(net::buffer(sent.back()), 20s, [](async_error_code, std::size_t) {});
   }
   for (std::size_t i = 0; i < sent.size(); ++i) {
     auto [rh, rf] = outcome<std::vector<std::byte>>();
@@ -539,8 +539,8 @@ TEST_F(Remote, AnAsyncReceiveNamesTheGatewayWhenItIsLostMidMessage) {
   auto& c = r.c;
   auto& sc = r.sc;
   const auto port = r.port;
-  std::promise<std::pair<std::error_code, std::string>> got;
-  c.async_receive(60s, [&](std::error_code ec, std::vector<std::byte>) { got.set_value({ec, last_error_detail()}); });
+  std::promise<std::pair<async_error_code, std::string>> got;
+  c.async_receive(60s, [&](async_error_code ec, std::vector<std::byte>) { got.set_value({ec, last_error_detail()}); });
   // Hold the client's I/O thread: the message piles up in the buffers on the way.
   std::promise<void> hold;
   std::atomic<bool> held{false};

@@ -69,7 +69,7 @@ unsigned connect_in_waves(net::io_context& ctx, unsigned n, unsigned wave, const
       conns.push_back(std::make_unique<async_connection>(ctx));
       auto p = std::make_shared<std::promise<void>>();
       fs.push_back(p->get_future());
-      conns.back()->async_connect(name, co, 60s, [p, &failures](std::error_code ec) {
+      conns.back()->async_connect(name, co, 60s, [p, &failures](async_error_code ec) {
         if (ec && ++failures == 1) std::fprintf(stderr, "first connect failure: %s\n", ec.message().c_str());
         p->set_value();
       });
@@ -113,7 +113,7 @@ double transact_everyone(const std::vector<std::unique_ptr<async_connection>>& c
       }
       std::size_t size = s->rng() % 8 == 0 ? rs->limit : s->rng() % (rs->limit + 1);
       s->req = make_request(s->id, s->seq, size, s->rng);
-      s->c->async_transact(net::buffer(s->req), 60s, [rs, s](std::error_code ec, std::vector<std::byte> reply) {
+      s->c->async_transact(net::buffer(s->req), 60s, [rs, s](async_error_code ec, std::vector<std::byte> reply) {
         if (ec || reply != s->req) { if (++*rs->bad <= 3) std::fprintf(stderr, "bad reply: %s (%s)\n", ec.message().c_str(), npipe::last_error_detail().c_str()); }
         ++s->seq;
         step(rs, s);

@@ -5,6 +5,8 @@
 
 #include <npipe/npipe.hpp>
 
+#include <npipe/detail/net.hpp> // async_error_code
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -169,9 +171,9 @@ private:
 /// Returns {handler, future}.
 template <class... A>
 auto outcome() {
-  auto p = std::make_shared<std::promise<std::tuple<std::error_code, A...>>>();
+  auto p = std::make_shared<std::promise<std::tuple<async_error_code, A...>>>();
   auto f = p->get_future();
-  auto h = [p](std::error_code ec, A... a) { p->set_value({ec, std::move(a)...}); };
+  auto h = [p](async_error_code ec, A... a) { p->set_value({ec, std::move(a)...}); };
   return std::make_pair(std::move(h), std::move(f));
 }
 

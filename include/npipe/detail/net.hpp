@@ -12,14 +12,24 @@
 /// system's (`std::system_category()`), compared the same way in both builds.
 
 #include <npipe/detail/net_config.hpp>
+#include <npipe/error.hpp>
 
 #include <system_error>
+#include <utility>
+#if NPIPE_ASIO_BOOST
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#endif
 
 #if NPIPE_ASIO_BOOST
 /// `#include NPIPE_NET_HEADER(io_context.hpp)`: that header of the chosen Asio.
 #define NPIPE_NET_HEADER(h) <boost/asio/h>
+#include <boost/asio/detail/config.hpp>
 #include <boost/asio/version.hpp>
 #include <boost/system/error_code.hpp>
+#include <boost/system/system_error.hpp>
 #define NPIPE_NET_VERSION BOOST_ASIO_VERSION
 #if defined(BOOST_ASIO_HAS_CO_AWAIT)
 #define NPIPE_NET_HAS_CO_AWAIT 1
@@ -30,11 +40,13 @@
 #if defined(BOOST_ASIO_HAS_WINDOWS_OVERLAPPED_PTR)
 #define NPIPE_NET_HAS_WINDOWS_OVERLAPPED_PTR 1
 #endif
+namespace boost::asio {} // declared, whichever headers come next
 namespace npipe {
 namespace net = ::boost::asio;
 }
 #else
 #define NPIPE_NET_HEADER(h) <asio/h>
+#include <asio/detail/config.hpp>
 #include <asio/version.hpp>
 #include <asio/error_code.hpp>
 #define NPIPE_NET_VERSION ASIO_VERSION
@@ -47,6 +59,7 @@ namespace net = ::boost::asio;
 #if defined(ASIO_HAS_WINDOWS_OVERLAPPED_PTR)
 #define NPIPE_NET_HAS_WINDOWS_OVERLAPPED_PTR 1
 #endif
+namespace asio {} // declared, whichever headers come next
 namespace npipe {
 namespace net = ::asio;
 }
@@ -68,21 +81,102 @@ namespace net = ::asio;
 namespace npipe::detail {
 
 #if NPIPE_ASIO_BOOST
-/// The error code Asio hands its own handlers.
+/// The error code Asio hands its handlers: npipe's async completions too.
 using net_error_code = ::boost::system::error_code;
+
+/// A std::error_category (npipe's) as a Boost.System one, so that an npipe
+/// error travels in a boost::system::error_code and comes back unchanged.
+class std_error_category final : public ::boost::system::error_category {
+public:
+  explicit std_error_category(const std::error_category& c) noexcept : c_(c) {}
+  const char* name() const noexcept override { return c_.name(); }
+  std::string message(int v) const override { return c_.message(v); }
+  const std::error_category& wrapped() const noexcept { return c_; }
+
+private:
+  const std::error_category& c_;
+};
+
+/// The Boost.System category carrying codes of `c` (one per category, for good).
+inline const ::boost::system::error_category& boost_category_of(const std::error_category& c) {
+  static std::mutex mu;
+  static std::map<const std::error_category*, std::unique_ptr<std_error_category>> all;
+  std::lock_guard lk(mu);
+  auto& e = all[&c];
+  if (!e) e = std::make_unique<std_error_category>(c);
+  return *e;
+}
 
 /// An Asio error as npipe reports errors: the system's and the generic
 /// codes keep their value in std's categories (Boost 1.74 would otherwise
-/// wrap them in a category of its own, unequal to std::system_category()).
+/// wrap them in a category of its own, unequal to std::system_category()),
+/// and an npipe error that went out through to_net() comes back as itself.
 inline std::error_code to_std(const net_error_code& ec) noexcept {
   if (!ec) return {};
   if (ec.category() == ::boost::system::system_category()) return {ec.value(), std::system_category()};
   if (ec.category() == ::boost::system::generic_category()) return {ec.value(), std::generic_category()};
+  if (auto* w = dynamic_cast<const std_error_category*>(&ec.category())) return {ec.value(), w->wrapped()};
+#if defined(BOOST_SYSTEM_HAS_SYSTEM_ERROR)
   return ec; // Asio's own (eof, not_found, ...): Boost's std::error_category for it
+#else // a Boost.System without std interoperation: keep the value, lose the category's words
+  return {ec.value(), std::generic_category()};
+#endif
+}
+
+/// An npipe error as a Boost.Asio completion reports it.
+inline net_error_code to_net(const std::error_code& ec) {
+  if (!ec) return {};
+  if (ec.category() == std::system_category()) return {ec.value(), ::boost::system::system_category()};
+  if (ec.category() == std::generic_category()) return {ec.value(), ::boost::system::generic_category()};
+  return {ec.value(), boost_category_of(ec.category())};
 }
 #else
 using net_error_code = std::error_code;
 inline std::error_code to_std(const net_error_code& ec) noexcept { return ec; }
+inline const std::error_code& to_net(const std::error_code& ec) noexcept { return ec; }
+#endif
+
+/// One of Asio's error enumerators (net::error::eof, ...) as to_std() gives it.
+template <class E>
+std::error_code net_error(E e) {
+  return to_std(make_error_code(e));
+}
+
+#if NPIPE_ASIO_BOOST
+/// An Asio call's error out-parameter landing in a std::error_code, converted
+/// by to_std() when the full expression ends: `sock.close(into(ec));`.
+class into {
+public:
+  explicit into(std::error_code& out) noexcept : out_(out) {}
+  into(const into&) = delete;
+  into& operator=(const into&) = delete;
+  ~into() { out_ = to_std(ec_); }
+  operator net_error_code&() noexcept { return ec_; }
+
+private:
+  std::error_code& out_;
+  net_error_code ec_;
+};
+#else
+inline std::error_code& into(std::error_code& ec) noexcept { return ec; }
+#endif
+
+#if NPIPE_ASIO_BOOST
+/// An Asio completion handler for `h`, which takes std::error_code: Asio's
+/// error converted by to_std(), the rest as Asio gives it. For npipe's own
+/// handlers, which have no associated executor (they run on the I/O
+/// object's), so wrapping loses nothing.
+template <class H>
+auto std_errors(H h) {
+  return [h = std::move(h)](const net_error_code& ec, auto&&... a) mutable {
+    h(to_std(ec), std::forward<decltype(a)>(a)...);
+  };
+}
+#else
+template <class H>
+H std_errors(H h) {
+  return h;
+}
 #endif
 
 #if NPIPE_NET_HAS_CANCELLATION
@@ -110,3 +204,35 @@ cancellation_slot associated_cancellation_slot(const Handler&) {
 #endif
 
 } // namespace npipe::detail
+
+namespace npipe {
+
+/// The error code npipe's async completions give: std::error_code with
+/// standalone Asio, boost::system::error_code with Boost.Asio (so that
+/// use_future and use_awaitable throw boost::system::system_error, as
+/// every Boost.Asio operation does). Either way an npipe error in it
+/// compares equal to its npipe::errc: `ec == npipe::errc::timed_out`.
+using async_error_code = detail::net_error_code;
+
+/// What `use_future` and `use_awaitable` throw for a failed npipe async
+/// operation: std::system_error with standalone Asio,
+/// boost::system::system_error with Boost.Asio. Its code() compares equal
+/// to the npipe::errc.
+#if NPIPE_ASIO_BOOST
+using async_system_error = ::boost::system::system_error;
+#else
+using async_system_error = std::system_error;
+#endif
+
+#if NPIPE_ASIO_BOOST
+/// `ec == npipe::errc::pipe_busy` for a Boost.System code from npipe.
+inline bool operator==(const ::boost::system::error_code& ec, errc e) {
+  return detail::to_std(ec) == make_error_condition(e);
+}
+/// The npipe condition of a Boost.System code (see condition_of(std::error_code)).
+inline errc condition_of(const ::boost::system::error_code& ec) { return condition_of(detail::to_std(ec)); }
+/// The OS code inside a Boost.System code from npipe (see os_error(std::error_code)).
+inline int os_error(const ::boost::system::error_code& ec) { return os_error(detail::to_std(ec)); }
+#endif
+
+} // namespace npipe
