@@ -16,7 +16,10 @@ namespace npipe::detail {
 inline std::error_code io_error(const std::error_code& ec) {
   if (ec == net_error(net::error::eof)) return make_error_code(errc::broken_pipe);
   if (ec == net_error(net::error::operation_aborted)) return make_error_code(errc::operation_aborted);
-  if (ec.category() == std::system_category()) return errno_error(ec.value());
+  // Standalone Asio reports OS errors in its own category ("asio.system"),
+  // not std::system_category(); to_std() gave Boost's the std one.
+  if (ec.category() == net::error::get_system_category() || ec.category() == std::system_category())
+    return errno_error(ec.value());
   return ec;
 }
 
