@@ -7,9 +7,12 @@
 /// npipe's code names it `npipe::net`; a program using npipe's async API
 /// uses the same Asio npipe was built with.
 ///
-/// Whichever it is, npipe's handlers receive `std::error_code`, never
-/// `boost::system::error_code`: errors are npipe's (`npipe::errc`) or the
-/// system's (`std::system_category()`), compared the same way in both builds.
+/// Completions get npipe::async_error_code, the error code of that Asio
+/// (std::error_code, or boost::system::error_code so that Boost's tokens
+/// throw as they do for every Boost.Asio operation); `ec == npipe::errc::x`
+/// holds in both. Inside npipe errors are std::error_code: Boost.Asio's are
+/// converted at each Asio call (to_std, std_errors, into); standalone Asio's
+/// own system category ("asio.system") is mapped by the Linux io_error().
 
 #include <npipe/detail/net_config.hpp>
 #include <npipe/error.hpp>
