@@ -8,9 +8,10 @@ npipe_packages_build=(g++ cmake ninja-build pkg-config libcli11-dev libasio-dev 
 # openssl makes the remote tests' certificates; iproute2 (ip netns) runs the two-host test;
 # unicode-data's CaseFolding.txt is what the name-folding table is checked against
 # (and what scripts/gen-case-fold.py reads); python3-pytest runs the Python package's tests
-# with the system's python3, and python3-mypy checks its type hints.
+# with the system's python3, and python3-mypy checks its type hints; libboost-dev is Boost.Asio,
+# on which the tests build npipe a second time (the boost preset).
 npipe_packages_test=(libgtest-dev libgmock-dev googletest openssl iproute2 unicode-data python3 python3-pytest
-  python3-mypy)
+  python3-mypy libboost-dev)
 # The Windows build: the mingw-w64 compiler with posix threads, and Wine to run its tests.
 npipe_packages_windows=(g++-mingw-w64-x86-64-posix wine64 wine)
 

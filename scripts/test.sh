@@ -3,7 +3,8 @@
 # Every test: installs what is missing, then builds and runs the suite
 # (unit, integration, stress in short form under the sanitizers, CLI,
 # package, examples, fuzz corpora) with the default preset, under
-# ASan+UBSan and under TSan; then cross-builds for Windows with mingw-w64 and
+# ASan+UBSan and under TSan; the async and gateway tests again with npipe
+# built on Boost.Asio (the boost preset builds only those); then cross-builds for Windows with mingw-w64 and
 # runs the Windows suite under Wine. CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +13,7 @@ npipe_ensure_packages "${npipe_packages_build[@]}" "${npipe_packages_test[@]}" "
 
 declare -A result took
 status=0
-for preset in default asan tsan; do
+for preset in default asan tsan boost; do
   echo "=== npipe tests: $preset ==="
   start=$SECONDS
   cmake --preset "$preset" >/dev/null
@@ -40,7 +41,7 @@ if ctest --preset windows; then result[windows]=passed; else result[windows]=FAI
 took[windows]="build $((built - start)) s, tests $((SECONDS - built)) s"
 
 echo "=== npipe test summary ==="
-for preset in default asan tsan windows; do
+for preset in default asan tsan boost windows; do
   printf '  %-8s %-7s (%s)\n' "$preset" "${result[$preset]}" "${took[$preset]}"
 done
 echo "  total    $SECONDS s (packages, every build and every test)"
