@@ -6,6 +6,7 @@
 // slot (async_op), and what both ends do alike over their own operation type
 // (async_pipe_base). async_pipe_posix and async_pipe_win32 build on them.
 
+#include "core/pipe_rules.hpp"
 #include "runtime/registry.hpp"
 #include "transport/transport.hpp"
 
@@ -151,8 +152,15 @@ protected:
   /// Serve the receivers and read on if needed (kick_once), again while a
   /// completion that ran inline asked for it: never re-entered.
   void kick();
+  /// If `id` is a waiting receiver, ends it with `why` and says true. A
+  /// transact's receiver that gives up after its request went out leaves
+  /// its reply owed (debt_): discarded when it arrives.
+  bool end_reader(std::uint64_t id, errc why);
+  /// Ends every waiting receiver with operation_aborted (as end_reader).
+  void abort_readers();
 
   std::vector<std::unique_ptr<Op>> readers_; // waiting receivers, in order
+  pipe_rules::reply_debt debt_;             // replies of transacts that gave up: discarded as they arrive
   bool in_kick_ = false, kick_again_ = false;
 };
 

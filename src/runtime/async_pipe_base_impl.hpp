@@ -66,6 +66,29 @@ std::unique_ptr<Op> async_pipe_base<Derived, Op>::connect_op(const client_option
 }
 
 template <class Derived, class Op>
+bool async_pipe_base<Derived, Op>::end_reader(std::uint64_t id, errc why) {
+  for (auto it = readers_.begin(); it != readers_.end(); ++it) {
+    if ((*it)->id != id) continue;
+    auto o = std::move(*it);
+    readers_.erase(it);
+    if (o->transact_reply) debt_.gave_up(false);
+    finish(*o, make_error_code(why));
+    return true;
+  }
+  return false;
+}
+
+template <class Derived, class Op>
+void async_pipe_base<Derived, Op>::abort_readers() {
+  auto rs = std::move(readers_);
+  readers_.clear();
+  for (auto& o : rs) {
+    if (o->transact_reply) debt_.gave_up(false);
+    finish(*o, make_error_code(errc::operation_aborted));
+  }
+}
+
+template <class Derived, class Op>
 void async_pipe_base<Derived, Op>::kick() {
   if (in_kick_) {
     kick_again_ = true;

@@ -56,17 +56,13 @@ std::unique_ptr<async_pipe::op> async_pipe::withdraw_write(std::size_t i) {
 // it and breaks the connection if part went out); a cancellation lets it
 // finish (a transact then ends as its request goes out, its reply owed).
 void async_pipe::end_op(std::uint64_t id, errc why) {
-  for (auto* q : {&readers_, &flushers_}) {
-    for (auto it = q->begin(); it != q->end(); ++it) {
-      if ((*it)->id != id) continue;
-      auto o = std::move(*it);
-      q->erase(it);
-      // A transact that gives up after its request went out still has its
-      // reply coming: it is owed, and discarded when it arrives.
-      if (o->transact_reply) debt_.gave_up(false);
-      finish(*o, err(why));
-      return;
-    }
+  if (end_reader(id, why)) return;
+  for (auto it = flushers_.begin(); it != flushers_.end(); ++it) {
+    if ((*it)->id != id) continue;
+    auto o = std::move(*it);
+    flushers_.erase(it);
+    finish(*o, err(why));
+    return;
   }
   if (conn_ && conn_->o && conn_->o->id == id) {
     // The connect has its own timer; a cancellation ends it now.
@@ -92,12 +88,7 @@ void async_pipe::end_op(std::uint64_t id, errc why) {
 }
 
 void async_pipe::cancel() {
-  auto rs = std::move(readers_);
-  readers_.clear();
-  for (auto& o : rs) {
-    if (o->transact_reply) debt_.gave_up(false);
-    finish(*o, err(errc::operation_aborted));
-  }
+  abort_readers();
   auto fs = std::move(flushers_);
   flushers_.clear();
   for (auto& o : fs) finish(*o, err(errc::operation_aborted));

@@ -132,7 +132,6 @@ private:
   std::size_t inbox_head_ = 0;
   std::size_t inbox_bytes_ = 0;
   std::size_t inbox_messages_ = 0; // data entries in the inbox (not flush markers): no scan to ask
-  pipe_rules::reply_debt debt_;    // replies of transacts that gave up: discarded as they arrive
 
   framing::reader rd_;           // where the peer's stream is
   std::vector<std::byte> msg_;   // the message being received (rd_.in_data()), grown as it arrives

@@ -63,16 +63,7 @@ void async_pipe::abandon() noexcept {
 // if part went out); a cancellation lets it finish. A flush in progress is
 // cancelled either way.
 void async_pipe::end_op(std::uint64_t id, errc why) {
-  for (auto it = readers_.begin(); it != readers_.end(); ++it) {
-    if ((*it)->id != id) continue;
-    auto o = std::move(*it);
-    readers_.erase(it);
-    // A transact that gives up after its request went out still has its
-    // reply coming: it is owed, and discarded when it arrives.
-    if (o->transact_reply) debt_.gave_up(false);
-    finish(*o, err(why));
-    return;
-  }
+  if (end_reader(id, why)) return;
   if (conn_ && conn_->o && conn_->o->id == id) {
     // The connect has its own deadline; a cancellation ends it now.
     if (why == errc::operation_aborted) fail_connect(err(why), "the connect was cancelled");
@@ -110,12 +101,7 @@ void async_pipe::end_op(std::uint64_t id, errc why) {
 }
 
 void async_pipe::cancel() {
-  auto rs = std::move(readers_);
-  readers_.clear();
-  for (auto& o : rs) {
-    if (o->transact_reply) debt_.gave_up(false);
-    finish(*o, err(errc::operation_aborted));
-  }
+  abort_readers();
   for (std::size_t i = 0; i < writes_.size();) {
     if (writes_[i]->started) {
       if (writes_[i]->is_flush) {

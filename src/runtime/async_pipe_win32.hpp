@@ -114,7 +114,6 @@ private:
 
   // receive side
   std::optional<held_bytes> held_;
-  pipe_rules::reply_debt debt_; // replies of transacts that gave up: discarded as they arrive
   bool rx_active_ = false;       // a ReadFile is outstanding (into held_->data)
   OVERLAPPED* rx_ov_ = nullptr;  // its OVERLAPPED, for CancelIoEx
   std::size_t rx_base_ = 0;      // where in held_->data it writes
