@@ -549,9 +549,10 @@ TEST_F(Remote, AnAsyncReceiveNamesTheGatewayWhenItIsLostMidMessage) {
     f.wait();
   });
   ASSERT_TRUE(wait_until([&] { return held.load(); }));
+  auto big = pattern(64u << 20, 5); // made before anything waits on a deadline
   std::thread writer([&] {
     std::error_code ec;
-    sc.write(pattern(64u << 20, 5), 60s, ec); // fails once the gateway is gone
+    sc.write(big, 60s, ec); // fails once the gateway is gone
   });
   // Enough of the message at the client (many TLS records, so its header too) to be cut in its middle.
   EXPECT_TRUE(wait_until([&] { return rx_queued_from(port) > (64u << 10); })) << rx_queued_from(port);
@@ -771,11 +772,11 @@ TEST_F(Remote, AClientKilledMidMessageIsAnErrorNeverAMessage) {
   std::uint16_t port = free_tcp_port();
   signal_pipe writing;
   gated_child sender([&] {
+    auto big = pattern(64u << 20, 3); // made before the parent's deadline starts
     client_options co;
     co.tls = client_psk();
     auto c = connect(remote_name("127.0.0.1", port, name), co, 10s);
     writing.notify();
-    auto big = pattern(64u << 20, 3);
     c.write(big, 60s); // killed long before this completes
     return 0;
   });
