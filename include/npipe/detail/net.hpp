@@ -120,7 +120,15 @@ inline std::error_code to_std(const net_error_code& ec) noexcept {
   if (ec.category() == ::boost::system::generic_category()) return {ec.value(), std::generic_category()};
   if (auto* w = dynamic_cast<const std_error_category*>(&ec.category())) return {ec.value(), w->wrapped()};
 #if defined(BOOST_SYSTEM_HAS_SYSTEM_ERROR)
-  return ec; // Asio's own (eof, not_found, ...): Boost's std::error_category for it
+  // Asio's own (eof, not_found, ...): Boost's std::error_category for it,
+  // which Boost makes on first use with new, under a lock: if that cannot
+  // be had, keep the value and lose the category's words rather than throw
+  // (into's destructor and completion handlers call this).
+  try {
+    return ec;
+  } catch (...) {
+    return {ec.value(), std::generic_category()};
+  }
 #else // a Boost.System without std interoperation: keep the value, lose the category's words
   return {ec.value(), std::generic_category()};
 #endif
