@@ -25,11 +25,6 @@ constexpr bool read_mode_allowed(pipe_type type, read_mode m) noexcept {
 inline constexpr const char* message_mode_needs_message_pipe =
     "message read mode needs a message pipe; this pipe was created as a byte pipe";
 
-/// The detail when native_handle() is asked of a server whose clients go
-/// to the async runtime (errc::invalid_state).
-inline constexpr const char* sink_server_has_no_handle =
-    "an async server hands its clients to its handler; it has no accept() to wait for";
-
 /// The detail for a transact on an end that is not a message pipe in
 /// message read mode (TransactNamedPipe's rule).
 inline constexpr const char* transact_needs_message_mode = "transact needs a message pipe in message read mode";

@@ -8,6 +8,7 @@
 #include "runtime/async_pipe.hpp"
 #include "runtime/async_server.hpp"
 #include "runtime/async_session.hpp"
+#include "transport/admission_queue.hpp"
 
 #include <npipe/detail/net.hpp>
 #include NPIPE_NET_HEADER(dispatch.hpp)
@@ -50,18 +51,21 @@ bool async_server_impl::open(const pipe_name& name, const async_server_options& 
   if (!check_async_server_options(opts, ec)) return false;
   name_ = name;
   opts_ = opts;
-  std::weak_ptr<async_server_impl> w = weak_from_this();
-  admission_ = open_local_server(
+  // Clients the admission thread admits are taken on that thread when it
+  // wakes us (and started on their strands); those admitted on an I/O
+  // thread (accept_ready) right there.
+  auto admission = open_local_server(
       name, opts, ec,
-      [w](admitted_client&& a) {
-        if (auto s = w.lock()) s->admitted(std::move(a));
-        else {
-          close_native_handle(a.handle);
-          if (a.params.on_close) a.params.on_close();
-        }
+      [w = weak_from_this()] {
+        if (auto s = w.lock()) s->take_admitted();
       },
       /*caller_accepts=*/listen_supported);
-  if (!admission_) return false;
+  if (!admission) return false;
+  {
+    std::lock_guard lk(mu_);
+    admission_ = admission;
+  }
+  take_admitted(); // any that came before admission_ was set
   start_listening();
   // An open server is outstanding work, as a pending async_accept is in
   // Asio: ctx.run() keeps going until stop() or close(), so clients that
@@ -161,6 +165,7 @@ void async_server_impl::await_clients() {
     timeout pause{};
     try {
       pause = admission->accept_ready();
+      self->take_admitted();
     } catch (...) { // user code the last client ran (its observer, its handler) threw: accept on
       self->await_clients();
       throw;
@@ -177,7 +182,29 @@ void async_server_impl::await_clients() {
 #endif
 }
 
-// Runs on the admission thread, or in accept_ready() on an I/O thread.
+// On the admission thread (woken by its queue), or on an I/O thread after
+// accept_ready(): every client queued now becomes an async_pipe.
+void async_server_impl::take_admitted() {
+  std::shared_ptr<server_impl> admission;
+  {
+    std::lock_guard lk(mu_);
+    admission = admission_;
+  }
+  if (!admission) return;
+  auto batch = admission->clients().take_all();
+  // Those to start on this thread go last, so no client's handler delays
+  // the others (or, by throwing, loses them).
+  std::stable_partition(batch.begin(), batch.end(), [](const admitted_client& a) { return !a.run_here; });
+  for (auto& a : batch) {
+    try {
+      admitted(std::move(a));
+    } catch (const std::bad_alloc&) {
+      if (a.run_here) throw; // as if its own handler ran out of memory
+      // Out of memory taking this one client in (`a` drops it): the others still get their turn.
+    }
+  }
+}
+
 void async_server_impl::admitted(admitted_client&& a) {
   auto p = async_pipe::create(ex_);
   std::uint64_t id;
@@ -188,12 +215,14 @@ void async_server_impl::admitted(admitted_client&& a) {
     live_[id].pipe = p;
   }
   a.params.max_queued = opts_.max_queued_bytes;
-  auto start = [self = shared_from_this(), p, id, fd = a.handle, params = std::move(a.params)]() mutable {
+  bool here = a.run_here;
+  auto start = [self = shared_from_this(), p, id, a = std::move(a)]() mutable {
     p->on_closed = [w = std::weak_ptr<async_server_impl>(self), id] {
       if (auto s = w.lock()) s->closed(id);
     };
     std::error_code ec;
-    if (!p->adopt(fd, std::move(params), ec)) {
+    auto h = a.release();
+    if (!p->adopt(h, std::move(a.params), ec)) {
       self->closed(id);
       return;
     }
@@ -201,7 +230,7 @@ void async_server_impl::admitted(admitted_client&& a) {
   };
   // The last client of an I/O thread's batch starts here at once; the
   // others are queued, so no client's handler delays the rest of its batch.
-  if (a.run_here) net::dispatch(p->strand(), std::move(start));
+  if (here) net::dispatch(p->strand(), std::move(start));
   else net::post(p->strand(), std::move(start));
 }
 

@@ -58,6 +58,7 @@ private:
     std::weak_ptr<session> sess;
   };
 
+  void take_admitted();
   void admitted(admitted_client&& a);
   void start_listening();
   void await_clients(); // on sweep_strand_

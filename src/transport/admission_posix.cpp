@@ -5,12 +5,11 @@
 // client's hello, the handshake slots and whom to let go when they are full,
 // the checks (version, name, forwarded clients, access policy), the instance
 // and per-user caps, waiting clients, and the hand-over of an admitted
-// client to accept() or the async runtime's sink.
+// client to the server's admission_queue.
 
 #include "core/framing.hpp"
 #include "core/protocol.hpp"
 #include "transport/access_posix.hpp"
-#include "transport/framed_connection.hpp"
 #include "transport/posix_util.hpp"
 #include "transport/server_posix.hpp"
 #include "transport/transport.hpp"
@@ -258,7 +257,7 @@ void posix_server::serve_waiters(const std::vector<short>& revents, clock::time_
 void posix_server::admit(int fd, peer_identity peer, const protocol::hello& h, std::vector<std::byte> extra,
                          std::vector<admitted_client>* batch) {
   send_reply(fd, protocol::status::ok, opts_);
-  framed_params p;
+  connection_params p;
   p.name = name_;
   p.type = opts_.type;
   p.mode = pipe_rules::initial_read_mode(opts_.type, opts_.read_mode);
@@ -269,20 +268,8 @@ void posix_server::admit(int fd, peer_identity peer, const protocol::hello& h, s
   p.on_close = [w = weak_from_this(), uid = p.peer.uid] {
     if (auto s = w.lock()) s->release(uid);
   };
-  if (batch) {
-    batch->push_back(admitted_client{fd, std::move(p)});
-    return;
-  }
-  if (sink_) {
-    sink_(admitted_client{fd, std::move(p)});
-    return;
-  }
-  bool local_peer = !p.peer.is_remote(); // a gateway reading our bytes is not the remote application
-  auto c = std::make_unique<framed_connection>(std::make_unique<fd_stream>(fd, local_peer), std::move(p));
-  std::lock_guard lk(mu_);
-  ready_.push_back(std::move(c));
-  ready_changed();
-  cv_.notify_one();
+  if (batch) batch->emplace_back(fd, std::move(p));
+  else clients_.push(admitted_client(fd, std::move(p)));
 }
 
 } // namespace npipe::detail

@@ -7,6 +7,7 @@
 // docs/semantics.md for how each Win32 behaviour is kept.
 
 #include "core/name_map.hpp"
+#include "transport/framed_connection.hpp"
 #include "transport/pipe_dir_posix.hpp"
 #include "transport/posix_util.hpp"
 #include "transport/server_posix.hpp"
@@ -61,56 +62,21 @@ bool posix_server::open(std::error_code& ec) {
 }
 
 std::unique_ptr<connection_impl> posix_server::accept(deadline dl, std::error_code& ec) {
-  std::unique_lock lk(mu_);
-  auto ready = [&] { return !ready_.empty() || closed_; };
-  if (dl.never()) cv_.wait(lk, ready);
-  else if (!cv_.wait_until(lk, dl.at, ready)) {
-    ec = make_error_code(errc::timed_out);
-    return nullptr;
+  auto a = clients_.pop(dl, ec);
+  if (!a) return nullptr;
+  bool local_peer = !a.params.peer.is_remote(); // a gateway reading our bytes is not the remote application
+  auto stream = std::make_unique<fd_stream>(static_cast<int>(a.handle), local_peer);
+  a.release(); // the stream's now
+  auto free_instance = a.params.on_close;
+  try {
+    return std::make_unique<framed_connection>(std::move(stream), std::move(a.params));
+  } catch (...) {
+    if (free_instance) free_instance();
+    throw;
   }
-  if (ready_.empty()) {
-    ec = make_error_code(errc::operation_aborted);
-    return nullptr;
-  }
-  auto c = std::move(ready_.front());
-  ready_.pop_front();
-  ready_changed();
-  return c;
 }
 
-posix_server::~posix_server() {
-  close();
-  if (ready_fd_ >= 0) ::close(ready_fd_);
-}
-
-std::intptr_t posix_server::native_handle(std::error_code& ec) const noexcept {
-  std::lock_guard lk(mu_);
-  if (sink_) { // the async runtime's server: its clients go to the handler
-    set_error_detail(pipe_rules::sink_server_has_no_handle);
-    ec = make_error_code(errc::invalid_state);
-    return -1;
-  }
-  if (ready_fd_ < 0) {
-    ready_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (ready_fd_ < 0) {
-      ec = errno_error(errno);
-      set_error_detail("cannot make the server's readiness descriptor (eventfd)");
-      return -1;
-    }
-    ready_changed();
-  }
-  return ready_fd_;
-}
-
-// Under mu_: make ready_fd_ readable exactly while accept() would not wait.
-void posix_server::ready_changed() const noexcept {
-  if (ready_fd_ < 0) return;
-  bool want = !ready_.empty() || closed_;
-  if (want == ready_signalled_) return;
-  std::uint64_t v = 1;
-  ssize_t n = want ? ::write(ready_fd_, &v, sizeof v) : ::read(ready_fd_, &v, sizeof v);
-  if (n == static_cast<ssize_t>(sizeof v)) ready_signalled_ = want;
-}
+posix_server::~posix_server() { close(); }
 
 void posix_server::close() noexcept {
   std::lock_guard serial(close_mu_); // close() may race with itself (signal thread, destructor)
@@ -118,9 +84,8 @@ void posix_server::close() noexcept {
     std::lock_guard lk(mu_);
     if (closed_ && !thread_.joinable()) return;
     closed_ = true;
-    ready_changed();
-    cv_.notify_all();
   }
+  clients_.close(); // accept() returns; the unaccepted clients are dropped
   { std::lock_guard done(accept_mu_); } // an accept_ready() under way has finished: no more clients join the lists
   wake();
   if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
@@ -132,12 +97,6 @@ void posix_server::close() noexcept {
     }
   }
   remove_name();
-  std::deque<std::unique_ptr<connection_impl>> unaccepted;
-  {
-    std::lock_guard lk(mu_);
-    unaccepted.swap(ready_);
-  }
-  unaccepted.clear(); // their release() takes mu_
 }
 
 void posix_server::wake() noexcept {
@@ -303,21 +262,14 @@ std::chrono::milliseconds posix_server::accept_ready() {
   }
   if (wake_it) wake();
   if (!batch.empty()) batch.back().run_here = true;
-  for (auto& a : batch) {
-    try {
-      sink_(std::move(a));
-    } catch (const std::bad_alloc&) {
-      if (a.run_here) throw; // the last: as if its own handler ran out of memory
-      // Out of memory taking this one client in: the others still get their turn.
-    }
-  }
+  clients_.push_quietly(std::move(batch)); // the caller takes them next
   auto now = clock::now();
   return paused > now ? std::chrono::ceil<std::chrono::milliseconds>(paused - now) : std::chrono::milliseconds(0);
 }
 
 std::shared_ptr<server_impl> open_local_server(const pipe_name& name, const server_options& opts,
-                                               std::error_code& ec, admission_sink sink, bool caller_accepts) {
-  auto s = std::make_shared<posix_server>(name, opts, std::move(sink), caller_accepts && sink);
+                                               std::error_code& ec, std::function<void()> wake, bool caller_accepts) {
+  auto s = std::make_shared<posix_server>(name, opts, std::move(wake), caller_accepts);
   if (!s->open(ec)) return nullptr;
   return s;
 }

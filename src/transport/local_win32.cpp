@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: MIT
 // Windows local pipes, the server side, over genuine Win32 named pipes:
 // win32_server (instances, the listener and its DACL, waiting clients, the
-// async runtime's admission thread) and open_local_server. Every call is
+// admission thread that fills its admission_queue) and open_local_server. Every call is
 // overlapped, so deadlines and close() from another thread work (no thread
 // is left blocked in ConnectNamedPipe or ReadFile). The client's open is
 // client_win32.cpp, the names and listing list_win32.cpp, the pipe end
 // itself pipe_end_win32.cpp. See docs/semantics.md.
 
 #include "core/pipe_rules.hpp"
+#include "transport/admission_queue.hpp"
 #include "transport/win32_util.hpp"
 
 #include <sddl.h>
@@ -29,12 +30,9 @@ namespace {
 
 class win32_server final : public server_impl, public std::enable_shared_from_this<win32_server> {
 public:
-  win32_server(pipe_name name, server_options opts, admission_sink sink)
-      : name_(std::move(name)), opts_(std::move(opts)), sink_(std::move(sink)) {}
-  ~win32_server() override {
-    close();
-    if (ready_event_) ::CloseHandle(ready_event_);
-  }
+  win32_server(pipe_name name, server_options opts, std::function<void()> wake)
+      : name_(std::move(name)), opts_(std::move(opts)), clients_(std::move(wake)) {}
+  ~win32_server() override { close(); }
 
   bool open(std::error_code& ec) {
     if (!check_server_options(opts_, ec)) return false;
@@ -79,35 +77,30 @@ public:
       std::lock_guard lk(mu_);
       listening_ = h;
     }
-    if (sink_) {
-      try {
-        admission_ = std::thread([this] { admit(); });
-      } catch (const std::system_error& e) {
-        close();
-        ec = e.code();
-        set_error_detail("cannot start the server's admission thread");
-        return false;
-      }
+    try {
+      admission_ = std::thread([this] { admit(); });
+    } catch (const std::system_error& e) {
+      close();
+      ec = e.code();
+      set_error_detail("cannot start the server's admission thread");
+      return false;
     }
     return true;
   }
 
   std::unique_ptr<connection_impl> accept(deadline dl, std::error_code& ec) override {
-    if (sink_) {
-      set_error_detail("this server hands its clients to the async runtime");
-      ec = make_error_code(errc::invalid_state);
-      return nullptr;
-    }
-    peer_identity peer;
-    HANDLE h = accept_handle(dl, peer, ec);
-    if (h == INVALID_HANDLE_VALUE) return nullptr;
-    // The connection takes the instance back when it closes: the server
-    // reuses it for the next client, as Win32 servers do.
-    return make_pipe_end(h, true, opts_.type, mode(), name_, opts_.max_message_size,
-                                              std::move(peer), [w = weak_from_this()](HANDLE done) {
-                                                if (auto s = w.lock()) s->release(done);
-                                                else ::CloseHandle(done);
-                                              });
+    auto a = clients_.pop(dl, ec);
+    if (!a) return nullptr;
+    // The connection gives the instance back when it closes (release): the
+    // server listens on it again for the next client, as Win32 servers do.
+    auto c = make_pipe_end(reinterpret_cast<HANDLE>(a.handle), true, a.params.type, a.params.mode, name_,
+                           a.params.max_message, a.params.peer, [w = weak_from_this()](HANDLE done) {
+                             if (auto s = w.lock()) s->release(done);
+                             else ::CloseHandle(done);
+                           });
+    a.release();
+    a.params.on_close = nullptr; // release() frees the instance
+    return c;
   }
 
   void close() noexcept override {
@@ -119,25 +112,15 @@ public:
       h = std::exchange(listening_, INVALID_HANDLE_VALUE);
       cv_.notify_all();
     }
+    clients_.close(); // accept() returns; the unaccepted clients are dropped
     if (h != INVALID_HANDLE_VALUE) {
-      // Wake accept() (or the admission thread) and wait until it lets go of
-      // the instance. Cancel again while waiting: a cancel that lands just
+      // Wake the admission thread and wait until it lets go of the
+      // instance. Cancel again while waiting: a cancel that lands just
       // before its ConnectNamedPipe starts would otherwise be lost.
       std::unique_lock serial(accept_mu_, std::defer_lock);
       do ::CancelIoEx(h, nullptr);
       while (!serial.try_lock_for(std::chrono::milliseconds(5)));
-      bool pending;
-      {
-        std::lock_guard lk(mu_);
-        pending = std::exchange(arm_, armed::none) == armed::pending;
-      }
-      DWORD n = 0;
-      if (pending) ::GetOverlappedResult(h, &arm_ov_, &n, TRUE); // cancelled: arm_ov_ is free once it ends
       ::CloseHandle(h);
-    }
-    {
-      std::lock_guard lk(mu_);
-      if (ready_event_) ::SetEvent(ready_event_); // a closed server's handle stays signalled
     }
     if (admission_.joinable() && admission_.get_id() != std::this_thread::get_id()) admission_.join();
     if (sd_) {
@@ -152,25 +135,8 @@ public:
   }
   std::string native_path() const override { return "\\\\.\\pipe\\" + name_.name(); }
 
-  std::intptr_t native_handle(std::error_code& ec) const noexcept override {
-    std::lock_guard lk(mu_);
-    if (sink_) {
-      set_error_detail(pipe_rules::sink_server_has_no_handle);
-      ec = make_error_code(errc::invalid_state);
-      return -1;
-    }
-    if (!ready_event_) {
-      ready_event_ = ::CreateEventW(nullptr, TRUE, FALSE, nullptr);
-      if (!ready_event_) {
-        ec = win32_error(::GetLastError());
-        set_error_detail("cannot make the server's readiness event");
-        return -1;
-      }
-      watch_ = true;
-      arm_locked();
-    }
-    return reinterpret_cast<std::intptr_t>(ready_event_);
-  }
+  std::intptr_t native_handle(std::error_code& ec) const noexcept override { return clients_.native_handle(ec); }
+  admission_queue& clients() noexcept override { return clients_; }
   unsigned active_instances() const noexcept override {
     std::lock_guard lk(mu_);
     return active_;
@@ -181,26 +147,17 @@ private:
     return pipe_rules::initial_read_mode(opts_.type, opts_.read_mode);
   }
 
-  // Waits for a client on the listening instance (ConnectNamedPipe,
-  // overlapped, within `dl`) and makes the next instance. The caller owns
-  // the connected handle.
-  HANDLE accept_handle(deadline dl, peer_identity& peer, std::error_code& ec) {
-    std::unique_lock serial(accept_mu_, std::defer_lock);
-    if (!lock_until(serial, dl)) {
-      ec = make_error_code(errc::timed_out);
-      return INVALID_HANDLE_VALUE;
-    }
+  // On the admission thread: waits for a client on the listening instance
+  // (ConnectNamedPipe, overlapped, so close() cancels it) and makes the
+  // next instance. The caller owns the connected handle.
+  HANDLE accept_handle(peer_identity& peer, std::error_code& ec) {
+    std::lock_guard serial(accept_mu_); // close() waits for it to let go of the instance
     HANDLE h;
     {
       // Every instance may be taken: listen again as soon as one frees (a
       // released instance, or room for a new one).
       std::unique_lock lk(mu_);
-      auto ready = [&] { return closed_ || listening_ != INVALID_HANDLE_VALUE || active_ < instance_cap(); };
-      if (dl.never()) cv_.wait(lk, ready);
-      else if (!cv_.wait_until(lk, dl.at, ready)) {
-        ec = make_error_code(errc::timed_out);
-        return INVALID_HANDLE_VALUE;
-      }
+      cv_.wait(lk, [&] { return closed_ || listening_ != INVALID_HANDLE_VALUE || active_ < instance_cap(); });
       if (closed_) {
         ec = make_error_code(errc::operation_aborted);
         return INVALID_HANDLE_VALUE;
@@ -218,30 +175,13 @@ private:
       }
       listening_ = h;
     }
-    bool use_arm;
-    {
-      std::lock_guard lk(mu_);
-      arm_locked();
-      use_arm = arm_ != armed::none;
-      accepting_ = !use_arm;
-    }
     DWORD n = 0, err = 0;
-    auto r = use_arm ? wait_armed(h, dl, err)
-                     : overlapped(h, accept_event_.get(), dl, [&](OVERLAPPED* ov) { return ::ConnectNamedPipe(h, ov); },
-                                  n, err);
-    if (r == io_end::failed && err != ERROR_PIPE_CONNECTED) {
+    auto r = overlapped(h, accept_event_.get(), deadline{}, [&](OVERLAPPED* ov) { return ::ConnectNamedPipe(h, ov); },
+                        n, err);
+    if (r != io_end::done && err != ERROR_PIPE_CONNECTED) {
       std::lock_guard lk(mu_);
       ec = closed_ ? make_error_code(errc::operation_aborted) : win32_error(err);
       if (!closed_ && err == ERROR_NO_DATA) ::DisconnectNamedPipe(h); // a client came and went: listen again
-      accepting_ = false;
-      arm_locked();
-      return INVALID_HANDLE_VALUE;
-    }
-    if (r == io_end::timed_out) { // an armed connect stays pending; our own was cancelled
-      std::lock_guard lk(mu_);
-      ec = make_error_code(closed_ ? errc::operation_aborted : errc::timed_out);
-      accepting_ = false;
-      arm_locked();
       return INVALID_HANDLE_VALUE;
     }
     // Connected: this instance becomes the connection; make the next one
@@ -263,86 +203,19 @@ private:
       }
       listening_ = next;
       ++active_;
-      accepting_ = false;
-      arm_locked();
     }
     peer = client_of(h);
     return h;
   }
 
-  // native_handle()'s event: once asked for, a ConnectNamedPipe stays
-  // pending on the listening instance (when there is one and accept() is
-  // not running its own), and its completion signals ready_event_, so the
-  // event is set exactly while accept() would not wait. Under mu_.
-  void arm_locked() const noexcept {
-    if (!watch_ || arm_ != armed::none || accepting_) return;
-    if (closed_) {
-      ::SetEvent(ready_event_);
-      return;
-    }
-    ::ResetEvent(ready_event_);
-    if (listening_ == INVALID_HANDLE_VALUE) return; // every instance is taken: a release arms again
-    for (int tries = 0;; ++tries) {
-      ::ResetEvent(ready_event_);
-      arm_ov_ = OVERLAPPED{};
-      arm_ov_.hEvent = ready_event_;
-      DWORD e = ::ConnectNamedPipe(listening_, &arm_ov_) ? ERROR_PIPE_CONNECTED : ::GetLastError();
-      if (e == ERROR_IO_PENDING) {
-        arm_ = armed::pending;
-        return;
-      }
-      if (e == ERROR_NO_DATA && tries < 4) { // a client came and went: listen again
-        ::DisconnectNamedPipe(listening_);
-        continue;
-      }
-      // Connected already, or failed: accept() says which, at once.
-      arm_ = e == ERROR_PIPE_CONNECTED ? armed::connected : armed::failed;
-      arm_err_ = e;
-      ::SetEvent(ready_event_);
-      return;
-    }
-  }
-
-  // accept() on an armed instance `h`: waits for the event until `dl`, then
-  // takes the connect's outcome (the next arm_locked() resets the event).
-  io_end wait_armed(HANDLE h, deadline dl, DWORD& err) {
-    for (;;) {
-      DWORD ms = dl.never() ? INFINITE : static_cast<DWORD>(dl.poll_ms());
-      if (::WaitForSingleObject(ready_event_, ms) == WAIT_TIMEOUT) return io_end::timed_out;
-      std::unique_lock lk(mu_);
-      armed state = std::exchange(arm_, armed::none);
-      DWORD n = 0;
-      switch (state) {
-      case armed::connected: return io_end::done;
-      case armed::failed: err = arm_err_; return io_end::failed;
-      case armed::none: err = ERROR_OPERATION_ABORTED; return io_end::failed; // close() took it
-      case armed::pending: break;
-      }
-      if (::GetOverlappedResult(h, &arm_ov_, &n, FALSE)) return io_end::done;
-      err = ::GetLastError();
-      if (err != ERROR_IO_INCOMPLETE) return io_end::failed;
-      // Signalled with the connect still running: only close() does that,
-      // and its cancel ends the connect at once.
-      if (closed_) {
-        lk.unlock();
-        if (::GetOverlappedResult(h, &arm_ov_, &n, TRUE)) return io_end::done;
-        err = ::GetLastError();
-        return io_end::failed;
-      }
-      arm_ = armed::pending;
-      lk.unlock();
-      ::Sleep(1);
-      if (dl.passed()) return io_end::timed_out;
-    }
-  }
-
-  // The async runtime's admission thread: every connected instance goes to
-  // the sink, which owns it; closing it frees the instance (instance_gone).
+  // The admission thread: every connected instance joins clients_, whose
+  // taker owns it; closing it frees the instance (instance_gone, or
+  // release() for a blocking connection, which listens on it again).
   void admit() {
     for (;;) {
       peer_identity peer;
       std::error_code ec;
-      HANDLE h = accept_handle(deadline{}, peer, ec); // close() cancels it
+      HANDLE h = accept_handle(peer, ec); // close() cancels it
       if (h == INVALID_HANDLE_VALUE) {
         if (!is_open()) return;
         ::Sleep(10); // a client came and went, or no instance could be made: listen again
@@ -359,10 +232,9 @@ private:
         if (auto s = w.lock()) s->instance_gone();
       };
       try {
-        sink_(admitted_client{reinterpret_cast<std::intptr_t>(h), std::move(p)});
+        clients_.push(admitted_client(reinterpret_cast<std::intptr_t>(h), std::move(p)));
       } catch (...) {
-        ::CloseHandle(h); // out of memory: this client is refused, the next one may fit
-        instance_gone();
+        // Out of memory (the client, dropped, freed its instance): the next one may fit.
       }
     }
   }
@@ -375,14 +247,6 @@ private:
   }
 
   unsigned instance_cap() const noexcept { return pipe_rules::instance_cap(opts_); }
-
-  static bool lock_until(std::unique_lock<std::timed_mutex>& lk, deadline dl) {
-    if (dl.never()) {
-      lk.lock();
-      return true;
-    }
-    return lk.try_lock_until(dl.at);
-  }
 
   HANDLE create_instance(bool first, std::error_code& ec) {
     SECURITY_ATTRIBUTES sa{sizeof sa, sd_, FALSE};
@@ -418,7 +282,6 @@ private:
       if (active_ > 0) --active_;
       if (!closed_ && listening_ == INVALID_HANDLE_VALUE) {
         listening_ = done;
-        arm_locked();
         cv_.notify_all();
         return;
       }
@@ -437,16 +300,7 @@ private:
   unsigned active_ = 0;
   bool closed_ = false;
   event accept_event_;
-  // native_handle(), under mu_ (arm_locked): the event, made on the first
-  // call; the connect kept pending for it on listening_ and its outcome.
-  enum class armed { none, pending, connected, failed };
-  mutable HANDLE ready_event_ = nullptr;
-  mutable bool watch_ = false;
-  mutable armed arm_ = armed::none;
-  mutable DWORD arm_err_ = 0;
-  mutable OVERLAPPED arm_ov_{};
-  bool accepting_ = false; // accept() runs its own connect on listening_
-  admission_sink sink_;
+  admission_queue clients_;
   std::thread admission_;
 };
 
@@ -456,8 +310,8 @@ private:
 // Windows has no listening socket to wait on: every instance's connect is
 // an overlapped call on the admission thread, so caller_accepts changes nothing.
 std::shared_ptr<server_impl> open_local_server(const pipe_name& name, const server_options& opts,
-                                               std::error_code& ec, admission_sink sink, bool) {
-  auto s = std::make_shared<win32_server>(name, opts, std::move(sink));
+                                               std::error_code& ec, std::function<void()> wake, bool) {
+  auto s = std::make_shared<win32_server>(name, opts, std::move(wake));
   if (!s->open(ec)) return nullptr;
   return s;
 }

@@ -8,16 +8,17 @@
 
 #include "core/pipe_rules.hpp"
 #include "core/protocol.hpp"
+#include "transport/admission_queue.hpp"
 #include "transport/listener_posix.hpp"
 #include "transport/transport.hpp"
 
 #include <npipe/pipe_name.hpp>
 
 #include <atomic>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -30,8 +31,8 @@ namespace npipe::detail {
 
 class posix_server final : public server_impl, public std::enable_shared_from_this<posix_server> {
 public:
-  posix_server(pipe_name name, server_options opts, admission_sink sink, bool caller_accepts)
-      : name_(std::move(name)), opts_(std::move(opts)), sink_(std::move(sink)), caller_accepts_(caller_accepts) {}
+  posix_server(pipe_name name, server_options opts, std::function<void()> wake, bool caller_accepts)
+      : name_(std::move(name)), opts_(std::move(opts)), clients_(std::move(wake)), caller_accepts_(caller_accepts) {}
   ~posix_server() override;
 
   bool open(std::error_code& ec);
@@ -47,7 +48,8 @@ public:
     std::lock_guard lk(mu_);
     return active_;
   }
-  std::intptr_t native_handle(std::error_code& ec) const noexcept override;
+  std::intptr_t native_handle(std::error_code& ec) const noexcept override { return clients_.native_handle(ec); }
+  admission_queue& clients() noexcept override { return clients_; }
   std::intptr_t listen_handle() const noexcept override;
   std::chrono::milliseconds accept_ready() override;
   void accept_on_own_thread() noexcept override;
@@ -70,12 +72,12 @@ private:
 
   // The acceptor thread and instance release (local_posix.cpp).
   void wake() noexcept;
-  void ready_changed() const noexcept;
   void remove_name() noexcept;
   void release(std::int64_t uid);
   void run();
-  // `batch`: not null on the thread in accept_ready, which delivers the
-  // clients admitted there; those that must wait join the acceptor's lists.
+  // `batch`: not null on the thread in accept_ready, which queues the
+  // clients admitted there together; those that must wait join the
+  // acceptor's lists.
   void accept_new(clock::time_point& paused_until, std::vector<admitted_client>* batch = nullptr);
 
   // Admission (admission_posix.cpp).
@@ -97,8 +99,8 @@ private:
 
   pipe_name name_;
   server_options opts_;
-  admission_sink sink_;
-  std::atomic<bool> caller_accepts_; // the sink's owner accepts (accept_ready); the acceptor thread does not
+  admission_queue clients_;
+  std::atomic<bool> caller_accepts_; // the async server accepts (accept_ready); the acceptor thread does not
   std::string dir_, path_;
   listener listen_;
   std::mutex wake_mu_; // guards wake_fd_ once the acceptor runs
@@ -108,18 +110,10 @@ private:
   std::mutex close_mu_;
   std::mutex accept_mu_; // held through an accept_ready() batch
   mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::unique_ptr<connection_impl>> ready_;
   unsigned active_ = 0;
   std::map<std::int64_t, unsigned> per_user_; // connections per uid
   bool release_wakes_ = false;                // a waiting client may want a released instance
   bool closed_ = false;
-  // native_handle(): an eventfd made on the first call, readable exactly
-  // while accept() would not wait (ready_ holds a client, or closed_).
-  // Under mu_; closed by the destructor only, so a caller's poll set never
-  // holds a descriptor number that was reused.
-  mutable int ready_fd_ = -1;
-  mutable bool ready_signalled_ = false;
 
   // The admission's state, under admit_mu_: the acceptor thread's, and
   // accept_ready's while it takes a batch (so every bound holds for both).

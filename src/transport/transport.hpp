@@ -17,10 +17,12 @@
 #include <span>
 #include <string>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 namespace npipe::detail {
 
+class admission_queue;
 using clock = std::chrono::steady_clock;
 
 /// An absolute point in time after which a blocking call gives up.
@@ -148,12 +150,14 @@ public:
   virtual std::string native_path() const = 0;
   /// Instances in use: connected clients that hold one (until they close).
   virtual unsigned active_instances() const noexcept = 0;
-  /// What server::native_handle() gives: a descriptor (Linux: an eventfd;
-  /// Windows: an event) that is readable or signalled exactly while
-  /// accept() would not wait (a client is ready, or the server is closed),
-  /// owned by the server, made on the first call. invalid_state for a
-  /// server whose clients go to a sink.
+  /// What server::native_handle() gives: clients().native_handle(), a
+  /// descriptor (Linux: an eventfd; Windows: an event) that is readable or
+  /// signalled exactly while accept() would not wait (a client is ready, or
+  /// the server is closed), owned by the server, made on the first call.
   virtual std::intptr_t native_handle(std::error_code& ec) const noexcept = 0;
+  /// Where admitted clients wait to be taken; accept() takes from it, the
+  /// async server takes all (take_all) when woken. Lives as long as the server.
+  virtual admission_queue& clients() noexcept = 0;
 
   // Accepting on the caller's own threads (a server opened with
   // caller_accepts; Linux): the async runtime waits for the listening
@@ -164,12 +168,12 @@ public:
   /// opened with caller_accepts).
   virtual std::intptr_t listen_handle() const noexcept { return -1; }
   /// On readability: accepts what is queued (up to a batch) on this thread.
-  /// A client whose hello is there is checked and admitted here (handed to
-  /// the sink on this thread, once the batch is taken); one that must wait
-  /// (its hello unfinished, no free instance) goes to the admission thread.
-  /// Never blocks. Returns how long to pause before waiting again (out of
-  /// descriptors), else zero. Nothing once the server is closed. What the
-  /// sink throws for the batch's last client (user code it ran) propagates.
+  /// A client whose hello is there is checked and admitted here (put in
+  /// clients() without a wake, the last marked run_here: the caller takes
+  /// them next); one that must wait (its hello unfinished, no free
+  /// instance) goes to the admission thread. Never blocks. Returns how long
+  /// to pause before waiting again (out of descriptors), else zero. Nothing
+  /// once the server is closed.
   virtual std::chrono::milliseconds accept_ready() { return {}; }
   /// The caller cannot wait for listen_handle() (it could not be set up, or
   /// its wait failed): the admission thread accepts from now on.
@@ -194,13 +198,36 @@ struct connection_params {
 };
 
 /// A client the server admitted: its connected socket (or pipe handle) and
-/// the settled parameters. The receiver owns the handle.
+/// the settled parameters. Whoever holds it owns the handle and the instance:
+/// dropped untaken, it closes the handle and frees the instance (on_close).
 struct admitted_client {
+  admitted_client() = default;
+  admitted_client(std::intptr_t h, connection_params p) noexcept : handle(h), params(std::move(p)) {}
+  admitted_client(admitted_client&& o) noexcept
+      : handle(std::exchange(o.handle, -1)), params(std::move(o.params)), run_here(o.run_here) {}
+  admitted_client& operator=(admitted_client&& o) noexcept {
+    if (this != &o) {
+      drop();
+      handle = std::exchange(o.handle, -1);
+      params = std::move(o.params);
+      run_here = o.run_here;
+    }
+    return *this;
+  }
+  ~admitted_client() { drop(); }
+  explicit operator bool() const noexcept { return handle != -1; }
+  /// The handle, now the caller's (with params.on_close, to run when done).
+  std::intptr_t release() noexcept { return std::exchange(handle, -1); }
+
   std::intptr_t handle = -1;
   connection_params params;
-  /// The last client of an accept_ready() batch: the sink may start it on
-  /// this thread at once (the others are queued, so no user code delays them).
+  /// The last client of an accept_ready() batch: the async server may start
+  /// it on this thread at once (the others are queued, so no user code
+  /// delays them).
   bool run_here = false;
+
+private:
+  void drop() noexcept;
 };
 /// A seam handle (-1 for none) as the public native_handle_type.
 inline native_handle_type to_native_handle(std::intptr_t h) noexcept {
@@ -212,11 +239,6 @@ inline native_handle_type to_native_handle(std::intptr_t h) noexcept {
 }
 /// Close an admitted client's handle (a socket fd, or a Win32 pipe handle).
 void close_native_handle(std::intptr_t h) noexcept;
-/// Where a server hands admitted clients when it is not accept()'s queue
-/// (the async runtime). Called on the server's admission thread, or on the
-/// thread in accept_ready().
-using admission_sink = std::function<void(admitted_client&&)>;
-
 /// The error for an allocation a peer caused that failed (ENOMEM, or
 /// ERROR_NOT_ENOUGH_MEMORY on Windows): it ends that peer's connection only.
 std::error_code no_memory_error() noexcept;
@@ -237,12 +259,14 @@ bool check_client_options(const client_options& o, std::error_code& ec);
 
 /// Local pipes, implemented per system: the server in local_posix.cpp and
 /// local_win32.cpp, the client in client_posix.cpp and client_win32.cpp.
-/// With a sink, admitted clients go there and accept() is not used; with
-/// caller_accepts too, the caller accepts (listen_handle, accept_ready)
-/// where the system allows it (Linux), and the admission thread only serves
-/// the clients that must wait.
+/// Admitted clients go to the server's admission_queue (clients()), which
+/// accept() and native_handle() serve; `wake`, if set, is called after each
+/// client joins it (the async server takes them from there). With
+/// caller_accepts, the caller also accepts (listen_handle, accept_ready)
+/// where the system allows it (Linux), and the admission thread only
+/// serves the clients that must wait.
 std::shared_ptr<server_impl> open_local_server(const pipe_name& name, const server_options& opts,
-                                               std::error_code& ec, admission_sink sink = {},
+                                               std::error_code& ec, std::function<void()> wake = {},
                                                bool caller_accepts = false);
 /// `first`, if not empty, is sent as the first message together with the
 /// handshake (CallNamedPipe saves a round trip this way); callers keep it

@@ -26,6 +26,7 @@
 #include <sddl.h>
 #else
 #include "remote_support.hpp"
+#include <poll.h>
 #include <pwd.h>
 #include <unistd.h>
 #endif
@@ -370,6 +371,66 @@ TEST_F(PortableOnce, SecondServerOnALiveNameFails) {
   }
   EXPECT_EQ(ec, errc::name_in_use);
   EXPECT_TRUE(first.is_open());
+}
+
+namespace {
+// Whether server::native_handle()'s descriptor or event says "ready" within `t`.
+bool ready(native_handle_type h, std::chrono::milliseconds t) {
+#ifdef _WIN32
+  return ::WaitForSingleObject(h, static_cast<DWORD>(t.count())) == WAIT_OBJECT_0;
+#else
+  pollfd p{h, POLLIN, 0};
+  return ::poll(&p, 1, static_cast<int>(t.count())) == 1 && (p.revents & POLLIN) != 0;
+#endif
+}
+} // namespace
+
+// server::native_handle(): readable (Windows: signalled) exactly while
+// accept() would not wait, so a poll loop can accept with no_wait; ready for
+// good once closed. Both systems fill the same admission queue.
+TEST_F(PortableOnce, TheServersNativeHandleIsReadyExactlyWhileAcceptHasAClient) {
+  std::error_code ec;
+  server never;
+  never.native_handle(ec);
+  EXPECT_EQ(ec, errc::not_connected);
+
+  auto name = random_pipe("nh");
+  server s(name);
+  auto h = s.native_handle();
+  EXPECT_EQ(s.native_handle(), h) << "one handle for the server's life";
+  EXPECT_FALSE(ready(h, 0ms));
+  s.accept(no_wait, ec);
+  EXPECT_EQ(ec, errc::timed_out);
+
+  auto c1 = connect(name, {}, 5s);
+  ASSERT_TRUE(ready(h, 10s));
+  auto a1 = s.accept(no_wait);
+  EXPECT_TRUE(a1.is_open());
+  EXPECT_FALSE(ready(h, 0ms)) << "still ready with no client left to accept";
+
+  auto c2 = connect(name, {}, 5s);
+  auto c3 = connect(name, {}, 5s);
+  // Both hold an instance once connect() returns, but the server queues a
+  // client for accept() only once admitted: the second may come later.
+  ASSERT_TRUE(ready(h, 10s));
+  auto a2 = s.accept(no_wait);
+  EXPECT_TRUE(ready(h, 10s)) << "one client is still to be accepted";
+  auto a3 = s.accept(no_wait);
+  EXPECT_FALSE(ready(h, 0ms));
+  EXPECT_TRUE(a2.is_open() && a3.is_open());
+
+  // A client admitted but never accepted gives its instance back when the
+  // server closes: it sees the end, and the server's instances are free.
+  auto c4 = connect(name, {}, 5s);
+  ASSERT_TRUE(ready(h, 10s));
+  EXPECT_EQ(s.active_instances(), 4u);
+  s.close();
+  EXPECT_TRUE(ready(h, 0ms)) << "a closed server's handle wakes its loop";
+  s.accept(no_wait, ec);
+  EXPECT_EQ(ec, errc::operation_aborted);
+  EXPECT_EQ(s.native_handle(), h);
+  c4.receive(5s, ec);
+  EXPECT_EQ(ec, errc::broken_pipe) << ec.message() << " " << last_error_detail();
 }
 
 TEST_P(Portable, PeerProcessIdsOnBothEnds) {
