@@ -59,7 +59,9 @@ public:
 
   bool is_open() const noexcept;
 
-  /// Wait for the next client (ConnectNamedPipe).
+  /// Wait for the next client (ConnectNamedPipe). Errors: timed_out,
+  /// operation_aborted (closed); on Windows also the OS error when the
+  /// server could not make or listen on a pipe instance (it keeps trying).
   connection accept(timeout t, std::error_code& ec);
   connection accept(std::error_code& ec) { return accept(forever, ec); }
   connection accept(timeout t = forever);
@@ -76,8 +78,8 @@ public:
   unsigned active_instances() const noexcept;
 
   /// A handle that is ready exactly while accept() would not wait — a
-  /// client is ready, or the server was closed (accept() then fails with
-  /// operation_aborted) — for another event loop to wait on before
+  /// client is ready, an admission error is to be reported, or the server
+  /// was closed (accept() then fails with operation_aborted) — for another event loop to wait on before
   /// accept(no_wait): on Linux an eventfd (wait for readability), on
   /// Windows an event (WaitForSingleObject, MsgWaitForMultipleObjects,
   /// QWinEventNotifier). The server's own: never read, write, set, reset or

@@ -61,8 +61,9 @@ void async_server_impl::await_clients() {
     }
     timeout pause{};
     try {
-      pause = admission->accept_ready();
-      self->take_admitted();
+      std::vector<admitted_client> batch;
+      pause = admission->accept_ready(batch);
+      self->start_batch(batch);
     } catch (...) { // user code the last client ran (its observer, its handler) threw: accept on
       self->await_clients();
       throw;
@@ -79,30 +80,45 @@ void async_server_impl::await_clients() {
 #endif
 }
 
-// On the admission thread (woken by its queue), or on an I/O thread after
-// accept_ready(): every client queued now becomes an async_pipe.
-void async_server_impl::take_admitted() {
+// On the admission thread, woken by its queue (or once in open()): every
+// client queued now becomes an async_pipe, started on its strand later.
+// Never throws: that would end the admission thread.
+void async_server_impl::take_admitted() noexcept {
   std::shared_ptr<server_impl> admission;
   {
     std::lock_guard lk(mu_);
     admission = admission_;
   }
   if (!admission) return;
-  auto batch = admission->clients().take_all();
-  // Those to start on this thread go last, so no client's handler delays
-  // the others (or, by throwing, loses them).
-  std::stable_partition(batch.begin(), batch.end(), [](const admitted_client& a) { return !a.run_here; });
-  for (auto& a : batch) {
+  try {
+    for (auto& a : admission->clients().take_all()) {
+      try {
+        admitted(std::move(a), false);
+      } catch (...) {
+        // Out of memory taking this one client in (`a` drops it): the others still get their turn.
+      }
+    }
+  } catch (...) {
+    // take_all() could not be had (out of memory): they stay queued for the next wake.
+  }
+}
+
+// On an I/O thread, what its accept_ready() admitted: the last starts here
+// at once, the others are posted first, so no client's handler delays the
+// rest (or, by throwing, loses them).
+void async_server_impl::start_batch(std::vector<admitted_client>& batch) {
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    bool last = i + 1 == batch.size();
     try {
-      admitted(std::move(a));
+      admitted(std::move(batch[i]), last);
     } catch (const std::bad_alloc&) {
-      if (a.run_here) throw; // as if its own handler ran out of memory
-      // Out of memory taking this one client in (`a` drops it): the others still get their turn.
+      if (last) throw; // as if its own handler ran out of memory
+      // Out of memory taking this one client in (it drops): the others still get their turn.
     }
   }
 }
 
-void async_server_impl::admitted(admitted_client&& a) {
+void async_server_impl::admitted(admitted_client&& a, bool here) {
   auto p = async_pipe::create(ex_);
   std::uint64_t id;
   {
@@ -112,7 +128,6 @@ void async_server_impl::admitted(admitted_client&& a) {
     live_[id].pipe = p;
   }
   a.params.max_queued = opts_.max_queued_bytes;
-  bool here = a.run_here;
   auto start = [self = shared_from_this(), p, id, a = std::move(a)]() mutable {
     p->on_closed = [w = std::weak_ptr<async_server_impl>(self), id] {
       if (auto s = w.lock()) s->closed(id);
@@ -125,8 +140,6 @@ void async_server_impl::admitted(admitted_client&& a) {
     }
     self->place(p, id);
   };
-  // The last client of an I/O thread's batch starts here at once; the
-  // others are queued, so no client's handler delays the rest of its batch.
   if (here) net::dispatch(p->strand(), std::move(start));
   else net::post(p->strand(), std::move(start));
 }

@@ -19,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
+#include <vector>
 
 namespace npipe::detail {
 
@@ -58,8 +59,9 @@ private:
     std::weak_ptr<session> sess;
   };
 
-  void take_admitted();
-  void admitted(admitted_client&& a);
+  void take_admitted() noexcept;
+  void start_batch(std::vector<admitted_client>& batch);
+  void admitted(admitted_client&& a, bool here);
   void start_listening();
   void await_clients(); // on sweep_strand_
   void place(const std::shared_ptr<async_pipe>& p, std::uint64_t id);

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // posix_server's admission (server_posix.hpp), on its acceptor thread or on
-// the thread in accept_ready (`batch` is then where admitted clients go),
+// the thread in accept_ready (`batch`, its caller's, is then where admitted clients go),
 // always under admit_mu_: a
 // client's hello, the handshake slots and whom to let go when they are full,
 // the checks (version, name, forwarded clients, access policy), the instance

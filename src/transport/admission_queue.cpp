@@ -45,23 +45,29 @@ void admission_queue::push(admitted_client&& a) {
   if (wake_) wake_();
 }
 
-void admission_queue::push_quietly(std::vector<admitted_client>&& batch) {
-  if (batch.empty()) return;
+void admission_queue::report(std::error_code ec, std::string detail) {
   {
     std::lock_guard lk(mu_);
     if (closed_) return;
-    for (auto& a : batch) q_.push_back(std::move(a));
+    failed_ = ec;
+    failed_detail_.swap(detail);
     signal_locked();
   }
-  cv_.notify_all();
+  cv_.notify_one();
 }
 
 admitted_client admission_queue::pop(deadline dl, std::error_code& ec) {
   std::unique_lock lk(mu_);
-  auto ready = [&] { return !q_.empty() || closed_; };
+  auto ready = [&] { return !q_.empty() || closed_ || failed_; };
   if (dl.never()) cv_.wait(lk, ready);
   else if (!cv_.wait_until(lk, dl.at, ready)) {
     ec = make_error_code(errc::timed_out);
+    return {};
+  }
+  if (q_.empty() && failed_ && !closed_) {
+    ec = std::exchange(failed_, {});
+    set_error_detail(failed_detail_);
+    signal_locked();
     return {};
   }
   if (q_.empty()) {
@@ -74,12 +80,10 @@ admitted_client admission_queue::pop(deadline dl, std::error_code& ec) {
   return a;
 }
 
-std::vector<admitted_client> admission_queue::take_all() {
-  std::vector<admitted_client> all;
+std::deque<admitted_client> admission_queue::take_all() {
+  std::deque<admitted_client> all; // made here: libstdc++'s deque allocates even empty
   std::lock_guard lk(mu_);
-  all.reserve(q_.size());
-  for (auto& a : q_) all.push_back(std::move(a));
-  q_.clear();
+  all.swap(q_);
   signal_locked();
   return all;
 }
@@ -123,7 +127,7 @@ std::intptr_t admission_queue::native_handle(std::error_code& ec) const noexcept
 
 void admission_queue::signal_locked() const noexcept {
   if (ready_ == -1) return;
-  bool want = !q_.empty() || closed_;
+  bool want = !q_.empty() || closed_ || failed_;
   if (want == signalled_) return;
 #ifdef _WIN32
   auto e = reinterpret_cast<HANDLE>(ready_);

@@ -14,6 +14,7 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <string>
 #include <system_error>
 #include <vector>
 
@@ -31,14 +32,17 @@ public:
   /// Queues an admitted client (any thread). After close() it is dropped:
   /// its handle closed, its instance freed. `wake` set: calls it.
   void push(admitted_client&& a);
-  /// Queues a batch without calling `wake`: the caller takes them itself
-  /// (the async server after an accept_ready()).
-  void push_quietly(std::vector<admitted_client>&& batch);
-  /// Waits until a client is queued, the queue is closed or `dl` passes;
-  /// takes the oldest. Errors: timed_out, operation_aborted (closed).
+  /// The admission failed in a way accept() should hear of (it cannot make
+  /// a pipe instance, say): the next pop() that finds no client returns
+  /// `ec` with `detail`, once (a later report replaces an unread one).
+  void report(std::error_code ec, std::string detail);
+  /// Waits until a client is queued, an error reported, the queue closed
+  /// or `dl` passed; takes the oldest client. Errors: the reported one,
+  /// timed_out, operation_aborted (closed).
   admitted_client pop(deadline dl, std::error_code& ec);
-  /// Takes every queued client without waiting (none once closed).
-  std::vector<admitted_client> take_all();
+  /// Takes every queued client without waiting (none once closed). Nothing
+  /// is allocated under the lock: if it throws, the clients stay queued.
+  std::deque<admitted_client> take_all();
   /// Wakes pop(), drops what is queued (outside the lock: dropping frees
   /// instances, which takes the server's lock) and every later push.
   void close() noexcept;
@@ -50,13 +54,15 @@ public:
   std::intptr_t native_handle(std::error_code& ec) const noexcept;
 
 private:
-  void signal_locked() const noexcept; // the handle follows !q_.empty() || closed_
+  void signal_locked() const noexcept; // the handle follows whether pop() would not wait
 
   std::function<void()> wake_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<admitted_client> q_; // each holds an instance: bounded by the server's instance cap
   bool closed_ = false;
+  std::error_code failed_; // report()'s, until a pop() returns it
+  std::string failed_detail_;
   mutable std::intptr_t ready_ = -1; // native_handle()'s, -1 until asked for
   mutable bool signalled_ = false;
 };

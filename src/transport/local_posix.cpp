@@ -65,9 +65,9 @@ std::unique_ptr<connection_impl> posix_server::accept(deadline dl, std::error_co
   auto a = clients_.pop(dl, ec);
   if (!a) return nullptr;
   bool local_peer = !a.params.peer.is_remote(); // a gateway reading our bytes is not the remote application
+  auto free_instance = a.params.on_close; // before the handle leaves `a`: copying it may throw
   auto stream = std::make_unique<fd_stream>(static_cast<int>(a.handle), local_peer);
   a.release(); // the stream's now
-  auto free_instance = a.params.on_close;
   try {
     return std::make_unique<framed_connection>(std::move(stream), std::move(a.params));
   } catch (...) {
@@ -245,8 +245,7 @@ void posix_server::accept_on_own_thread() noexcept {
   wake(); // it polls the listening socket from its next turn
 }
 
-std::chrono::milliseconds posix_server::accept_ready() {
-  std::vector<admitted_client> batch;
+std::chrono::milliseconds posix_server::accept_ready(std::vector<admitted_client>& batch) {
   clock::time_point paused{};
   bool wake_it = false;
   {
@@ -261,8 +260,6 @@ std::chrono::milliseconds posix_server::accept_ready() {
     wake_it = std::exchange(wake_acceptor_, false);
   }
   if (wake_it) wake();
-  if (!batch.empty()) batch.back().run_here = true;
-  clients_.push_quietly(std::move(batch)); // the caller takes them next
   auto now = clock::now();
   return paused > now ? std::chrono::ceil<std::chrono::milliseconds>(paused - now) : std::chrono::milliseconds(0);
 }

@@ -212,15 +212,24 @@ private:
   // taker owns it; closing it frees the instance (instance_gone, or
   // release() for a blocking connection, which listens on it again).
   void admit() {
+    DWORD backoff = 0;
     for (;;) {
       peer_identity peer;
       std::error_code ec;
       HANDLE h = accept_handle(peer, ec); // close() cancels it
       if (h == INVALID_HANDLE_VALUE) {
         if (!is_open()) return;
-        ::Sleep(10); // a client came and went, or no instance could be made: listen again
+        if (static_cast<DWORD>(os_error(ec)) != ERROR_NO_DATA) { // not a client that came and went: accept() hears of it
+          std::string why = last_error_detail();
+          clients_.report(ec, why.empty() ? "the server cannot take a client: making or listening on a pipe "
+                                            "instance failed (" + ec.message() + "); it keeps trying"
+                                          : why);
+          backoff = std::clamp<DWORD>(backoff * 2, 10, 1000); // a lasting failure does not spin
+          ::Sleep(backoff);
+        }
         continue;
       }
+      backoff = 0;
       connection_params p;
       p.name = name_;
       p.type = opts_.type;

@@ -51,7 +51,7 @@ public:
   std::intptr_t native_handle(std::error_code& ec) const noexcept override { return clients_.native_handle(ec); }
   admission_queue& clients() noexcept override { return clients_; }
   std::intptr_t listen_handle() const noexcept override;
-  std::chrono::milliseconds accept_ready() override;
+  std::chrono::milliseconds accept_ready(std::vector<admitted_client>& batch) override;
   void accept_on_own_thread() noexcept override;
 
 private:
@@ -75,9 +75,8 @@ private:
   void remove_name() noexcept;
   void release(std::int64_t uid);
   void run();
-  // `batch`: not null on the thread in accept_ready, which queues the
-  // clients admitted there together; those that must wait join the
-  // acceptor's lists.
+  // `batch`: not null on the thread in accept_ready, whose caller takes the
+  // clients admitted there; those that must wait join the acceptor's lists.
   void accept_new(clock::time_point& paused_until, std::vector<admitted_client>* batch = nullptr);
 
   // Admission (admission_posix.cpp).

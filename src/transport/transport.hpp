@@ -23,6 +23,7 @@
 namespace npipe::detail {
 
 class admission_queue;
+struct admitted_client;
 using clock = std::chrono::steady_clock;
 
 /// An absolute point in time after which a blocking call gives up.
@@ -168,13 +169,16 @@ public:
   /// opened with caller_accepts).
   virtual std::intptr_t listen_handle() const noexcept { return -1; }
   /// On readability: accepts what is queued (up to a batch) on this thread.
-  /// A client whose hello is there is checked and admitted here (put in
-  /// clients() without a wake, the last marked run_here: the caller takes
-  /// them next); one that must wait (its hello unfinished, no free
-  /// instance) goes to the admission thread. Never blocks. Returns how long
-  /// to pause before waiting again (out of descriptors), else zero. Nothing
-  /// once the server is closed.
-  virtual std::chrono::milliseconds accept_ready() { return {}; }
+  /// A client whose hello is there is checked and admitted here, into
+  /// `batch` (the caller's: it accepted them, on its own thread; they never
+  /// join clients()); one that must wait (its hello unfinished, no free
+  /// instance) goes to the admission thread, which queues it in clients()
+  /// once admitted. Never blocks. Returns how long to pause before waiting
+  /// again (out of descriptors), else zero. Nothing once the server is closed.
+  virtual std::chrono::milliseconds accept_ready(std::vector<admitted_client>& batch) {
+    (void)batch;
+    return {};
+  }
   /// The caller cannot wait for listen_handle() (it could not be set up, or
   /// its wait failed): the admission thread accepts from now on.
   virtual void accept_on_own_thread() noexcept {}
@@ -203,14 +207,12 @@ struct connection_params {
 struct admitted_client {
   admitted_client() = default;
   admitted_client(std::intptr_t h, connection_params p) noexcept : handle(h), params(std::move(p)) {}
-  admitted_client(admitted_client&& o) noexcept
-      : handle(std::exchange(o.handle, -1)), params(std::move(o.params)), run_here(o.run_here) {}
+  admitted_client(admitted_client&& o) noexcept : handle(std::exchange(o.handle, -1)), params(std::move(o.params)) {}
   admitted_client& operator=(admitted_client&& o) noexcept {
     if (this != &o) {
       drop();
       handle = std::exchange(o.handle, -1);
       params = std::move(o.params);
-      run_here = o.run_here;
     }
     return *this;
   }
@@ -221,10 +223,6 @@ struct admitted_client {
 
   std::intptr_t handle = -1;
   connection_params params;
-  /// The last client of an accept_ready() batch: the async server may start
-  /// it on this thread at once (the others are queued, so no user code
-  /// delays them).
-  bool run_here = false;
 
 private:
   void drop() noexcept;

@@ -425,6 +425,7 @@ TEST_F(PortableOnce, TheServersNativeHandleIsReadyExactlyWhileAcceptHasAClient) 
   ASSERT_TRUE(ready(h, 10s));
   EXPECT_EQ(s.active_instances(), 4u);
   s.close();
+  EXPECT_EQ(s.active_instances(), 3u) << "closing dropped the unaccepted client and freed its instance";
   EXPECT_TRUE(ready(h, 0ms)) << "a closed server's handle wakes its loop";
   s.accept(no_wait, ec);
   EXPECT_EQ(ec, errc::operation_aborted);
