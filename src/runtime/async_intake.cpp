@@ -12,7 +12,6 @@
 #include NPIPE_NET_HEADER(dispatch.hpp)
 #include NPIPE_NET_HEADER(post.hpp)
 
-#include <algorithm>
 #include <new>
 
 namespace npipe::detail {

@@ -19,6 +19,7 @@
 
 #include <atomic>
 #include <functional>
+#include <span>
 
 #include <cstdint>
 #include <memory>
@@ -83,6 +84,7 @@ struct async_op {
   net::mutable_buffer buf;
   // senders
   completion<std::size_t> on_sent;
+  std::size_t size = 0;                            // what on_sent reports: the whole send (a byte pipe's goes in pieces)
   net::const_buffer payload;
   std::vector<std::byte> owned;
   bool started = false;
@@ -124,19 +126,53 @@ void arm_op(Pipe& pipe, async_op& o, timeout t, detail::cancellation_slot& slot)
 
 /// What both systems' async pipe ends do alike, over their own operation
 /// type Op (an async_op; it may be incomplete here): making, arming and
-/// completing operations, the receive entry points and a connect's
-/// preconditions, and kick(). Derived implements kick_once() (serve waiting
-/// receivers, read more if someone still waits) and end_op(). On the strand only, like Derived.
+/// completing operations, the receive and send entry points with their
+/// preconditions, the queue of writes, a connect's preconditions, and
+/// kick(). On the strand only, like Derived, except create().
+///
+/// Derived implements its I/O starts (private; the base is its friend):
+///   void kick_once();            serve waiting receivers, read more if one still waits
+///   void end_op(std::uint64_t id, errc why);   a deadline or a cancellation of `id`
+///   std::error_code size_refusal(std::size_t size, std::string& detail) const;
+///                                why a message of `size` bytes cannot go (none: it can)
+///   void queue_message(std::unique_ptr<Op> o, std::span<const std::byte> data, std::vector<std::byte> owned);
+///                                queue a checked send of `data` (into `owned`, if not empty)
+///   void queue_request(std::unique_ptr<Op> o);   queue a checked transact's request (o->payload)
+///   bool unread();               TransactNamedPipe's "a message is waiting": one not
+///                                owed to a transact that gave up, or a queued receiver
+///   void queue_flush(std::unique_ptr<Op> o);     queue a checked flush
+///   static std::size_t queued_cost(const Op& o) noexcept;   what a queued write counts
+///                                against the peer's cap (tx_bytes_)
 /// The member functions are in async_pipe_base_impl.hpp, instantiated once
 /// per system where Op is complete (its receiving file).
 template <class Derived, class Op>
 class async_pipe_base : public async_pipe_common, public std::enable_shared_from_this<Derived> {
 public:
+  /// A new end, enrolled with its context's runtime_registry. Thread-safe.
+  static std::shared_ptr<Derived> create(const net::any_io_executor& ex);
+
   /// Queue a receiver of one message (byte read mode: what the pipe holds,
   /// up to 64 KiB); it completes when one is there, at `t`, or on close.
   void receive(timeout t, detail::cancellation_slot slot, completion<std::vector<std::byte>> done);
   /// Queue a read into `buf` (more_data if a message goes on).
   void read_some(net::mutable_buffer buf, timeout t, detail::cancellation_slot slot, completion<read_result> done);
+  /// Queue a send of one message (a byte pipe: of bytes); `owned`, if not
+  /// empty, is the payload (and msg is ignored). It completes with the size
+  /// once the pipe has taken all of it; not_connected, broken_pipe (an
+  /// earlier send tore the stream), message_too_large (nothing sent), or
+  /// timed_out / operation_aborted (nothing sent unless it had begun: then
+  /// the stream is torn and later sends fail).
+  void send(net::const_buffer msg, std::vector<std::byte> owned, timeout t, detail::cancellation_slot slot,
+            completion<std::size_t> done);
+  /// Send `request`, then receive its reply, under TransactNamedPipe's
+  /// rules (pipe_rules::transact_refusal: invalid_state with why); a
+  /// transact that gives up after its request went out leaves its reply
+  /// owed (discarded when it comes).
+  void transact(std::vector<std::byte> request, timeout t, detail::cancellation_slot slot,
+                completion<std::vector<std::byte>> done);
+  /// Complete once the peer has read everything sent before it (at `t`:
+  /// timed_out); not_connected or broken_pipe when nothing can be sent.
+  void flush(timeout t, detail::cancellation_slot slot, completion<> done);
 
 protected:
   explicit async_pipe_base(const net::any_io_executor& ex) : async_pipe_common(ex) {}
@@ -159,9 +195,27 @@ protected:
   /// Ends every waiting receiver with operation_aborted (as end_reader).
   void abort_readers();
 
+  /// Takes the unstarted write at writes_[i] back out of the queue.
+  std::unique_ptr<Op> withdraw_write(std::size_t i);
+  /// Ends every write not yet started with `why` (`detail`); the one being
+  /// written ends when its write completes.
+  void end_unstarted_writes(std::error_code why, const std::string& detail);
+  /// A write the pipe took whole (out of writes_ already): a send
+  /// completes; a transact's reply becomes a receiver, within what is left
+  /// of its deadline (or, cancelled meanwhile, is owed). The caller kicks.
+  void sent(Op& o);
+
   std::vector<std::unique_ptr<Op>> readers_; // waiting receivers, in order
   pipe_rules::reply_debt debt_;             // replies of transacts that gave up: discarded as they arrive
   bool in_kick_ = false, kick_again_ = false;
+  std::vector<std::unique_ptr<Op>> writes_; // queued writes, in order; the head ones may be in progress (started)
+  std::size_t tx_bytes_ = 0;                // their queued_cost
+  bool tx_active_ = false;                  // a write is in progress
+  bool tx_broken_ = false;                  // a write failed part-way: nothing more can be sent
+
+private:
+  /// Completes `o` and says true when nothing can be sent (not open, or torn).
+  bool cannot_send(Op& o);
 };
 
 } // namespace npipe::detail

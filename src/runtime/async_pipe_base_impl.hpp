@@ -10,6 +10,13 @@
 namespace npipe::detail {
 
 template <class Derived, class Op>
+std::shared_ptr<Derived> async_pipe_base<Derived, Op>::create(const net::any_io_executor& ex) {
+  auto p = std::make_shared<Derived>(ex);
+  runtime_registry::enroll(ex, p);
+  return p;
+}
+
+template <class Derived, class Op>
 void async_pipe_base<Derived, Op>::receive(timeout t, detail::cancellation_slot slot,
                                            completion<std::vector<std::byte>> done) {
   auto o = make_op(t, slot);
@@ -26,6 +33,106 @@ void async_pipe_base<Derived, Op>::read_some(net::mutable_buffer buf, timeout t,
   o->buf = buf;
   readers_.push_back(std::move(o));
   self().kick();
+}
+
+template <class Derived, class Op>
+bool async_pipe_base<Derived, Op>::cannot_send(Op& o) {
+  if (!is_open()) finish(o, make_error_code(errc::not_connected), "the pipe is not open");
+  else if (tx_broken_)
+    finish(o, make_error_code(errc::broken_pipe), "an earlier send failed part-way; this connection cannot send any more");
+  else return false;
+  return true;
+}
+
+template <class Derived, class Op>
+void async_pipe_base<Derived, Op>::send(net::const_buffer msg, std::vector<std::byte> owned, timeout t,
+                                        detail::cancellation_slot slot, completion<std::size_t> done) {
+  auto o = make_op(t, slot);
+  o->on_sent = std::move(done);
+  o->size = owned.empty() ? msg.size() : owned.size();
+  if (cannot_send(*o)) return;
+  std::string detail;
+  if (auto e = self().size_refusal(o->size, detail)) {
+    finish(*o, e, detail);
+    return;
+  }
+  std::span<const std::byte> data(owned.empty() ? static_cast<const std::byte*>(msg.data()) : owned.data(), o->size);
+  self().queue_message(std::move(o), data, std::move(owned));
+}
+
+template <class Derived, class Op>
+void async_pipe_base<Derived, Op>::transact(std::vector<std::byte> request, timeout t, detail::cancellation_slot slot,
+                                            completion<std::vector<std::byte>> done) {
+  auto o = make_op(t, slot);
+  o->on_msg = std::move(done);
+  if (!is_open()) {
+    finish(*o, make_error_code(errc::not_connected), "the pipe is not open");
+    return;
+  }
+  // The pipe's own rules first, then whether a message waits (which may
+  // look at the pipe), then whether this one can go.
+  auto why = pipe_rules::transact_refusal(p_.type, mode(), false);
+  if (!why) why = pipe_rules::transact_refusal(p_.type, mode(), self().unread());
+  if (why) {
+    finish(*o, make_error_code(errc::invalid_state), why);
+    return;
+  }
+  if (cannot_send(*o)) return;
+  std::string detail;
+  if (auto e = self().size_refusal(request.size(), detail)) {
+    finish(*o, e, detail);
+    return;
+  }
+  o->then_receive = std::move(o->on_msg);
+  o->owned = std::move(request);
+  o->payload = net::buffer(o->owned);
+  self().queue_request(std::move(o));
+}
+
+template <class Derived, class Op>
+void async_pipe_base<Derived, Op>::flush(timeout t, detail::cancellation_slot slot, completion<> done) {
+  auto o = make_op(t, slot);
+  o->on_done = std::move(done);
+  if (cannot_send(*o)) return;
+  self().queue_flush(std::move(o));
+}
+
+template <class Derived, class Op>
+std::unique_ptr<Op> async_pipe_base<Derived, Op>::withdraw_write(std::size_t i) {
+  auto taken = std::move(writes_[i]);
+  writes_.erase(writes_.begin() + static_cast<std::ptrdiff_t>(i));
+  tx_bytes_ -= Derived::queued_cost(*taken);
+  return taken;
+}
+
+template <class Derived, class Op>
+void async_pipe_base<Derived, Op>::end_unstarted_writes(std::error_code why, const std::string& detail) {
+  for (std::size_t i = 0; i < writes_.size();) {
+    if (writes_[i]->started) {
+      ++i;
+      continue;
+    }
+    auto o = withdraw_write(i);
+    finish(*o, why, detail);
+  }
+}
+
+template <class Derived, class Op>
+void async_pipe_base<Derived, Op>::sent(Op& o) {
+  if (o.timer) o.timer->cancel();
+  if (o.then_receive && o.cancelled) { // cancelled while its request went out: the reply is owed
+    debt_.gave_up(false);
+    finish(o, make_error_code(errc::operation_aborted));
+  } else if (o.then_receive) { // transact: the request is out; now its reply
+    auto r = std::make_unique<Op>();
+    r->id = o.id;
+    r->on_msg = std::move(o.then_receive);
+    r->transact_reply = true;
+    if (o.timer) start_deadline(self(), *r, o.timer->expiry()); // the transact's deadline goes on
+    readers_.push_back(std::move(r));
+  } else if (o.on_sent) {
+    std::exchange(o.on_sent, nullptr)({}, o.size);
+  }
 }
 
 template <class Derived, class Op>

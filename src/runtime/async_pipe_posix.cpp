@@ -23,12 +23,6 @@ std::size_t async_pipe::queued_cost(const op& o) noexcept { return sizeof(op) + 
 async_pipe::async_pipe(const net::any_io_executor& ex)
     : async_pipe_base(ex), stream_(strand_), socket_(stream_.socket()) {}
 
-std::shared_ptr<async_pipe> async_pipe::create(const net::any_io_executor& ex) {
-  auto p = std::make_shared<async_pipe>(ex);
-  runtime_registry::enroll(ex, p);
-  return p;
-}
-
 async_pipe::~async_pipe() = default;
 
 void async_pipe::abandon() noexcept {
@@ -41,14 +35,6 @@ void async_pipe::abandon() noexcept {
 }
 
 // ---------------------------------------------------------------- operations
-
-// Takes the unstarted send at writes_[i] back out of the queue.
-std::unique_ptr<async_pipe::op> async_pipe::withdraw_write(std::size_t i) {
-  auto taken = std::move(writes_[i]);
-  writes_.erase(writes_.begin() + static_cast<std::ptrdiff_t>(i));
-  tx_bytes_ -= queued_cost(*taken);
-  return taken;
-}
 
 // Ends operation `id` with `why`: a deadline (timed_out) or a cancellation
 // (operation_aborted). A send already being written cannot be withdrawn
@@ -235,23 +221,7 @@ void async_pipe::on_tx(const std::error_code& ec, std::size_t n) {
     at += o->hdr.size() + o->payload.size();
   }
   tx_offset_ = at;
-  for (auto& o : batch) {
-    if (o->timer) o->timer->cancel();
-    if (o->then_receive && o->cancelled) { // cancelled while its request went out: the reply is owed
-      debt_.gave_up(false);
-      finish(*o, err(errc::operation_aborted));
-    } else if (o->then_receive) { // transact: the request is out; now its reply
-      auto r = std::make_unique<op>();
-      r->id = o->id;
-      r->timer = std::move(o->timer);
-      r->on_msg = std::move(o->then_receive);
-      r->transact_reply = true;
-      if (r->timer) start_deadline(*this, *r, r->timer->expiry()); // the transact's deadline goes on
-      readers_.push_back(std::move(r));
-    } else if (o->on_sent) {
-      std::exchange(o->on_sent, nullptr)({}, o->payload.size());
-    }
-  }
+  for (auto& o : batch) sent(*o);
   start_tx();
   kick();
 }
@@ -267,25 +237,14 @@ void async_pipe::fail_writes(std::error_code ec, const std::string& detail) {
   for (auto& o : fs) finish(*o, ec, detail);
 }
 
-void async_pipe::send(net::const_buffer msg, std::vector<std::byte> owned, timeout t, detail::cancellation_slot slot,
-                      completion<std::size_t> done) {
-  auto o = make_op(t, slot);
-  o->on_sent = std::move(done);
-  std::size_t size = owned.empty() ? msg.size() : owned.size();
-  if (!is_open() || tx_broken_) {
-    finish(*o, err(is_open() ? errc::broken_pipe : errc::not_connected),
-           is_open() ? "an earlier send failed part-way; this connection cannot send any more" : "the pipe is not open");
-    return;
-  }
-  std::string detail;
-  if (auto e = framing::check_send(p_.type, size, p_.peer_max_message, detail)) {
-    finish(*o, e, detail);
-    return;
-  }
+std::error_code async_pipe::size_refusal(std::size_t size, std::string& detail) const {
+  return framing::check_send(p_.type, size, p_.peer_max_message, detail);
+}
+
+void async_pipe::queue_message(std::unique_ptr<op> o, std::span<const std::byte> data, std::vector<std::byte> owned) {
   // Message pipes: one frame. Byte pipes: frames of at most byte_chunk (and
   // the peer's limit), the last one carrying the completion; no bytes, no frame.
-  const std::byte* base = owned.empty() ? static_cast<const std::byte*>(msg.data()) : owned.data();
-  framing::frame_cuts cuts(p_.type, std::span(base, size), p_.peer_max_message);
+  framing::frame_cuts cuts(p_.type, data, p_.peer_max_message);
   std::span<const std::byte> part;
   if (!cuts.next(part)) {
     finish(*o, {});
@@ -310,50 +269,18 @@ void async_pipe::send(net::const_buffer msg, std::vector<std::byte> owned, timeo
   }
 }
 
-void async_pipe::transact(std::vector<std::byte> request, timeout t, detail::cancellation_slot slot,
-                          completion<std::vector<std::byte>> done) {
-  auto o = make_op(t, slot);
-  if (!is_open()) {
-    o->on_msg = std::move(done);
-    finish(*o, err(errc::not_connected), "the pipe is not open");
-    return;
-  }
-  if (auto why = pipe_rules::transact_refusal(p_.type, mode(), false)) {
-    o->on_msg = std::move(done);
-    finish(*o, err(errc::invalid_state), why);
-    return;
-  }
+void async_pipe::queue_request(std::unique_ptr<op> o) { queue_frame(protocol::frame_type::data, std::move(o)); }
+
+bool async_pipe::unread() {
   // Replies owed to transacts that gave up do not count as unread: they
   // are discarded as they come, ahead of this one's.
   settle_debt();
   // A message begun on the wire (a data header, whole or in part) is unread too.
-  std::size_t unread = inbox_messages_ + (rd_.in_data() || rd_.holds_data_start() ? 1 : 0);
-  if (auto why = pipe_rules::transact_refusal(p_.type, mode(), unread > debt_.owed || !readers_.empty())) {
-    o->on_msg = std::move(done);
-    finish(*o, err(errc::invalid_state), why);
-    return;
-  }
-  std::string detail;
-  auto too_large = framing::check_send(p_.type, request.size(), p_.peer_max_message, detail);
-  if (tx_broken_ || too_large) {
-    o->on_msg = std::move(done);
-    finish(*o, tx_broken_ ? err(errc::broken_pipe) : too_large,
-           tx_broken_ ? "an earlier send failed part-way; this connection cannot send any more" : detail);
-    return;
-  }
-  o->then_receive = std::move(done);
-  o->owned = std::move(request);
-  o->payload = net::buffer(o->owned);
-  queue_frame(protocol::frame_type::data, std::move(o));
+  std::size_t waiting = inbox_messages_ + (rd_.in_data() || rd_.holds_data_start() ? 1 : 0);
+  return waiting > debt_.owed || !readers_.empty();
 }
 
-void async_pipe::flush(timeout t, detail::cancellation_slot slot, completion<> done) {
-  auto o = make_op(t, slot);
-  o->on_done = std::move(done);
-  if (!is_open() || tx_broken_) {
-    finish(*o, err(is_open() ? errc::broken_pipe : errc::not_connected), "the pipe cannot send");
-    return;
-  }
+void async_pipe::queue_flush(std::unique_ptr<op> o) {
   if (writes_.empty() && !p_.peer.is_remote() && peer_took_everything(socket_.native_handle())) {
     finish(*o, {});
     return;
@@ -406,15 +333,7 @@ void async_pipe::close(std::error_code why, std::string detail) {
   auto fs = std::move(flushers_);
   flushers_.clear();
   for (auto& o : fs) finish(*o, why, detail);
-  // Sends not yet started end now; the one being written ends in on_tx.
-  for (std::size_t i = 0; i < writes_.size();) {
-    if (writes_[i]->started) {
-      ++i;
-      continue;
-    }
-    auto o = withdraw_write(i);
-    finish(*o, why, detail);
-  }
+  end_unstarted_writes(why, detail); // the one being written ends in on_tx
   stream_.close();
   inbox_.clear();
   inbox_.shrink_to_fit();

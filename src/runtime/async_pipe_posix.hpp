@@ -3,7 +3,9 @@
 // Linux: one pipe end driven by Asio: npipe framing (docs/protocol.md) over a
 // byte stream (async_stream: a Unix socket, TCP, or TLS over TCP), with queued sends, queued receives, flush acknowledgements,
 // per-operation timeouts and cancellation. Everything runs on the end's
-// strand; the entry points in async_ops post there.
+// strand; the entry points in async_api.cpp post there. The entry points
+// both systems share (create, receive, read_some, send, transact, flush) and
+// their rules are async_pipe_base's (async_op.hpp); this class has the I/O.
 //
 // Receiving reads ahead by at most one message (plus what one 64 KiB read
 // brings), so a consumer that stops receiving stops the reading: the
@@ -26,6 +28,7 @@
 #include <array>
 #include <atomic>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -35,8 +38,6 @@ struct async_pipe_op;
 
 class async_pipe final : public async_pipe_base<async_pipe, async_pipe_op> {
 public:
-  /// A new end, enrolled with its context's runtime_registry.
-  static std::shared_ptr<async_pipe> create(const net::any_io_executor& ex);
   explicit async_pipe(const net::any_io_executor& ex);
   ~async_pipe() override;
   void abandon() noexcept override;
@@ -48,12 +49,6 @@ public:
   /// Take over a connected socket the server admitted.
   bool adopt(std::intptr_t fd, connection_params p, std::error_code& ec);
   void connect(pipe_name name, client_options opts, timeout t, detail::cancellation_slot slot, completion<> done);
-  /// `owned`, if not empty, is the payload (and msg is ignored).
-  void send(net::const_buffer msg, std::vector<std::byte> owned, timeout t, detail::cancellation_slot slot,
-            completion<std::size_t> done);
-  void transact(std::vector<std::byte> request, timeout t, detail::cancellation_slot slot,
-                completion<std::vector<std::byte>> done);
-  void flush(timeout t, detail::cancellation_slot slot, completion<> done);
   /// Complete every pending operation with operation_aborted.
   void cancel();
   /// Close; pending operations complete with `why` (and `detail`).
@@ -80,8 +75,13 @@ private:
                              // everything before it is read
   };
 
+  // What async_pipe_base asks of a system (async_op.hpp).
   void end_op(std::uint64_t id, errc why);
-  std::unique_ptr<op> withdraw_write(std::size_t i);
+  std::error_code size_refusal(std::size_t size, std::string& detail) const;
+  void queue_message(std::unique_ptr<op> o, std::span<const std::byte> data, std::vector<std::byte> owned);
+  void queue_request(std::unique_ptr<op> o);
+  bool unread();
+  void queue_flush(std::unique_ptr<op> o);
   static std::size_t queued_cost(const op& o) noexcept;
 
   // receiving
@@ -142,7 +142,6 @@ private:
   std::string rx_detail_;
 
   // send side
-  std::vector<std::unique_ptr<op>> writes_;
   std::vector<net::const_buffer> txbufs_;
   std::size_t tx_batch_ = 0;
   std::size_t tx_acks_ = 0;      // acknowledgements in the write in progress
@@ -154,9 +153,6 @@ private:
   bool receipt_deferred_ = false; // it waits for a write to ride with, or for its own turn (defer_receipt)
   std::unique_ptr<net::steady_timer> receipt_timer_; // that turn; made for remote peers only
   std::size_t acks_owed_ = 0;    // flush acknowledgements to send (a count: they are all alike)
-  std::size_t tx_bytes_ = 0;
-  bool tx_active_ = false;
-  bool tx_broken_ = false;
 
   // flush
   std::vector<std::unique_ptr<op>> flushers_;

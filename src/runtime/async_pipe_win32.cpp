@@ -24,12 +24,6 @@ using namespace async_win32;
 
 async_pipe::async_pipe(const net::any_io_executor& ex) : async_pipe_base(ex), handle_(strand_) {}
 
-std::shared_ptr<async_pipe> async_pipe::create(const net::any_io_executor& ex) {
-  auto p = std::make_shared<async_pipe>(ex);
-  runtime_registry::enroll(ex, p);
-  return p;
-}
-
 async_pipe::~async_pipe() {
   if (flusher_) flusher_->stop();
 }
@@ -73,17 +67,14 @@ void async_pipe::end_op(std::uint64_t id, errc why) {
     auto& o = *writes_[i];
     if (o.id != id) continue;
     if (!o.started) {
-      auto taken = std::move(writes_[i]);
-      writes_.erase(writes_.begin() + static_cast<std::ptrdiff_t>(i));
-      tx_bytes_ -= taken->payload.size();
+      auto taken = withdraw_write(i);
       finish(*taken, err(why));
     } else if (o.is_flush) {
       flusher_->stop(); // returns once the helper has given up (or finished just now)
       DWORD e = flusher_->error();
       ++flush_gen_; // its posted result, if any, is stale now
       flusher_.reset();
-      auto taken = std::move(writes_.front());
-      writes_.erase(writes_.begin());
+      auto taken = withdraw_write(0);
       tx_active_ = false;
       if (e == 0) finish(*taken, {}); // it finished just in time
       else finish(*taken, err(why));
@@ -112,9 +103,7 @@ void async_pipe::cancel() {
       ++i;
       continue;
     }
-    auto taken = std::move(writes_[i]);
-    writes_.erase(writes_.begin() + static_cast<std::ptrdiff_t>(i));
-    tx_bytes_ -= taken->payload.size();
+    auto taken = withdraw_write(i);
     finish(*taken, err(errc::operation_aborted));
   }
   if (conn_) fail_connect(err(errc::operation_aborted), "the connect was cancelled");
@@ -140,8 +129,10 @@ std::error_code async_pipe::pipe_error(DWORD e, std::string& detail) const {
 
 // ------------------------------------------------------------------- sending
 
+std::size_t async_pipe::queued_cost(const op& o) noexcept { return o.payload.size(); }
+
 void async_pipe::queue_write(std::unique_ptr<op> o) {
-  tx_bytes_ += o->payload.size();
+  tx_bytes_ += queued_cost(*o);
   writes_.push_back(std::move(o));
   start_tx();
 }
@@ -165,8 +156,7 @@ void async_pipe::start_tx() {
     } catch (const std::exception& ex) {
       flusher_.reset();
       tx_active_ = false;
-      auto taken = std::move(writes_.front());
-      writes_.erase(writes_.begin());
+      auto taken = withdraw_write(0);
       finish(*taken, err(errc::system_error), std::string("cannot start the flush: ") + ex.what());
       start_tx();
     }
@@ -196,27 +186,12 @@ void async_pipe::on_written(const std::error_code& ec, std::size_t n) {
     }
     e = ERROR_OPERATION_ABORTED;
   }
-  auto taken = std::move(writes_.front());
-  writes_.erase(writes_.begin());
-  tx_bytes_ -= taken->payload.size();
+  auto taken = withdraw_write(0);
   if (e == 0) {
     touch();
-    if (taken->timer) taken->timer->cancel();
-    if (taken->then_receive && taken->cancelled) { // cancelled while its request went out: the reply is owed
-      debt_.gave_up(false);
-      finish(*taken, err(errc::operation_aborted));
-    } else if (taken->then_receive) { // transact: the request is out; now its reply, within what is left of the deadline
-      auto r = std::make_unique<op>();
-      r->id = taken->id;
-      r->on_msg = std::move(taken->then_receive);
-      r->transact_reply = true;
-      if (taken->timer) start_deadline(*this, *r, taken->timer->expiry());
-      readers_.push_back(std::move(r));
-      kick();
-    } else if (taken->on_sent) {
-      std::exchange(taken->on_sent, nullptr)({}, taken->payload.size());
-    }
+    sent(*taken);
     start_tx();
+    kick();
     return;
   }
   if (e == ERROR_OPERATION_ABORTED && taken->timed_out && taken->written == 0 && !closed_) {
@@ -246,8 +221,7 @@ void async_pipe::on_flushed(DWORD e) {
   flusher_->join();
   flusher_.reset();
   tx_active_ = false;
-  auto taken = std::move(writes_.front());
-  writes_.erase(writes_.begin());
+  auto taken = withdraw_write(0);
   if (e == 0) {
     finish(*taken, {});
   } else {
@@ -265,64 +239,32 @@ void async_pipe::fail_writes(std::error_code ec, const std::string& detail) {
   for (auto& o : rest) finish(*o, ec, detail);
 }
 
-void async_pipe::send(net::const_buffer msg, std::vector<std::byte> owned, timeout t, detail::cancellation_slot slot,
-                      completion<std::size_t> done) {
-  auto o = make_op(t, slot);
-  o->on_sent = std::move(done);
-  std::size_t size = owned.empty() ? msg.size() : owned.size();
-  if (!is_open() || tx_broken_) {
-    finish(*o, err(is_open() ? errc::broken_pipe : errc::not_connected),
-           is_open() ? "an earlier send failed part-way; this connection cannot send any more" : "the pipe is not open");
-    return;
-  }
-  if (p_.type == pipe_type::message && size > max_write) {
-    finish(*o, err(errc::message_too_large),
-           "a message larger than 4 GiB cannot be written to a Win32 pipe; nothing was sent");
-    return;
-  }
-  o->owned = std::move(owned);
-  o->payload = o->owned.empty() ? msg : net::buffer(o->owned);
+std::error_code async_pipe::size_refusal(std::size_t size, std::string& detail) const {
+  if (p_.type == pipe_type::byte || size <= max_write) return {};
+  detail = "a message larger than 4 GiB cannot be written to a Win32 pipe; nothing was sent";
+  return err(errc::message_too_large);
+}
+
+void async_pipe::queue_message(std::unique_ptr<op> o, std::span<const std::byte> data, std::vector<std::byte> owned) {
+  o->owned = std::move(owned); // moving a vector keeps its storage: `data` still points into it
+  o->payload = net::buffer(data.data(), data.size());
   queue_write(std::move(o));
 }
 
-void async_pipe::transact(std::vector<std::byte> request, timeout t, detail::cancellation_slot slot,
-                          completion<std::vector<std::byte>> done) {
-  auto o = make_op(t, slot);
-  o->on_msg = std::move(done);
-  if (!is_open()) {
-    finish(*o, err(errc::not_connected), "the pipe is not open");
-    return;
-  }
-  // TransactNamedPipe's rules: a message pipe in message read mode, and no
-  // unread message (ERROR_PIPE_BUSY there).
+void async_pipe::queue_request(std::unique_ptr<op> o) { queue_write(std::move(o)); }
+
+bool async_pipe::unread() {
+  // TransactNamedPipe's ERROR_PIPE_BUSY: a message waits. Replies owed to
+  // transacts that gave up do not count: they are discarded as they come,
+  // ahead of this one's.
   DWORD total = 0;
-  // Replies owed to transacts that gave up do not count as unread: they are
-  // discarded as they come, ahead of this one's.
-  bool unread = !readers_.empty() ||
-                (debt_.owed == 0 && ((held_ && !rx_active_) || (!rx_active_ && ::PeekNamedPipe(native(), nullptr, 0, nullptr, &total, nullptr) && total > 0)));
-  if (auto why = pipe_rules::transact_refusal(p_.type, mode(), unread)) {
-    finish(*o, err(errc::invalid_state), why);
-    return;
-  }
-  if (tx_broken_ || request.size() > max_write) {
-    finish(*o, err(tx_broken_ ? errc::broken_pipe : errc::message_too_large),
-           tx_broken_ ? "an earlier send failed part-way; this connection cannot send any more"
-                      : "a request larger than 4 GiB cannot be written to a Win32 pipe; nothing was sent");
-    return;
-  }
-  o->then_receive = std::move(o->on_msg);
-  o->owned = std::move(request);
-  o->payload = net::buffer(o->owned);
-  queue_write(std::move(o));
+  return !readers_.empty() ||
+         (debt_.owed == 0 && ((held_ && !rx_active_) || (!rx_active_ && ::PeekNamedPipe(native(), nullptr, 0, nullptr,
+                                                                                        &total, nullptr) &&
+                                                          total > 0)));
 }
 
-void async_pipe::flush(timeout t, detail::cancellation_slot slot, completion<> done) {
-  auto o = make_op(t, slot);
-  o->on_done = std::move(done);
-  if (!is_open() || tx_broken_) {
-    finish(*o, err(is_open() ? errc::broken_pipe : errc::not_connected), "the pipe cannot send");
-    return;
-  }
+void async_pipe::queue_flush(std::unique_ptr<op> o) {
   o->is_flush = true; // after the sends before it: FlushFileBuffers then waits for the peer to read them
   queue_write(std::move(o));
 }
@@ -343,22 +285,11 @@ void async_pipe::close(std::error_code why, std::string detail) {
     ++flush_gen_;
     flusher_.reset();
     tx_active_ = false;
-    auto taken = std::move(writes_.front());
-    writes_.erase(writes_.begin());
+    auto taken = withdraw_write(0);
     finish(*taken, why, detail);
   }
-  // Sends not yet started end now; the one being written ends in on_written
-  // (closing the handle aborts it).
-  for (std::size_t i = 0; i < writes_.size();) {
-    if (writes_[i]->started) {
-      ++i;
-      continue;
-    }
-    auto o = std::move(writes_[i]);
-    writes_.erase(writes_.begin() + static_cast<std::ptrdiff_t>(i));
-    tx_bytes_ -= o->payload.size();
-    finish(*o, why, detail);
-  }
+  // The one being written ends in on_written (closing the handle aborts it).
+  end_unstarted_writes(why, detail);
   // CloseHandle, not DisconnectNamedPipe: the peer still reads what was
   // written (a reply sent just before a graceful stop), then sees the end.
   std::error_code ignore;

@@ -5,7 +5,9 @@
 // overlapped call whose completion Asio delivers (windows::overlapped_ptr),
 // so message boundaries, ERROR_MORE_DATA and zero-length messages are the
 // kernel's. Everything runs on the end's strand; the entry points in
-// async_ops post there.
+// async_api.cpp post there. The entry points both systems share (create,
+// receive, read_some, send, transact, flush) and their rules are
+// async_pipe_base's (async_op.hpp); this class has the I/O.
 //
 // Reads happen only for a waiting receiver: what the pipe holds stays in
 // the pipe (the writer's buffer fills: backpressure). A read that a
@@ -29,6 +31,7 @@
 #include <atomic>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -40,8 +43,6 @@ struct async_pipe_op;
 
 class async_pipe final : public async_pipe_base<async_pipe, async_pipe_op> {
 public:
-  /// A new end, enrolled with its context's runtime_registry.
-  static std::shared_ptr<async_pipe> create(const net::any_io_executor& ex);
   explicit async_pipe(const net::any_io_executor& ex);
   ~async_pipe() override;
   void abandon() noexcept override;
@@ -53,12 +54,6 @@ public:
   /// Take over a connected server instance (a HANDLE) the server admitted.
   bool adopt(std::intptr_t handle, connection_params p, std::error_code& ec);
   void connect(pipe_name name, client_options opts, timeout t, detail::cancellation_slot slot, completion<> done);
-  /// `owned`, if not empty, is the payload (and msg is ignored).
-  void send(net::const_buffer msg, std::vector<std::byte> owned, timeout t, detail::cancellation_slot slot,
-            completion<std::size_t> done);
-  void transact(std::vector<std::byte> request, timeout t, detail::cancellation_slot slot,
-                completion<std::vector<std::byte>> done);
-  void flush(timeout t, detail::cancellation_slot slot, completion<> done);
   /// Complete every pending operation with operation_aborted.
   void cancel();
   /// Close; pending operations complete with `why` (and `detail`).
@@ -87,7 +82,15 @@ private:
     bool more = false;
   };
 
+  // What async_pipe_base asks of a system (async_op.hpp).
   void end_op(std::uint64_t id, errc why);
+  std::error_code size_refusal(std::size_t size, std::string& detail) const;
+  void queue_message(std::unique_ptr<op> o, std::span<const std::byte> data, std::vector<std::byte> owned);
+  void queue_request(std::unique_ptr<op> o);
+  bool unread();
+  void queue_flush(std::unique_ptr<op> o);
+  static std::size_t queued_cost(const op& o) noexcept;
+
   HANDLE native() noexcept { return handle_.native_handle(); }
   std::error_code pipe_error(DWORD e, std::string& detail) const;
   void init_open(HANDLE h, connection_params p);
@@ -121,12 +124,8 @@ private:
   std::error_code rx_err_;
   std::string rx_detail_;
 
-  // send side: sends and flushes, in order; the head is in progress
-  std::vector<std::unique_ptr<op>> writes_;
-  std::size_t tx_bytes_ = 0;
-  bool tx_active_ = false;
+  // send side (writes_, in the base: sends and flushes, in order; the head is in progress)
   OVERLAPPED* tx_ov_ = nullptr;
-  bool tx_broken_ = false;
   std::unique_ptr<background_flush> flusher_;
   std::uint64_t flush_gen_ = 0; // which flush a helper's posted result belongs to
 
