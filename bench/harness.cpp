@@ -215,6 +215,21 @@ int main(int argc, char** argv) {
     }
     return 1;
   }
+  // N round trips of 64 B on one connection, as the round-trip row makes
+  // them (bench/syscalls.sh counts their system calls).
+  if (argc == 5 && std::string(argv[1]) == "--requests") {
+    for (auto& t : bench::all_transports()) {
+      if (t.name != argv[2]) continue;
+      std::vector<std::byte> req(64, std::byte{'x'}), reply;
+      auto c = t.connect(argv[3]);
+      for (long i = 0, n = std::atol(argv[4]); i < n; ++i) {
+        c->request(req, reply);
+        if (reply.size() != req.size()) return 1;
+      }
+      return 0;
+    }
+    return 1;
+  }
   options o;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -225,7 +240,7 @@ int main(int argc, char** argv) {
     else if (a == "--syscalls" && i + 1 < argc) o.syscalls = argv[++i];
     else {
       std::cerr << "usage: npipe_bench [--quick] [--only T1,T2] [--out FILE.md] [--data FILE.dat] [--syscalls FILE.md]\n"
-                   "       npipe_bench --serve TRANSPORT ADDR | --calls TRANSPORT ADDR N\n";
+                   "       npipe_bench --serve TRANSPORT ADDR | --calls TRANSPORT ADDR N | --requests TRANSPORT ADDR N\n";
       return 2;
     }
   }

@@ -193,8 +193,9 @@ void serve_npipe_message(const std::string& addr) {
 
 // The same service on the async runtime (serve() with a function handler,
 // two threads); clients are the same blocking npipe clients.
-void serve_npipe_async(const std::string& addr) {
-  net::io_context ctx;
+// async_server::serve() on `threads` threads running one io_context.
+void serve_npipe_async_on(const std::string& addr, int threads) {
+  net::io_context ctx(threads);
   auto work = net::make_work_guard(ctx);
   npipe::async_server srv(ctx, npipe_name(addr), npipe_opts(addr, npipe::pipe_type::message));
   srv.serve([](npipe::request r) {
@@ -202,10 +203,15 @@ void serve_npipe_async(const std::string& addr) {
     answer(r.data(), out);
     return out;
   });
-  std::thread second([&] { ctx.run(); });
+  std::vector<std::thread> more;
+  for (int i = 1; i < threads; ++i) more.emplace_back([&] { ctx.run(); });
   ctx.run();
-  second.join();
+  for (auto& t : more) t.join();
 }
+
+void serve_npipe_async(const std::string& addr) { serve_npipe_async_on(addr, 2); }
+// One thread, as the hand-written Asio and libuv servers have.
+void serve_npipe_async_1t(const std::string& addr) { serve_npipe_async_on(addr, 1); }
 
 class npipe_client final : public client {
 public:
@@ -564,6 +570,7 @@ std::vector<transport> all_transports() {
       {"uds-seqpacket", serve_seqpacket, make<seqpacket_client>, 2 << 20},
       {"npipe-message", serve_npipe_message, make<npipe_client>, 0, npipe_call},
       {"npipe-async", serve_npipe_async, make<npipe_client>, 0, npipe_call},
+      {"npipe-async-1t", serve_npipe_async_1t, make<npipe_client>, 0, npipe_call},
       {"npipe-byte", serve_npipe_byte, make<npipe_byte_client>},
       {"nng-reqrep", serve_nng, make<nng_client>},
       {"zmq-reqrep", serve_zmq, make<zmq_client>},
