@@ -299,8 +299,8 @@ int main(int argc, char** argv) {
      << "server with a thread per connection (as npipe-message and npipe-byte, the blocking API), uds-epoll one "
      << "thread with epoll and non-blocking sockets; each ratio is to the better of the two for that metric. "
      << "asio-uds and libuv-pipe are what a user would write instead with Asio or libuv (one thread each, the "
-     << "same framing). npipe-async is async_server::serve() on two threads; NNG and ZeroMQ use one REQ/REP "
-     << "socket each.\n\n";
+     << "same framing). npipe-async is async_server::serve() on two threads (one io_context), npipe-async-1t on "
+     << "one, as the Asio and libuv servers; NNG and ZeroMQ use one REQ/REP socket each.\n\n";
   // The baseline of a metric: the best raw row of the table (local or
   // remote) for it, so no ratio is against a weaker server than a user
   // could write in a few lines.
@@ -399,7 +399,7 @@ int main(int argc, char** argv) {
        << "The ratio is the median run's; \"met\" is yes only when every run clears the target, no when none "
           "does, and \"within spread\" when the runs fall on both sides (then it is not claimed either way).\n\n"
        << "| target | transport | ratio (runs) | baseline | met |\n|---|---|---|---|---|\n";
-    for (const char* who : {"npipe-message", "npipe-async"}) {
+    for (const char* who : {"npipe-message", "npipe-async", "npipe-async-1t"}) {
       for (auto& t : targets) {
         auto [base_name, b] = best_raw(same, t.metric, false);
         if (!same[who].count(t.metric) || base_name.empty()) continue;
