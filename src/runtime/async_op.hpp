@@ -143,6 +143,12 @@ void arm_op(Pipe& pipe, async_op& o, timeout t, detail::cancellation_slot& slot)
 ///   void queue_flush(std::unique_ptr<Op> o);     queue a checked flush
 ///   static std::size_t queued_cost(const Op& o) noexcept;   what a queued write counts
 ///                                against the peer's cap (tx_bytes_)
+///   void fail_connect(std::error_code ec, std::string detail);   end a connect under way (if one is)
+///   void abort_io(std::error_code why, const std::string& detail);   end the operations only
+///                                this system has (Linux: flushes waiting for their
+///                                acknowledgement; Windows: a flush in progress)
+///   void before_close();         what a close does while the pipe is still open
+///   void release_io();           close the socket or handle and drop what was read
 /// The member functions are in async_pipe_base_impl.hpp, instantiated once
 /// per system where Op is complete (its receiving file).
 template <class Derived, class Op>
@@ -173,6 +179,12 @@ public:
   /// Complete once the peer has read everything sent before it (at `t`:
   /// timed_out); not_connected or broken_pipe when nothing can be sent.
   void flush(timeout t, detail::cancellation_slot slot, completion<> done);
+  /// Complete every pending operation with operation_aborted, except a
+  /// send being written, which finishes (a transact's reply is then owed).
+  void cancel();
+  /// Close; pending operations complete with `why` (and `detail`), a send
+  /// being written once its write stops. The end stays closed.
+  void close(std::error_code why = make_error_code(errc::operation_aborted), std::string detail = {});
 
 protected:
   explicit async_pipe_base(const net::any_io_executor& ex) : async_pipe_common(ex) {}

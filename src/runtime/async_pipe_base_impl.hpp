@@ -98,6 +98,40 @@ void async_pipe_base<Derived, Op>::flush(timeout t, detail::cancellation_slot sl
 }
 
 template <class Derived, class Op>
+void async_pipe_base<Derived, Op>::cancel() {
+  abort_readers();
+  self().abort_io(make_error_code(errc::operation_aborted), {});
+  for (std::size_t i = 0; i < writes_.size();) {
+    if (writes_[i]->started) {
+      if (writes_[i]->then_receive) writes_[i]->cancelled = true; // ends once its request is out
+      ++i;
+      continue;
+    }
+    auto taken = withdraw_write(i);
+    finish(*taken, make_error_code(errc::operation_aborted));
+  }
+  self().fail_connect(make_error_code(errc::operation_aborted), "the connect was cancelled");
+}
+
+template <class Derived, class Op>
+void async_pipe_base<Derived, Op>::close(std::error_code why, std::string detail) {
+  if (closed_) return;
+  self().fail_connect(why, detail.empty() ? "the connection was closed" : detail);
+  self().before_close();
+  closed_ = true;
+  open_.store(false, std::memory_order_release);
+  if (detail.empty()) detail = "the pipe was closed";
+  auto rs = std::move(readers_);
+  readers_.clear();
+  for (auto& o : rs) finish(*o, why, detail);
+  self().abort_io(why, detail);
+  end_unstarted_writes(why, detail); // the one being written ends as its write stops
+  self().release_io();
+  if (p_.on_close) std::exchange(p_.on_close, nullptr)();
+  if (on_closed) std::exchange(on_closed, nullptr)();
+}
+
+template <class Derived, class Op>
 std::unique_ptr<Op> async_pipe_base<Derived, Op>::withdraw_write(std::size_t i) {
   auto taken = std::move(writes_[i]);
   writes_.erase(writes_.begin() + static_cast<std::ptrdiff_t>(i));

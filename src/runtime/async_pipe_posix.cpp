@@ -73,21 +73,11 @@ void async_pipe::end_op(std::uint64_t id, errc why) {
   }
 }
 
-void async_pipe::cancel() {
-  abort_readers();
+// Flushes waiting for their acknowledgement (their frames may be out).
+void async_pipe::abort_io(std::error_code why, const std::string& detail) {
   auto fs = std::move(flushers_);
   flushers_.clear();
-  for (auto& o : fs) finish(*o, err(errc::operation_aborted));
-  for (std::size_t i = 0; i < writes_.size();) {
-    if (writes_[i]->started) {
-      if (writes_[i]->then_receive) writes_[i]->cancelled = true; // ends once its request is out
-      ++i;
-      continue;
-    }
-    auto taken = withdraw_write(i);
-    if (taken->on_sent || taken->then_receive) finish(*taken, err(errc::operation_aborted));
-  }
-  if (conn_) fail_connect(err(errc::operation_aborted), "the connect was cancelled");
+  for (auto& o : fs) finish(*o, why, detail);
 }
 
 bool async_pipe::quiet() const noexcept {
@@ -296,52 +286,40 @@ void async_pipe::queue_flush(std::unique_ptr<op> o) {
 
 // ------------------------------------------------------------------- closing
 
-void async_pipe::close(std::error_code why, std::string detail) {
-  if (closed_) return;
-  if (conn_) fail_connect(why, detail.empty() ? "the connection was closed" : detail);
-  if (is_open() && writes_.empty() && !tx_active_ && !rd_.in_data() && !tx_broken_) {
-    // Acknowledge flushes the application has satisfied, so the peer's
-    // flush() succeeds instead of breaking (as the blocking end does).
-    if (!rx_active_ && !eof_ && !rx_err_ && !inbox_has_data()) {
-      std::error_code rec;
-      std::size_t n = stream_.read_some(scratch(), scratch_size, rec);
-      try {
-        if (!rec) parse(scratch(), n);
-      } catch (const std::bad_alloc&) {
-      }
+// Acknowledge flushes the application has satisfied, so the peer's flush()
+// succeeds instead of breaking (as the blocking end does).
+void async_pipe::before_close() {
+  if (!is_open() || !writes_.empty() || tx_active_ || rd_.in_data() || tx_broken_) return;
+  if (!rx_active_ && !eof_ && !rx_err_ && !inbox_has_data()) {
+    std::error_code rec;
+    std::size_t n = stream_.read_some(scratch(), scratch_size, rec);
+    try {
+      if (!rec) parse(scratch(), n);
+    } catch (const std::bad_alloc&) {
     }
-    std::size_t acks = acks_owed_;
-    for (std::size_t i = inbox_head_; i < inbox_.size() && inbox_[i].flushes; ++i) acks += inbox_[i].flushes;
-    // A best effort that never blocks, with a receipt still waiting for its
-    // turn (the peer's flush may wait on it). An empty send says nothing
-    // (and fails once the peer has gone).
-    std::array<std::byte, (acks_per_write + 1) * protocol::frame_header_size + protocol::consumed_payload> out;
-    std::size_t len = std::min(acks, acks_per_write) * protocol::frame_header_size;
-    std::memcpy(out.data(), ack_run().data(), len);
-    auto receipt = protocol::encode_consumed(receipt_due_);
-    if (receipt_due_) std::memcpy(out.data() + len, receipt.data(), receipt.size());
-    len += receipt_due_ ? receipt.size() : 0;
-    if (len > 0) stream_.try_write(out.data(), len);
   }
-  closed_ = true;
+  std::size_t acks = acks_owed_;
+  for (std::size_t i = inbox_head_; i < inbox_.size() && inbox_[i].flushes; ++i) acks += inbox_[i].flushes;
+  // A best effort that never blocks, with a receipt still waiting for its
+  // turn (the peer's flush may wait on it). An empty send says nothing
+  // (and fails once the peer has gone).
+  std::array<std::byte, (acks_per_write + 1) * protocol::frame_header_size + protocol::consumed_payload> out;
+  std::size_t len = std::min(acks, acks_per_write) * protocol::frame_header_size;
+  std::memcpy(out.data(), ack_run().data(), len);
+  auto receipt = protocol::encode_consumed(receipt_due_);
+  if (receipt_due_) std::memcpy(out.data() + len, receipt.data(), receipt.size());
+  len += receipt_due_ ? receipt.size() : 0;
+  if (len > 0) stream_.try_write(out.data(), len);
+}
+
+void async_pipe::release_io() {
   if (receipt_timer_) receipt_timer_->cancel();
-  open_.store(false, std::memory_order_release);
-  if (detail.empty()) detail = "the pipe was closed";
-  auto rs = std::move(readers_);
-  readers_.clear();
-  for (auto& o : rs) finish(*o, why, detail);
-  auto fs = std::move(flushers_);
-  flushers_.clear();
-  for (auto& o : fs) finish(*o, why, detail);
-  end_unstarted_writes(why, detail); // the one being written ends in on_tx
   stream_.close();
   inbox_.clear();
   inbox_.shrink_to_fit();
   inbox_head_ = 0;
   inbox_messages_ = 0;
   msg_ = {};
-  if (p_.on_close) std::exchange(p_.on_close, nullptr)();
-  if (on_closed) std::exchange(on_closed, nullptr)();
 }
 
 } // namespace npipe::detail

@@ -4,7 +4,7 @@
 // byte stream (async_stream: a Unix socket, TCP, or TLS over TCP), with queued sends, queued receives, flush acknowledgements,
 // per-operation timeouts and cancellation. Everything runs on the end's
 // strand; the entry points in async_api.cpp post there. The entry points
-// both systems share (create, receive, read_some, send, transact, flush) and
+// both systems share (create, receive, read_some, send, transact, flush, cancel, close) and
 // their rules are async_pipe_base's (async_op.hpp); this class has the I/O.
 //
 // Receiving reads ahead by at most one message (plus what one 64 KiB read
@@ -49,10 +49,6 @@ public:
   /// Take over a connected socket the server admitted.
   bool adopt(std::intptr_t fd, connection_params p, std::error_code& ec);
   void connect(pipe_name name, client_options opts, timeout t, detail::cancellation_slot slot, completion<> done);
-  /// Complete every pending operation with operation_aborted.
-  void cancel();
-  /// Close; pending operations complete with `why` (and `detail`).
-  void close(std::error_code why = make_error_code(errc::operation_aborted), std::string detail = {});
   /// Nothing received, nothing queued to send.
   bool quiet() const noexcept;
   /// The peer closed the pipe in the middle of a message.
@@ -83,6 +79,9 @@ private:
   bool unread();
   void queue_flush(std::unique_ptr<op> o);
   static std::size_t queued_cost(const op& o) noexcept;
+  void abort_io(std::error_code why, const std::string& detail);
+  void before_close();
+  void release_io();
 
   // receiving
   void kick_once();

@@ -70,14 +70,7 @@ void async_pipe::end_op(std::uint64_t id, errc why) {
       auto taken = withdraw_write(i);
       finish(*taken, err(why));
     } else if (o.is_flush) {
-      flusher_->stop(); // returns once the helper has given up (or finished just now)
-      DWORD e = flusher_->error();
-      ++flush_gen_; // its posted result, if any, is stale now
-      flusher_.reset();
-      auto taken = withdraw_write(0);
-      tx_active_ = false;
-      if (e == 0) finish(*taken, {}); // it finished just in time
-      else finish(*taken, err(why));
+      stop_flush(err(why), {});
       start_tx();
     } else if (why == errc::timed_out) {
       o.timed_out = true;
@@ -91,22 +84,34 @@ void async_pipe::end_op(std::uint64_t id, errc why) {
   }
 }
 
-void async_pipe::cancel() {
-  abort_readers();
-  for (std::size_t i = 0; i < writes_.size();) {
-    if (writes_[i]->started) {
-      if (writes_[i]->is_flush) {
-        end_op(writes_[i]->id, errc::operation_aborted);
-        continue; // it left the queue
-      }
-      if (writes_[i]->then_receive) writes_[i]->cancelled = true; // ends once its request is out
-      ++i;
-      continue;
-    }
-    auto taken = withdraw_write(i);
-    finish(*taken, err(errc::operation_aborted));
-  }
-  if (conn_) fail_connect(err(errc::operation_aborted), "the connect was cancelled");
+// Ends the flush in progress (the head of writes_): successfully if its
+// helper finished just now (unless closing), else with `why`.
+void async_pipe::stop_flush(std::error_code why, const std::string& detail) {
+  flusher_->stop(); // returns once the helper has given up (or finished just now)
+  DWORD e = flusher_->error();
+  ++flush_gen_; // its posted result, if any, is stale now
+  flusher_.reset();
+  tx_active_ = false;
+  auto taken = withdraw_write(0);
+  if (e == 0 && !closed_) finish(*taken, {}); // it finished just in time
+  else finish(*taken, why, detail);
+}
+
+// A flush in progress (FlushFileBuffers on its helper thread).
+void async_pipe::abort_io(std::error_code why, const std::string& detail) {
+  if (!flusher_) return;
+  stop_flush(why, detail);
+  start_tx(); // nothing once closed
+}
+
+void async_pipe::before_close() {}
+
+void async_pipe::release_io() {
+  // CloseHandle, not DisconnectNamedPipe: the peer still reads what was
+  // written (a reply sent just before a graceful stop), then sees the end.
+  std::error_code ignore;
+  handle_.close(ignore);
+  if (!rx_active_) held_.reset(); // otherwise the aborted read still writes into it; on_read drops it
 }
 
 bool async_pipe::quiet() const noexcept {
@@ -267,36 +272,6 @@ bool async_pipe::unread() {
 void async_pipe::queue_flush(std::unique_ptr<op> o) {
   o->is_flush = true; // after the sends before it: FlushFileBuffers then waits for the peer to read them
   queue_write(std::move(o));
-}
-
-// ------------------------------------------------------------------- closing
-
-void async_pipe::close(std::error_code why, std::string detail) {
-  if (closed_) return;
-  if (conn_) fail_connect(why, detail.empty() ? "the connection was closed" : detail);
-  closed_ = true;
-  open_.store(false, std::memory_order_release);
-  if (detail.empty()) detail = "the pipe was closed";
-  auto rs = std::move(readers_);
-  readers_.clear();
-  for (auto& o : rs) finish(*o, why, detail);
-  if (flusher_) { // a flush in progress: stop it and end it now
-    flusher_->stop();
-    ++flush_gen_;
-    flusher_.reset();
-    tx_active_ = false;
-    auto taken = withdraw_write(0);
-    finish(*taken, why, detail);
-  }
-  // The one being written ends in on_written (closing the handle aborts it).
-  end_unstarted_writes(why, detail);
-  // CloseHandle, not DisconnectNamedPipe: the peer still reads what was
-  // written (a reply sent just before a graceful stop), then sees the end.
-  std::error_code ignore;
-  handle_.close(ignore);
-  if (!rx_active_) held_.reset(); // otherwise the aborted read still writes into it; on_read drops it
-  if (p_.on_close) std::exchange(p_.on_close, nullptr)();
-  if (on_closed) std::exchange(on_closed, nullptr)();
 }
 
 } // namespace npipe::detail

@@ -6,7 +6,7 @@
 // so message boundaries, ERROR_MORE_DATA and zero-length messages are the
 // kernel's. Everything runs on the end's strand; the entry points in
 // async_api.cpp post there. The entry points both systems share (create,
-// receive, read_some, send, transact, flush) and their rules are
+// receive, read_some, send, transact, flush, cancel, close) and their rules are
 // async_pipe_base's (async_op.hpp); this class has the I/O.
 //
 // Reads happen only for a waiting receiver: what the pipe holds stays in
@@ -54,10 +54,6 @@ public:
   /// Take over a connected server instance (a HANDLE) the server admitted.
   bool adopt(std::intptr_t handle, connection_params p, std::error_code& ec);
   void connect(pipe_name name, client_options opts, timeout t, detail::cancellation_slot slot, completion<> done);
-  /// Complete every pending operation with operation_aborted.
-  void cancel();
-  /// Close; pending operations complete with `why` (and `detail`).
-  void close(std::error_code why = make_error_code(errc::operation_aborted), std::string detail = {});
   /// Nothing received and unread, nothing queued to send.
   bool quiet() const noexcept;
   /// The peer closed the pipe in the middle of a message.
@@ -90,6 +86,9 @@ private:
   bool unread();
   void queue_flush(std::unique_ptr<op> o);
   static std::size_t queued_cost(const op& o) noexcept;
+  void abort_io(std::error_code why, const std::string& detail);
+  void before_close();
+  void release_io();
 
   HANDLE native() noexcept { return handle_.native_handle(); }
   std::error_code pipe_error(DWORD e, std::string& detail) const;
@@ -107,6 +106,7 @@ private:
   void start_tx();
   void on_written(const std::error_code& ec, std::size_t n);
   void on_flushed(DWORD err);
+  void stop_flush(std::error_code why, const std::string& detail);
   void fail_writes(std::error_code ec, const std::string& detail);
 
   // connecting
