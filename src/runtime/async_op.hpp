@@ -147,6 +147,8 @@ void arm_op(Pipe& pipe, async_op& o, timeout t, detail::cancellation_slot& slot)
 ///   void abort_io(std::error_code why, const std::string& detail);   end the operations only
 ///                                this system has (Linux: flushes waiting for their
 ///                                acknowledgement; Windows: a flush in progress)
+///   bool begun(const Op& o) const noexcept;   whether a queued write has begun going
+///                                out (Linux: also a later frame of a byte pipe's send)
 ///   void before_close();         what a close does while the pipe is still open
 ///   void release_io();           close the socket or handle and drop what was read
 /// The member functions are in async_pipe_base_impl.hpp, instantiated once

@@ -102,7 +102,7 @@ void async_pipe_base<Derived, Op>::cancel() {
   abort_readers();
   self().abort_io(make_error_code(errc::operation_aborted), {});
   for (std::size_t i = 0; i < writes_.size();) {
-    if (writes_[i]->started) {
+    if (self().begun(*writes_[i])) {
       if (writes_[i]->then_receive) writes_[i]->cancelled = true; // ends once its request is out
       ++i;
       continue;
@@ -157,6 +157,8 @@ void async_pipe_base<Derived, Op>::sent(Op& o) {
   if (o.then_receive && o.cancelled) { // cancelled while its request went out: the reply is owed
     debt_.gave_up(false);
     finish(o, make_error_code(errc::operation_aborted));
+  } else if (o.then_receive && closed_) { // a completion that ran just now closed the pipe
+    finish(o, make_error_code(errc::operation_aborted), "the pipe was closed");
   } else if (o.then_receive) { // transact: the request is out; now its reply
     auto r = std::make_unique<Op>();
     r->id = o.id;

@@ -36,11 +36,26 @@ void async_pipe::abandon() noexcept {
 
 // ---------------------------------------------------------------- operations
 
+// A byte pipe's send goes out as several frames that share its id, the last
+// one carrying its completion: the id of one whose first frames are out (or
+// being written) and whose last is not, if any (writes go in order: at most
+// one send is part-way).
+std::uint64_t async_pipe::unfinished_send() const noexcept {
+  auto piece = [](const op& o) {
+    return o.hdr[0] == static_cast<std::byte>(protocol::frame_type::data) && !o.on_sent && !o.then_receive;
+  };
+  if (tx_active_ && tx_batch_ > 0) return piece(*writes_[tx_batch_ - 1]) ? writes_[tx_batch_ - 1]->id : 0;
+  return tx_partial_;
+}
+
+bool async_pipe::begun(const op& o) const noexcept { return o.started || (o.id != 0 && o.id == unfinished_send()); }
+
 // Ends operation `id` with `why`: a deadline (timed_out) or a cancellation
-// (operation_aborted). A send already being written cannot be withdrawn
-// without tearing its message: a deadline stops the write (on_tx completes
-// it and breaks the connection if part went out); a cancellation lets it
-// finish (a transact then ends as its request goes out, its reply owed).
+// (operation_aborted). A send that has begun going out (or the first frames
+// of a byte pipe's) cannot be withdrawn without tearing the stream: a
+// deadline stops the write (on_tx completes it and breaks the connection);
+// a cancellation lets it finish (a transact then ends as its request goes
+// out, its reply owed). One that has not begun leaves the queue whole.
 void async_pipe::end_op(std::uint64_t id, errc why) {
   if (end_reader(id, why)) return;
   for (auto it = flushers_.begin(); it != flushers_.end(); ++it) {
@@ -58,12 +73,17 @@ void async_pipe::end_op(std::uint64_t id, errc why) {
   for (std::size_t i = 0; i < writes_.size(); ++i) {
     auto& o = *writes_[i];
     if (o.id != id) continue;
-    if (!o.started) {
-      auto taken = withdraw_write(i);
-      finish(*taken, err(why));
+    if (!begun(o)) {
+      for (std::size_t j = writes_.size(); j-- > i;) {
+        if (writes_[j]->id != id) continue;
+        auto taken = withdraw_write(j);
+        finish(*taken, err(why));
+      }
     } else if (why == errc::timed_out) {
-      o.timed_out = true;
-      socket_.cancel();
+      for (auto& w : writes_)
+        if (w->id == id) w->timed_out = true;
+      if (tx_active_) socket_.cancel(); // on_tx ends it
+      else tear({}, err(errc::operation_aborted));
     } else if (o.then_receive) {
       // A transact whose request is on its way: it ends once the request
       // is out (on_tx), and its reply is owed.
@@ -164,9 +184,13 @@ void async_pipe::on_tx(const std::error_code& ec, std::size_t n) {
                                          std::make_move_iterator(writes_.begin() + static_cast<std::ptrdiff_t>(tx_batch_)));
   writes_.erase(writes_.begin(), writes_.begin() + static_cast<std::ptrdiff_t>(tx_batch_));
   for (auto& o : batch) tx_bytes_ -= queued_cost(*o);
-  if (ec && !stream_.began(n) && !closed_ && ec == net_error(net::error::operation_aborted)) {
-    // A timed-out send stopped the write before any byte went: nothing is
-    // torn. Complete the timed-out ones; put the rest (and a receipt) back.
+  const bool earlier_out = std::any_of(batch.begin(), batch.end(), [&](const auto& o) {
+    return o->timed_out && o->id == tx_partial_; // its first frames went in an earlier write
+  });
+  if (ec && !stream_.began(n) && !closed_ && ec == net_error(net::error::operation_aborted) && !earlier_out) {
+    // A timed-out send stopped the write before any byte of it went:
+    // nothing is torn. Complete the timed-out ones (with a byte pipe's
+    // frames still queued); put the rest (and a receipt) back.
     receipt_due_ = std::max(receipt_due_, tx_receipt_);
     std::vector<std::unique_ptr<op>> back;
     for (auto& o : batch) {
@@ -178,22 +202,16 @@ void async_pipe::on_tx(const std::error_code& ec, std::size_t n) {
       }
     }
     writes_.insert(writes_.begin(), std::make_move_iterator(back.begin()), std::make_move_iterator(back.end()));
+    for (std::size_t j = writes_.size(); j-- > 0;) {
+      if (!writes_[j]->timed_out) continue;
+      auto taken = withdraw_write(j);
+      finish(*taken, err(errc::timed_out));
+    }
     start_tx();
     return;
   }
   if (ec) {
-    // Part of a message may have gone: the stream is torn, this end is done sending.
-    auto e = closed_ ? err(errc::operation_aborted) : io_error(ec);
-    std::string detail = closed_ ? "the pipe was closed" : stream_.error_detail(ec, "writing to the pipe failed: ");
-    tx_broken_ = true;
-    broken_.store(true, std::memory_order_release);
-    for (auto& o : batch) finish(*o, o->timed_out ? err(errc::timed_out) : e, detail);
-    fail_writes(e, detail);
-    if (!closed_) {
-      std::error_code ignore;
-      socket_.shutdown(net::socket_base::shutdown_send, into(ignore));
-    }
-    kick();
+    tear(std::move(batch), ec);
     return;
   }
   touch();
@@ -211,8 +229,47 @@ void async_pipe::on_tx(const std::error_code& ec, std::size_t n) {
     at += o->hdr.size() + o->payload.size();
   }
   tx_offset_ = at;
+  for (auto& o : batch)
+    if (o->hdr[0] == static_cast<std::byte>(protocol::frame_type::data))
+      tx_partial_ = o->on_sent || o->then_receive ? 0 : o->id;
   for (auto& o : batch) sent(*o);
   start_tx();
+  kick();
+}
+
+// A write failed, or was stopped after part of what it carried went: the
+// stream is torn, this end is done sending. `batch` is what that write
+// carried; a send whose deadline stopped it ends with timed_out (all of
+// it: a byte pipe's frames still queued too), everything else queued with
+// broken_pipe then, or with the write's error.
+void async_pipe::tear(std::vector<std::unique_ptr<op>> batch, const std::error_code& ec) {
+  auto timed = [](const auto& o) { return o->timed_out; };
+  const bool timed_out = std::any_of(batch.begin(), batch.end(), timed) || std::any_of(writes_.begin(), writes_.end(), timed);
+  std::error_code e;
+  std::string detail;
+  if (closed_) {
+    e = err(errc::operation_aborted);
+    detail = "the pipe was closed";
+  } else if (timed_out && ec == net_error(net::error::operation_aborted)) {
+    e = err(errc::broken_pipe);
+    detail = "a send timed out part-way; this connection cannot send any more";
+  } else {
+    e = io_error(ec);
+    detail = stream_.error_detail(ec, "writing to the pipe failed: ");
+  }
+  tx_broken_ = true;
+  broken_.store(true, std::memory_order_release);
+  for (auto& o : batch) finish(*o, o->timed_out ? err(errc::timed_out) : e, detail);
+  for (std::size_t j = writes_.size(); j-- > 0;) {
+    if (!writes_[j]->timed_out) continue;
+    auto taken = withdraw_write(j);
+    finish(*taken, err(errc::timed_out), detail);
+  }
+  fail_writes(e, detail);
+  if (!closed_) {
+    std::error_code ignore;
+    socket_.shutdown(net::socket_base::shutdown_send, into(ignore));
+  }
   kick();
 }
 
@@ -251,7 +308,7 @@ void async_pipe::queue_message(std::unique_ptr<op> o, std::span<const std::byte>
       frame->owned = std::move(owned);
     } else {
       frame = std::make_unique<op>();
-      frame->id = next_id_++;
+      frame->id = o->id; // one send: a deadline or a cancellation finds all of it
     }
     frame->payload = net::buffer(part.data(), part.size());
     queue_frame(protocol::frame_type::data, std::move(frame));

@@ -82,6 +82,8 @@ private:
   void abort_io(std::error_code why, const std::string& detail);
   void before_close();
   void release_io();
+  bool begun(const op& o) const noexcept;
+  std::uint64_t unfinished_send() const noexcept;
 
   // receiving
   void kick_once();
@@ -108,6 +110,7 @@ private:
   void queue_frame(protocol::frame_type t, std::unique_ptr<op> o);
   void start_tx();
   void on_tx(const std::error_code& ec, std::size_t n);
+  void tear(std::vector<std::unique_ptr<op>> batch, const std::error_code& ec);
   void defer_receipt();
   void fail_writes(std::error_code ec, const std::string& detail);
 
@@ -143,6 +146,7 @@ private:
   // send side
   std::vector<net::const_buffer> txbufs_;
   std::size_t tx_batch_ = 0;
+  std::uint64_t tx_partial_ = 0; // a send whose first frames went in a finished write, its last not yet (0: none)
   std::size_t tx_acks_ = 0;      // acknowledgements in the write in progress
   std::uint64_t tx_offset_ = 0;  // bytes of our stream written
   std::uint64_t tx_receipt_ = 0; // the consumed offset in the write in progress (0: none)

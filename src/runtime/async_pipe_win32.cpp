@@ -97,12 +97,13 @@ void async_pipe::stop_flush(std::error_code why, const std::string& detail) {
   else finish(*taken, why, detail);
 }
 
-// A flush in progress (FlushFileBuffers on its helper thread).
+// A flush in progress (FlushFileBuffers on its helper thread). Nothing is
+// started after it: a cancel or a close then ends every write not begun.
 void async_pipe::abort_io(std::error_code why, const std::string& detail) {
-  if (!flusher_) return;
-  stop_flush(why, detail);
-  start_tx(); // nothing once closed
+  if (flusher_) stop_flush(why, detail);
 }
+
+bool async_pipe::begun(const op& o) const noexcept { return o.started; } // one WriteFile per send
 
 void async_pipe::before_close() {}
 

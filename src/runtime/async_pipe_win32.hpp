@@ -89,6 +89,7 @@ private:
   void abort_io(std::error_code why, const std::string& detail);
   void before_close();
   void release_io();
+  bool begun(const op& o) const noexcept;
 
   HANDLE native() noexcept { return handle_.native_handle(); }
   std::error_code pipe_error(DWORD e, std::string& detail) const;

@@ -771,11 +771,15 @@ TEST_F(Async, ASendOnABytePipeCompletesWithEveryByteItSent) {
   auto data = pattern((5u << 20) / 2 + 7, 3);
   std::vector<std::byte> got;
   std::thread reader([&] {
-    auto s = srv.accept(10s);
-    while (got.size() < data.size()) {
-      auto part = s.receive(10s); // byte read mode: whatever has arrived
-      if (part.empty()) return;
-      got.insert(got.end(), part.begin(), part.end());
+    try {
+      auto s = srv.accept(10s);
+      while (got.size() < data.size()) {
+        auto part = s.receive(10s); // byte read mode: whatever has arrived
+        if (part.empty()) return;
+        got.insert(got.end(), part.begin(), part.end());
+      }
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "the reader: " << e.what();
     }
   });
   async_connection c(ctx_);
@@ -784,6 +788,79 @@ TEST_F(Async, ASendOnABytePipeCompletesWithEveryByteItSent) {
   reader.join();
   EXPECT_TRUE(got == data) << "every byte, in order";
 }
+
+#ifndef _WIN32
+// The bytes a blocking byte-pipe end reads until `limit` passes with none.
+std::vector<std::byte> read_until_quiet(connection& s, std::chrono::milliseconds limit) {
+  std::vector<std::byte> got;
+  for (;;) {
+    std::error_code ec;
+    auto part = s.receive(limit, ec);
+    if (ec) return got;
+    got.insert(got.end(), part.begin(), part.end());
+  }
+}
+
+// Linux cuts a byte pipe's send into frames (of at most the peer's limit).
+// One whose deadline passes after its first frames went has begun, as a
+// message that went part-way has: it ends timed_out, the send side is
+// broken, and the peer sees a prefix of it, then the end, never the rest
+// later nor a later send's bytes.
+TEST_F(Async, ABytePipeSendThatTimesOutPartWayBreaksTheSendSide) {
+  run_threads();
+  auto name = random_pipe();
+  server_options so;
+  so.type = pipe_type::byte;
+  so.max_message_size = 64 << 10;
+  server srv(name, so); // blocking; it reads only at the end
+  async_connection c(ctx_);
+  c.async_connect(name, client_options{}, 5s, net::use_future).get();
+  auto sc = srv.accept(10s);
+  auto data = pattern(16u << 20, 5); // far more than the socket buffers hold
+  auto [h, f] = outcome<std::size_t>();
+  c.async_send(net::buffer(data), 300ms, std::move(h));
+  EXPECT_EQ(std::get<0>(f.get()), errc::timed_out);
+  EXPECT_FALSE(c.is_open()) << "part of it went: the send side is broken";
+  auto [h2, f2] = outcome<std::size_t>();
+  c.async_send(net::buffer(data.data(), 1), 5s, std::move(h2));
+  EXPECT_EQ(std::get<0>(f2.get()), errc::broken_pipe);
+  std::error_code ec;
+  auto got = read_until_quiet(sc, 2s);
+  EXPECT_GT(got.size(), 0u);
+  EXPECT_LT(got.size(), data.size());
+  EXPECT_TRUE(std::equal(got.begin(), got.end(), data.begin())) << "a prefix of the send, in order";
+  sc.receive(2s, ec);
+  EXPECT_EQ(ec, errc::broken_pipe) << "then the end: " << ec.message();
+}
+
+// A cancellation lets a send that has begun finish, all of it (a byte
+// pipe's later frames too), and one that has not leaves the queue whole.
+TEST_F(Async, CancelLetsABytePipeSendThatHasBegunFinishWhole) {
+  run_threads();
+  auto name = random_pipe();
+  server_options so;
+  so.type = pipe_type::byte;
+  so.max_message_size = 64 << 10;
+  server srv(name, so);
+  async_connection c(ctx_);
+  c.async_connect(name, client_options{}, 5s, net::use_future).get();
+  auto sc = srv.accept(10s);
+  auto data = pattern(8u << 20, 6);
+  auto later = pattern(1000, 7);
+  auto [h, f] = outcome<std::size_t>();
+  c.async_send(net::buffer(data), 30s, std::move(h));
+  auto [h2, f2] = outcome<std::size_t>();
+  c.async_send(net::buffer(later), 30s, std::move(h2));
+  ASSERT_TRUE(wait_until([&] { return sc.peek().total_available > 0; })) << "the first frames went";
+  c.cancel();
+  EXPECT_EQ(std::get<0>(f2.get()), errc::operation_aborted) << "the send behind it had not begun";
+  auto got = read_until_quiet(sc, 2s);
+  auto ec = std::get<0>(f.get());
+  EXPECT_FALSE(ec) << "the send that had begun finished: " << ec.message();
+  EXPECT_EQ(got.size(), data.size());
+  EXPECT_TRUE(got == data) << "all of it, in order, and nothing of the cancelled one";
+}
+#endif
 
 TEST_F(Async, AsyncClientWithCallbacksFuturesAndCoroutines) {
   run_threads();
