@@ -83,7 +83,7 @@ void async_pipe::end_op(std::uint64_t id, errc why) {
       for (auto& w : writes_)
         if (w->id == id) w->timed_out = true;
       if (tx_active_) socket_.cancel(); // on_tx ends it
-      else tear({}, err(errc::operation_aborted));
+      else tear({}, net_error(net::error::operation_aborted));
     } else if (o.then_receive) {
       // A transact whose request is on its way: it ends once the request
       // is out (on_tx), and its reply is owed.
@@ -233,6 +233,12 @@ void async_pipe::on_tx(const std::error_code& ec, std::size_t n) {
     if (o->hdr[0] == static_cast<std::byte>(protocol::frame_type::data))
       tx_partial_ = o->on_sent || o->then_receive ? 0 : o->id;
   for (auto& o : batch) sent(*o);
+  if (!writes_.empty() && writes_.front()->timed_out && !closed_) {
+    // A deadline that came as this write finished (its cancel found nothing
+    // to stop) for a send whose first frames were in it: the rest cannot go.
+    tear({}, net_error(net::error::operation_aborted));
+    return;
+  }
   start_tx();
   kick();
 }

@@ -759,15 +759,21 @@ TEST_F(Async, PerConnectionServerFlushesThenDisconnectsAsTheSeedDoes) {
 
 // ------------------------------------------------------------ async client
 
-// A byte pipe's send goes out in pieces (on Linux, frames of at most 1 MiB
-// and the peer's limit): its completion still counts every byte it sent.
-TEST_F(Async, ASendOnABytePipeCompletesWithEveryByteItSent) {
-  run_threads();
-  auto name = random_pipe();
+// A byte pipe whose clients' sends go out in frames of 64 KiB (on Linux a
+// byte pipe's send is cut into frames of at most 1 MiB and the server's limit).
+server_options byte_pipe_in_small_frames() {
   server_options o;
   o.type = pipe_type::byte;
   o.max_message_size = 64 << 10;
-  npipe::server srv(name, o);
+  return o;
+}
+
+// A byte pipe's send goes out in pieces: its completion still counts every
+// byte it sent.
+TEST_F(Async, ASendOnABytePipeCompletesWithEveryByteItSent) {
+  run_threads();
+  auto name = random_pipe();
+  npipe::server srv(name, byte_pipe_in_small_frames());
   auto data = pattern((5u << 20) / 2 + 7, 3);
   std::vector<std::byte> got;
   std::thread reader([&] {
@@ -809,10 +815,7 @@ std::vector<std::byte> read_until_quiet(connection& s, std::chrono::milliseconds
 TEST_F(Async, ABytePipeSendThatTimesOutPartWayBreaksTheSendSide) {
   run_threads();
   auto name = random_pipe();
-  server_options so;
-  so.type = pipe_type::byte;
-  so.max_message_size = 64 << 10;
-  server srv(name, so); // blocking; it reads only at the end
+  server srv(name, byte_pipe_in_small_frames()); // blocking; it reads only at the end
   async_connection c(ctx_);
   c.async_connect(name, client_options{}, 5s, net::use_future).get();
   auto sc = srv.accept(10s);
@@ -838,10 +841,7 @@ TEST_F(Async, ABytePipeSendThatTimesOutPartWayBreaksTheSendSide) {
 TEST_F(Async, CancelLetsABytePipeSendThatHasBegunFinishWhole) {
   run_threads();
   auto name = random_pipe();
-  server_options so;
-  so.type = pipe_type::byte;
-  so.max_message_size = 64 << 10;
-  server srv(name, so);
+  server srv(name, byte_pipe_in_small_frames());
   async_connection c(ctx_);
   c.async_connect(name, client_options{}, 5s, net::use_future).get();
   auto sc = srv.accept(10s);

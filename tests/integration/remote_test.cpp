@@ -444,9 +444,11 @@ async_error_code async_open(async_connection& c, const pipe_name& remote, client
 // A server that takes remote clients (the end `sc`), a gateway, and an
 // async client `c` connected to it through the gateway.
 struct async_remote_pair {
-  explicit async_remote_pair(std::size_t max_message = defaults::max_message_size, tls_options tls = client_psk()) {
+  explicit async_remote_pair(std::size_t max_message = defaults::max_message_size, tls_options tls = client_psk(),
+                             pipe_type type = pipe_type::message) {
     server_options so;
     so.accept_remote = true;
+    so.type = type;
     so.max_message_size = max_message;
     srv.open(name, so);
     gw.emplace(start_gateway(gateway_certs_and_psk()));
@@ -681,6 +683,37 @@ TEST_F(Remote, AnAsyncSendTimingOutBehindBackedUpTlsTearsNothing) {
   EXPECT_EQ(std::get<0>(yf.get()), errc::broken_pipe);
   sc.receive(30s, ec);
   EXPECT_TRUE(ec) << "the server got a torn message whole";
+}
+
+// A byte pipe's send goes out as frames of the server's limit (64 KiB
+// here). Over TLS, once the way is backed up, the next write waits for the
+// socket before OpenSSL takes anything: a deadline then stops it having
+// taken nothing of a send whose first frames went earlier. That send has
+// begun all the same: it ends timed_out and tears the send side, and the
+// server reads a prefix of it, then the end.
+TEST_F(Remote, AnAsyncBytePipeSendTimingOutPartWayOverTlsTearsTheSendSide) {
+  async_remote_pair r(64u << 10, client_psk(), pipe_type::byte);
+  ASSERT_TRUE(r.connected());
+  auto big = pattern(64u << 20, 8); // more than every buffer on the way holds
+  auto [xh, xf] = outcome<std::size_t>();
+  r.c.async_send(net::buffer(big), 1s, xh);
+  EXPECT_EQ(std::get<0>(xf.get()), errc::timed_out);
+  EXPECT_FALSE(r.c.is_open()) << "part of it went: the send side is broken";
+  auto [yh, yf] = outcome<std::size_t>();
+  std::string after = "after it";
+  r.c.async_send(net::buffer(after), 10s, yh);
+  EXPECT_EQ(std::get<0>(yf.get()), errc::broken_pipe);
+  std::vector<std::byte> got;
+  std::error_code ec;
+  for (;;) {
+    auto part = r.sc.receive(30s, ec);
+    if (ec) break;
+    got.insert(got.end(), part.begin(), part.end());
+  }
+  EXPECT_EQ(ec, errc::broken_pipe) << "the end: " << ec.message();
+  EXPECT_GT(got.size(), 0u);
+  EXPECT_LT(got.size(), big.size());
+  EXPECT_TRUE(std::equal(got.begin(), got.end(), big.begin())) << "a prefix of the send, in order";
 }
 
 std::string forwarded_hello(const pipe_name& name) {
