@@ -211,7 +211,7 @@ void async_pipe::on_tx(const std::error_code& ec, std::size_t n) {
     return;
   }
   if (ec) {
-    tear(std::move(batch), ec);
+    tear(std::move(batch), ec, n);
     return;
   }
   touch();
@@ -245,10 +245,21 @@ void async_pipe::on_tx(const std::error_code& ec, std::size_t n) {
 
 // A write failed, or was stopped after part of what it carried went: the
 // stream is torn, this end is done sending. `batch` is what that write
-// carried; a send whose deadline stopped it ends with timed_out (all of
-// it: a byte pipe's frames still queued too), everything else queued with
-// broken_pipe then, or with the write's error.
-void async_pipe::tear(std::vector<std::unique_ptr<op>> batch, const std::error_code& ec) {
+// carried, of which the socket took `n` bytes: over a plain socket those
+// are the kernel's and reach the peer, so the sends they hold whole went
+// and complete as sent (over TLS a record may be cut: none is claimed).
+// A send whose deadline stopped it ends with timed_out (all of it: a byte
+// pipe's frames still queued too), everything else with broken_pipe then,
+// or with the write's error.
+void async_pipe::tear(std::vector<std::unique_ptr<op>> batch, const std::error_code& ec, std::size_t n) {
+  std::size_t whole = 0;
+  if (n > 0 && !stream_.session()) {
+    std::size_t at = tx_acks_ * protocol::frame_header_size + (tx_receipt_ ? receipt_frame_.size() : 0);
+    for (; whole < batch.size(); ++whole) {
+      at += batch[whole]->hdr.size() + batch[whole]->payload.size();
+      if (at > n) break;
+    }
+  }
   auto timed = [](const auto& o) { return o->timed_out; };
   const bool timed_out = std::any_of(batch.begin(), batch.end(), timed) || std::any_of(writes_.begin(), writes_.end(), timed);
   std::error_code e;
@@ -265,7 +276,11 @@ void async_pipe::tear(std::vector<std::unique_ptr<op>> batch, const std::error_c
   }
   tx_broken_ = true;
   broken_.store(true, std::memory_order_release);
-  for (auto& o : batch) finish(*o, o->timed_out ? err(errc::timed_out) : e, detail);
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    auto& o = *batch[i];
+    if (i < whole && o.hdr[0] == static_cast<std::byte>(protocol::frame_type::data)) sent(o);
+    else finish(o, o.timed_out ? err(errc::timed_out) : e, detail);
+  }
   for (std::size_t j = writes_.size(); j-- > 0;) {
     if (!writes_[j]->timed_out) continue;
     auto taken = withdraw_write(j);

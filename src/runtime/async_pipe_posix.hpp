@@ -110,7 +110,7 @@ private:
   void queue_frame(protocol::frame_type t, std::unique_ptr<op> o);
   void start_tx();
   void on_tx(const std::error_code& ec, std::size_t n);
-  void tear(std::vector<std::unique_ptr<op>> batch, const std::error_code& ec);
+  void tear(std::vector<std::unique_ptr<op>> batch, const std::error_code& ec, std::size_t n = 0);
   void defer_receipt();
   void fail_writes(std::error_code ec, const std::string& detail);
 

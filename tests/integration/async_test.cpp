@@ -836,6 +836,40 @@ TEST_F(Async, ABytePipeSendThatTimesOutPartWayBreaksTheSendSide) {
   EXPECT_EQ(ec, errc::broken_pipe) << "then the end: " << ec.message();
 }
 
+// Linux gathers queued sends into one write. When a deadline stops that
+// write part-way, the sends it carried whole went (the kernel has them and
+// the peer reads them): they succeed; only the one cut, and what follows,
+// fail.
+TEST_F(Async, SendsWrittenWholeBeforeATornOneSucceed) {
+  run_threads();
+  auto name = random_pipe();
+  server_options so;
+  so.max_message_size = 64u << 20;
+  server srv(name, so); // blocking; it reads when told
+  async_connection c(ctx_);
+  c.async_connect(name, client_options{}, 5s, net::use_future).get();
+  auto sc = srv.accept(10s);
+  auto first = pattern(8u << 20, 1); // fills every buffer: the next two wait behind it
+  auto small = pattern(100, 2);
+  auto big = pattern(32u << 20, 3);
+  auto [h1, f1] = outcome<std::size_t>();
+  auto [h2, f2] = outcome<std::size_t>();
+  auto [h3, f3] = outcome<std::size_t>();
+  c.async_send(net::buffer(first), 30s, std::move(h1));
+  c.async_send(net::buffer(small), 30s, std::move(h2));
+  c.async_send(net::buffer(big), 2s, std::move(h3)); // long after `first` is read: it stops part-way
+  EXPECT_TRUE(sc.receive(10s) == first);
+  EXPECT_FALSE(std::get<0>(f1.get()));
+  auto [e2, n2] = f2.get();
+  EXPECT_FALSE(e2) << "written whole before the torn one: " << e2.message();
+  EXPECT_EQ(n2, small.size());
+  EXPECT_EQ(std::get<0>(f3.get()), errc::timed_out);
+  EXPECT_TRUE(sc.receive(10s) == small) << "and the peer has it";
+  std::error_code ec;
+  sc.receive(10s, ec);
+  EXPECT_TRUE(ec) << "the torn one never arrives as a message";
+}
+
 // A cancellation lets a send that has begun finish, all of it (a byte
 // pipe's later frames too), and one that has not leaves the queue whole.
 TEST_F(Async, CancelLetsABytePipeSendThatHasBegunFinishWhole) {
