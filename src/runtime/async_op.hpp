@@ -211,6 +211,26 @@ protected:
 
   /// Takes the unstarted write at writes_[i] back out of the queue.
   std::unique_ptr<Op> withdraw_write(std::size_t i);
+  /// Takes every queued write that `pick` chooses out of the queue, in
+  /// order, in one pass: a byte pipe's send can be thousands of frames (as
+  /// many as the peer's small limit makes), and taking them out one by one
+  /// would cost their square. The caller completes them after.
+  template <class Pick>
+  std::vector<std::unique_ptr<Op>> withdraw_writes(Pick pick) {
+    std::vector<std::unique_ptr<Op>> out;
+    std::size_t keep = 0;
+    for (auto& w : writes_) {
+      if (pick(*w)) {
+        tx_bytes_ -= Derived::queued_cost(*w);
+        out.push_back(std::move(w));
+      } else {
+        if (&writes_[keep] != &w) writes_[keep] = std::move(w);
+        ++keep;
+      }
+    }
+    writes_.resize(keep);
+    return out;
+  }
   /// Ends every write not yet started with `why` (`detail`); the one being
   /// written ends when its write completes.
   void end_unstarted_writes(std::error_code why, const std::string& detail);

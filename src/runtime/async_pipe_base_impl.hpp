@@ -101,15 +101,12 @@ template <class Derived, class Op>
 void async_pipe_base<Derived, Op>::cancel() {
   abort_readers();
   self().abort_io(make_error_code(errc::operation_aborted), {});
-  for (std::size_t i = 0; i < writes_.size();) {
-    if (self().begun(*writes_[i])) {
-      if (writes_[i]->then_receive) writes_[i]->cancelled = true; // ends once its request is out
-      ++i;
-      continue;
-    }
-    auto taken = withdraw_write(i);
-    finish(*taken, make_error_code(errc::operation_aborted));
-  }
+  // Writes go out in order, so those that have begun are the queue's head.
+  std::size_t begun = 0;
+  for (; begun < writes_.size() && self().begun(*writes_[begun]); ++begun)
+    if (writes_[begun]->then_receive) writes_[begun]->cancelled = true; // ends once its request is out
+  for (auto& o : withdraw_writes([&, i = std::size_t{0}](const Op&) mutable { return i++ >= begun; }))
+    finish(*o, make_error_code(errc::operation_aborted));
   self().fail_connect(make_error_code(errc::operation_aborted), "the connect was cancelled");
 }
 
@@ -141,14 +138,7 @@ std::unique_ptr<Op> async_pipe_base<Derived, Op>::withdraw_write(std::size_t i) 
 
 template <class Derived, class Op>
 void async_pipe_base<Derived, Op>::end_unstarted_writes(std::error_code why, const std::string& detail) {
-  for (std::size_t i = 0; i < writes_.size();) {
-    if (writes_[i]->started) {
-      ++i;
-      continue;
-    }
-    auto o = withdraw_write(i);
-    finish(*o, why, detail);
-  }
+  for (auto& o : withdraw_writes([](const Op& w) { return !w.started; })) finish(*o, why, detail);
 }
 
 template <class Derived, class Op>

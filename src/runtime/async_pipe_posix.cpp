@@ -41,10 +41,7 @@ void async_pipe::abandon() noexcept {
 // being written) and whose last is not, if any (writes go in order: at most
 // one send is part-way).
 std::uint64_t async_pipe::unfinished_send() const noexcept {
-  auto piece = [](const op& o) {
-    return o.hdr[0] == static_cast<std::byte>(protocol::frame_type::data) && !o.on_sent && !o.then_receive;
-  };
-  if (tx_active_ && tx_batch_ > 0) return piece(*writes_[tx_batch_ - 1]) ? writes_[tx_batch_ - 1]->id : 0;
+  if (tx_active_ && tx_batch_ > 0) return writes_[tx_batch_ - 1]->is_piece() ? writes_[tx_batch_ - 1]->id : 0;
   return tx_partial_;
 }
 
@@ -74,11 +71,7 @@ void async_pipe::end_op(std::uint64_t id, errc why) {
     auto& o = *writes_[i];
     if (o.id != id) continue;
     if (!begun(o)) {
-      for (std::size_t j = writes_.size(); j-- > i;) {
-        if (writes_[j]->id != id) continue;
-        auto taken = withdraw_write(j);
-        finish(*taken, err(why));
-      }
+      for (auto& taken : withdraw_writes([id](const op& w) { return w.id == id; })) finish(*taken, err(why));
     } else if (why == errc::timed_out) {
       for (auto& w : writes_)
         if (w->id == id) w->timed_out = true;
@@ -202,11 +195,7 @@ void async_pipe::on_tx(const std::error_code& ec, std::size_t n) {
       }
     }
     writes_.insert(writes_.begin(), std::make_move_iterator(back.begin()), std::make_move_iterator(back.end()));
-    for (std::size_t j = writes_.size(); j-- > 0;) {
-      if (!writes_[j]->timed_out) continue;
-      auto taken = withdraw_write(j);
-      finish(*taken, err(errc::timed_out));
-    }
+    for (auto& taken : withdraw_writes([](const op& w) { return w.timed_out; })) finish(*taken, err(errc::timed_out));
     start_tx();
     return;
   }
@@ -220,7 +209,7 @@ void async_pipe::on_tx(const std::error_code& ec, std::size_t n) {
   std::uint64_t at = tx_offset_ + tx_acks_ * protocol::frame_header_size;
   if (tx_receipt_) at += receipt_frame_.size();
   for (auto& o : batch) {
-    if (o->hdr[0] == static_cast<std::byte>(protocol::frame_type::flush))
+    if (!o->is_data())
       for (auto& f : flushers_)
         if (f->target == o->target) {
           f->pos = at;
@@ -230,8 +219,7 @@ void async_pipe::on_tx(const std::error_code& ec, std::size_t n) {
   }
   tx_offset_ = at;
   for (auto& o : batch)
-    if (o->hdr[0] == static_cast<std::byte>(protocol::frame_type::data))
-      tx_partial_ = o->on_sent || o->then_receive ? 0 : o->id;
+    if (o->is_data()) tx_partial_ = o->is_piece() ? o->id : 0;
   for (auto& o : batch) sent(*o);
   if (!writes_.empty() && writes_.front()->timed_out && !closed_) {
     // A deadline that came as this write finished (its cancel found nothing
@@ -278,14 +266,11 @@ void async_pipe::tear(std::vector<std::unique_ptr<op>> batch, const std::error_c
   broken_.store(true, std::memory_order_release);
   for (std::size_t i = 0; i < batch.size(); ++i) {
     auto& o = *batch[i];
-    if (i < whole && o.hdr[0] == static_cast<std::byte>(protocol::frame_type::data)) sent(o);
+    if (i < whole && o.is_data()) sent(o);
     else finish(o, o.timed_out ? err(errc::timed_out) : e, detail);
   }
-  for (std::size_t j = writes_.size(); j-- > 0;) {
-    if (!writes_[j]->timed_out) continue;
-    auto taken = withdraw_write(j);
+  for (auto& taken : withdraw_writes([](const op& w) { return w.timed_out; }))
     finish(*taken, err(errc::timed_out), detail);
-  }
   fail_writes(e, detail);
   if (!closed_) {
     std::error_code ignore;

@@ -61,6 +61,10 @@ struct async_pipe_op : async_op {
   std::uint64_t target = 0; // a flusher (and its flush frame): the acknowledgement it waits for
   std::uint64_t pos = 0;    // a flusher: the length of our stream before its flush frame, once written
   bool pos_known = false;
+  /// A data frame (not a flush frame).
+  bool is_data() const noexcept { return hdr[0] == static_cast<std::byte>(protocol::frame_type::data); }
+  /// A byte pipe's frame before the last of its send (which carries the completion).
+  bool is_piece() const noexcept { return is_data() && !on_sent && !then_receive; }
 };
 
 struct async_pipe::connecting {
