@@ -52,7 +52,7 @@ bool plan_dial(const pipe_name& name, const client_options& opts, deadline dl, d
   plan.port = name.port() ? name.port() : default_remote_port;
   plan.where = endpoint_text(plan.host, plan.port);
   if (!opts.tls.insecure) {
-    plan.tls = tls::context::make(tls::role::client, opts.tls, ec);
+    plan.tls = tls::context::for_client(opts.tls, ec);
     if (!plan.tls) return false;
   }
   plan.net = dl.never() ? deadline::after(defaults::handshake_timeout)

@@ -8,7 +8,13 @@
 #include <openssl/err.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
+#include <cerrno>
+#include <fcntl.h>
+#include <mutex>
+#include <unistd.h>
+#include <vector>
 
 namespace npipe::detail::tls {
 
@@ -203,6 +209,90 @@ std::shared_ptr<context> context::make(role r, const tls_options& o, std::error_
     else SSL_CTX_set_psk_find_session_callback(x, server_psk);
   }
   return c;
+}
+
+namespace {
+
+// What a context was built from, on disk: the bytes of its files, read
+// before OpenSSL reads them (so a file that changes in between makes the
+// next dial build again, never the reverse). File times would be cheaper
+// but can repeat: a file rewritten within one clock tick with the same
+// size looks unchanged. Files too large to keep are never cached.
+constexpr std::size_t max_kept_file = 4 << 20;
+
+bool contents(const std::string& path, std::string& out) {
+  out.clear();
+  if (path.empty()) return true;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  char buf[16384];
+  bool ok = true;
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      ok = n == 0;
+      break;
+    }
+    if (out.size() + static_cast<std::size_t>(n) > max_kept_file) {
+      ok = false;
+      break;
+    }
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return ok;
+}
+
+bool same_options(const tls_options& a, const tls_options& b) {
+  if (a.ca_file != b.ca_file || a.cert_file != b.cert_file || a.key_file != b.key_file ||
+      a.server_name != b.server_name || a.insecure != b.insecure || a.psk.size() != b.psk.size())
+    return false;
+  for (std::size_t i = 0; i < a.psk.size(); ++i)
+    if (a.psk[i].identity != b.psk[i].identity || a.psk[i].key != b.psk[i].key) return false;
+  return true;
+}
+
+class client_contexts {
+public:
+  std::shared_ptr<context> get(const tls_options& o, std::error_code& ec) {
+    std::array<std::string, 3> files;
+    bool stamped = contents(o.ca_file, files[0]) && contents(o.cert_file, files[1]) && contents(o.key_file, files[2]);
+    if (stamped) {
+      std::lock_guard lk(mu_);
+      for (auto it = kept_.begin(); it != kept_.end(); ++it) {
+        if (it->files != files || !same_options(it->ctx->options(), o)) continue;
+        auto c = it->ctx;
+        std::rotate(it, it + 1, kept_.end()); // most recent last
+        return c;
+      }
+    }
+    auto c = context::make(role::client, o, ec); // a file that cannot be read fails here, with its message
+    if (!c || !stamped) return c;
+    std::lock_guard lk(mu_);
+    std::erase_if(kept_, [&](const entry& e) { return same_options(e.ctx->options(), o); });
+    if (kept_.size() >= max_kept) kept_.erase(kept_.begin());
+    kept_.push_back({std::move(files), c});
+    return c;
+  }
+
+private:
+  struct entry {
+    std::array<std::string, 3> files; // what the context was built from
+    std::shared_ptr<context> ctx;
+  };
+  static constexpr std::size_t max_kept = 4;
+  std::mutex mu_;
+  std::vector<entry> kept_;
+};
+
+} // namespace
+
+std::shared_ptr<context> context::for_client(const tls_options& o, std::error_code& ec) {
+  ec.clear();
+  if (o.insecure) return make(role::client, o, ec);
+  static auto* kept = new client_contexts; // never destroyed: a dial may run while the process exits
+  return kept->get(o, ec);
 }
 
 const context* context::of(SSL* ssl) noexcept {

@@ -340,6 +340,63 @@ TEST_F(Remote, HostNamesResolveAndTheCertificateNameIsChecked) {
 }
 
 
+// A client keeps its TLS context between connects (building one is most of
+// its handshake's cost), but not past a change to the files it was built
+// from: a CA file replaced (a rename over it) or rewritten in place, or a
+// client certificate swapped, is read again by the next connect.
+TEST_F(Remote, AClientRereadsItsTlsFilesWhenTheyChangeBetweenConnects) {
+  auto name = random_pipe();
+  counting_echo echo(name);
+  auto gw = start_gateway(gateway_certs_only());
+  auto copy = [](const std::string& from, const std::string& to, bool in_place) {
+    std::ifstream in(from, std::ios::binary);
+    std::string body((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string target = in_place ? to : to + ".new";
+    { std::ofstream(target, std::ios::binary | std::ios::trunc) << body; }
+    if (!in_place) ASSERT_EQ(::rename(target.c_str(), to.c_str()), 0);
+  };
+  const std::string ca = dir_ + "/ca.pem", crt = dir_ + "/client.pem", key = dir_ + "/client.key";
+  copy(cert("ca.pem"), ca, false);
+  copy(cert("client.pem"), crt, false);
+  copy(cert("client.key"), key, false);
+  client_options co;
+  co.tls = with({{"ca", ca}, {"cert", crt}, {"key", key}});
+  auto where = remote_name("127.0.0.1", gw.port(), name);
+  auto works = [&] {
+    std::error_code ec;
+    auto c = connect(where, co, 10s, ec);
+    if (ec) return ec;
+    auto r = c.transact("hello", 10s, ec);
+    EXPECT_TRUE(ec || r == "hello");
+    return ec;
+  };
+  std::error_code ec = works();
+  ASSERT_FALSE(ec) << ec.message() << " / " << last_error_detail();
+  EXPECT_FALSE(works()) << "the same files again";
+  // Another CA, renamed over the file: the gateway's certificate no longer verifies.
+  copy(cert("other/ca.pem"), ca, false);
+  ec = works();
+  EXPECT_EQ(ec, errc::access_denied);
+  EXPECT_NE(last_error_detail().find("failed verification"), std::string::npos) << last_error_detail();
+  // The right CA back, written into the same file.
+  copy(cert("ca.pem"), ca, true);
+  EXPECT_FALSE(works()) << last_error_detail();
+  // A client certificate of the other CA, written in place: the gateway refuses it.
+  copy(cert("other/client.pem"), crt, true);
+  copy(cert("other/client.key"), key, true);
+  ec = works();
+  EXPECT_EQ(ec, errc::access_denied);
+  EXPECT_NE(last_error_detail().find("unknown ca"), std::string::npos) << last_error_detail();
+  // A file that is gone fails the connect with its name, not with a context kept from before.
+  copy(cert("client.pem"), crt, true);
+  copy(cert("client.key"), key, true);
+  EXPECT_FALSE(works()) << last_error_detail();
+  ASSERT_EQ(::unlink(ca.c_str()), 0);
+  ec = works();
+  EXPECT_EQ(ec, errc::invalid_argument);
+  EXPECT_NE(last_error_detail().find(ca), std::string::npos) << last_error_detail();
+}
+
 TEST_F(Remote, TheAsyncClientReachesRemotePipesWithTheSameSemantics) {
   auto name = random_pipe();
   counting_echo echo(name);
