@@ -106,6 +106,7 @@ public:
         acc.bind(ep, aec);
       }
       if (!aec) acc.listen(net::socket_base::max_listen_connections, aec);
+      if (!aec) tune_tcp(acc.native_handle()); // inherited by every accepted socket
       if (aec) {
         set_error_detail("cannot listen on " + address_of(ep) + ": " + aec.message());
         ec = aec == net::error::address_in_use ? make_error_code(errc::name_in_use, aec.value())
@@ -162,7 +163,6 @@ private:
         g_->emit(gateway_event::kind::tls_failed, {}, {}, {}, "left before it could be served");
         s.close(pec);
       } else {
-        tune_tcp(s.native_handle());
         auto session = std::make_shared<gateway_session>(g_, std::move(s), address_of(peer));
         std::uint64_t seq = 0;
         auto victim = g_->admit(seq, address_key(peer), session);

@@ -19,7 +19,10 @@ std::unique_ptr<connection_impl> connect_remote(const pipe_name& name, const cli
 /// "host:port", or "[v6]:port".
 std::string endpoint_text(const std::string& host, std::uint16_t port);
 
-/// TCP_NODELAY and keepalive probes (a vanished host is noticed in about a minute).
+/// TCP_NODELAY and keepalive probes (a vanished host is noticed in about a
+/// minute). On a listening socket: Linux gives them to every socket it
+/// accepts (the gateway sets them once, not five system calls per client;
+/// Remote.TcpOptionsOfAListeningSocketReachTheSocketsItAccepts checks it).
 void tune_tcp(int fd) noexcept;
 
 } // namespace npipe::detail

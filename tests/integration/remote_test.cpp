@@ -23,6 +23,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/resource.h>
@@ -339,6 +340,46 @@ TEST_F(Remote, HostNamesResolveAndTheCertificateNameIsChecked) {
   EXPECT_NE(last_error_detail().find("nothing listens"), std::string::npos) << last_error_detail();
 }
 
+
+// The gateway sets TCP_NODELAY and its keepalive probes on its listening
+// sockets only: Linux copies them to each socket accept() returns. If a
+// kernel stopped doing that, relayed replies would wait for Nagle and dead
+// hosts would hold connections: this says so.
+TEST_F(Remote, TcpOptionsOfAListeningSocketReachTheSocketsItAccepts) {
+  int l = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(l, 0);
+  int one = 1, idle = 30, interval = 10, count = 3; // as tune_tcp (src/remote/dial.cpp)
+  ASSERT_EQ(::setsockopt(l, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one), 0);
+  ASSERT_EQ(::setsockopt(l, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one), 0);
+  ASSERT_EQ(::setsockopt(l, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle), 0);
+  ASSERT_EQ(::setsockopt(l, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval), 0);
+  ASSERT_EQ(::setsockopt(l, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count), 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t alen = sizeof a;
+  ASSERT_EQ(::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(l, 1), 0);
+  ASSERT_EQ(::getsockname(l, reinterpret_cast<sockaddr*>(&a), &alen), 0);
+  int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_EQ(::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  int s = ::accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
+  ASSERT_GE(s, 0);
+  auto get = [&](int level, int opt) {
+    int v = -1;
+    socklen_t n = sizeof v;
+    EXPECT_EQ(::getsockopt(s, level, opt, &v, &n), 0);
+    return v;
+  };
+  EXPECT_EQ(get(IPPROTO_TCP, TCP_NODELAY), 1);
+  EXPECT_EQ(get(SOL_SOCKET, SO_KEEPALIVE), 1);
+  EXPECT_EQ(get(IPPROTO_TCP, TCP_KEEPIDLE), idle);
+  EXPECT_EQ(get(IPPROTO_TCP, TCP_KEEPINTVL), interval);
+  EXPECT_EQ(get(IPPROTO_TCP, TCP_KEEPCNT), count);
+  ::close(s);
+  ::close(c);
+  ::close(l);
+}
 
 // A client keeps its TLS context between connects (building one is most of
 // its handshake's cost), but not past a change to the files it was built
