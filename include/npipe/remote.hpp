@@ -99,6 +99,7 @@ struct gateway_stats {
   std::uint64_t relayed = 0;     ///< accepted by a local pipe's server and relayed to it
   std::uint64_t closed = 0;      ///< relayed connections that have ended
   unsigned active = 0;           ///< connections open now
+  std::uint64_t resumed = 0;     ///< TLS handshakes that resumed an earlier session (a ticket; certificates only)
 };
 
 /// One thing that happened to a remote client (see gateway::on_event).

@@ -142,7 +142,7 @@ public:
   gateway_stats stats() const noexcept {
     if (!g_) return {};
     return {g_->accepted.load(), g_->dropped.load(), g_->tls_failed.load(), g_->refused.load(),
-            g_->relayed.load(),  g_->closed.load(),  g_->active.load()};
+            g_->relayed.load(),  g_->closed.load(),  g_->active.load(), g_->resumed.load()};
   }
   bool is_open() const noexcept { return !closed_.load() && !acceptors_.empty(); }
 

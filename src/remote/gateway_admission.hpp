@@ -33,7 +33,7 @@ struct gateway_shared {
   std::shared_ptr<tls::context> tls;
   bool export_all = false;
   std::vector<std::string> exports; // folded
-  std::atomic<std::uint64_t> accepted{0}, dropped{0}, tls_failed{0}, refused{0}, relayed{0}, closed{0};
+  std::atomic<std::uint64_t> accepted{0}, dropped{0}, tls_failed{0}, refused{0}, relayed{0}, closed{0}, resumed{0};
   std::atomic<unsigned> active{0};
 
   std::mutex ev_mu;

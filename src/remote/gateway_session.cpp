@@ -168,6 +168,7 @@ void gateway_session::handshake() {
   if (r != tls::io::done) return wait_remote(r, &gateway_session::handshake);
   std::error_code ec;
   if (!tls::peer_identity_of(s.native(), *g_->tls, who_, ec)) return fail(last_error_detail());
+  if (tls::resumed_from_ticket(s.native(), *g_->tls)) ++g_->resumed;
   tls_done_ = true;
   if (!authenticate()) return;
   read_hello();

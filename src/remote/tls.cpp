@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <ctime>
 #include <cerrno>
 #include <fcntl.h>
 #include <mutex>
@@ -30,6 +31,15 @@ std::error_code invalid(std::string detail) {
   return make_error_code(errc::invalid_argument);
 }
 
+} // namespace
+
+int ticket_key_index() {
+  static const int i = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return i;
+}
+
+namespace {
+
 int context_index() {
   static const int i = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
   return i;
@@ -37,6 +47,21 @@ int context_index() {
 int psk_index() { // on a server session: 1 + the index of the PSK the client used
   static const int i = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
   return i;
+}
+
+// A client's new ticket, kept under the key its session was started with.
+int new_ticket(SSL* ssl, SSL_SESSION* sess) {
+  const context* c = context::of(ssl);
+  auto* key = static_cast<const std::string*>(SSL_get_ex_data(ssl, ticket_key_index()));
+  if (!c || !key || !SSL_SESSION_is_resumable(sess)) return 0;
+  c->keep_ticket(*key, sess);
+  return 1; // the reference is ours now
+}
+
+// A resumed session's certificate was verified when the session was made;
+// it must still be within its validity now.
+bool still_valid(X509* cert) {
+  return X509_cmp_current_time(X509_get0_notAfter(cert)) > 0 && X509_cmp_current_time(X509_get0_notBefore(cert)) < 0;
 }
 
 SSL_SESSION* psk_session(SSL* ssl, const psk_key& k) {
@@ -159,13 +184,31 @@ std::shared_ptr<context> context::make(role r, const tls_options& o, std::error_
     return nullptr;
   };
   if (!x) return fail("cannot create a TLS context");
-  // TLS 1.3 only; no renegotiation (1.3 has none), no session tickets (we do
-  // not resume), and never SSL_OP_ALLOW_NO_DHE_KEX: PSKs are psk_dhe_ke only.
+  // TLS 1.3 only; no renegotiation (1.3 has none), and never
+  // SSL_OP_ALLOW_NO_DHE_KEX: PSKs, external or from a ticket, are psk_dhe_ke
+  // only (a resumption has a fresh key exchange too). Session tickets where
+  // they save work, certificates (see resumes()); never early data.
   if (!SSL_CTX_set_min_proto_version(x, TLS1_3_VERSION)) return fail("cannot require TLS 1.3");
   SSL_CTX_clear_options(x, SSL_OP_ALLOW_NO_DHE_KEX);
-  SSL_CTX_set_options(x, SSL_OP_NO_TICKET);
+  c->resumes_ = r == role::server ? !o.ca_file.empty() : o.psk.empty();
+  SSL_CTX_set_max_early_data(x, 0);
+  if (c->resumes_) {
+    // Stateless tickets: sealed with this context's random key, so a
+    // gateway that reopens (new files) makes every earlier ticket useless.
+    SSL_CTX_clear_options(x, SSL_OP_NO_TICKET);
+    if (r == role::server) {
+      SSL_CTX_set_num_tickets(x, 1);
+      SSL_CTX_set_timeout(x, ticket_lifetime_s);
+      SSL_CTX_set_session_cache_mode(x, SSL_SESS_CACHE_OFF);
+    } else {
+      SSL_CTX_set_session_cache_mode(x, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+      SSL_CTX_sess_set_new_cb(x, new_ticket);
+    }
+  } else {
+    SSL_CTX_set_options(x, SSL_OP_NO_TICKET);
+    if (r == role::server) SSL_CTX_set_num_tickets(x, 0);
+  }
   if (r == role::server) {
-    SSL_CTX_set_num_tickets(x, 0);
     // A PSK handshake counts as a resumption, which OpenSSL refuses on a
     // verifying server without a session id context.
     static constexpr unsigned char sid[] = "npipe";
@@ -300,7 +343,44 @@ const context* context::of(SSL* ssl) noexcept {
 }
 
 context::~context() {
+  for (auto& t : tickets_) SSL_SESSION_free(t.second);
   if (ctx_) SSL_CTX_free(ctx_);
+}
+
+SSL_SESSION* context::take_ticket(const std::string& key) const {
+  std::lock_guard lk(tickets_mu_);
+  for (auto it = tickets_.begin(); it != tickets_.end(); ++it) {
+    if (it->first != key) continue;
+    SSL_SESSION* s = it->second;
+    tickets_.erase(it);
+    if (SSL_SESSION_is_resumable(s) && SSL_SESSION_get_time(s) + SSL_SESSION_get_timeout(s) > ::time(nullptr))
+      return s;
+    SSL_SESSION_free(s);
+    return nullptr;
+  }
+  return nullptr;
+}
+
+void context::keep_ticket(const std::string& key, SSL_SESSION* s) const {
+  constexpr std::size_t max_tickets = 32;
+  std::lock_guard lk(tickets_mu_);
+  for (auto it = tickets_.begin(); it != tickets_.end(); ++it) {
+    if (it->first != key) continue;
+    SSL_SESSION_free(it->second); // the newest ticket replaces an older one
+    tickets_.erase(it);
+    break;
+  }
+  if (tickets_.size() >= max_tickets) {
+    SSL_SESSION_free(tickets_.front().second);
+    tickets_.erase(tickets_.begin());
+  }
+  tickets_.emplace_back(key, s);
+}
+
+bool resumed_from_ticket(SSL* ssl, const context& ctx) noexcept {
+  if (!SSL_session_reused(ssl)) return false;
+  if (ctx.side() == role::server) return SSL_get_ex_data(ssl, psk_index()) == nullptr;
+  return ctx.options().psk.empty();
 }
 
 bool peer_identity_of(SSL* ssl, const context& ctx, std::string& who, std::error_code& ec) {
@@ -312,22 +392,35 @@ bool peer_identity_of(SSL* ssl, const context& ctx, std::string& who, std::error
       ec = make_error_code(errc::access_denied);
       return false;
     }
-    std::size_t i = 0;
-    if (ctx.side() == role::server)
-      i = reinterpret_cast<std::uintptr_t>(SSL_get_ex_data(ssl, psk_index()));
-    else
-      i = ctx.options().psk.empty() ? 0 : 1;
-    if (i == 0 || i > ctx.options().psk.size()) {
+    if (!resumed_from_ticket(ssl, ctx)) {
+      std::size_t i = 0;
+      if (ctx.side() == role::server)
+        i = reinterpret_cast<std::uintptr_t>(SSL_get_ex_data(ssl, psk_index()));
+      else
+        i = ctx.options().psk.empty() ? 0 : 1;
+      if (i == 0 || i > ctx.options().psk.size()) {
+        set_error_detail("TLS resumed a session npipe did not offer");
+        ec = make_error_code(errc::access_denied);
+        return false;
+      }
+      who = "psk:" + ctx.options().psk[i - 1].identity;
+      return true;
+    }
+    if (!ctx.resumes()) {
       set_error_detail("TLS resumed a session npipe did not offer");
       ec = make_error_code(errc::access_denied);
       return false;
     }
-    who = "psk:" + ctx.options().psk[i - 1].identity;
-    return true;
+    // A ticket: the identity is the certificate of the handshake that made it.
   }
   X509* cert = SSL_get0_peer_certificate(ssl);
   if (!cert || SSL_get_verify_result(ssl) != X509_V_OK) {
     set_error_detail("the peer presented neither a verified certificate nor a known pre-shared key");
+    ec = make_error_code(errc::access_denied);
+    return false;
+  }
+  if (SSL_session_reused(ssl) && !still_valid(cert)) {
+    set_error_detail("the peer resumed a TLS session whose certificate is no longer valid (expired since)");
     ec = make_error_code(errc::access_denied);
     return false;
   }

@@ -10,8 +10,11 @@
 #include <openssl/ssl.h>
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <system_error>
+#include <utility>
+#include <vector>
 
 namespace npipe::detail::tls {
 
@@ -41,12 +44,38 @@ public:
   /// The context a session was created from (null if not from one of these).
   static const context* of(SSL* ssl) noexcept;
 
+  /// Whether sessions resume: a gateway that verifies client certificates
+  /// issues TLS 1.3 session tickets, and a client with certificates (no
+  /// PSK) keeps them and offers one on its next connect to the same
+  /// gateway and name, skipping both sides' certificate work.
+  bool resumes() const noexcept { return resumes_; }
+  /// A client's ticket for `key` (gateway address and name), taken: each is
+  /// offered once. Null if none; else the caller owns the reference.
+  SSL_SESSION* take_ticket(const std::string& key) const;
+  /// Keeps `s` (this takes the reference) as the ticket for `key`.
+  void keep_ticket(const std::string& key, SSL_SESSION* s) const;
+
 private:
   context(role r, tls_options o) : role_(r), opts_(std::move(o)) {}
   role role_;
   tls_options opts_;
   SSL_CTX* ctx_ = nullptr;
+  bool resumes_ = false;
+  // A client's tickets, the oldest first; a few gateways' worth.
+  mutable std::mutex tickets_mu_;
+  mutable std::vector<std::pair<std::string, SSL_SESSION*>> tickets_;
 };
+
+/// How long a gateway's session ticket may be used to resume, in seconds.
+inline constexpr long ticket_lifetime_s = 600;
+
+/// The SSL ex_data slot of a client session's ticket key (a std::string the
+/// session owns): where new_ticket() files the tickets it is sent.
+int ticket_key_index();
+
+/// Whether the handshake of `ssl` resumed a session from a ticket (not an
+/// external PSK, which OpenSSL also counts as a resumption).
+bool resumed_from_ticket(SSL* ssl, const context& ctx) noexcept;
 
 /// After a completed handshake: the peer's identity ("CN=...,O=..." from its
 /// certificate subject, or "psk:IDENTITY"); false with a detail if the

@@ -252,7 +252,8 @@ bool session::open(const context& ctx, std::error_code& ec) {
   return false;
 }
 
-bool session::start_client(const context& ctx, const std::string& host, std::error_code& ec) {
+bool session::start_client(const context& ctx, const std::string& host, const std::string& where,
+                           std::error_code& ec) {
   if (!open(ctx, ec)) return false;
   const std::string& expect = ctx.options().server_name.empty() ? host : ctx.options().server_name;
   bool ok = true;
@@ -268,6 +269,15 @@ bool session::start_client(const context& ctx, const std::string& host, std::err
     set_error_detail("cannot check the server's name against '" + expect + "': " + last_error_text());
     ec = make_error_code(errc::invalid_argument);
     return false;
+  }
+  if (ctx.resumes()) {
+    // A ticket is for the gateway and the name it was verified as.
+    ticket_key_ = where + " " + expect;
+    SSL_set_ex_data(ssl_, ticket_key_index(), &ticket_key_);
+    if (SSL_SESSION* t = ctx.take_ticket(ticket_key_)) {
+      SSL_set_session(ssl_, t);
+      SSL_SESSION_free(t);
+    }
   }
   SSL_set_connect_state(ssl_);
   return true;

@@ -38,8 +38,10 @@ public:
 
   /// Speak TLS as a client that verifies the server as `host` (server_name
   /// if set), or as a server with `ctx`'s credentials. False with ec and a
-  /// detail if OpenSSL cannot set it up (the session stays plaintext).
-  bool start_client(const context& ctx, const std::string& host, std::error_code& ec);
+  /// detail if OpenSSL cannot set it up (the session stays plaintext). A
+  /// client offers the ticket `ctx` keeps for `where` (the gateway's
+  /// "host:port") and that name, if any, and keeps the one it is sent.
+  bool start_client(const context& ctx, const std::string& host, const std::string& where, std::error_code& ec);
   bool start_server(const context& ctx, std::error_code& ec);
 
   /// The OpenSSL session (null for plaintext), for peer_identity_of().
@@ -90,6 +92,7 @@ private:
   int fd_;
   SSL* ssl_ = nullptr;
   std::string peer_;
+  std::string ticket_key_; // a client's: where its tickets are kept (ticket_key_index)
   std::error_code end_ec_;
   std::string end_detail_;
   bool failed_ = false; // an error ended the session: later calls end with it

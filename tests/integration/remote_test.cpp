@@ -381,6 +381,76 @@ TEST_F(Remote, TcpOptionsOfAListeningSocketReachTheSocketsItAccepts) {
   ::close(l);
 }
 
+// Certificate clients resume: the gateway sends a TLS 1.3 session ticket,
+// the client offers it on its next connect to the same gateway and name,
+// and both ends keep the identities of the handshake that made it. A ticket
+// is not offered to another name, a PSK client does not use them, and a
+// gateway that reopens cannot read the tickets of the one before.
+TEST_F(Remote, CertificateClientsResumeTlsSessionsWithTheSameIdentities) {
+  auto name = random_pipe();
+  server_options so;
+  so.accept_remote = true;
+  server srv(name, so);
+  std::mutex mu;
+  std::vector<std::string> users;
+  std::thread t([&] {
+    for (;;) {
+      std::error_code ec;
+      auto c = srv.accept(ec);
+      if (ec) return;
+      {
+        std::lock_guard lk(mu);
+        users.push_back(c.peer().user);
+      }
+      auto m = c.receive(10s, ec);
+      if (!ec) c.write(m, 10s, ec);
+    }
+  });
+  auto opts = loopback_gateway(gateway_certs_and_psk());
+  auto gw = std::make_unique<gateway>(opts);
+  client_options co;
+  co.tls = client_certs();
+  auto call_as = [&](const std::string& host, const client_options& o) {
+    std::error_code ec;
+    auto c = connect(remote_name(host, gw->port(), name), o, 10s, ec);
+    if (ec) return "connect: " + ec.message() + " / " + last_error_detail();
+    auto r = c.transact("ticket", 10s, ec);
+    if (ec) return "transact: " + ec.message();
+    return r + " from " + c.peer().user;
+  };
+  const std::string expect = "ticket from CN=localhost,O=npipe";
+  EXPECT_EQ(call_as("127.0.0.1", co), expect);
+  EXPECT_EQ(gw->stats().resumed, 0u) << "the first connect is a full handshake";
+  EXPECT_EQ(call_as("127.0.0.1", co), expect);
+  EXPECT_EQ(gw->stats().resumed, 1u) << "the second resumes with the ticket from the first";
+  EXPECT_EQ(call_as("127.0.0.1", co), expect);
+  EXPECT_EQ(gw->stats().resumed, 2u) << "and the third with the ticket from the second";
+  EXPECT_EQ(call_as("localhost", co), expect);
+  EXPECT_EQ(gw->stats().resumed, 2u) << "a ticket is for the name it was verified as";
+  client_options pco;
+  pco.tls = client_psk();
+  EXPECT_EQ(call_as("127.0.0.1", pco), "ticket from psk:npipe-client");
+  EXPECT_EQ(call_as("127.0.0.1", pco), "ticket from psk:npipe-client");
+  EXPECT_EQ(gw->stats().resumed, 2u) << "PSK clients do not resume";
+  // The same address, a new gateway: its ticket key is new, so the
+  // client's ticket fails to decrypt and a full handshake follows.
+  opts.port = gw->port();
+  gw.reset();
+  gw = std::make_unique<gateway>(opts);
+  EXPECT_EQ(call_as("127.0.0.1", co), expect);
+  EXPECT_EQ(gw->stats().resumed, 0u);
+  EXPECT_EQ(call_as("127.0.0.1", co), expect);
+  EXPECT_EQ(gw->stats().resumed, 1u);
+  srv.close();
+  t.join();
+  std::lock_guard lk(mu);
+  ASSERT_EQ(users.size(), 8u);
+  for (std::size_t i = 0; i < users.size(); ++i) {
+    bool psk = i == 4 || i == 5;
+    EXPECT_EQ(users[i], psk ? "psk:npipe-client" : "CN=npipe-client,O=npipe") << i;
+  }
+}
+
 // A client keeps its TLS context between connects (building one is most of
 // its handshake's cost), but not past a change to the files it was built
 // from: a CA file replaced (a rename over it) or rewritten in place, or a
