@@ -13,6 +13,7 @@
 #include <nng/protocol/reqrep0/req.h>
 #include <zmq.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <future>
@@ -364,16 +365,34 @@ private:
 
 std::string psk_path(const std::string& addr) { return addr.substr(0, addr.rfind('/')) + "/bench-psk.txt"; }
 
-npipe::tls_options remote_tls(const std::string& addr, bool tls) {
+// How a remote row secures its link: plaintext, a PSK, or mutual
+// certificates (made by bench/run.sh with scripts/make-certs.sh; the
+// directory is in NPIPE_BENCH_CERTS), where clients resume with tickets.
+enum class link { plain, psk, cert };
+
+std::string cert_file(const char* file) {
+  const char* dir = std::getenv("NPIPE_BENCH_CERTS");
+  if (!dir) die("NPIPE_BENCH_CERTS is not set (bench/run.sh makes the certificates)");
+  return std::string(dir) + "/" + file;
+}
+
+npipe::tls_options remote_tls(const std::string& addr, link l, bool gateway = false) {
   npipe::tls_options t;
-  if (tls) t.psk = npipe::load_psk_file(psk_path(addr));
-  else t.insecure = true;
+  switch (l) {
+  case link::plain: t.insecure = true; break;
+  case link::psk: t.psk = npipe::load_psk_file(psk_path(addr)); break;
+  case link::cert:
+    t.ca_file = cert_file("ca.pem");
+    t.cert_file = cert_file(gateway ? "server.pem" : "client.pem");
+    t.key_file = cert_file(gateway ? "server.key" : "client.key");
+    break;
+  }
   return t;
 }
 
 // The blocking npipe server (as npipe-message) plus a gateway in its process.
-void serve_npipe_remote(const std::string& addr, bool tls) {
-  if (tls && ::access(psk_path(addr).c_str(), R_OK) != 0) {
+void serve_npipe_remote(const std::string& addr, link l) {
+  if (l == link::psk && ::access(psk_path(addr).c_str(), R_OK) != 0) {
     std::random_device rd;
     std::string hex;
     for (int i = 0; i < 32; ++i) {
@@ -394,25 +413,26 @@ void serve_npipe_remote(const std::string& addr, bool tls) {
   g.port = 0;
   g.exports = {"*"};
   g.pipe_dir = o.pipe_dir;
-  g.tls = remote_tls(addr, tls);
+  g.tls = remote_tls(addr, l, true);
   npipe::gateway gw(g);
   publish_port(addr, gw.port());
   server.join();
 }
-void serve_npipe_tls(const std::string& addr) { serve_npipe_remote(addr, true); }
-void serve_npipe_plain(const std::string& addr) { serve_npipe_remote(addr, false); }
+void serve_npipe_tls(const std::string& addr) { serve_npipe_remote(addr, link::psk); }
+void serve_npipe_plain(const std::string& addr) { serve_npipe_remote(addr, link::plain); }
+void serve_npipe_cert(const std::string& addr) { serve_npipe_remote(addr, link::cert); }
 
 npipe::pipe_name remote_pipe(const std::string& addr) {
   return npipe::pipe_name("\\\\127.0.0.1:" + std::to_string(read_port(addr)) + "\\pipe\\" +
                           addr.substr(addr.rfind('/') + 1));
 }
 
-template <bool Tls>
+template <link L>
 class npipe_remote_client final : public client {
 public:
   explicit npipe_remote_client(const std::string& addr) {
     npipe::client_options o;
-    o.tls = remote_tls(addr, Tls);
+    o.tls = remote_tls(addr, L);
     c_ = npipe::connect(remote_pipe(addr), o);
   }
   void request(std::span<const std::byte> req, std::vector<std::byte>& reply) override { reply = c_.transact(req); }
@@ -421,10 +441,10 @@ private:
   npipe::connection c_;
 };
 
-template <bool Tls>
+template <link L>
 void npipe_remote_call(const std::string& addr, std::span<const std::byte> req, std::vector<std::byte>& reply) {
   npipe::client_options o;
-  o.tls = remote_tls(addr, Tls);
+  o.tls = remote_tls(addr, L);
   std::error_code ec;
   reply = npipe::call(remote_pipe(addr), req, std::chrono::seconds(10), ec, o);
   if (ec) throw std::system_error(ec, "npipe::call (remote)");
@@ -444,12 +464,12 @@ net::io_context& client_context() {
   return *ctx;
 }
 
-template <bool Tls>
+template <link L>
 class npipe_async_remote_client final : public client {
 public:
   explicit npipe_async_remote_client(const std::string& addr) : c_(client_context()) {
     npipe::client_options o;
-    o.tls = remote_tls(addr, Tls);
+    o.tls = remote_tls(addr, L);
     std::promise<std::error_code> p;
     c_.async_connect(remote_pipe(addr), o, std::chrono::seconds(10), [&p](std::error_code ec) { p.set_value(ec); });
     if (auto ec = p.get_future().get()) throw std::system_error(ec, "async_connect (remote)");
@@ -562,7 +582,7 @@ std::unique_ptr<client> make(const std::string& addr) {
 } // namespace
 
 std::vector<transport> all_transports() {
-  return {
+  std::vector<transport> all = {
       {"uds-stream", serve_stream, make<stream_client>, 0, nullptr, false, true},
       {"uds-epoll", serve_uds_epoll, make<stream_client>, 0, nullptr, false, true},
       {"asio-uds", serve_asio_uds, make<stream_client>},
@@ -576,10 +596,16 @@ std::vector<transport> all_transports() {
       {"zmq-reqrep", serve_zmq, make<zmq_client>},
       // Remote: loopback TCP, compared with raw TCP (the remote baseline).
       {"tcp-raw", serve_tcp, make<tcp_client>, 0, nullptr, true, true},
-      {"npipe-remote-plain", serve_npipe_plain, make<npipe_remote_client<false>>, 0, npipe_remote_call<false>, true},
-      {"npipe-remote-tls", serve_npipe_tls, make<npipe_remote_client<true>>, 0, npipe_remote_call<true>, true},
-      {"npipe-async-remote-tls", serve_npipe_tls, make<npipe_async_remote_client<true>>, 0, nullptr, true},
+      {"npipe-remote-plain", serve_npipe_plain, make<npipe_remote_client<link::plain>>, 0,
+       npipe_remote_call<link::plain>, true},
+      {"npipe-remote-tls", serve_npipe_tls, make<npipe_remote_client<link::psk>>, 0, npipe_remote_call<link::psk>, true},
+      {"npipe-async-remote-tls", serve_npipe_tls, make<npipe_async_remote_client<link::psk>>, 0, nullptr, true},
   };
+  // Certificates come from bench/run.sh; without them the row is left out.
+  if (std::getenv("NPIPE_BENCH_CERTS"))
+    all.push_back({"npipe-remote-tls-cert", serve_npipe_cert, make<npipe_remote_client<link::cert>>, 0,
+                   npipe_remote_call<link::cert>, true});
+  return all;
 }
 
 } // namespace bench
