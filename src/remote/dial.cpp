@@ -235,7 +235,7 @@ std::unique_ptr<byte_stream> dial_gateway(const dial_plan& plan, peer_identity& 
   server = peer_identity{-1, -1, -1, "insecure", plan.where, {}};
   if (!plan.tls) return std::make_unique<fd_stream>(fd, /*local_peer=*/false);
   auto t = std::make_unique<tls_stream>(fd, "the gateway at " + plan.where);
-  if (!t->session().start_client(*plan.tls, plan.host, plan.where, ec)) return nullptr;
+  if (!t->session().start_client(plan.tls, plan.host, plan.where, ec)) return nullptr;
   // A gateway that never answers must not hold a client without a deadline forever.
   if (!t->handshake(plan.net, ec)) {
     overloaded = t->session().plaintext_answer() == protocol::status::overloaded;
@@ -285,7 +285,7 @@ void gateway_dialer::on_connect(const std::error_code& ec) {
   if (!plan_.tls) return step();
   session_ = std::make_unique<tls::session>(tcp_.native_handle(), "the gateway at " + plan_.where);
   std::error_code sec;
-  if (!session_->start_client(*plan_.tls, plan_.host, plan_.where, sec)) return fail(sec, last_error_detail());
+  if (!session_->start_client(plan_.tls, plan_.host, plan_.where, sec)) return fail(sec, last_error_detail());
   step();
 }
 

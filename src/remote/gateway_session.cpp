@@ -150,7 +150,7 @@ void gateway_session::on_first_byte() {
       return answer(protocol::status::tls_required);
     }
     std::error_code ec;
-    if (!link_->session.start_server(*g_->tls, ec)) return fail("out of memory for a TLS session");
+    if (!link_->session.start_server(g_->tls, ec)) return fail("out of memory for a TLS session");
     return handshake();
   }
   if (first == 0x16) { // a TLS handshake record: the client wants TLS we do not have

@@ -5,11 +5,14 @@
 
 #include "transport/posix_util.hpp"
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cstring>
 #include <ctime>
 #include <cerrno>
 #include <fcntl.h>
@@ -40,8 +43,8 @@ int ticket_key_index() {
 
 namespace {
 
-int context_index() {
-  static const int i = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+int context_index() { // on a session: its context, which the session holds
+  static const int i = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
   return i;
 }
 int psk_index() { // on a server session: 1 + the index of the PSK the client used
@@ -49,19 +52,53 @@ int psk_index() { // on a server session: 1 + the index of the PSK the client us
   return i;
 }
 
-// A client's new ticket, kept under the key its session was started with.
+// A resumed session's certificate was verified when the session was made;
+// it must still be within its validity now.
+bool still_valid(const X509* cert) {
+  return cert && X509_cmp_current_time(X509_get0_notAfter(cert)) > 0 &&
+         X509_cmp_current_time(X509_get0_notBefore(cert)) < 0;
+}
+
+// A client's new ticket, kept under the key its session was started with:
+// a copy, since OpenSSL marks the live session unresumable if its
+// connection ends without a close_notify (and would write that flag while
+// another thread reads the kept one).
 int new_ticket(SSL* ssl, SSL_SESSION* sess) {
   const context* c = context::of(ssl);
   auto* key = static_cast<const std::string*>(SSL_get_ex_data(ssl, ticket_key_index()));
   if (!c || !key || !SSL_SESSION_is_resumable(sess)) return 0;
-  c->keep_ticket(*key, sess);
-  return 1; // the reference is ours now
+  if (SSL_SESSION* copy = SSL_SESSION_dup(sess)) c->keep_ticket(*key, copy);
+  return 0; // OpenSSL keeps (and frees) its own reference
 }
 
-// A resumed session's certificate was verified when the session was made;
-// it must still be within its validity now.
-bool still_valid(X509* cert) {
-  return X509_cmp_current_time(X509_get0_notAfter(cert)) > 0 && X509_cmp_current_time(X509_get0_notBefore(cert)) < 0;
+// A gateway's tickets carry when the full handshake behind them was (renewed
+// tickets keep it): a ticket from a handshake longer ago than
+// ticket_lifetime_s is not used, so a client's certificate (and its chain)
+// is verified at least that often, however often it reconnects.
+int stamp_ticket(SSL* ssl, void*) {
+  SSL_SESSION* sess = SSL_get0_session(ssl);
+  void* data = nullptr;
+  std::size_t len = 0;
+  if (SSL_session_reused(ssl) && SSL_SESSION_get0_ticket_appdata(sess, &data, &len) && len == sizeof(std::int64_t))
+    return 1; // a renewal: the first handshake's time stands
+  const std::int64_t now = ::time(nullptr);
+  return SSL_SESSION_set1_ticket_appdata(sess, &now, sizeof now);
+}
+
+SSL_TICKET_RETURN check_ticket(SSL*, SSL_SESSION* sess, const unsigned char*, std::size_t, SSL_TICKET_STATUS status,
+                               void*) {
+  if (status != SSL_TICKET_SUCCESS && status != SSL_TICKET_SUCCESS_RENEW) return SSL_TICKET_RETURN_IGNORE_RENEW;
+  void* data = nullptr;
+  std::size_t len = 0;
+  std::int64_t at = 0;
+  if (!SSL_SESSION_get0_ticket_appdata(sess, &data, &len) || len != sizeof at) return SSL_TICKET_RETURN_IGNORE_RENEW;
+  std::memcpy(&at, data, sizeof at);
+  const std::int64_t now = ::time(nullptr);
+  // Too old, from the future, or its certificate expired since: a full
+  // handshake instead, whose verification then says what is wrong.
+  if (now - at > ticket_lifetime_s || at > now + 60 || !still_valid(SSL_SESSION_get0_peer(sess)))
+    return SSL_TICKET_RETURN_IGNORE_RENEW;
+  return SSL_TICKET_RETURN_USE_RENEW;
 }
 
 SSL_SESSION* psk_session(SSL* ssl, const psk_key& k) {
@@ -100,6 +137,7 @@ int server_psk(SSL* ssl, const unsigned char* id, std::size_t idlen, SSL_SESSION
     *sess = psk_session(ssl, keys[i]);
     if (!*sess) return 0;
     SSL_set_ex_data(ssl, psk_index(), reinterpret_cast<void*>(static_cast<std::uintptr_t>(i + 1)));
+    SSL_set_num_tickets(ssl, 0); // a PSK client has no use for a ticket (it does not resume)
     return 1;
   }
   return 1; // unknown identity: no PSK; the handshake then needs a certificate
@@ -200,7 +238,10 @@ std::shared_ptr<context> context::make(role r, const tls_options& o, std::error_
       SSL_CTX_set_num_tickets(x, 1);
       SSL_CTX_set_timeout(x, ticket_lifetime_s);
       SSL_CTX_set_session_cache_mode(x, SSL_SESS_CACHE_OFF);
+      if (!SSL_CTX_set_session_ticket_cb(x, stamp_ticket, check_ticket, nullptr))
+        return fail("cannot set up session tickets");
     } else {
+      SSL_CTX_set_timeout(x, ticket_lifetime_s); // as the gateway: an older ticket is refused anyway
       SSL_CTX_set_session_cache_mode(x, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
       SSL_CTX_sess_set_new_cb(x, new_ticket);
     }
@@ -221,7 +262,6 @@ std::shared_ptr<context> context::make(role r, const tls_options& o, std::error_
   SSL_CTX_set_read_ahead(x, 1);
   // Idle sessions give their record buffers back (the gateway holds many).
   SSL_CTX_set_mode(x, SSL_MODE_RELEASE_BUFFERS);
-  SSL_CTX_set_ex_data(x, context_index(), c.get());
   if (!o.cert_file.empty()) {
     if (SSL_CTX_use_certificate_chain_file(x, o.cert_file.c_str()) != 1)
       return fail("cannot load the certificate " + o.cert_file);
@@ -256,14 +296,16 @@ std::shared_ptr<context> context::make(role r, const tls_options& o, std::error_
 
 namespace {
 
-// What a context was built from, on disk: the bytes of its files, read
-// before OpenSSL reads them (so a file that changes in between makes the
-// next dial build again, never the reverse). File times would be cheaper
-// but can repeat: a file rewritten within one clock tick with the same
-// size looks unchanged. Files too large to keep are never cached.
+// What a context was built from, on disk: the bytes of its files (the
+// private key's as a SHA-256 digest, so no copy of the key outlives the
+// dial), read before and again after OpenSSL reads the files: a context
+// is kept only if they did not change meanwhile, so a kept context is the
+// one those bytes make. File times would be cheaper but can repeat: a file
+// rewritten within one clock tick with the same size looks unchanged.
+// Files too large to keep are never cached.
 constexpr std::size_t max_kept_file = 4 << 20;
 
-bool contents(const std::string& path, std::string& out) {
+bool contents(const std::string& path, std::string& out, bool secret) {
   out.clear();
   if (path.empty()) return true;
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -284,7 +326,24 @@ bool contents(const std::string& path, std::string& out) {
     out.append(buf, static_cast<std::size_t>(n));
   }
   ::close(fd);
+  OPENSSL_cleanse(buf, sizeof buf);
+  if (ok && secret) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    ok = EVP_Digest(out.data(), out.size(), md, &len, EVP_sha256(), nullptr) == 1;
+    OPENSSL_cleanse(out.data(), out.size());
+    out.assign(reinterpret_cast<const char*>(md), ok ? len : 0);
+  } else if (secret) {
+    OPENSSL_cleanse(out.data(), out.size());
+    out.clear();
+  }
   return ok;
+}
+
+using file_bytes = std::array<std::string, 3>;
+
+bool read_files(const tls_options& o, file_bytes& f) {
+  return contents(o.ca_file, f[0], false) && contents(o.cert_file, f[1], false) && contents(o.key_file, f[2], true);
 }
 
 bool same_options(const tls_options& a, const tls_options& b) {
@@ -299,8 +358,8 @@ bool same_options(const tls_options& a, const tls_options& b) {
 class client_contexts {
 public:
   std::shared_ptr<context> get(const tls_options& o, std::error_code& ec) {
-    std::array<std::string, 3> files;
-    bool stamped = contents(o.ca_file, files[0]) && contents(o.cert_file, files[1]) && contents(o.key_file, files[2]);
+    file_bytes files;
+    bool stamped = read_files(o, files);
     if (stamped) {
       std::lock_guard lk(mu_);
       for (auto it = kept_.begin(); it != kept_.end(); ++it) {
@@ -311,7 +370,8 @@ public:
       }
     }
     auto c = context::make(role::client, o, ec); // a file that cannot be read fails here, with its message
-    if (!c || !stamped) return c;
+    file_bytes after;
+    if (!c || !stamped || !read_files(o, after) || after != files) return c; // changed meanwhile: not kept
     std::lock_guard lk(mu_);
     std::erase_if(kept_, [&](const entry& e) { return same_options(e.ctx->options(), o); });
     if (kept_.size() >= max_kept) kept_.erase(kept_.begin());
@@ -321,7 +381,7 @@ public:
 
 private:
   struct entry {
-    std::array<std::string, 3> files; // what the context was built from
+    file_bytes files; // what the context was built from
     std::shared_ptr<context> ctx;
   };
   static constexpr std::size_t max_kept = 4;
@@ -339,7 +399,11 @@ std::shared_ptr<context> context::for_client(const tls_options& o, std::error_co
 }
 
 const context* context::of(SSL* ssl) noexcept {
-  return static_cast<const context*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), context_index()));
+  return static_cast<const context*>(SSL_get_ex_data(ssl, context_index()));
+}
+
+void context::attach(SSL* ssl, const context* c) noexcept {
+  SSL_set_ex_data(ssl, context_index(), const_cast<context*>(c));
 }
 
 context::~context() {
@@ -353,7 +417,13 @@ SSL_SESSION* context::take_ticket(const std::string& key) const {
     if (it->first != key) continue;
     SSL_SESSION* s = it->second;
     tickets_.erase(it);
-    if (SSL_SESSION_is_resumable(s) && SSL_SESSION_get_time(s) + SSL_SESSION_get_timeout(s) > ::time(nullptr))
+    long life = SSL_SESSION_get_timeout(s);
+    if (unsigned long hint = SSL_SESSION_get_ticket_lifetime_hint(s); hint > 0 && static_cast<long>(hint) < life)
+      life = static_cast<long>(hint);
+    // A ticket the gateway would refuse is not offered (it costs both ends
+    // work first): expired, or for a server certificate that has expired since.
+    if (SSL_SESSION_is_resumable(s) && SSL_SESSION_get_time(s) + life > ::time(nullptr) &&
+        still_valid(SSL_SESSION_get0_peer(s)))
       return s;
     SSL_SESSION_free(s);
     return nullptr;

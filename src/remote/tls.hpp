@@ -41,8 +41,10 @@ public:
   SSL_CTX* native() const noexcept { return ctx_; }
   role side() const noexcept { return role_; }
   const tls_options& options() const noexcept { return opts_; }
-  /// The context a session was created from (null if not from one of these).
+  /// The context a session was created from (null if not from one of these),
+  /// set by attach(), which the session that holds `c` calls.
   static const context* of(SSL* ssl) noexcept;
+  static void attach(SSL* ssl, const context* c) noexcept;
 
   /// Whether sessions resume: a gateway that verifies client certificates
   /// issues TLS 1.3 session tickets, and a client with certificates (no

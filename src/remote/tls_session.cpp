@@ -242,19 +242,24 @@ session::~session() {
 }
 
 // An SSL for `ctx` on the socket, or false with ec and detail.
-bool session::open(const context& ctx, std::error_code& ec) {
+bool session::open(std::shared_ptr<const context> ctx, std::error_code& ec) {
   ERR_clear_error();
-  ssl_ = SSL_new(ctx.native());
-  if (ssl_ && attach_socket(ssl_, fd_)) return true;
+  ctx_ = std::move(ctx);
+  ssl_ = SSL_new(ctx_->native());
+  if (ssl_ && attach_socket(ssl_, fd_)) {
+    context::attach(ssl_, ctx_.get());
+    return true;
+  }
   set_error_detail(ssl_ ? "cannot set up TLS" : "cannot create a TLS session: " + last_error_text());
   ec = make_error_code(ssl_ ? errc::system_error : errc::invalid_argument);
   if (ssl_) SSL_free(std::exchange(ssl_, nullptr));
   return false;
 }
 
-bool session::start_client(const context& ctx, const std::string& host, const std::string& where,
+bool session::start_client(std::shared_ptr<const context> c, const std::string& host, const std::string& where,
                            std::error_code& ec) {
-  if (!open(ctx, ec)) return false;
+  if (!open(std::move(c), ec)) return false;
+  const context& ctx = *ctx_;
   const std::string& expect = ctx.options().server_name.empty() ? host : ctx.options().server_name;
   bool ok = true;
   unsigned char ip[16];
@@ -283,8 +288,8 @@ bool session::start_client(const context& ctx, const std::string& host, const st
   return true;
 }
 
-bool session::start_server(const context& ctx, std::error_code& ec) {
-  if (!open(ctx, ec)) return false;
+bool session::start_server(std::shared_ptr<const context> ctx, std::error_code& ec) {
+  if (!open(std::move(ctx), ec)) return false;
   SSL_set_accept_state(ssl_);
   return true;
 }

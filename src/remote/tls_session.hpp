@@ -41,8 +41,11 @@ public:
   /// detail if OpenSSL cannot set it up (the session stays plaintext). A
   /// client offers the ticket `ctx` keeps for `where` (the gateway's
   /// "host:port") and that name, if any, and keeps the one it is sent.
-  bool start_client(const context& ctx, const std::string& host, const std::string& where, std::error_code& ec);
-  bool start_server(const context& ctx, std::error_code& ec);
+  /// The session holds `ctx` while it lives: OpenSSL calls back into it
+  /// after the handshake (a ticket, an alert), when nothing else may.
+  bool start_client(std::shared_ptr<const context> ctx, const std::string& host, const std::string& where,
+                    std::error_code& ec);
+  bool start_server(std::shared_ptr<const context> ctx, std::error_code& ec);
 
   /// The OpenSSL session (null for plaintext), for peer_identity_of().
   SSL* native() const noexcept { return ssl_; }
@@ -85,11 +88,12 @@ public:
   std::optional<protocol::status> plaintext_answer() const noexcept;
 
 private:
-  bool open(const context& ctx, std::error_code& ec);
+  bool open(std::shared_ptr<const context> ctx, std::error_code& ec);
   io result(int ret, bool handshaking);
   io again();
 
   int fd_;
+  std::shared_ptr<const context> ctx_; // destroyed after ssl_ (~session frees it first)
   SSL* ssl_ = nullptr;
   std::string peer_;
   std::string ticket_key_; // a client's: where its tickets are kept (ticket_key_index)
