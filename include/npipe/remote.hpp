@@ -29,6 +29,7 @@
 #include <npipe/export.h>
 #include <npipe/options.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -79,6 +80,11 @@ struct gateway_options {
   /// pipe is busy (over TLS) and closed at once. Unauthenticated connections
   /// have their own, smaller budget (max_unauthenticated).
   unsigned max_connections = defaults::max_connections;
+  /// With client certificates (tls.ca_file): how long after a client's full
+  /// TLS handshake it may resume with a session ticket (skipping both ends'
+  /// certificate work); its certificate chain is verified again after that.
+  /// Zero: no tickets, every connect a full handshake.
+  std::chrono::seconds session_resumption{600};
   /// I/O threads relaying bytes.
   unsigned threads = 2;
   /// Where the local pipes are (as server_options::pipe_dir).

@@ -60,6 +60,9 @@ public:
     if (o.max_unauthenticated_per_address < 1)
       return option_out_of_range("gateway_options::max_unauthenticated_per_address", o.max_unauthenticated_per_address,
                                  "1 or more", ec);
+    if (o.session_resumption.count() < 0 || o.session_resumption > std::chrono::hours(24 * 7))
+      return option_out_of_range("gateway_options::session_resumption", o.session_resumption.count(),
+                                 "0 (off) to 604800 seconds (TLS 1.3's limit, 7 days)", ec);
     for (const auto& e : o.exports) {
       if (e == "*") {
         g_->export_all = true;
@@ -74,7 +77,7 @@ public:
       g_->exports.push_back(n.folded_name());
     }
     if (!o.tls.insecure) {
-      g_->tls = tls::context::make(tls::role::server, o.tls, ec);
+      g_->tls = tls::context::make(tls::role::server, o.tls, ec, o.session_resumption);
       if (!g_->tls) return false;
     } else if (!tls::check_options(tls::role::server, o.tls, ec)) {
       return false;

@@ -72,8 +72,8 @@ int new_ticket(SSL* ssl, SSL_SESSION* sess) {
 }
 
 // A gateway's tickets carry when the full handshake behind them was (renewed
-// tickets keep it): a ticket from a handshake longer ago than
-// ticket_lifetime_s is not used, so a client's certificate (and its chain)
+// tickets keep it): a ticket from a handshake longer ago than the
+// gateway's session_resumption is not used, so a client's certificate (and its chain)
 // is verified at least that often, however often it reconnects.
 int stamp_ticket(SSL* ssl, void*) {
   SSL_SESSION* sess = SSL_get0_session(ssl);
@@ -86,7 +86,7 @@ int stamp_ticket(SSL* ssl, void*) {
 }
 
 SSL_TICKET_RETURN check_ticket(SSL*, SSL_SESSION* sess, const unsigned char*, std::size_t, SSL_TICKET_STATUS status,
-                               void*) {
+                               void* lifetime) {
   if (status != SSL_TICKET_SUCCESS && status != SSL_TICKET_SUCCESS_RENEW) return SSL_TICKET_RETURN_IGNORE_RENEW;
   void* data = nullptr;
   std::size_t len = 0;
@@ -96,7 +96,7 @@ SSL_TICKET_RETURN check_ticket(SSL*, SSL_SESSION* sess, const unsigned char*, st
   const std::int64_t now = ::time(nullptr);
   // Too old, from the future, or its certificate expired since: a full
   // handshake instead, whose verification then says what is wrong.
-  if (now - at > ticket_lifetime_s || at > now + 60 || !still_valid(SSL_SESSION_get0_peer(sess)))
+  if (now - at > *static_cast<const std::int64_t*>(lifetime) || at > now + 60 || !still_valid(SSL_SESSION_get0_peer(sess)))
     return SSL_TICKET_RETURN_IGNORE_RENEW;
   return SSL_TICKET_RETURN_USE_RENEW;
 }
@@ -209,7 +209,8 @@ bool check_options(role r, const tls_options& o, std::error_code& ec) {
   return true;
 }
 
-std::shared_ptr<context> context::make(role r, const tls_options& o, std::error_code& ec) {
+std::shared_ptr<context> context::make(role r, const tls_options& o, std::error_code& ec,
+                                       std::chrono::seconds resume_for) {
   ec.clear();
   if (!check_options(r, o, ec)) return nullptr;
   std::shared_ptr<context> c(new context(r, o));
@@ -228,7 +229,8 @@ std::shared_ptr<context> context::make(role r, const tls_options& o, std::error_
   // they save work, certificates (see resumes()); never early data.
   if (!SSL_CTX_set_min_proto_version(x, TLS1_3_VERSION)) return fail("cannot require TLS 1.3");
   SSL_CTX_clear_options(x, SSL_OP_ALLOW_NO_DHE_KEX);
-  c->resumes_ = r == role::server ? !o.ca_file.empty() : o.psk.empty();
+  c->resume_for_ = resume_for.count();
+  c->resumes_ = r == role::server ? !o.ca_file.empty() && c->resume_for_ > 0 : o.psk.empty();
   SSL_CTX_set_max_early_data(x, 0);
   if (c->resumes_) {
     // Stateless tickets: sealed with this context's random key, so a
@@ -236,9 +238,9 @@ std::shared_ptr<context> context::make(role r, const tls_options& o, std::error_
     SSL_CTX_clear_options(x, SSL_OP_NO_TICKET);
     if (r == role::server) {
       SSL_CTX_set_num_tickets(x, 1);
-      SSL_CTX_set_timeout(x, ticket_lifetime_s);
+      SSL_CTX_set_timeout(x, static_cast<long>(c->resume_for_)); // the lifetime hint clients get too
       SSL_CTX_set_session_cache_mode(x, SSL_SESS_CACHE_OFF);
-      if (!SSL_CTX_set_session_ticket_cb(x, stamp_ticket, check_ticket, nullptr))
+      if (!SSL_CTX_set_session_ticket_cb(x, stamp_ticket, check_ticket, &c->resume_for_))
         return fail("cannot set up session tickets");
     } else {
       SSL_CTX_set_timeout(x, ticket_lifetime_s); // as the gateway: an older ticket is refused anyway

@@ -9,6 +9,8 @@
 
 #include <openssl/ssl.h>
 
+#include <chrono>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -24,11 +26,18 @@ enum class role { client, server };
 /// sizes); false with a detail saying what to fix.
 bool check_options(role r, const tls_options& o, std::error_code& ec);
 
+/// How long a client keeps a session ticket at most, in seconds (the
+/// gateway's default lifetime; its own, if shorter, rules).
+inline constexpr long ticket_lifetime_s = 600;
+
 /// A TLS 1.3-only context with this end's credentials loaded and peer
 /// verification as the options say. Shared by the sessions it creates.
 class context {
 public:
-  static std::shared_ptr<context> make(role r, const tls_options& o, std::error_code& ec);
+  /// `resume_for`: a server's session ticket lifetime (0: no tickets); see
+  /// gateway_options::session_resumption.
+  static std::shared_ptr<context> make(role r, const tls_options& o, std::error_code& ec,
+                                       std::chrono::seconds resume_for = std::chrono::seconds(ticket_lifetime_s));
   /// A client context for `o`, shared by every dial with the same options
   /// while their files are unchanged: building one costs OpenSSL 3 about
   /// 100 µs (it fetches its algorithms), more than the client's whole part
@@ -63,13 +72,12 @@ private:
   tls_options opts_;
   SSL_CTX* ctx_ = nullptr;
   bool resumes_ = false;
+  std::int64_t resume_for_ = 0; // a server's ticket lifetime, seconds
   // A client's tickets, the oldest first; a few gateways' worth.
   mutable std::mutex tickets_mu_;
   mutable std::vector<std::pair<std::string, SSL_SESSION*>> tickets_;
 };
 
-/// How long a gateway's session ticket may be used to resume, in seconds.
-inline constexpr long ticket_lifetime_s = 600;
 
 /// The SSL ex_data slot of a client session's ticket key (a std::string the
 /// session owns): where new_ticket() files the tickets it is sent.

@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <ctime>
 #include <atomic>
 #include <mutex>
 #include <fstream>
@@ -449,6 +450,55 @@ TEST_F(Remote, CertificateClientsResumeTlsSessionsWithTheSameIdentities) {
     bool psk = i == 4 || i == 5;
     EXPECT_EQ(users[i], psk ? "psk:npipe-client" : "CN=npipe-client,O=npipe") << i;
   }
+}
+
+// A renewed ticket keeps the time of the full handshake behind it: past
+// session_resumption from that handshake the gateway does not resume, even
+// with a ticket issued a moment ago, and verifies the certificate again.
+// Zero turns tickets off. (Real seconds pass: the rule is about time.)
+TEST_F(Remote, ResumptionEndsSessionResumptionAfterTheFullHandshakeHoweverOftenItIsRenewed) {
+  auto name = random_pipe();
+  counting_echo echo(name);
+  auto opts = loopback_gateway(gateway_certs_only());
+  opts.session_resumption = std::chrono::seconds(6);
+  gateway gw(opts);
+  client_options co;
+  co.tls = client_certs();
+  auto where = remote_name("127.0.0.1", gw.port(), name);
+  auto works = [&] {
+    auto c = connect(where, co, 10s);
+    return c.transact("again", 10s) == "again";
+  };
+  auto at_least = [](std::time_t t) { return wait_until([t] { return ::time(nullptr) >= t; }, 20s); };
+  ASSERT_TRUE(works()); // the full handshake, at some second s <= a
+  const std::time_t a = ::time(nullptr);
+  ASSERT_TRUE(at_least(a + 3));
+  ASSERT_TRUE(works()); // 3 or 4 s after it: resumed, and a new ticket (issued at >= a + 3)
+  EXPECT_EQ(gw.stats().resumed, 1u);
+  ASSERT_TRUE(at_least(a + 7));
+  // Over 6 s since the full handshake, but the client's new ticket is not
+  // 6 s old (it offers it until a + 9): the gateway declines it.
+  ASSERT_LT(::time(nullptr), a + 9) << "the machine stalled for seconds; the window was missed";
+  ASSERT_TRUE(works());
+  EXPECT_EQ(gw.stats().resumed, 1u) << "a full handshake, not a resumption";
+  ASSERT_TRUE(works());
+  EXPECT_EQ(gw.stats().resumed, 2u) << "and from that full handshake on, resumption again";
+
+  opts.session_resumption = std::chrono::seconds(0);
+  opts.port = 0;
+  gateway off(opts);
+  auto off_where = remote_name("127.0.0.1", off.port(), name);
+  for (int i = 0; i < 3; ++i) {
+    auto c = connect(off_where, co, 10s);
+    EXPECT_EQ(c.transact("no tickets", 10s), "no tickets");
+  }
+  EXPECT_EQ(off.stats().resumed, 0u);
+  opts.session_resumption = std::chrono::hours(24 * 8);
+  std::error_code ec;
+  gateway too_long;
+  too_long.open(opts, ec);
+  EXPECT_EQ(ec, errc::invalid_argument);
+  EXPECT_NE(last_error_detail().find("session_resumption"), std::string::npos) << last_error_detail();
 }
 
 // A client keeps its TLS context between connects (building one is most of

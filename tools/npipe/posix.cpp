@@ -236,6 +236,7 @@ struct gateway_args {
   long idle_ms = 300'000, handshake_ms = npipe::defaults::handshake_timeout.count(), auth_ms = 3'000;
   unsigned max_connections = npipe::defaults::max_connections, threads = 2;
   unsigned max_unauthenticated = 64, max_unauthenticated_per_address = 16;
+  long resume_s = 600;
   std::string dir;
   bool verbose = false;
   tls_args tls;
@@ -269,6 +270,10 @@ CLI::App* add_gateway_command(CLI::App& app) {
                       "Most connections not yet through TLS from one address (IPv6: one /64)")
       ->transform(whole(1, 1u << 20))
       ->capture_default_str();
+  gateway->add_option("--resume", ga.resume_s,
+                      "With --ca: seconds after a full TLS handshake a client may resume with a ticket (0: never)")
+      ->transform(whole(0, 604800))
+      ->capture_default_str();
   gateway->add_option("--threads", ga.threads, "I/O threads")->transform(whole(1, 1024))->capture_default_str();
   gateway->add_option("--dir", ga.dir, "Pipe directory (default $NPIPE_DIR or /tmp/.npipe)");
   gateway->add_flag("-v,--verbose", ga.verbose,
@@ -291,6 +296,7 @@ int run_gateway() {
   g.max_unauthenticated = a.max_unauthenticated;
   g.max_unauthenticated_per_address = a.max_unauthenticated_per_address;
   g.threads = a.threads;
+  g.session_resumption = std::chrono::seconds(a.resume_s);
   g.pipe_dir = a.dir;
   if (int rc = tls_options_of(a.tls, g.tls); rc != 0) return rc;
   stop_request stop; // before the gateway's threads start: they inherit the signal mask
