@@ -37,6 +37,7 @@
 #include <atomic>
 #include <mutex>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <optional>
 #include <sstream>
@@ -109,6 +110,24 @@ tls_options with(std::initializer_list<std::pair<const char*, std::string>> fiel
     else if (key == "insecure") t.insecure = true;
   }
   return t;
+}
+
+// A TCP socket listening on 127.0.0.1 at a port the kernel picks (in `a`),
+// `tune` run on it first; -1 if any step fails.
+int loopback_listener(sockaddr_in& a, int backlog, const std::function<void(int)>& tune = {}) {
+  int l = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (l < 0) return -1;
+  if (tune) tune(l);
+  a = {};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t alen = sizeof a;
+  if (::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(l, backlog) != 0 ||
+      ::getsockname(l, reinterpret_cast<sockaddr*>(&a), &alen) != 0) {
+    ::close(l);
+    return -1;
+  }
+  return l;
 }
 
 tls_options gateway_certs_only() {
@@ -347,21 +366,16 @@ TEST_F(Remote, HostNamesResolveAndTheCertificateNameIsChecked) {
 // kernel stopped doing that, relayed replies would wait for Nagle and dead
 // hosts would hold connections: this says so.
 TEST_F(Remote, TcpOptionsOfAListeningSocketReachTheSocketsItAccepts) {
-  int l = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_GE(l, 0);
   int one = 1, idle = 30, interval = 10, count = 3; // as tune_tcp (src/remote/dial.cpp)
-  ASSERT_EQ(::setsockopt(l, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one), 0);
-  ASSERT_EQ(::setsockopt(l, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one), 0);
-  ASSERT_EQ(::setsockopt(l, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle), 0);
-  ASSERT_EQ(::setsockopt(l, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval), 0);
-  ASSERT_EQ(::setsockopt(l, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count), 0);
   sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t alen = sizeof a;
-  ASSERT_EQ(::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  ASSERT_EQ(::listen(l, 1), 0);
-  ASSERT_EQ(::getsockname(l, reinterpret_cast<sockaddr*>(&a), &alen), 0);
+  int l = loopback_listener(a, 1, [&](int fd) {
+    EXPECT_EQ(::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one), 0);
+    EXPECT_EQ(::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one), 0);
+    EXPECT_EQ(::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle), 0);
+    EXPECT_EQ(::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval), 0);
+    EXPECT_EQ(::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count), 0);
+  });
+  ASSERT_GE(l, 0);
   int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   ASSERT_EQ(::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
   int s = ::accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
@@ -791,15 +805,9 @@ TEST_F(Remote, AnAsyncReceiveNamesTheGatewayWhenItIsLostMidMessage) {
 // plaintext "gateway" by hand, which sends no flush frame: only the receipt
 // can answer.
 TEST_F(Remote, AnIdleAsyncClientStillSendsItsReceiptForEverythingItRead) {
-  int ls = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_GE(ls, 0);
   sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t alen = sizeof a;
-  ASSERT_EQ(::bind(ls, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  ASSERT_EQ(::listen(ls, 4), 0);
-  ASSERT_EQ(::getsockname(ls, reinterpret_cast<sockaddr*>(&a), &alen), 0);
+  int ls = loopback_listener(a, 4);
+  ASSERT_GE(ls, 0);
   io_thread io;
   client_options co;
   co.tls.insecure = true;
