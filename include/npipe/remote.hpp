@@ -80,15 +80,15 @@ struct gateway_options {
   /// pipe is busy (over TLS) and closed at once. Unauthenticated connections
   /// have their own, smaller budget (max_unauthenticated).
   unsigned max_connections = defaults::max_connections;
-  /// With client certificates (tls.ca_file): how long after a client's full
-  /// TLS handshake it may resume with a session ticket (skipping both ends'
-  /// certificate work); its certificate chain is verified again after that.
-  /// Zero: no tickets, every connect a full handshake.
-  std::chrono::seconds session_resumption{600};
   /// I/O threads relaying bytes.
   unsigned threads = 2;
   /// Where the local pipes are (as server_options::pipe_dir).
   std::string pipe_dir;
+  /// With client certificates (tls.ca_file): how long after a client's full
+  /// TLS handshake it may resume with a session ticket (skipping both ends'
+  /// certificate work); its certificate chain is verified again after that.
+  /// Zero: no tickets, every connect a full handshake. At most 7 days.
+  std::chrono::seconds session_resumption{600};
 };
 
 /// What a gateway has done so far. Every connection taken ends up in

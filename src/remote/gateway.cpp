@@ -60,7 +60,7 @@ public:
     if (o.max_unauthenticated_per_address < 1)
       return option_out_of_range("gateway_options::max_unauthenticated_per_address", o.max_unauthenticated_per_address,
                                  "1 or more", ec);
-    if (o.session_resumption.count() < 0 || o.session_resumption > std::chrono::hours(24 * 7))
+    if (o.session_resumption.count() < 0 || o.session_resumption.count() > tls::max_ticket_lifetime_s)
       return option_out_of_range("gateway_options::session_resumption", o.session_resumption.count(),
                                  "0 (off) to 604800 seconds (TLS 1.3's limit, 7 days)", ec);
     for (const auto& e : o.exports) {

@@ -17,6 +17,7 @@
 #include <cerrno>
 #include <fcntl.h>
 #include <mutex>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <vector>
 
@@ -75,12 +76,20 @@ int new_ticket(SSL* ssl, SSL_SESSION* sess) {
 // tickets keep it): a ticket from a handshake longer ago than the
 // gateway's session_resumption is not used, so a client's certificate (and its chain)
 // is verified at least that often, however often it reconnects.
-int stamp_ticket(SSL* ssl, void*) {
+int stamp_ticket(SSL* ssl, void* lifetime) {
   SSL_SESSION* sess = SSL_get0_session(ssl);
   void* data = nullptr;
   std::size_t len = 0;
-  if (SSL_session_reused(ssl) && SSL_SESSION_get0_ticket_appdata(sess, &data, &len) && len == sizeof(std::int64_t))
-    return 1; // a renewal: the first handshake's time stands
+  if (SSL_session_reused(ssl) && SSL_SESSION_get0_ticket_appdata(sess, &data, &len) && len == sizeof(std::int64_t)) {
+    // A renewal: the first handshake's time stands, and the lifetime the
+    // client is told (the ticket's timeout) is what is left of it, so a
+    // client does not offer a ticket this gateway would decline.
+    std::int64_t at = 0;
+    std::memcpy(&at, data, sizeof at);
+    const std::int64_t left = *static_cast<const std::int64_t*>(lifetime) - (::time(nullptr) - at);
+    SSL_SESSION_set_timeout(sess, static_cast<long>(std::max<std::int64_t>(left, 1)));
+    return 1;
+  }
   const std::int64_t now = ::time(nullptr);
   return SSL_SESSION_set1_ticket_appdata(sess, &now, sizeof now);
 }
@@ -243,7 +252,7 @@ std::shared_ptr<context> context::make(role r, const tls_options& o, std::error_
       if (!SSL_CTX_set_session_ticket_cb(x, stamp_ticket, check_ticket, &c->resume_for_))
         return fail("cannot set up session tickets");
     } else {
-      SSL_CTX_set_timeout(x, ticket_lifetime_s); // as the gateway: an older ticket is refused anyway
+      SSL_CTX_set_timeout(x, max_ticket_lifetime_s); // at most: the gateway's lifetime hint rules
       SSL_CTX_set_session_cache_mode(x, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
       SSL_CTX_sess_set_new_cb(x, new_ticket);
     }
@@ -298,46 +307,52 @@ std::shared_ptr<context> context::make(role r, const tls_options& o, std::error_
 
 namespace {
 
-// What a context was built from, on disk: the bytes of its files (the
-// private key's as a SHA-256 digest, so no copy of the key outlives the
-// dial), read before and again after OpenSSL reads the files: a context
-// is kept only if they did not change meanwhile, so a kept context is the
-// one those bytes make. File times would be cheaper but can repeat: a file
-// rewritten within one clock tick with the same size looks unchanged.
-// Files too large to keep are never cached.
+// What a context was built from, on disk: the CA file's bytes, and a
+// SHA-256 digest of the certificate and key files (which may hold a private
+// key: none of its bytes is kept), read before and again after OpenSSL
+// reads the files: a context is kept only if they did not change meanwhile,
+// so a kept context is the one those bytes make. File times would be
+// cheaper but can repeat: a file rewritten within one clock tick with the
+// same size looks unchanged. Only regular files up to 4 MiB are read here:
+// anything else (a pipe such as <(...), which can be read once) is left to
+// OpenSSL, and the context is not kept.
 constexpr std::size_t max_kept_file = 4 << 20;
 
-bool contents(const std::string& path, std::string& out, bool secret) {
+bool contents(const std::string& path, std::string& out, bool digest) {
   out.clear();
   if (path.empty()) return true;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) return false;
+  struct stat st{};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || static_cast<std::uint64_t>(st.st_size) > max_kept_file) {
+    ::close(fd);
+    return false;
+  }
+  EVP_MD_CTX* md = digest ? EVP_MD_CTX_new() : nullptr;
+  bool ok = !digest || (md && EVP_DigestInit_ex(md, EVP_sha256(), nullptr) == 1);
+  if (!digest) out.reserve(static_cast<std::size_t>(st.st_size));
   char buf[16384];
-  bool ok = true;
-  for (;;) {
+  std::size_t total = 0;
+  while (ok) {
     ssize_t n = ::read(fd, buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       ok = n == 0;
       break;
     }
-    if (out.size() + static_cast<std::size_t>(n) > max_kept_file) {
-      ok = false;
-      break;
-    }
-    out.append(buf, static_cast<std::size_t>(n));
+    total += static_cast<std::size_t>(n);
+    if (total > max_kept_file) ok = false;
+    else if (digest) ok = EVP_DigestUpdate(md, buf, static_cast<std::size_t>(n)) == 1;
+    else out.append(buf, static_cast<std::size_t>(n));
   }
   ::close(fd);
   OPENSSL_cleanse(buf, sizeof buf);
-  if (ok && secret) {
-    unsigned char md[EVP_MAX_MD_SIZE];
+  if (digest) {
+    unsigned char h[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
-    ok = EVP_Digest(out.data(), out.size(), md, &len, EVP_sha256(), nullptr) == 1;
-    OPENSSL_cleanse(out.data(), out.size());
-    out.assign(reinterpret_cast<const char*>(md), ok ? len : 0);
-  } else if (secret) {
-    OPENSSL_cleanse(out.data(), out.size());
-    out.clear();
+    ok = ok && EVP_DigestFinal_ex(md, h, &len) == 1;
+    EVP_MD_CTX_free(md);
+    if (ok) out.assign(reinterpret_cast<const char*>(h), len);
   }
   return ok;
 }
@@ -345,7 +360,7 @@ bool contents(const std::string& path, std::string& out, bool secret) {
 using file_bytes = std::array<std::string, 3>;
 
 bool read_files(const tls_options& o, file_bytes& f) {
-  return contents(o.ca_file, f[0], false) && contents(o.cert_file, f[1], false) && contents(o.key_file, f[2], true);
+  return contents(o.ca_file, f[0], false) && contents(o.cert_file, f[1], true) && contents(o.key_file, f[2], true);
 }
 
 bool same_options(const tls_options& a, const tls_options& b) {

@@ -26,9 +26,10 @@ enum class role { client, server };
 /// sizes); false with a detail saying what to fix.
 bool check_options(role r, const tls_options& o, std::error_code& ec);
 
-/// How long a client keeps a session ticket at most, in seconds (the
-/// gateway's default lifetime; its own, if shorter, rules).
+/// A gateway's default session ticket lifetime, in seconds; a client keeps
+/// a ticket as long as the gateway says, up to TLS 1.3's limit (7 days).
 inline constexpr long ticket_lifetime_s = 600;
+inline constexpr long max_ticket_lifetime_s = 7 * 24 * 3600;
 
 /// A TLS 1.3-only context with this end's credentials loaded and peer
 /// verification as the options say. Shared by the sessions it creates.

@@ -111,6 +111,24 @@ TEST_F(Cli, BadNameIsAUsageError) {
   EXPECT_NE(r.err.find("not a pipe name"), std::string::npos) << r.err;
 }
 
+// --resume sets how long certificate clients resume; a gateway without
+// --ca has none, so the flag there is a mistake, said at once.
+TEST_F(Cli, GatewayResumeNeedsClientCertificates) {
+  auto psk = dir_ + "/psk.txt";
+  {
+    std::ofstream f(psk);
+    f << "a:" << std::string(64, '7') << "\n";
+  }
+  ASSERT_EQ(::chmod(psk.c_str(), 0600), 0);
+  auto r = run({npipe_bin, "gateway", "--export", "x", "--listen", "127.0.0.1", "--port", "0", "--psk-file", psk,
+                "--resume", "60"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--resume needs --ca"), std::string::npos) << r.err;
+  r = run({npipe_bin, "gateway", "--export", "x", "--port", "0", "--resume", "604801", "--psk-file", psk});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--resume"), std::string::npos) << r.err;
+}
+
 TEST_F(Cli, HelpOnEverySubcommand) {
   for (std::string sub : {"serve", "send", "call", "list", "bench"}) {
     auto r = run({npipe_bin, sub, "--help"});

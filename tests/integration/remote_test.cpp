@@ -515,6 +515,89 @@ TEST_F(Remote, ResumptionEndsSessionResumptionAfterTheFullHandshakeHoweverOftenI
   EXPECT_NE(last_error_detail().find("session_resumption"), std::string::npos) << last_error_detail();
 }
 
+// The gateway's own rule, for a client that offers an old ticket anyway (a
+// well-behaved client, npipe's included, drops it when the lifetime the
+// gateway gave it ends): a raw OpenSSL client resumes once, late, keeps the
+// renewed ticket, says it is new and offers it past session_resumption from
+// the full handshake, though not past the renewal's own lifetime. The
+// gateway declines it (a full handshake, which succeeds).
+TEST_F(Remote, TheGatewayDeclinesATicketPastSessionResumptionWhateverTheClientClaims) {
+  auto name = random_pipe();
+  counting_echo echo(name);
+  auto opts = loopback_gateway(gateway_certs_only());
+  opts.session_resumption = std::chrono::seconds(6);
+  gateway gw(opts);
+  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> x(SSL_CTX_new(TLS_client_method()), SSL_CTX_free);
+  ASSERT_TRUE(x);
+  SSL_CTX_set_min_proto_version(x.get(), TLS1_3_VERSION);
+  ASSERT_EQ(SSL_CTX_use_certificate_chain_file(x.get(), cert("client.pem").c_str()), 1);
+  ASSERT_EQ(SSL_CTX_use_PrivateKey_file(x.get(), cert("client.key").c_str(), SSL_FILETYPE_PEM), 1);
+  ASSERT_EQ(SSL_CTX_load_verify_locations(x.get(), cert("ca.pem").c_str(), nullptr), 1);
+  SSL_CTX_set_verify(x.get(), SSL_VERIFY_PEER, nullptr);
+  SSL_CTX_set_session_cache_mode(x.get(), SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+  static SSL_SESSION* latest = nullptr; // the last ticket (the callback has no other way out)
+  SSL_CTX_sess_set_new_cb(x.get(), [](SSL*, SSL_SESSION* t) {
+    if (latest) SSL_SESSION_free(latest);
+    latest = t;
+    return 1;
+  });
+  const std::string hello = [&] {
+    detail::protocol::hello h;
+    h.name = name.name();
+    h.max_message = 1 << 20;
+    return detail::protocol::encode_hello(h);
+  }();
+  // One connect offering `offer` (if any), through the npipe hello and its
+  // reply (so the ticket, sent before the reply, has been read); whether
+  // the handshake resumed, or -1 if something failed.
+  auto connect_once = [&](SSL_SESSION* offer) {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(gw.port());
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    timeval tv{10, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    int result = -1;
+    SSL* ssl = SSL_new(x.get());
+    SSL_set_fd(ssl, fd);
+    SSL_set_tlsext_host_name(ssl, "localhost");
+    if (offer) SSL_set_session(ssl, offer);
+    std::size_t n = 0;
+    char reply[detail::protocol::reply_size];
+    std::size_t got = 0;
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 && SSL_connect(ssl) == 1 &&
+        SSL_write_ex(ssl, hello.data(), hello.size(), &n) == 1) {
+      while (got < sizeof reply && SSL_read_ex(ssl, reply + got, sizeof reply - got, &n) == 1) got += n;
+      if (got == sizeof reply) result = SSL_session_reused(ssl) ? 1 : 0;
+    }
+    SSL_shutdown(ssl);
+    SSL_free(ssl);
+    ::close(fd);
+    return result;
+  };
+  auto take = [] {
+    SSL_SESSION* t = std::exchange(latest, nullptr);
+    return std::unique_ptr<SSL_SESSION, decltype(&SSL_SESSION_free)>(t, SSL_SESSION_free);
+  };
+  ASSERT_EQ(connect_once(nullptr), 0) << "a full handshake";
+  const std::time_t a = ::time(nullptr); // the full handshake was at a or a - 1
+  auto first = take();
+  ASSERT_TRUE(first);
+  ASSERT_TRUE(wait_until([a] { return ::time(nullptr) >= a + 3; }, 20s));
+  EXPECT_EQ(connect_once(first.get()), 1) << "3-4 s on, the ticket resumes";
+  auto renewed = take();
+  ASSERT_TRUE(renewed) << "a resumed connection gets a new ticket";
+  ASSERT_TRUE(wait_until([a] { return ::time(nullptr) >= a + 7; }, 20s));
+  // 7 s or more since the full handshake, 3 or more since the renewal.
+  SSL_SESSION_set_time(renewed.get(), static_cast<long>(::time(nullptr)));
+  SSL_SESSION_set_timeout(renewed.get(), 3600);
+  EXPECT_EQ(connect_once(renewed.get()), 0) << "the gateway declines it: a full handshake";
+  EXPECT_EQ(gw.stats().resumed, 1u);
+  EXPECT_EQ(gw.stats().tls_failed, 0u);
+  take();
+}
+
 // A client keeps its TLS context between connects (building one is most of
 // its handshake's cost), but not past a change to the files it was built
 // from: a CA file replaced (a rename over it) or rewritten in place, or a
@@ -570,6 +653,21 @@ TEST_F(Remote, AClientRereadsItsTlsFilesWhenTheyChangeBetweenConnects) {
   ec = works();
   EXPECT_EQ(ec, errc::invalid_argument);
   EXPECT_NE(last_error_detail().find(ca), std::string::npos) << last_error_detail();
+  // A key given as a pipe, as a shell's <(...) gives it, can be read once:
+  // OpenSSL reads it, nothing before it does, and no context is kept.
+  copy(cert("ca.pem"), ca, false);
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  {
+    std::ifstream in(cert("client.key"), std::ios::binary);
+    std::string body((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    ASSERT_EQ(::write(p[1], body.data(), body.size()), static_cast<ssize_t>(body.size()));
+    ::close(p[1]);
+  }
+  co.tls.key_file = "/dev/fd/" + std::to_string(p[0]);
+  ec = works();
+  EXPECT_FALSE(ec) << ec.message() << " / " << last_error_detail();
+  ::close(p[0]);
 }
 
 TEST_F(Remote, TheAsyncClientReachesRemotePipesWithTheSameSemantics) {

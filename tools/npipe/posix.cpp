@@ -237,6 +237,7 @@ struct gateway_args {
   unsigned max_connections = npipe::defaults::max_connections, threads = 2;
   unsigned max_unauthenticated = 64, max_unauthenticated_per_address = 16;
   long resume_s = 600;
+  CLI::Option* resume_opt = nullptr;
   std::string dir;
   bool verbose = false;
   tls_args tls;
@@ -270,7 +271,7 @@ CLI::App* add_gateway_command(CLI::App& app) {
                       "Most connections not yet through TLS from one address (IPv6: one /64)")
       ->transform(whole(1, 1u << 20))
       ->capture_default_str();
-  gateway->add_option("--resume", ga.resume_s,
+  ga.resume_opt = gateway->add_option("--resume", ga.resume_s,
                       "With --ca: seconds after a full TLS handshake a client may resume with a ticket (0: never)")
       ->transform(whole(0, 604800))
       ->capture_default_str();
@@ -299,6 +300,8 @@ int run_gateway() {
   g.session_resumption = std::chrono::seconds(a.resume_s);
   g.pipe_dir = a.dir;
   if (int rc = tls_options_of(a.tls, g.tls); rc != 0) return rc;
+  if (a.resume_opt->count() && g.tls.ca_file.empty())
+    throw usage_error("--resume needs --ca: only a gateway that verifies client certificates resumes sessions");
   stop_request stop; // before the gateway's threads start: they inherit the signal mask
   std::error_code ec;
   npipe::gateway gw;
