@@ -5,6 +5,8 @@
 // portable_test.cpp (Via/Portable.*/remote_*).
 
 #include "core/protocol.hpp"
+#include "remote/tls.hpp"
+#include "remote/tls_session.hpp"
 #include "raw_peer.hpp"
 #include "remote_support.hpp"
 #include "test_support.hpp"
@@ -22,6 +24,7 @@
 #include <openssl/ssl.h>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -596,6 +599,87 @@ TEST_F(Remote, TheGatewayDeclinesATicketPastSessionResumptionWhateverTheClientCl
   EXPECT_EQ(gw.stats().resumed, 1u);
   EXPECT_EQ(gw.stats().tls_failed, 0u);
   take();
+}
+
+// A connection holds its TLS context: OpenSSL calls back into it after the
+// handshake (a ticket the server sends later, an alert), when the client's
+// context cache may have let it go (its files changed, or newer options
+// pushed it out). AddressSanitizer caught the freed context read here.
+TEST_F(Remote, ALateTicketOnAConnectionWhoseContextTheCacheDroppedIsSafe) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  signal_pipe ticket_now, done;
+  std::thread srv([&] {
+    std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> x(SSL_CTX_new(TLS_server_method()), SSL_CTX_free);
+    SSL_CTX_set_min_proto_version(x.get(), TLS1_3_VERSION);
+    SSL_CTX_set_num_tickets(x.get(), 0);
+    SSL_CTX_use_certificate_chain_file(x.get(), cert("server.pem").c_str());
+    SSL_CTX_use_PrivateKey_file(x.get(), cert("server.key").c_str(), SSL_FILETYPE_PEM);
+    SSL* s = SSL_new(x.get());
+    SSL_set_fd(s, sv[1]);
+    if (SSL_accept(s) == 1 && ticket_now.wait()) {
+      SSL_new_session_ticket(s); // after the handshake, as RFC 8446 allows at any time
+      std::size_t n = 0;
+      SSL_write_ex(s, "x", 1, &n);
+      done.wait();
+      SSL_shutdown(s);
+    }
+    SSL_free(s);
+  });
+  struct finish { // on every way out, a failed assertion's too: the server thread ends, and is joined
+    signal_pipe &a, &b;
+    std::thread& t;
+    int* fds;
+    ~finish() {
+      a.notify();
+      b.notify();
+      ::shutdown(fds[1], SHUT_RD); // a server still in its handshake reads the end (its writes still go)
+      t.join();
+      ::close(fds[0]);
+      ::close(fds[1]);
+    }
+  } end{ticket_now, done, srv, sv};
+  ASSERT_EQ(::fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
+  const std::string ca = dir_ + "/ca.pem";
+  auto write_ca = [&](const std::string& extra) {
+    std::ifstream in(cert("ca.pem"), std::ios::binary);
+    std::string body((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::ofstream(ca, std::ios::binary | std::ios::trunc) << body << extra;
+  };
+  write_ca("");
+  tls_options o;
+  o.ca_file = ca;
+  std::error_code ec;
+  auto ctx = detail::tls::context::for_client(o, ec);
+  ASSERT_TRUE(ctx) << last_error_detail();
+  {
+    detail::tls::session s(sv[0], "the test server");
+    ASSERT_TRUE(s.start_client(ctx, "localhost", "localhost:1", ec)) << last_error_detail();
+    auto step = [&](detail::tls::io r) {
+      pollfd p{sv[0], static_cast<short>(r == detail::tls::io::want_write ? POLLOUT : POLLIN), 0};
+      return ::poll(&p, 1, 10'000) == 1;
+    };
+    for (;;) {
+      auto r = s.handshake();
+      if (r == detail::tls::io::done) break;
+      ASSERT_NE(r, detail::tls::io::end) << s.end_detail();
+      ASSERT_TRUE(step(r));
+    }
+    ctx.reset(); // the dial is over: only the connection holds it now
+    write_ca("\n"); // the CA file changes: the next dial makes a new context, and the cache drops this one
+    auto other = detail::tls::context::for_client(o, ec);
+    ASSERT_TRUE(other) << last_error_detail();
+    ticket_now.notify();
+    std::byte b[16];
+    std::size_t n = 0;
+    for (;;) {
+      auto r = s.read(b, sizeof b, n);
+      if (r == detail::tls::io::done) break;
+      ASSERT_NE(r, detail::tls::io::end) << s.end_detail();
+      ASSERT_TRUE(step(r));
+    }
+    EXPECT_EQ(n, 1u);
+  }
 }
 
 // A client keeps its TLS context between connects (building one is most of
