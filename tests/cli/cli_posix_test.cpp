@@ -127,6 +127,15 @@ TEST_F(Cli, GatewayResumeNeedsClientCertificates) {
   r = run({npipe_bin, "gateway", "--export", "x", "--port", "0", "--resume", "604801", "--psk-file", psk});
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("--resume"), std::string::npos) << r.err;
+  // serve --remote has the same flag, with the same rule; without --remote it is ignored, so refused.
+  auto name = random_name("resume");
+  r = run({npipe_bin, "serve", name, "--remote", "--listen", "127.0.0.1", "--port", "0", "--psk-file", psk,
+           "--resume", "60"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--resume needs --ca"), std::string::npos) << r.err;
+  r = run({npipe_bin, "serve", name, "--resume", "60"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--resume needs --remote"), std::string::npos) << r.err;
 }
 
 TEST_F(Cli, HelpOnEverySubcommand) {

@@ -125,8 +125,9 @@ struct remote_args {
   bool remote = false, accept_remote = false;
   std::vector<std::string> listen;
   long port = 4455;
+  long resume_s = 600;
   tls_args tls;
-  CLI::Option *listen_opt = nullptr, *port_opt = nullptr;
+  CLI::Option *listen_opt = nullptr, *port_opt = nullptr, *resume_opt = nullptr;
 };
 class remote_access {
 public:

@@ -172,6 +172,14 @@ int client_options_of(const npipe::pipe_name& name, const std::string& dir, cons
   return tls_options_of(tls, o.tls);
 }
 
+// --resume (gateway, serve --remote): only a gateway that verifies client
+// certificates has sessions to resume; anywhere else the flag is a mistake.
+void set_resumption(long seconds, const CLI::Option* given, npipe::gateway_options& g) {
+  if (given && given->count() && g.tls.ca_file.empty())
+    throw usage_error("--resume needs --ca: only a gateway that verifies client certificates resumes sessions");
+  g.session_resumption = std::chrono::seconds(seconds);
+}
+
 // ------------------------------------------------------------ serve --remote
 
 struct remote_access::impl {
@@ -190,6 +198,7 @@ int remote_access::open(const npipe::pipe_name& name, const std::string& dir, co
   g.exports = {name.name()};
   g.pipe_dir = dir;
   if (int rc = tls_options_of(a.tls, g.tls); rc != 0) return rc;
+  set_resumption(a.resume_s, a.resume_opt, g);
   std::error_code ec;
   impl_->gw.open(g, ec);
   if (ec) return report(ec, "cannot open remote access to " + name.str());
@@ -212,6 +221,11 @@ void add_remote_options(CLI::App* serve, remote_args& a) {
       serve->add_option("--listen", a.listen, "With --remote: addresses to listen on (default: every interface)");
   a.port_opt =
       serve->add_option("--port", a.port, "With --remote: TCP port")->transform(whole(0, 65535))->capture_default_str();
+  a.resume_opt = serve->add_option("--resume", a.resume_s,
+                                   "With --remote and --ca: seconds after a full TLS handshake a client may resume "
+                                   "with a ticket (0: never)")
+                     ->transform(whole(0, 604800))
+                     ->capture_default_str();
   add_tls_options(serve, a.tls, true, false);
 }
 
@@ -222,7 +236,10 @@ void check_remote_options(remote_args& a) {
   }
   // Without --remote these would be ignored, and a user who meant to open
   // remote access would not learn that nothing listens.
-  CLI::Option* o = a.listen_opt->count() ? a.listen_opt : a.port_opt->count() ? a.port_opt : any_given(a.tls);
+  CLI::Option* o = a.listen_opt->count()   ? a.listen_opt
+                  : a.port_opt->count()   ? a.port_opt
+                  : a.resume_opt->count() ? a.resume_opt
+                                          : any_given(a.tls);
   if (o) throw usage_error(o->get_name() + " needs --remote");
 }
 
@@ -297,11 +314,9 @@ int run_gateway() {
   g.max_unauthenticated = a.max_unauthenticated;
   g.max_unauthenticated_per_address = a.max_unauthenticated_per_address;
   g.threads = a.threads;
-  g.session_resumption = std::chrono::seconds(a.resume_s);
   g.pipe_dir = a.dir;
   if (int rc = tls_options_of(a.tls, g.tls); rc != 0) return rc;
-  if (a.resume_opt->count() && g.tls.ca_file.empty())
-    throw usage_error("--resume needs --ca: only a gateway that verifies client certificates resumes sessions");
+  set_resumption(a.resume_s, a.resume_opt, g);
   stop_request stop; // before the gateway's threads start: they inherit the signal mask
   std::error_code ec;
   npipe::gateway gw;
