@@ -80,6 +80,16 @@ private:
 };
 
 
+/// Sets up `x` for session tickets when `resumes` (a server's lifetime in
+/// `*lifetime`, which outlives `x`), or turns them off (tls_tickets.cpp).
+bool set_up_tickets(SSL_CTX* x, role r, bool resumes, const std::int64_t* lifetime);
+/// A certificate that is within its validity now (a resumed session's was
+/// verified when the session was made).
+bool still_valid(const X509* cert);
+/// The SSL ex_data slot of a server session's external PSK: 1 + its index
+/// in the context's options, or none.
+int psk_index();
+
 /// The SSL ex_data slot of a client session's ticket key (a std::string the
 /// session owns): where new_ticket() files the tickets it is sent.
 int ticket_key_index();
